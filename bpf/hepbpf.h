@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The one record layout shared by the BPF programs and userspace.
+ * src/capture/record.ts mirrors this file field by field: change both together.
+ * Every field is little-endian, naturally aligned, no implicit padding.
+ */
+#ifndef HEPBPF_H
+#define HEPBPF_H
+
+/* Bytes of payload carried by one record. A syscall moving more is cut here and
+ * flagged HEPBPF_F_TRUNCATED; orig_len keeps the real byte count. */
+#define HEPBPF_MAX_DATA 65536
+
+/* direction */
+#define HEPBPF_DIR_EGRESS 0 /* this process sent the bytes */
+#define HEPBPF_DIR_INGRESS 1 /* this process received the bytes */
+
+/* l7: what in-kernel inference decided this socket carries */
+#define HEPBPF_L7_UNKNOWN 0
+#define HEPBPF_L7_SIP 1
+#define HEPBPF_L7_DIAMETER 2
+
+/* source: the hook that produced the record */
+#define HEPBPF_SRC_WRITE 1
+#define HEPBPF_SRC_WRITEV 2
+#define HEPBPF_SRC_SENDTO 3
+#define HEPBPF_SRC_SENDMSG 4
+#define HEPBPF_SRC_SENDMMSG 5
+#define HEPBPF_SRC_READ 6
+#define HEPBPF_SRC_READV 7
+#define HEPBPF_SRC_RECVFROM 8
+#define HEPBPF_SRC_RECVMSG 9
+#define HEPBPF_SRC_RECVMMSG 10
+
+/* flags */
+#define HEPBPF_F_TRUNCATED 0x01 /* orig_len > data_len */
+#define HEPBPF_F_NO_PEER 0x02 /* peer address unknown (e.g. recvfrom with NULL addr on unconnected UDP) */
+
+/* Index into the "counters" per-CPU array map: every loss is counted. */
+#define HEPBPF_CNT_RINGBUF_FULL 0 /* bpf_ringbuf_output failed: record lost */
+#define HEPBPF_CNT_TRUNCATED 1 /* record cut at HEPBPF_MAX_DATA */
+#define HEPBPF_CNT_READ_FAULT 2 /* user memory could not be read */
+#define HEPBPF_CNT_EMITTED 3 /* records written to the ring buffer */
+#define HEPBPF_CNT_INFLIGHT_FULL 4 /* no room to remember a syscall between enter and exit */
+#define HEPBPF_CNT_MAX 8
+
+struct hepbpf_record {
+	__u64 ts_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u64 cgroup_id; /* bpf_get_current_cgroup_id() */
+	__u64 sock_id; /* identifies the socket for its lifetime (struct sock address) */
+	__u32 pid; /* tgid */
+	__u32 tid;
+	__u32 orig_len; /* bytes the syscall moved for this message */
+	__u32 data_len; /* bytes of data[] that follow, <= HEPBPF_MAX_DATA */
+	__u8 direction; /* HEPBPF_DIR_* */
+	__u8 family; /* AF_INET (2) or AF_INET6 (10) */
+	__u8 ip_proto; /* IPPROTO_TCP (6), IPPROTO_UDP (17), IPPROTO_SCTP (132) */
+	__u8 l7; /* HEPBPF_L7_* */
+	__u8 source; /* HEPBPF_SRC_* */
+	__u8 flags; /* HEPBPF_F_* */
+	__u16 local_port; /* host byte order */
+	__u16 remote_port; /* host byte order */
+	__u16 _pad;
+	__u32 fd;
+	__u8 local_addr[16]; /* IPv4: first 4 bytes, rest zero */
+	__u8 remote_addr[16];
+	char comm[16];
+	/* data[data_len] follows */
+};
+/* sizeof(struct hepbpf_record) == 104 */
+
+/* Read-only configuration, set by userspace before load (.rodata). */
+struct hepbpf_config {
+	__u32 self_tgid; /* the agent's own pid: never captured */
+	__u32 filter_ports; /* 1: only sockets with a port in the sip_ports map */
+};
+
+#endif
