@@ -1,0 +1,100 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { release } from 'node:os';
+import { missingForCapture, REQUIRED_CAPABILITIES, effectiveCapabilities, hasCapability, type CapabilityName } from './privileges.js';
+import { BPF_OBJECT_PATH, ADDON_PATH } from '../capture/paths.js';
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  /** Optional checks warn instead of failing the host. */
+  required: boolean;
+  detail: string;
+  fix?: string;
+}
+
+function kernelAtLeast(major: number, minor: number): boolean {
+  const [maj, min] = release().split('.').map((s) => parseInt(s, 10));
+  return maj > major || (maj === major && min >= minor);
+}
+
+function mounted(fsType: string): string | undefined {
+  const line = readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === fsType);
+  return line?.split(' ')[1];
+}
+
+export function runChecks(): Check[] {
+  const caps = effectiveCapabilities();
+  const missing = missingForCapture(caps);
+  const lockdown = existsSync('/sys/kernel/security/lockdown')
+    ? (/\[(\w+)\]/.exec(readFileSync('/sys/kernel/security/lockdown', 'utf8'))?.[1] ?? 'none')
+    : 'none';
+  const tracefs = mounted('tracefs');
+  const cgroup2 = mounted('cgroup2');
+  return [
+    {
+      name: 'privileges',
+      ok: missing.length === 0,
+      required: true,
+      detail: missing.length ? `missing ${missing.join(', ')}` : 'can load and attach BPF programs',
+      fix: 'run as root (sudo), or grant ' + Object.keys(REQUIRED_CAPABILITIES).join(', '),
+    },
+    ...(['CAP_SYS_PTRACE', 'CAP_DAC_READ_SEARCH'] as CapabilityName[]).map((c) => ({
+      name: c,
+      ok: hasCapability(c, caps) || hasCapability('CAP_SYS_ADMIN', caps),
+      required: false,
+      detail: REQUIRED_CAPABILITIES[c],
+      fix: `grant ${c}`,
+    })),
+    {
+      name: 'kernel',
+      ok: kernelAtLeast(5, 17),
+      required: true,
+      detail: `Linux ${release()} (ring buffer needs 5.8, bpf_loop 5.17)`,
+      fix: 'upgrade to Linux 5.17 or newer',
+    },
+    {
+      name: 'BTF',
+      ok: existsSync('/sys/kernel/btf/vmlinux'),
+      required: true,
+      detail: '/sys/kernel/btf/vmlinux (CO-RE relocations)',
+      fix: 'use a kernel built with CONFIG_DEBUG_INFO_BTF=y',
+    },
+    {
+      name: 'lockdown',
+      ok: lockdown !== 'confidentiality',
+      required: true,
+      detail: `lockdown mode: ${lockdown}`,
+      fix: 'boot with lockdown=integrity or none: confidentiality forbids reading socket data from BPF',
+    },
+    {
+      name: 'tracefs',
+      ok: tracefs !== undefined || missing.length === 0,
+      required: true,
+      detail: tracefs ? `mounted at ${tracefs}` : 'not mounted; the agent mounts it at /sys/kernel/tracing on start',
+      fix: 'mount -t tracefs nodev /sys/kernel/tracing',
+    },
+    {
+      name: 'cgroup v2',
+      ok: cgroup2 !== undefined,
+      required: false,
+      detail: cgroup2 ? `mounted at ${cgroup2}` : 'no cgroup2 mount: containers cannot be named',
+      fix: 'mount -t cgroup2 none /sys/fs/cgroup/unified',
+    },
+    {
+      name: 'build',
+      ok: existsSync(BPF_OBJECT_PATH) && existsSync(ADDON_PATH),
+      required: true,
+      detail: 'BPF object and libbpf addon',
+      fix: 'sudo scripts/setup.sh',
+    },
+  ];
+}
+
+export function doctor(out: NodeJS.WritableStream = process.stdout): number {
+  const checks = runChecks();
+  for (const c of checks) {
+    const mark = c.ok ? 'ok  ' : c.required ? 'FAIL' : 'warn';
+    out.write(`${mark}  ${c.name.padEnd(20)} ${c.detail}${c.ok || !c.fix ? '' : `\n      fix: ${c.fix}`}\n`);
+  }
+  return checks.some((c) => c.required && !c.ok) ? 1 : 0;
+}
