@@ -1,0 +1,79 @@
+import { availableParallelism } from 'node:os';
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { BpfObject, type RingBufferReader } from '../bpf/libbpf.js';
+import { ensureTracefs } from '../bpf/tracefs.js';
+import { BPF_OBJECT_PATH } from './paths.js';
+import { COUNTER_NAMES } from './record.js';
+
+export interface SocketCaptureOptions {
+  sipPorts?: number[];
+  log: Logger;
+}
+
+/** Number of possible CPUs: the scratch map needs one slot per CPU id the kernel may run us on. */
+function possibleCpus(): number {
+  try {
+    const text = readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim();
+    return Math.max(...text.split(',').map((r) => Number(r.split('-').pop()))) + 1;
+  } catch {
+    return availableParallelism();
+  }
+}
+
+/** The kernel-facing part of capture: loads bpf/hepbpf.bpf.c, configures it, attaches every probe, drains the ring buffer. */
+export class SocketCapture {
+  private obj?: BpfObject;
+  private reader?: RingBufferReader;
+
+  constructor(
+    private readonly opts: SocketCaptureOptions,
+    private readonly onBatch: (batch: Buffer) => void,
+  ) {}
+
+  start(): void {
+    ensureTracefs();
+    const obj = BpfObject.open(BPF_OBJECT_PATH);
+    this.obj = obj;
+    try {
+      // struct hepbpf_config is the only .rodata variable: { u32 self_tgid; u32 filter_ports; }
+      const rodata = obj.initialValue('.rodata');
+      rodata.writeUInt32LE(process.pid, 0);
+      rodata.writeUInt32LE(this.opts.sipPorts?.length ? 1 : 0, 4);
+      obj.setInitialValue('.rodata', rodata);
+      obj.setMaxEntries('scratch', possibleCpus());
+      obj.load();
+      const ports = obj.map('sip_ports');
+      for (const p of this.opts.sipPorts ?? []) {
+        const key = Buffer.alloc(2);
+        key.writeUInt16LE(p);
+        ports.update(key, Buffer.from([1]));
+      }
+      for (const prog of obj.programNames()) obj.attach(prog);
+      this.reader = obj.ringBuffer('events', this.onBatch);
+    } catch (err) {
+      this.stop();
+      throw err;
+    }
+  }
+
+  stop(): void {
+    this.reader?.stop();
+    this.reader = undefined;
+    this.obj?.close();
+    this.obj = undefined;
+  }
+
+  /** Kernel-side counters summed over CPUs: every loss is visible here. */
+  counters(): Record<string, number> {
+    const out: Record<string, number> = {};
+    if (!this.obj) return out;
+    const map = this.obj.map('counters');
+    COUNTER_NAMES.forEach((name, i) => {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(i);
+      out[name] = map.lookupPerCpu(key).reduce((sum, v) => sum + Number(v.readBigUInt64LE(0)), 0);
+    });
+    return out;
+  }
+}

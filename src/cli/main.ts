@@ -1,0 +1,51 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import { doctor } from './doctor.js';
+import { runCommand } from './run.js';
+import { tailCommand } from './tail.js';
+
+const program = new Command('hepbpf')
+  .description('eBPF host-wide SIP tracing agent: forwards every SIP message once as HEPv3')
+  .showHelpAfterError();
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+const ports = (v: string) =>
+  v.split(',').map((p) => {
+    const n = Number(p);
+    if (!Number.isInteger(n) || n < 1 || n > 65535) throw new Error(`bad port "${p}" in --sip-ports`);
+    return n;
+  });
+
+program
+  .command('run')
+  .description('capture and forward as HEPv3')
+  .option('--hep <url>', 'collector: udp://HOST:PORT or tcp://HOST:PORT (repeatable)', collect, [])
+  .option('--hep-id <n>', 'HEP capture agent id (chunk 0x0c)', (v) => Number(v), 2001)
+  .option('--node-name <name>', 'HEP node name (chunk 0x13)')
+  .option('--auth-key <key>', 'HEP auth key (chunk 0x0e)')
+  .option('--sip-ports <list>', 'only sockets with one of these ports (comma separated); default: SIP on any port', ports)
+  .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+  .action(runCommand);
+
+program
+  .command('tail')
+  .description('print live SIP messages')
+  .option('--json', 'one NDJSON record per message on stdout')
+  .option('--full', 'include the payload')
+  .option('--call-id <id>', 'only this Call-ID')
+  .option('--method <method>', 'only requests with this method and their responses')
+  .option('--port <n>', 'only messages with this source or destination port', (v) => Number(v))
+  .option('--sip-ports <list>', 'capture only sockets with one of these ports', ports)
+  .action(tailCommand);
+
+program
+  .command('doctor')
+  .description('what this host supports, what is missing and how to fix it')
+  .action(() => {
+    process.exitCode = doctor();
+  });
+
+program.parseAsync().catch((err: Error) => {
+  process.stderr.write(`hepbpf: ${err.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,44 @@
+import pino from 'pino';
+import { Agent } from '../agent.js';
+import { HepForwarder } from '../output/hep-forwarder.js';
+import { parseHepTarget } from '../output/target.js';
+import { preflight } from './preflight.js';
+
+export interface RunOptions {
+  hep: string[];
+  hepId: number;
+  nodeName?: string;
+  authKey?: string;
+  sipPorts?: number[];
+  logLevel: string;
+}
+
+export async function runCommand(opts: RunOptions): Promise<void> {
+  const log = pino({ level: opts.logLevel, base: { name: 'hepbpf' } }, pino.destination({ fd: 2, sync: true }));
+  if (opts.hep.length === 0) throw new Error('at least one --hep collector is required, e.g. --hep udp://127.0.0.1:9060');
+  const targets = opts.hep.map(parseHepTarget);
+  if (!Number.isInteger(opts.hepId) || opts.hepId < 0 || opts.hepId > 0xffffffff) throw new Error('--hep-id must be a 32-bit unsigned integer');
+  preflight();
+
+  const forwarder = new HepForwarder(targets, { captureId: opts.hepId, nodeName: opts.nodeName, authKey: opts.authKey }, log);
+  const agent = new Agent({ sipPorts: opts.sipPorts, log, sink: (event) => forwarder.forward(event) });
+  await agent.start();
+  log.info({ collectors: opts.hep, sipPorts: opts.sipPorts ?? 'any' }, 'ready');
+
+  const statsTimer = setInterval(() => log.info({ capture: agent.stats(), hep: forwarder.stats() }, 'stats'), 60_000);
+  statsTimer.unref();
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    clearInterval(statsTimer);
+    log.info({ signal }, 'stopping');
+    await agent.stop();
+    await forwarder.close();
+    log.info({ capture: agent.stats(), hep: forwarder.stats() }, 'stopped');
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}
