@@ -1,0 +1,926 @@
+// SPDX-License-Identifier: MIT
+/*
+ * N-API binding to the system libbpf, used only through ../libbpf.ts, which
+ * checks arguments and object lifetimes. Handles are externals:
+ * object -> struct object_handle, link -> struct link_handle,
+ * map -> struct bpf_map * (valid while its object is open),
+ * ring buffer -> struct reader.
+ *
+ * The ring buffer is drained by a native thread into pooled batches; JS gets
+ * one call per batch. Batch framing, per record:
+ *   u32 size (LE), u32 0, size bytes, zero padding to a multiple of 8.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <node_api.h>
+#include <bpf/libbpf.h>
+
+#define LOG_CAP 16384 /* tail of libbpf warnings kept for error messages */
+#define LOG_LINES 40 /* lines of that tail put into an error message */
+#define POOL_SIZE 4 /* batches in flight: draining + queued for JS + being read by JS */
+
+/* ---------------------------------------------------------------- errors */
+
+/* libbpf warnings go to stderr, except while a call that can fail is running:
+ * then they are kept so that the thrown error carries them (the verifier log
+ * explains a failed load far better than an errno). */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool log_capturing;
+static char log_buf[LOG_CAP];
+static size_t log_len;
+
+static void log_append(const char *s, size_t n)
+{
+	if (n >= LOG_CAP) {
+		s += n - (LOG_CAP - 1);
+		n = LOG_CAP - 1;
+	}
+	if (log_len + n > LOG_CAP - 1) {
+		size_t drop = log_len + n - (LOG_CAP - 1);
+		memmove(log_buf, log_buf + drop, log_len - drop);
+		log_len -= drop;
+	}
+	memcpy(log_buf + log_len, s, n);
+	log_len += n;
+	log_buf[log_len] = '\0';
+}
+
+static int print_libbpf(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	char *line;
+	int n;
+
+	if (level != LIBBPF_WARN)
+		return 0;
+	pthread_mutex_lock(&log_lock);
+	if (log_capturing) {
+		n = vasprintf(&line, fmt, args);
+		if (n > 0) {
+			log_append(line, n);
+			free(line);
+		}
+	} else {
+		n = vfprintf(stderr, fmt, args);
+	}
+	pthread_mutex_unlock(&log_lock);
+	return n;
+}
+
+static void capture_begin(void)
+{
+	pthread_mutex_lock(&log_lock);
+	log_capturing = true;
+	log_len = 0;
+	log_buf[0] = '\0';
+	pthread_mutex_unlock(&log_lock);
+}
+
+/* On success, what libbpf warned about still reaches stderr; on failure it is
+ * kept for throw_errno(). */
+static void capture_end(bool failed)
+{
+	pthread_mutex_lock(&log_lock);
+	log_capturing = false;
+	if (!failed && log_len) {
+		fputs(log_buf, stderr);
+		log_len = 0;
+	}
+	pthread_mutex_unlock(&log_lock);
+}
+
+/* Throws Error("<what> failed: ENAME (description)\n<libbpf log tail>") with
+ * .code = "ENAME" and .errno = err. err is a positive errno. */
+static void throw_errno(napi_env env, const char *what, int err)
+{
+	const char *name = strerrorname_np(err);
+	napi_value msg, code, errno_value, error;
+	const char *end, *tail;
+	char *text;
+	int lines = 0;
+
+	pthread_mutex_lock(&log_lock);
+	end = log_buf + log_len;
+	while (end > log_buf && end[-1] == '\n')
+		end--;
+	for (tail = end; tail > log_buf; tail--) {
+		if (tail[-1] == '\n' && ++lines >= LOG_LINES)
+			break;
+	}
+	if (asprintf(&text, "%s failed: %s (%s)%s%.*s", what, name ? name : "E?", strerror(err),
+		     end > tail ? "\n" : "", (int)(end - tail), tail) < 0)
+		text = NULL;
+	log_len = 0;
+	log_buf[0] = '\0';
+	pthread_mutex_unlock(&log_lock);
+
+	napi_create_string_utf8(env, text ? text : what, NAPI_AUTO_LENGTH, &msg);
+	napi_create_string_utf8(env, name ? name : "E?", NAPI_AUTO_LENGTH, &code);
+	napi_create_int32(env, err, &errno_value);
+	napi_create_error(env, NULL, msg, &error);
+	napi_set_named_property(env, error, "code", code);
+	napi_set_named_property(env, error, "errno", errno_value);
+	napi_throw(env, error);
+	free(text);
+}
+
+/* ---------------------------------------------------------------- arguments */
+
+#define GET_ARGS(n)                                                                  \
+	size_t argc = (n);                                                           \
+	napi_value argv[(n) > 0 ? (n) : 1];                                          \
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)         \
+		return NULL
+
+static void *arg_external(napi_env env, napi_value v)
+{
+	void *p = NULL;
+
+	napi_get_value_external(env, v, &p);
+	return p;
+}
+
+/* Returns a malloc'd copy of a JS string; the caller frees it. */
+static char *arg_string(napi_env env, napi_value v)
+{
+	size_t len = 0;
+	char *s;
+
+	if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok)
+		return NULL;
+	s = malloc(len + 1);
+	if (s)
+		napi_get_value_string_utf8(env, v, s, len + 1, &len);
+	return s;
+}
+
+static void *arg_buffer(napi_env env, napi_value v, size_t *len)
+{
+	void *data = NULL;
+
+	*len = 0;
+	napi_get_buffer_info(env, v, &data, len);
+	return data;
+}
+
+/* ---------------------------------------------------------------- object */
+
+struct object_handle {
+	struct bpf_object *obj; /* NULL once closed */
+};
+
+struct link_handle {
+	struct bpf_link *link; /* NULL once destroyed */
+};
+
+static void object_finalize(napi_env env, void *data, void *hint)
+{
+	struct object_handle *h = data;
+
+	bpf_object__close(h->obj);
+	free(h);
+}
+
+static void link_finalize(napi_env env, void *data, void *hint)
+{
+	struct link_handle *h = data;
+
+	bpf_link__destroy(h->link);
+	free(h);
+}
+
+static struct bpf_object *arg_object(napi_env env, napi_value v)
+{
+	struct object_handle *h = arg_external(env, v);
+
+	return h ? h->obj : NULL;
+}
+
+static struct bpf_map *find_map(napi_env env, struct bpf_object *obj, napi_value name_value)
+{
+	char *name = arg_string(env, name_value);
+	struct bpf_map *map = obj && name ? bpf_object__find_map_by_name(obj, name) : NULL;
+
+	if (!map)
+		throw_errno(env, name ? name : "map lookup", ENOENT);
+	free(name);
+	return map;
+}
+
+/* open(path) -> object */
+static napi_value object_open(napi_env env, napi_callback_info info)
+{
+	struct object_handle *h;
+	struct bpf_object *obj;
+	napi_value result;
+	char *path;
+	int err;
+
+	GET_ARGS(1);
+	path = arg_string(env, argv[0]);
+	capture_begin();
+	obj = bpf_object__open_file(path, NULL);
+	err = obj ? 0 : errno;
+	capture_end(!obj);
+	if (!obj) {
+		throw_errno(env, "bpf_object__open_file", err);
+		free(path);
+		return NULL;
+	}
+	free(path);
+	h = malloc(sizeof(*h));
+	h->obj = obj;
+	napi_create_external(env, h, object_finalize, NULL, &result);
+	return result;
+}
+
+/* programNames(object) -> string[] */
+static napi_value object_program_names(napi_env env, napi_callback_info info)
+{
+	struct bpf_object *obj;
+	struct bpf_program *prog;
+	napi_value result, name;
+	uint32_t i = 0;
+
+	GET_ARGS(1);
+	obj = arg_object(env, argv[0]);
+	napi_create_array(env, &result);
+	bpf_object__for_each_program(prog, obj) {
+		napi_create_string_utf8(env, bpf_program__name(prog), NAPI_AUTO_LENGTH, &name);
+		napi_set_element(env, result, i++, name);
+	}
+	return result;
+}
+
+/* setInitialValue(object, mapName, buffer) */
+static napi_value object_set_initial_value(napi_env env, napi_callback_info info)
+{
+	struct bpf_map *map;
+	size_t len;
+	void *data;
+	int err;
+
+	GET_ARGS(3);
+	map = find_map(env, arg_object(env, argv[0]), argv[1]);
+	if (!map)
+		return NULL;
+	data = arg_buffer(env, argv[2], &len);
+	err = bpf_map__set_initial_value(map, data, len);
+	if (err)
+		throw_errno(env, "bpf_map__set_initial_value", -err);
+	return NULL;
+}
+
+/* initialValue(object, mapName) -> Buffer (a copy) */
+static napi_value object_initial_value(napi_env env, napi_callback_info info)
+{
+	struct bpf_map *map;
+	const void *data;
+	napi_value result;
+	size_t len = 0;
+
+	GET_ARGS(2);
+	map = find_map(env, arg_object(env, argv[0]), argv[1]);
+	if (!map)
+		return NULL;
+	data = bpf_map__initial_value(map, &len);
+	if (!data) {
+		throw_errno(env, "bpf_map__initial_value", EINVAL);
+		return NULL;
+	}
+	napi_create_buffer_copy(env, len, data, NULL, &result);
+	return result;
+}
+
+/* setMaxEntries(object, mapName, n) */
+static napi_value object_set_max_entries(napi_env env, napi_callback_info info)
+{
+	struct bpf_map *map;
+	uint32_t n = 0;
+	int err;
+
+	GET_ARGS(3);
+	map = find_map(env, arg_object(env, argv[0]), argv[1]);
+	if (!map)
+		return NULL;
+	napi_get_value_uint32(env, argv[2], &n);
+	err = bpf_map__set_max_entries(map, n);
+	if (err)
+		throw_errno(env, "bpf_map__set_max_entries", -err);
+	return NULL;
+}
+
+/* load(object) */
+static napi_value object_load(napi_env env, napi_callback_info info)
+{
+	int err;
+
+	GET_ARGS(1);
+	capture_begin();
+	err = bpf_object__load(arg_object(env, argv[0]));
+	capture_end(err);
+	if (err)
+		throw_errno(env, "bpf_object__load", -err);
+	return NULL;
+}
+
+/* attach(object, progName[, binaryPath, funcName, retprobe, pid]) -> link.
+ * With a binary path the program is a uprobe/uretprobe on funcName;
+ * otherwise libbpf attaches it as its SEC() says. */
+static napi_value object_attach(napi_env env, napi_callback_info info)
+{
+	struct bpf_program *prog = NULL;
+	struct bpf_link *link = NULL;
+	char *name, *binary = NULL, *func = NULL;
+	struct link_handle *h;
+	napi_valuetype type;
+	napi_value result;
+	bool retprobe = false;
+	int32_t pid = -1;
+	char what[300];
+	int err;
+
+	GET_ARGS(6);
+	name = arg_string(env, argv[1]);
+	if (name)
+		prog = bpf_object__find_program_by_name(arg_object(env, argv[0]), name);
+	if (!prog) {
+		snprintf(what, sizeof(what), "finding program '%s'", name ? name : "?");
+		throw_errno(env, what, ENOENT);
+		free(name);
+		return NULL;
+	}
+	napi_typeof(env, argv[2], &type);
+	if (type == napi_string) {
+		binary = arg_string(env, argv[2]);
+		func = arg_string(env, argv[3]);
+		napi_get_value_bool(env, argv[4], &retprobe);
+		napi_get_value_int32(env, argv[5], &pid);
+	}
+
+	capture_begin();
+	if (binary) {
+		LIBBPF_OPTS(bpf_uprobe_opts, opts, .func_name = func, .retprobe = retprobe);
+		link = bpf_program__attach_uprobe_opts(prog, pid, binary, 0, &opts);
+		snprintf(what, sizeof(what), "attaching '%s' to %s:%s", name, binary, func);
+	} else {
+		link = bpf_program__attach(prog);
+		snprintf(what, sizeof(what), "attaching '%s' (%s)", name, bpf_program__section_name(prog));
+	}
+	err = link ? 0 : errno;
+	capture_end(!link);
+	free(name);
+	free(binary);
+	free(func);
+	if (!link) {
+		throw_errno(env, what, err);
+		return NULL;
+	}
+	h = malloc(sizeof(*h));
+	h->link = link;
+	napi_create_external(env, h, link_finalize, NULL, &result);
+	return result;
+}
+
+/* linkDestroy(link) */
+static napi_value link_destroy(napi_env env, napi_callback_info info)
+{
+	struct link_handle *h;
+
+	GET_ARGS(1);
+	h = arg_external(env, argv[0]);
+	bpf_link__destroy(h->link);
+	h->link = NULL;
+	return NULL;
+}
+
+/* close(object): maps and programs go; links made from it stay until destroyed. */
+static napi_value object_close(napi_env env, napi_callback_info info)
+{
+	struct object_handle *h;
+
+	GET_ARGS(1);
+	h = arg_external(env, argv[0]);
+	bpf_object__close(h->obj);
+	h->obj = NULL;
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- maps */
+
+/* map(object, name) -> { handle, type, keySize, valueSize, maxEntries } */
+static napi_value object_map(napi_env env, napi_callback_info info)
+{
+	napi_value result, v;
+	struct bpf_map *map;
+
+	GET_ARGS(2);
+	map = find_map(env, arg_object(env, argv[0]), argv[1]);
+	if (!map)
+		return NULL;
+	napi_create_object(env, &result);
+	napi_create_external(env, map, NULL, NULL, &v);
+	napi_set_named_property(env, result, "handle", v);
+	napi_create_uint32(env, bpf_map__type(map), &v);
+	napi_set_named_property(env, result, "type", v);
+	napi_create_uint32(env, bpf_map__key_size(map), &v);
+	napi_set_named_property(env, result, "keySize", v);
+	napi_create_uint32(env, bpf_map__value_size(map), &v);
+	napi_set_named_property(env, result, "valueSize", v);
+	napi_create_uint32(env, bpf_map__max_entries(map), &v);
+	napi_set_named_property(env, result, "maxEntries", v);
+	return result;
+}
+
+/* mapLookup(map, key, valueBytes) -> Buffer | null. valueBytes is the whole
+ * value: for per-CPU maps round_up(value_size, 8) * possible CPUs. */
+static napi_value map_lookup(napi_env env, napi_callback_info info)
+{
+	size_t key_len, value_len;
+	napi_value result;
+	uint32_t n = 0;
+	void *key, *value;
+	int err;
+
+	GET_ARGS(3);
+	key = arg_buffer(env, argv[1], &key_len);
+	napi_get_value_uint32(env, argv[2], &n);
+	napi_create_buffer(env, n, &value, &result);
+	value_len = n;
+	err = bpf_map__lookup_elem(arg_external(env, argv[0]), key, key_len, value, value_len, 0);
+	if (err == -ENOENT) {
+		napi_get_null(env, &result);
+	} else if (err) {
+		throw_errno(env, "bpf_map__lookup_elem", -err);
+		return NULL;
+	}
+	return result;
+}
+
+/* mapUpdate(map, key, value, flags) */
+static napi_value map_update(napi_env env, napi_callback_info info)
+{
+	size_t key_len, value_len;
+	void *key, *value;
+	int64_t flags = 0;
+	int err;
+
+	GET_ARGS(4);
+	key = arg_buffer(env, argv[1], &key_len);
+	value = arg_buffer(env, argv[2], &value_len);
+	napi_get_value_int64(env, argv[3], &flags);
+	err = bpf_map__update_elem(arg_external(env, argv[0]), key, key_len, value, value_len, flags);
+	if (err)
+		throw_errno(env, "bpf_map__update_elem", -err);
+	return NULL;
+}
+
+/* mapDelete(map, key) -> boolean (false: no such key) */
+static napi_value map_delete(napi_env env, napi_callback_info info)
+{
+	napi_value result;
+	size_t key_len;
+	void *key;
+	int err;
+
+	GET_ARGS(2);
+	key = arg_buffer(env, argv[1], &key_len);
+	err = bpf_map__delete_elem(arg_external(env, argv[0]), key, key_len, 0);
+	if (err && err != -ENOENT) {
+		throw_errno(env, "bpf_map__delete_elem", -err);
+		return NULL;
+	}
+	napi_get_boolean(env, err == 0, &result);
+	return result;
+}
+
+static napi_value possible_cpus(napi_env env, napi_callback_info info)
+{
+	napi_value result;
+	int n = libbpf_num_possible_cpus();
+
+	if (n < 0) {
+		throw_errno(env, "libbpf_num_possible_cpus", -n);
+		return NULL;
+	}
+	napi_create_int32(env, n, &result);
+	return result;
+}
+
+/* ---------------------------------------------------------------- ring buffer */
+
+struct batch {
+	char *data;
+	size_t cap;
+	size_t len;
+	uint32_t records;
+	struct batch *next; /* in the free list or the ready queue */
+};
+
+struct reader {
+	struct ring_buffer *rb;
+	napi_threadsafe_function tsfn;
+	napi_ref on_batch;
+	pthread_t thread;
+	int epoll_fd; /* waits on the ring buffer's epoll fd and on wake_fd */
+	int wake_fd; /* eventfd: stop() wakes the thread with it */
+	uint64_t max_latency_ns;
+
+	pthread_mutex_t lock; /* guards free, ready, stopping */
+	pthread_cond_t freed;
+	struct batch pool[POOL_SIZE];
+	struct batch *free;
+	struct batch *ready, *ready_tail;
+	bool stopping;
+
+	/* Owned by the drain thread, then by the JS thread once joined. */
+	struct batch *cur;
+	uint64_t cur_first_ns;
+	void *stash; /* a record consumed while stopping with no batch free */
+	size_t stash_len;
+	napi_env sync_env; /* set while the JS thread drains the rest in stop() */
+	bool sync_failed; /* a callback threw during that drain: discard the rest */
+
+	/* JS thread only */
+	bool running;
+	bool tsfn_gone; /* finalized, e.g. by Node at exit: never touch it again */
+	double batches, records;
+	int refs; /* held by the JS external and by the TSFN */
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static void reader_unref(struct reader *r)
+{
+	if (--r->refs)
+		return;
+	for (int i = 0; i < POOL_SIZE; i++)
+		free(r->pool[i].data);
+	free(r->stash);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->freed);
+	free(r);
+}
+
+static void batch_release(struct reader *r, struct batch *b)
+{
+	pthread_mutex_lock(&r->lock);
+	b->len = 0;
+	b->records = 0;
+	b->next = r->free;
+	r->free = b;
+	pthread_cond_signal(&r->freed);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Hands the oldest ready batch to JS, as a Buffer over the batch memory that
+ * is detached when the callback returns: it is valid only during the call. */
+static void deliver_one(napi_env env, struct reader *r)
+{
+	napi_value cb, buf, ab, global;
+	struct batch *b;
+	napi_status status;
+
+	pthread_mutex_lock(&r->lock);
+	b = r->ready;
+	if (b) {
+		r->ready = b->next;
+		if (!r->ready)
+			r->ready_tail = NULL;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (!b)
+		return;
+	if (!env || r->sync_failed) {
+		batch_release(r, b);
+		return;
+	}
+
+	r->batches++;
+	r->records += b->records;
+	napi_get_reference_value(env, r->on_batch, &cb);
+	napi_get_global(env, &global);
+	status = napi_create_external_buffer(env, b->len, b->data, NULL, NULL, &buf);
+	if (status == napi_ok) {
+		status = napi_call_function(env, global, cb, 1, &buf, NULL);
+		if (napi_get_typedarray_info(env, buf, NULL, NULL, NULL, &ab, NULL) == napi_ok)
+			napi_detach_arraybuffer(env, ab);
+	}
+	if (status != napi_ok && r->sync_env)
+		r->sync_failed = true;
+	batch_release(r, b);
+}
+
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data)
+{
+	deliver_one(env, context);
+}
+
+/* Queues the current batch for JS. */
+static void flush(struct reader *r)
+{
+	struct batch *b = r->cur;
+
+	r->cur = NULL;
+	pthread_mutex_lock(&r->lock);
+	b->next = NULL;
+	if (r->ready_tail)
+		r->ready_tail->next = b;
+	else
+		r->ready = b;
+	r->ready_tail = b;
+	pthread_mutex_unlock(&r->lock);
+	if (r->sync_env)
+		deliver_one(r->sync_env, r);
+	else
+		napi_call_threadsafe_function(r->tsfn, NULL, napi_tsfn_nonblocking);
+}
+
+/* Waits for a free batch: this is the back-pressure that makes the ring
+ * buffer fill up (and the BPF side count what it drops) when JS is slow.
+ * NULL when stopping and none is free. */
+static struct batch *take_batch(struct reader *r)
+{
+	struct batch *b;
+
+	pthread_mutex_lock(&r->lock);
+	while (!r->free && !r->stopping)
+		pthread_cond_wait(&r->freed, &r->lock);
+	b = r->free;
+	if (b)
+		r->free = b->next;
+	pthread_mutex_unlock(&r->lock);
+	return b;
+}
+
+static int on_record(void *ctx, void *data, size_t size)
+{
+	size_t framed = 8 + ((size + 7) & ~(size_t)7);
+	struct reader *r = ctx;
+	uint32_t header[2] = { size, 0 };
+	char *p;
+
+	if (r->cur && r->cur->len + framed > r->cur->cap)
+		flush(r);
+	if (!r->cur) {
+		r->cur = take_batch(r);
+		if (!r->cur) {
+			/* stop() delivers it after the thread is joined */
+			r->stash = malloc(size);
+			if (r->stash)
+				memcpy(r->stash, data, size);
+			r->stash_len = size;
+			return -EINTR;
+		}
+		r->cur_first_ns = now_ns();
+	}
+	if (framed > r->cur->cap) {
+		/* a record bigger than a batch gets a batch of its own, grown to fit */
+		p = realloc(r->cur->data, framed);
+		if (!p)
+			return -ENOMEM;
+		r->cur->data = p;
+		r->cur->cap = framed;
+	}
+	p = r->cur->data + r->cur->len;
+	memcpy(p, header, sizeof(header));
+	memcpy(p + 8, data, size);
+	memset(p + 8 + size, 0, framed - 8 - size);
+	r->cur->len += framed;
+	r->cur->records++;
+	return 0;
+}
+
+static bool stopping(struct reader *r)
+{
+	return __atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE);
+}
+
+static void *drain_thread(void *arg)
+{
+	struct reader *r = arg;
+	struct epoll_event ev;
+	int64_t left;
+	int timeout, n;
+
+	while (!stopping(r)) {
+		timeout = -1;
+		if (r->cur && r->cur->len) {
+			left = (int64_t)(r->cur_first_ns + r->max_latency_ns - now_ns());
+			timeout = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+		}
+		n = epoll_wait(r->epoll_fd, &ev, 1, timeout);
+		if (n < 0 && errno != EINTR) {
+			fprintf(stderr, "libbpf_addon: epoll_wait: %s\n", strerror(errno));
+			break;
+		}
+		if (stopping(r))
+			break;
+		if (n > 0)
+			ring_buffer__consume(r->rb);
+		if (r->cur && r->cur->len && now_ns() - r->cur_first_ns >= r->max_latency_ns)
+			flush(r);
+	}
+	return NULL;
+}
+
+/* Ends the drain thread. With env, delivers what is left (queued batches,
+ * the ring buffer's content, the partial batch) synchronously, in order. */
+static void reader_stop(napi_env env, struct reader *r)
+{
+	uint64_t one = 1;
+
+	if (!r->running)
+		return;
+	r->running = false;
+	pthread_mutex_lock(&r->lock);
+	__atomic_store_n(&r->stopping, true, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&r->freed);
+	pthread_mutex_unlock(&r->lock);
+	if (write(r->wake_fd, &one, sizeof(one)) < 0)
+		fprintf(stderr, "libbpf_addon: eventfd write: %s\n", strerror(errno));
+	pthread_join(r->thread, NULL);
+
+	if (env) {
+		r->sync_env = env;
+		while (r->ready)
+			deliver_one(env, r);
+		if (r->stash) {
+			on_record(r, r->stash, r->stash_len);
+			free(r->stash);
+			r->stash = NULL;
+		}
+		ring_buffer__consume(r->rb);
+		if (r->cur && r->cur->len)
+			flush(r);
+		r->sync_env = NULL;
+	}
+	ring_buffer__free(r->rb);
+	close(r->epoll_fd);
+	close(r->wake_fd);
+	if (!r->tsfn_gone)
+		napi_release_threadsafe_function(r->tsfn, napi_tsfn_release);
+}
+
+static void reader_finalize(napi_env env, void *data, void *hint)
+{
+	struct reader *r = data;
+
+	reader_stop(NULL, r);
+	napi_delete_reference(env, r->on_batch);
+	reader_unref(r);
+}
+
+/* Node finalizes the TSFN after our release, or by itself when the
+ * environment goes away: then the thread must end before it can call it. */
+static void tsfn_finalize(napi_env env, void *data, void *hint)
+{
+	struct reader *r = data;
+
+	r->tsfn_gone = true;
+	reader_stop(NULL, r);
+	reader_unref(r);
+}
+
+/* ringBuffer(map, onBatch, batchBytes, maxLatencyMs) -> reader */
+static napi_value ring_buffer_start(napi_env env, napi_callback_info info)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	uint32_t batch_bytes = 0, latency_ms = 0;
+	napi_value result, name;
+	struct reader *r;
+	int err;
+
+	GET_ARGS(4);
+	napi_get_value_uint32(env, argv[2], &batch_bytes);
+	napi_get_value_uint32(env, argv[3], &latency_ms);
+
+	r = calloc(1, sizeof(*r));
+	r->max_latency_ns = (uint64_t)latency_ms * 1000000;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->freed, NULL);
+	r->refs = 1;
+	for (int i = 0; i < POOL_SIZE; i++) {
+		r->pool[i].data = malloc(batch_bytes);
+		r->pool[i].cap = batch_bytes;
+		r->pool[i].next = r->free;
+		r->free = &r->pool[i];
+	}
+
+	capture_begin();
+	r->rb = ring_buffer__new(bpf_map__fd(arg_external(env, argv[0])), on_record, r, NULL);
+	err = r->rb ? 0 : errno;
+	capture_end(!r->rb);
+	if (!r->rb) {
+		throw_errno(env, "ring_buffer__new", err);
+		reader_unref(r);
+		return NULL;
+	}
+	r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (epoll_ctl(r->epoll_fd, EPOLL_CTL_ADD, ring_buffer__epoll_fd(r->rb), &ev) ||
+	    epoll_ctl(r->epoll_fd, EPOLL_CTL_ADD, r->wake_fd, &ev)) {
+		err = errno;
+		ring_buffer__free(r->rb);
+		close(r->epoll_fd);
+		close(r->wake_fd);
+		reader_unref(r);
+		throw_errno(env, "epoll_ctl", err);
+		return NULL;
+	}
+
+	napi_create_reference(env, argv[1], 1, &r->on_batch);
+	napi_create_string_utf8(env, "libbpf ring buffer", NAPI_AUTO_LENGTH, &name);
+	r->refs = 2;
+	napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, r, tsfn_finalize, r, call_js, &r->tsfn);
+	napi_create_external(env, r, reader_finalize, NULL, &result);
+	r->running = true;
+	err = pthread_create(&r->thread, NULL, drain_thread, r);
+	if (err) {
+		r->running = false;
+		ring_buffer__free(r->rb);
+		close(r->epoll_fd);
+		close(r->wake_fd);
+		napi_release_threadsafe_function(r->tsfn, napi_tsfn_release);
+		throw_errno(env, "pthread_create", err);
+		return NULL;
+	}
+	return result;
+}
+
+/* ringBufferStop(reader) */
+static napi_value ring_buffer_stop(napi_env env, napi_callback_info info)
+{
+	GET_ARGS(1);
+	reader_stop(env, arg_external(env, argv[0]));
+	return NULL;
+}
+
+/* ringBufferStats(reader) -> { batches, records } delivered to JS */
+static napi_value ring_buffer_stats(napi_env env, napi_callback_info info)
+{
+	napi_value result, v;
+	struct reader *r;
+
+	GET_ARGS(1);
+	r = arg_external(env, argv[0]);
+	napi_create_object(env, &result);
+	napi_create_double(env, r->batches, &v);
+	napi_set_named_property(env, result, "batches", v);
+	napi_create_double(env, r->records, &v);
+	napi_set_named_property(env, result, "records", v);
+	return result;
+}
+
+/* ---------------------------------------------------------------- module */
+
+static napi_value init(napi_env env, napi_value exports)
+{
+	static const struct {
+		const char *name;
+		napi_callback fn;
+	} fns[] = {
+		{ "open", object_open },
+		{ "programNames", object_program_names },
+		{ "setInitialValue", object_set_initial_value },
+		{ "initialValue", object_initial_value },
+		{ "setMaxEntries", object_set_max_entries },
+		{ "load", object_load },
+		{ "attach", object_attach },
+		{ "map", object_map },
+		{ "close", object_close },
+		{ "linkDestroy", link_destroy },
+		{ "mapLookup", map_lookup },
+		{ "mapUpdate", map_update },
+		{ "mapDelete", map_delete },
+		{ "possibleCpus", possible_cpus },
+		{ "ringBuffer", ring_buffer_start },
+		{ "ringBufferStop", ring_buffer_stop },
+		{ "ringBufferStats", ring_buffer_stats },
+	};
+	napi_value fn;
+
+	libbpf_set_print(print_libbpf);
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+		napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &fn);
+		napi_set_named_property(env, exports, fns[i].name, fn);
+	}
+	return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
