@@ -456,7 +456,9 @@ static napi_value map_lookup(napi_env env, napi_callback_info info)
 	napi_get_value_uint32(env, argv[2], &n);
 	napi_create_buffer(env, n, &value, &result);
 	value_len = n;
+	capture_begin();
 	err = bpf_map__lookup_elem(arg_external(env, argv[0]), key, key_len, value, value_len, 0);
+	capture_end(err);
 	if (err == -ENOENT) {
 		napi_get_null(env, &result);
 	} else if (err) {
@@ -478,7 +480,9 @@ static napi_value map_update(napi_env env, napi_callback_info info)
 	key = arg_buffer(env, argv[1], &key_len);
 	value = arg_buffer(env, argv[2], &value_len);
 	napi_get_value_int64(env, argv[3], &flags);
+	capture_begin();
 	err = bpf_map__update_elem(arg_external(env, argv[0]), key, key_len, value, value_len, flags);
+	capture_end(err);
 	if (err)
 		throw_errno(env, "bpf_map__update_elem", -err);
 	return NULL;
@@ -494,7 +498,9 @@ static napi_value map_delete(napi_env env, napi_callback_info info)
 
 	GET_ARGS(2);
 	key = arg_buffer(env, argv[1], &key_len);
+	capture_begin();
 	err = bpf_map__delete_elem(arg_external(env, argv[0]), key, key_len, 0);
+	capture_end(err);
 	if (err && err != -ENOENT) {
 		throw_errno(env, "bpf_map__delete_elem", -err);
 		return NULL;
