@@ -136,11 +136,22 @@ export class BpfObject {
    * zero padding to a multiple of 8 (see forEachRecord()).
    * The Buffer is a view of a pooled native buffer that is detached when onBatch returns:
    * copy what must outlive the call. While JS holds every pooled buffer, the thread waits and the
-   * ring buffer fills up (the BPF side sees its output fail).
+   * ring buffer fills up (the BPF side sees its output fail). An exception thrown by onBatch
+   * surfaces as an uncaught exception; delivery goes on.
    */
   ringBuffer(mapName: string, onBatch: (batch: Buffer) => void, opts: RingBufferOpts = {}): RingBufferReader {
     const map = native().map(this.open(), mapName);
-    const h = native().ringBuffer(map.handle, onBatch, opts.batchBytes ?? 1 << 20, opts.maxLatencyMs ?? 10);
+    // Node 20 swallows exceptions thrown into N-API callbacks: re-throw them as uncaught.
+    const deliver = (batch: Buffer): void => {
+      try {
+        onBatch(batch);
+      } catch (err) {
+        process.nextTick(() => {
+          throw err;
+        });
+      }
+    };
+    const h = native().ringBuffer(map.handle, deliver, opts.batchBytes ?? 1 << 20, opts.maxLatencyMs ?? 10);
     const reader = new RingBufferReader(h);
     this.readers.push(reader);
     return reader;
@@ -150,17 +161,9 @@ export class BpfObject {
   close(): void {
     if (!this.handle) return;
     for (const link of this.links.splice(0)) link.destroy();
-    let failure: unknown;
-    for (const reader of this.readers.splice(0)) {
-      try {
-        reader.stop();
-      } catch (err) {
-        failure ??= err; // an onBatch that threw while draining: still free everything
-      }
-    }
+    for (const reader of this.readers.splice(0)) reader.stop();
     native().close(this.handle);
     this.handle = undefined;
-    if (failure !== undefined) throw failure;
   }
 
   get closed(): boolean {
@@ -253,17 +256,14 @@ export class RingBufferReader {
 
   /**
    * Joins the thread, then delivers synchronously, in order, every record still queued or in the
-   * ring buffer; onBatch is never called after stop() returns. Idempotent.
+   * ring buffer; onBatch is never called after stop() returns. Until then the reader keeps Node's
+   * event loop alive. Idempotent.
    */
   stop(): void {
     if (!this.handle) return;
-    const h = this.handle;
+    native().ringBufferStop(this.handle);
+    this.last = native().ringBufferStats(this.handle);
     this.handle = undefined;
-    try {
-      native().ringBufferStop(h);
-    } finally {
-      this.last = native().ringBufferStats(h);
-    }
   }
 
   stats(): RingBufferStats {

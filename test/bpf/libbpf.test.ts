@@ -198,6 +198,37 @@ suite('libbpf binding (real kernel)', () => {
       );
     }
     expect(batches.slice(1).map((b) => parseEvent(b.subarray(8)).seq)).toEqual([1, 2]);
+
+    // pooled buffers grown for those records still hand over batches of at most batchBytes
+    obj.map('payload_len').update(u32(0), u32(0));
+    getppid(300);
+    await until(() => reader.stats().records === 303, '300 small records');
+    expect(batches.slice(3).map((b) => b.length)).toEqual([4096, 4096, (300 - 256) * 32]);
+  });
+
+  it('re-throws an exception from the batch callback as uncaught and keeps delivering', async () => {
+    const obj = loadProbes();
+    obj.attach('tst_getppid');
+    const saved = process.listeners('uncaughtException');
+    const uncaught: Error[] = [];
+    process.removeAllListeners('uncaughtException');
+    process.on('uncaughtException', (err) => uncaught.push(err));
+    try {
+      let calls = 0;
+      const reader = obj.ringBuffer('events', () => {
+        calls++;
+        throw new Error(`bad batch ${calls}`);
+      });
+      getppid(1);
+      await until(() => uncaught.length === 1, 'the first exception');
+      getppid(1);
+      await until(() => uncaught.length === 2, 'the second exception');
+      expect(uncaught.map((e) => e.message)).toEqual(['bad batch 1', 'bad batch 2']);
+      expect(reader.stats()).toEqual({ batches: 2, records: 2 });
+    } finally {
+      process.removeAllListeners('uncaughtException');
+      for (const l of saved) process.on('uncaughtException', l);
+    }
   });
 
   it('hands JS one call per full batch, the rest on stop(), and the batch view dies with the call', async () => {

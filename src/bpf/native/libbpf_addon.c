@@ -540,6 +540,7 @@ struct reader {
 	int epoll_fd; /* waits on the ring buffer's epoll fd and on wake_fd */
 	int wake_fd; /* eventfd: stop() wakes the thread with it */
 	uint64_t max_latency_ns;
+	size_t batch_bytes;
 
 	pthread_mutex_t lock; /* guards free, ready, stopping */
 	pthread_cond_t freed;
@@ -554,7 +555,7 @@ struct reader {
 	void *stash; /* a record consumed while stopping with no batch free */
 	size_t stash_len;
 	napi_env sync_env; /* set while the JS thread drains the rest in stop() */
-	bool sync_failed; /* a callback threw during that drain: discard the rest */
+	bool sync_failed; /* calling JS failed during that drain: discard the rest */
 
 	/* JS thread only */
 	bool running;
@@ -681,7 +682,7 @@ static int on_record(void *ctx, void *data, size_t size)
 	uint32_t header[2] = { size, 0 };
 	char *p;
 
-	if (r->cur && r->cur->len + framed > r->cur->cap)
+	if (r->cur && r->cur->len && r->cur->len + framed > r->batch_bytes)
 		flush(r);
 	if (!r->cur) {
 		r->cur = take_batch(r);
@@ -818,6 +819,7 @@ static napi_value ring_buffer_start(napi_env env, napi_callback_info info)
 
 	r = calloc(1, sizeof(*r));
 	r->max_latency_ns = (uint64_t)latency_ms * 1000000;
+	r->batch_bytes = batch_bytes;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->freed, NULL);
 	r->refs = 1;
