@@ -5,4 +5,3 @@ import { resolve } from 'node:path';
 const here = fileURLToPath(new URL('.', import.meta.url));
 export const REPO_ROOT = resolve(here, here.includes('/dist/') ? '../../..' : '../..');
 export const BPF_OBJECT_PATH = resolve(REPO_ROOT, 'build/hepbpf.bpf.o');
-export const ADDON_PATH = resolve(REPO_ROOT, 'src/bpf/native/build/Release/libbpf_addon.node');

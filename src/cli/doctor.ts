@@ -1,7 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { missingForCapture, REQUIRED_CAPABILITIES, effectiveCapabilities, hasCapability, type CapabilityName } from './privileges.js';
-import { BPF_OBJECT_PATH, ADDON_PATH } from '../capture/paths.js';
+import { BPF_OBJECT_PATH } from '../capture/paths.js';
+import { ADDON_PATH } from '../bpf/libbpf.js';
+import { tracefsMount } from '../bpf/tracefs.js';
 
 export interface Check {
   name: string;
@@ -17,7 +19,7 @@ function kernelAtLeast(major: number, minor: number): boolean {
   return maj > major || (maj === major && min >= minor);
 }
 
-function mounted(fsType: string): string | undefined {
+function mountOf(fsType: string): string | undefined {
   const line = readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === fsType);
   return line?.split(' ')[1];
 }
@@ -28,8 +30,8 @@ export function runChecks(): Check[] {
   const lockdown = existsSync('/sys/kernel/security/lockdown')
     ? (/\[(\w+)\]/.exec(readFileSync('/sys/kernel/security/lockdown', 'utf8'))?.[1] ?? 'none')
     : 'none';
-  const tracefs = mounted('tracefs');
-  const cgroup2 = mounted('cgroup2');
+  const tracefs = tracefsMount();
+  const cgroup2 = mountOf('cgroup2');
   return [
     {
       name: 'privileges',

@@ -2,6 +2,7 @@ import pino from 'pino';
 import { Agent } from '../agent.js';
 import { HepForwarder } from '../output/hep-forwarder.js';
 import { parseHepTarget } from '../output/target.js';
+import { ControlServer } from '../output/control-server.js';
 import { preflight } from './preflight.js';
 
 export interface RunOptions {
@@ -21,7 +22,16 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   preflight();
 
   const forwarder = new HepForwarder(targets, { captureId: opts.hepId, nodeName: opts.nodeName, authKey: opts.authKey }, log);
-  const agent = new Agent({ sipPorts: opts.sipPorts, log, sink: (event) => forwarder.forward(event) });
+  const control = new ControlServer(log);
+  await control.start();
+  const agent = new Agent({
+    sipPorts: opts.sipPorts,
+    log,
+    sink: (event) => {
+      forwarder.forward(event);
+      control.publish(event);
+    },
+  });
   await agent.start();
   log.info({ collectors: opts.hep, sipPorts: opts.sipPorts ?? 'any' }, 'ready');
 
@@ -36,6 +46,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     log.info({ signal }, 'stopping');
     await agent.stop();
     await forwarder.close();
+    await control.close();
     log.info({ capture: agent.stats(), hep: forwarder.stats() }, 'stopped');
     process.exit(0);
   };

@@ -1,6 +1,8 @@
+import { connect } from 'node:net';
 import pino from 'pino';
-import { Agent, type SipEvent } from '../agent.js';
-import { formatTailLine, toTailRecord } from '../output/tail-record.js';
+import { Agent } from '../agent.js';
+import { CONTROL_SOCKET_PATH, TailEventReader, type TailEventFields } from '../output/tail-protocol.js';
+import { formatTailLine, toTailEvent, toTailRecord } from '../output/tail-record.js';
 import { preflight } from './preflight.js';
 
 export interface TailOptions {
@@ -13,28 +15,47 @@ export interface TailOptions {
 }
 
 /** Filters as the operator means them: a method selects its requests and the responses to them (by CSeq method). */
-export function tailFilter(opts: TailOptions): (ev: SipEvent) => boolean {
+export function tailFilter(opts: TailOptions): (ev: TailEventFields) => boolean {
   const method = opts.method?.toUpperCase();
   return (ev) =>
-    (opts.callId === undefined || ev.sip.callId === opts.callId) &&
-    (method === undefined || ev.sip.cseqMethod === method) &&
-    (opts.port === undefined || ev.message.src.port === opts.port || ev.message.dst.port === opts.port);
+    (opts.callId === undefined || ev.callId === opts.callId) &&
+    (method === undefined || ev.cseqMethod === method) &&
+    (opts.port === undefined || ev.src.port === opts.port || ev.dst.port === opts.port);
+}
+
+/** Resolves with a connected socket to a running agent, or undefined when none is running. */
+function attachToAgent(): Promise<import('node:net').Socket | undefined> {
+  return new Promise((resolve) => {
+    const sock = connect(CONTROL_SOCKET_PATH);
+    sock.once('connect', () => resolve(sock));
+    sock.once('error', () => resolve(undefined));
+  });
 }
 
 export async function tailCommand(opts: TailOptions): Promise<void> {
-  preflight();
-  const log = pino({ level: 'warn', base: { name: 'hepbpf' } }, pino.destination({ fd: 2, sync: true }));
   const keep = tailFilter(opts);
   const out = process.stdout;
-  const agent = new Agent({
-    sipPorts: opts.sipPorts,
-    log,
-    sink: (ev) => {
-      if (!keep(ev)) return;
-      const rec = toTailRecord(ev, !!opts.full);
-      out.write((opts.json ? JSON.stringify(rec) : formatTailLine(rec)) + '\n');
-    },
-  });
+  const print = (ev: TailEventFields) => {
+    if (keep(ev)) out.write((opts.json ? JSON.stringify(toTailRecord(ev, !!opts.full)) : formatTailLine(ev)) + '\n');
+  };
+  // Reading stopped (e.g. `| head`): exit quietly instead of throwing EPIPE.
+  out.on('error', () => process.exit(0));
+
+  const sock = await attachToAgent();
+  if (sock) {
+    const reader = new TailEventReader();
+    sock.on('data', (chunk: Buffer) => reader.push(chunk, print));
+    sock.on('close', () => {
+      process.stderr.write('hepbpf tail: the agent stopped\n');
+      process.exit(0);
+    });
+    process.stderr.write(`hepbpf tail: ready, attached to the running agent (${CONTROL_SOCKET_PATH})\n`);
+    return;
+  }
+
+  preflight();
+  const log = pino({ level: 'warn', base: { name: 'hepbpf' } }, pino.destination({ fd: 2, sync: true }));
+  const agent = new Agent({ sipPorts: opts.sipPorts, log, sink: (ev) => print(toTailEvent(ev)) });
   await agent.start();
   process.stderr.write('hepbpf tail: ready, capturing SIP on this host (Ctrl-C to stop)\n');
   const stop = async () => {
@@ -43,6 +64,4 @@ export async function tailCommand(opts: TailOptions): Promise<void> {
   };
   process.on('SIGINT', () => void stop());
   process.on('SIGTERM', () => void stop());
-  // Reading stopped (e.g. `| head`): exit quietly instead of throwing EPIPE.
-  out.on('error', () => void stop());
 }

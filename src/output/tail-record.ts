@@ -1,4 +1,5 @@
 import type { SipEvent } from '../agent.js';
+import type { TailEventFields } from './tail-protocol.js';
 
 /** The record of DESIGN.md "Record fields", as `tail --json` prints it. */
 export interface TailRecord {
@@ -25,9 +26,10 @@ export function isoMicros(wallUs: number): string {
   return new Date(ms).toISOString().replace(/Z$/, String(Math.floor(wallUs % 1000)).padStart(3, '0') + 'Z');
 }
 
-export function toTailRecord(ev: SipEvent, full: boolean): TailRecord {
+/** What tail shows of one event, the same whether tail captures itself or reads a running agent. */
+export function toTailEvent(ev: SipEvent): TailEventFields {
   const m = ev.message;
-  const rec: TailRecord = {
+  return {
     ts: isoMicros(ev.wallUs),
     proto: 'sip',
     transport: m.transport,
@@ -36,20 +38,26 @@ export function toTailRecord(ev: SipEvent, full: boolean): TailRecord {
     pid: m.pid,
     comm: m.comm,
     cgroupId: m.cgroupId.toString(),
-    container: null,
     correlationId: ev.correlationId,
     summary: ev.sip.summary,
     callId: ev.sip.callId,
+    cseqMethod: ev.sip.cseqMethod,
     size: m.size,
     truncated: m.truncated,
+    payload: m.payload,
   };
-  if (full) rec.payload = m.payload.toString('latin1');
+}
+
+export function toTailRecord(ev: TailEventFields, full: boolean): TailRecord {
+  const { cseqMethod: _, payload, ...rest } = ev;
+  const rec: TailRecord = { ...rest, proto: ev.proto as TailRecord['proto'], callId: ev.callId || undefined, container: null };
+  if (full) rec.payload = Buffer.from(payload).toString(ev.proto === 'sip' ? 'latin1' : 'base64');
   return rec;
 }
 
 const hostPort = (a: { ip: string; port: number }) => (a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`);
 
-/** One human line: time, src -> dst, transport, summary, Call-ID. */
-export function formatTailLine(rec: TailRecord): string {
-  return `${rec.ts.slice(11, 26)} ${hostPort(rec.src)} -> ${hostPort(rec.dst)} ${rec.transport.toUpperCase()} ${rec.comm}[${rec.pid}] ${rec.summary}${rec.truncated ? ' [truncated]' : ''} ${rec.callId ?? '-'}`;
+/** One human line: time, src -> dst, transport, process, summary, Call-ID. */
+export function formatTailLine(ev: TailEventFields): string {
+  return `${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}] ${ev.summary}${ev.truncated ? ' [truncated]' : ''} ${ev.callId || '-'}`;
 }
