@@ -1,0 +1,151 @@
+/**
+ * Decoder of the ring-buffer records. Mirrors bpf/hepbpf.h field by field: change both together.
+ * A batch from src/bpf is `u32 size LE, u32 0, size bytes of record, zero padding to 8` repeated.
+ */
+
+export const RECORD_HEADER_SIZE = 104; // sizeof(struct hepbpf_record)
+export const MAX_DATA = 65536; // HEPBPF_MAX_DATA
+
+export const DIR_EGRESS = 0;
+export const DIR_INGRESS = 1;
+export const L7_SIP = 1;
+export const L7_DIAMETER = 2;
+export const F_TRUNCATED = 0x01;
+export const F_NO_PEER = 0x02;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export const IPPROTO_SCTP = 132;
+
+/** Names of the `counters` map entries, by HEPBPF_CNT_* index. */
+export const COUNTER_NAMES = ['ringbufFull', 'truncated', 'readFault', 'emitted', 'inflightFull'] as const;
+
+// struct hepbpf_record field offsets
+const OFF_TS = 0;
+const OFF_CGROUP = 8;
+const OFF_SOCK = 16;
+const OFF_PID = 24;
+const OFF_TID = 28;
+const OFF_ORIG_LEN = 32;
+const OFF_DATA_LEN = 36;
+const OFF_DIRECTION = 40;
+const OFF_FAMILY = 41;
+const OFF_IP_PROTO = 42;
+const OFF_L7 = 43;
+const OFF_SOURCE = 44;
+const OFF_FLAGS = 45;
+const OFF_LOCAL_PORT = 46;
+const OFF_REMOTE_PORT = 48;
+const OFF_FD = 52;
+const OFF_LOCAL_ADDR = 56;
+const OFF_REMOTE_ADDR = 72;
+const OFF_COMM = 88;
+
+/**
+ * One record, decoded in place. The decoder reuses a single instance: every field, and `data`
+ * (a view into the batch), is valid only during the callback. Copy what you keep.
+ */
+export class CaptureRecord {
+  buf: Buffer = Buffer.alloc(0);
+  private base = 0;
+  tsNs = 0n;
+  cgroupId = 0n;
+  sockId = 0n;
+  pid = 0;
+  tid = 0;
+  origLen = 0;
+  dataLen = 0;
+  direction = 0;
+  family = 0;
+  ipProto = 0;
+  l7 = 0;
+  source = 0;
+  flags = 0;
+  localPort = 0;
+  remotePort = 0;
+  fd = 0;
+  data: Buffer = this.buf;
+
+  /** Points this record at `buf[base..]`; returns false if the record is inconsistent. */
+  wrap(buf: Buffer, base: number, size: number): boolean {
+    if (size < RECORD_HEADER_SIZE) return false;
+    const dataLen = buf.readUInt32LE(base + OFF_DATA_LEN);
+    if (dataLen > MAX_DATA || RECORD_HEADER_SIZE + dataLen > size) return false;
+    this.buf = buf;
+    this.base = base;
+    this.tsNs = buf.readBigUInt64LE(base + OFF_TS);
+    this.cgroupId = buf.readBigUInt64LE(base + OFF_CGROUP);
+    this.sockId = buf.readBigUInt64LE(base + OFF_SOCK);
+    this.pid = buf.readUInt32LE(base + OFF_PID);
+    this.tid = buf.readUInt32LE(base + OFF_TID);
+    this.origLen = buf.readUInt32LE(base + OFF_ORIG_LEN);
+    this.dataLen = dataLen;
+    this.direction = buf[base + OFF_DIRECTION];
+    this.family = buf[base + OFF_FAMILY];
+    this.ipProto = buf[base + OFF_IP_PROTO];
+    this.l7 = buf[base + OFF_L7];
+    this.source = buf[base + OFF_SOURCE];
+    this.flags = buf[base + OFF_FLAGS];
+    this.localPort = buf.readUInt16LE(base + OFF_LOCAL_PORT);
+    this.remotePort = buf.readUInt16LE(base + OFF_REMOTE_PORT);
+    this.fd = buf.readUInt32LE(base + OFF_FD);
+    this.data = buf.subarray(base + RECORD_HEADER_SIZE, base + RECORD_HEADER_SIZE + dataLen);
+    return this.family === AF_INET || this.family === AF_INET6;
+  }
+
+  get truncated(): boolean {
+    return (this.flags & F_TRUNCATED) !== 0;
+  }
+
+  localAddr(): string {
+    return formatAddr(this.buf, this.base + OFF_LOCAL_ADDR, this.family);
+  }
+
+  remoteAddr(): string {
+    return formatAddr(this.buf, this.base + OFF_REMOTE_ADDR, this.family);
+  }
+
+  comm(): string {
+    const start = this.base + OFF_COMM;
+    const nul = this.buf.indexOf(0, start);
+    return this.buf.toString('latin1', start, nul === -1 || nul > start + 16 ? start + 16 : nul);
+  }
+}
+
+/** IPv4 dotted quad, or IPv6 in RFC 5952 form (longest zero run compressed). */
+export function formatAddr(buf: Buffer, off: number, family: number): string {
+  if (family === AF_INET) return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
+  const groups: number[] = [];
+  for (let i = 0; i < 8; i++) groups.push(buf.readUInt16BE(off + i * 2));
+  let bestStart = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) [bestStart, bestLen] = [i, j - i];
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+}
+
+/** Calls onRecord for every well-formed record in a batch; returns how many malformed ones were skipped. */
+export function decodeBatch(batch: Buffer, onRecord: (r: CaptureRecord) => void, rec = new CaptureRecord()): number {
+  let malformed = 0;
+  let off = 0;
+  while (off + 8 <= batch.length) {
+    const size = batch.readUInt32LE(off);
+    const start = off + 8;
+    if (start + size > batch.length) return malformed + 1; // framing broken: nothing after it can be trusted
+    if (rec.wrap(batch, start, size)) onRecord(rec);
+    else malformed++;
+    off = start + ((size + 7) & ~7);
+  }
+  return malformed;
+}

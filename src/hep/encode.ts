@@ -1,0 +1,148 @@
+import { isIPv6 } from 'node:net';
+import { CHUNK, CHUNK_HEADER_SIZE, HEP_HEADER_SIZE, MAX_PACKET } from './chunks.js';
+
+/** What changes per message. */
+export interface HepMessage {
+  family: 4 | 6;
+  ipProto: number;
+  srcIp: string;
+  dstIp: string;
+  srcPort: number;
+  dstPort: number;
+  /** Wall clock, µs since the epoch. */
+  timeUs: number;
+  protoType: number;
+  correlationId: string;
+  payload: Buffer;
+}
+
+/** What is the same for every packet an agent sends. */
+export interface HepAgentFields {
+  captureId: number;
+  authKey?: string;
+  nodeName?: string;
+}
+
+function chunk(type: number, value: Buffer): Buffer {
+  const out = Buffer.alloc(CHUNK_HEADER_SIZE + value.length);
+  out.writeUInt16BE(0, 0);
+  out.writeUInt16BE(type, 2);
+  out.writeUInt16BE(out.length, 4);
+  value.copy(out, CHUNK_HEADER_SIZE);
+  return out;
+}
+
+const u32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
+
+/** Address text -> network-order bytes, cached: a host talks to few addresses. */
+const addrCache = new Map<string, Buffer>();
+function addrBytes(ip: string, family: 4 | 6): Buffer {
+  let b = addrCache.get(ip);
+  if (!b) {
+    b = family === 4 ? Buffer.from(ip.split('.').map(Number)) : ipv6Bytes(ip);
+    if (addrCache.size > 4096) addrCache.clear();
+    addrCache.set(ip, b);
+  }
+  return b;
+}
+
+function ipv6Bytes(ip: string): Buffer {
+  if (!isIPv6(ip)) throw new Error(`not an IPv6 address: ${ip}`);
+  const [head, tail] = ip.includes('::') ? ip.split('::') : [ip, undefined];
+  const parse = (s: string) => (s ? s.split(':').flatMap((g) => (g.includes('.') ? v4Groups(g) : [parseInt(g, 16)])) : []);
+  const h = parse(head);
+  const t = tail === undefined ? [] : parse(tail);
+  const groups = [...h, ...new Array(8 - h.length - t.length).fill(0), ...t];
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(g, i * 2));
+  return out;
+}
+
+function v4Groups(s: string): number[] {
+  const [a, b, c, d] = s.split('.').map(Number);
+  return [(a << 8) | b, (c << 8) | d];
+}
+
+/**
+ * HEPv3 encoder that writes into a caller's buffer. The chunks that never change (capture id, auth
+ * key, node name) are encoded once; per message it writes headers and copies the payload, nothing else.
+ * Chunk order follows Kamailio siptrace: 1 2 3/5 4/6 7 8 9 a b c [e] 11 f [13].
+ */
+export class HepEncoder {
+  private readonly agentChunks: Buffer;
+  private readonly tailChunks: Buffer;
+
+  constructor(agent: HepAgentFields) {
+    this.agentChunks = Buffer.concat([
+      chunk(CHUNK.captureId, u32(agent.captureId)),
+      ...(agent.authKey ? [chunk(CHUNK.authKey, Buffer.from(agent.authKey))] : []),
+    ]);
+    this.tailChunks = agent.nodeName ? chunk(CHUNK.nodeName, Buffer.from(agent.nodeName)) : Buffer.alloc(0);
+  }
+
+  /** Bytes a packet takes apart from its payload. */
+  overhead(m: HepMessage): number {
+    const addr = m.family === 4 ? 4 : 16;
+    return (
+      HEP_HEADER_SIZE +
+      3 * CHUNK_HEADER_SIZE + 1 + 1 + 1 + // family, ip proto, proto type
+      2 * (CHUNK_HEADER_SIZE + addr) +
+      2 * (CHUNK_HEADER_SIZE + 2) +
+      2 * (CHUNK_HEADER_SIZE + 4) +
+      this.agentChunks.length +
+      CHUNK_HEADER_SIZE + Buffer.byteLength(m.correlationId) +
+      CHUNK_HEADER_SIZE +
+      this.tailChunks.length
+    );
+  }
+
+  /**
+   * Writes one packet at out[off..]; returns its length. The payload is cut to fit `maxPacket`
+   * (65507 for UDP); `payloadBytes` on the result says how much of it went.
+   */
+  encode(m: HepMessage, out: Buffer, off: number, maxPacket = MAX_PACKET): { length: number; payloadBytes: number } {
+    const payloadBytes = Math.min(m.payload.length, maxPacket - this.overhead(m));
+    if (payloadBytes < 0) throw new Error('HEP packet limit smaller than its headers');
+    let p = off + HEP_HEADER_SIZE;
+    const put = (type: number, len: number) => {
+      out.writeUInt16BE(0, p);
+      out.writeUInt16BE(type, p + 2);
+      out.writeUInt16BE(CHUNK_HEADER_SIZE + len, p + 4);
+      p += CHUNK_HEADER_SIZE;
+    };
+    put(CHUNK.family, 1);
+    out[p++] = m.family === 4 ? 2 : 10;
+    put(CHUNK.ipProto, 1);
+    out[p++] = m.ipProto;
+    const src = addrBytes(m.srcIp, m.family);
+    const dst = addrBytes(m.dstIp, m.family);
+    put(m.family === 4 ? CHUNK.srcIp4 : CHUNK.srcIp6, src.length);
+    p += src.copy(out, p);
+    put(m.family === 4 ? CHUNK.dstIp4 : CHUNK.dstIp6, dst.length);
+    p += dst.copy(out, p);
+    put(CHUNK.srcPort, 2);
+    p = out.writeUInt16BE(m.srcPort, p);
+    put(CHUNK.dstPort, 2);
+    p = out.writeUInt16BE(m.dstPort, p);
+    put(CHUNK.tsSec, 4);
+    p = out.writeUInt32BE(Math.floor(m.timeUs / 1e6) >>> 0, p);
+    put(CHUNK.tsUsec, 4);
+    p = out.writeUInt32BE(m.timeUs % 1e6, p);
+    put(CHUNK.protoType, 1);
+    out[p++] = m.protoType;
+    p += this.agentChunks.copy(out, p);
+    const cidLen = Buffer.byteLength(m.correlationId);
+    put(CHUNK.correlationId, cidLen);
+    p += out.write(m.correlationId, p, 'utf8');
+    put(CHUNK.payload, payloadBytes);
+    p += m.payload.copy(out, p, 0, payloadBytes);
+    p += this.tailChunks.copy(out, p);
+    out.write('HEP3', off, 'latin1');
+    out.writeUInt16BE(p - off, off + 4);
+    return { length: p - off, payloadBytes };
+  }
+}

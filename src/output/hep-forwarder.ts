@@ -1,0 +1,57 @@
+import type { Logger } from 'pino';
+import type { SipEvent } from '../agent.js';
+import { HepEncoder, type HepAgentFields, type HepMessage } from '../hep/encode.js';
+import { HEP_PROTO_SIP, MAX_PACKET } from '../hep/chunks.js';
+import { createSender, type HepSender } from './hep-sender.js';
+import type { HepTarget } from './target.js';
+
+const IP_PROTO = { udp: 17, tcp: 6, sctp: 132 } as const;
+
+/** Encodes each event once into a reused buffer and hands it to every collector. */
+export class HepForwarder {
+  private readonly senders: HepSender[];
+  private readonly encoder: HepEncoder;
+  private readonly packet = Buffer.allocUnsafe(MAX_PACKET);
+  /** Messages whose payload was cut to fit a HEP packet. */
+  private cutToFit = 0;
+
+  constructor(targets: HepTarget[], agent: HepAgentFields, log: Logger) {
+    this.encoder = new HepEncoder(agent);
+    this.senders = targets.map((t) => createSender(t, log));
+  }
+
+  forward(ev: SipEvent): void {
+    const m = ev.message;
+    const hep: HepMessage = {
+      family: m.family,
+      ipProto: IP_PROTO[m.transport],
+      srcIp: m.src.ip,
+      dstIp: m.dst.ip,
+      srcPort: m.src.port,
+      dstPort: m.dst.port,
+      timeUs: ev.wallUs,
+      protoType: HEP_PROTO_SIP,
+      correlationId: ev.correlationId,
+      payload: m.payload,
+    };
+    let encodedFor = -1;
+    let length = 0;
+    for (const s of this.senders) {
+      if (s.maxPacket !== encodedFor) {
+        const r = this.encoder.encode(hep, this.packet, 0, s.maxPacket);
+        if (r.payloadBytes < m.payload.length) this.cutToFit++;
+        length = r.length;
+        encodedFor = s.maxPacket;
+      }
+      s.send(this.packet.subarray(0, length));
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.senders.map((s) => s.close()));
+  }
+
+  stats() {
+    return { cutToFit: this.cutToFit, collectors: Object.fromEntries(this.senders.map((s) => [s.target.url, s.stats()])) };
+  }
+}

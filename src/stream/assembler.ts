@@ -1,0 +1,112 @@
+import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, AF_INET } from '../capture/record.js';
+import type { Endpoint, Message, Transport } from './message.js';
+import { SipFramer, type FramerStats } from './sip-framer.js';
+
+/** A stream that has been silent this long is forgotten (its partial message with it). */
+const STREAM_IDLE_NS = 120_000_000_000n;
+const MAX_STREAMS = 65536;
+
+interface StreamState {
+  framer: SipFramer;
+  lastNs: bigint;
+}
+
+/** Is every byte CR or LF (a keep-alive, RFC 5626 "double CRLF")? */
+function isKeepAlive(data: Buffer): boolean {
+  for (let i = 0; i < data.length; i++) if (data[i] !== 0x0d && data[i] !== 0x0a) return false;
+  return true;
+}
+
+/**
+ * Turns records into messages: a UDP record is one datagram; TCP (and SCTP) records are
+ * reassembled per socket and direction, then framed.
+ */
+export class StreamAssembler {
+  private readonly streams = new Map<string, StreamState>();
+  private readonly framerStats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
+  private keepAlives = 0;
+  private expired = 0;
+  /** The record being assembled: the framer's sink reads its metadata. */
+  private current!: CaptureRecord;
+  private currentTransport: Transport = 'tcp';
+
+  constructor(private readonly onMessage: (m: Message) => void) {}
+
+  push(rec: CaptureRecord): void {
+    this.current = rec;
+    if (rec.ipProto === IPPROTO_UDP) {
+      if (rec.dataLen === 0 || isKeepAlive(rec.data)) {
+        this.keepAlives++;
+        return;
+      }
+      this.currentTransport = 'udp';
+      this.emit(rec.data, rec.origLen, rec.truncated);
+      return;
+    }
+    this.currentTransport = rec.ipProto === IPPROTO_TCP ? 'tcp' : 'sctp';
+    const key = `${rec.sockId}:${rec.direction}`;
+    let stream = this.streams.get(key);
+    if (!stream) {
+      if (this.streams.size >= MAX_STREAMS) this.expire(rec.tsNs, true);
+      stream = { framer: new SipFramer(this.framerStats, (p, size, cut) => this.emit(p, size, cut)), lastNs: rec.tsNs };
+      this.streams.set(key, stream);
+    } else {
+      // Refresh insertion order so the oldest-idle streams stay at the front for expire().
+      this.streams.delete(key);
+      this.streams.set(key, stream);
+    }
+    stream.lastNs = rec.tsNs;
+    stream.framer.push(rec.data, rec.origLen - rec.dataLen);
+  }
+
+  /** Forgets streams idle for STREAM_IDLE_NS (or, when full, the oldest quarter). */
+  expire(nowNs: bigint, full = false): void {
+    let drop = full ? this.streams.size >> 2 : 0;
+    for (const [key, s] of this.streams) {
+      if (drop <= 0 && nowNs - s.lastNs < STREAM_IDLE_NS) break;
+      this.streams.delete(key);
+      this.expired++;
+      drop--;
+    }
+  }
+
+  private emit(payload: Buffer, size: number, truncated: boolean): void {
+    const r = this.current;
+    const local = this.localEndpoint(r);
+    const remote: Endpoint = { ip: r.remoteAddr(), port: r.remotePort };
+    const egress = r.direction === DIR_EGRESS;
+    this.onMessage({
+      tsNs: r.tsNs,
+      transport: this.currentTransport,
+      family: r.family === AF_INET ? 4 : 6,
+      src: egress ? local : remote,
+      dst: egress ? remote : local,
+      pid: r.pid,
+      tid: r.tid,
+      comm: r.comm(),
+      cgroupId: r.cgroupId,
+      sockId: r.sockId,
+      direction: egress ? 'egress' : 'ingress',
+      payload,
+      size,
+      truncated,
+    });
+  }
+
+  /**
+   * A UDP socket bound to the wildcard address reports 0.0.0.0 / ::. Towards a loopback peer the
+   * kernel sends from the loopback address, so use it: the two ends of a local exchange then agree.
+   */
+  private localEndpoint(r: CaptureRecord): Endpoint {
+    const ip = r.localAddr();
+    if (ip === '0.0.0.0' || ip === '::') {
+      const remote = r.remoteAddr();
+      if (remote.startsWith('127.') || remote === '::1') return { ip: remote === '::1' ? '::1' : '127.0.0.1', port: r.localPort };
+    }
+    return { ip, port: r.localPort };
+  }
+
+  stats() {
+    return { ...this.framerStats, keepAlives: this.keepAlives, streams: this.streams.size, expiredStreams: this.expired };
+  }
+}

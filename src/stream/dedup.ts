@@ -1,0 +1,60 @@
+import type { Message } from './message.js';
+
+/** How long a message seen on one side waits for its other side. */
+const WINDOW_NS = 2_000_000_000n;
+const MAX_ENTRIES = 1 << 20;
+
+interface Pending {
+  direction: 'egress' | 'ingress';
+  /** Copies seen on that side not yet matched by the other side. */
+  count: number;
+  tsNs: bigint;
+}
+
+/** Two independent 32-bit FNV-1a variants over the bytes, folded into one 53-bit number. */
+function hashPayload(buf: Buffer, seed: number): number {
+  let a = 0x811c9dc5 ^ seed;
+  let b = 0x01000193 ^ buf.length;
+  for (let i = 0; i < buf.length; i++) {
+    a = Math.imul(a ^ buf[i], 0x01000193);
+    b = Math.imul(b ^ buf[i], 0x5bd1e995) ^ (b >>> 15);
+  }
+  return (a >>> 0) * 0x200000 + ((b >>> 0) & 0x1fffff);
+}
+
+/**
+ * A message between two processes on this host is seen twice: leaving one (egress) and entering
+ * the other (ingress). Keep the first copy, drop its counterpart from the other side. Two copies
+ * from the same side are distinct wire messages (UDP retransmissions) and are both kept.
+ */
+export class LocalDedup {
+  private readonly pending = new Map<string, Pending>();
+  dropped = 0;
+
+  /** True if the message should be forwarded. */
+  accept(m: Message): boolean {
+    const key = `${m.transport}|${m.src.ip}|${m.src.port}|${m.dst.ip}|${m.dst.port}|${m.size}|${hashPayload(m.payload, m.src.port)}`;
+    this.expire(m.tsNs);
+    const seen = this.pending.get(key);
+    if (seen && seen.direction !== m.direction) {
+      if (--seen.count === 0) this.pending.delete(key);
+      this.dropped++;
+      return false;
+    }
+    if (seen) seen.count++;
+    else this.pending.set(key, { direction: m.direction, count: 1, tsNs: m.tsNs });
+    return true;
+  }
+
+  /** Entries are in insertion order, which is time order: drop from the front. */
+  private expire(nowNs: bigint): void {
+    for (const [key, p] of this.pending) {
+      if (nowNs - p.tsNs < WINDOW_NS && this.pending.size < MAX_ENTRIES) break;
+      this.pending.delete(key);
+    }
+  }
+
+  get size(): number {
+    return this.pending.size;
+  }
+}

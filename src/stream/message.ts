@@ -1,0 +1,29 @@
+export interface Endpoint {
+  ip: string;
+  port: number;
+}
+
+export type Transport = 'udp' | 'tcp' | 'sctp';
+
+/**
+ * One framed application message with its addresses, as seen by one process.
+ * `payload` is a view that is valid only during the callback that receives the message: sinks
+ * encode or copy it synchronously (the hot path copies nothing it does not have to).
+ */
+export interface Message {
+  tsNs: bigint;
+  transport: Transport;
+  family: 4 | 6;
+  src: Endpoint;
+  dst: Endpoint;
+  pid: number;
+  tid: number;
+  comm: string;
+  cgroupId: bigint;
+  sockId: bigint;
+  direction: 'egress' | 'ingress';
+  payload: Buffer;
+  /** Bytes the message had on the wire; larger than payload.length when truncated. */
+  size: number;
+  truncated: boolean;
+}
