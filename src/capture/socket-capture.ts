@@ -25,6 +25,8 @@ function possibleCpus(): number {
 export class SocketCapture {
   private obj?: BpfObject;
   private reader?: RingBufferReader;
+  /** Counters as they were when the object was closed, so the final stats line still has them. */
+  private lastCounters: Record<string, number> = {};
 
   constructor(
     private readonly opts: SocketCaptureOptions,
@@ -58,6 +60,7 @@ export class SocketCapture {
   }
 
   stop(): void {
+    if (this.reader) this.lastCounters = this.counters();
     this.reader?.stop();
     this.reader = undefined;
     this.obj?.close();
@@ -66,8 +69,8 @@ export class SocketCapture {
 
   /** Kernel-side counters summed over CPUs: every loss is visible here. */
   counters(): Record<string, number> {
+    if (!this.obj) return this.lastCounters;
     const out: Record<string, number> = {};
-    if (!this.obj) return out;
     const map = this.obj.map('counters');
     COUNTER_NAMES.forEach((name, i) => {
       const key = Buffer.alloc(4);
