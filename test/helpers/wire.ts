@@ -1,0 +1,175 @@
+/**
+ * Ground truth from the wire: tcpdump on `lo`, parsed here without any code from src/ (the oracle
+ * must not share the code under test). Every packet on lo appears once in a capture on lo.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+export interface WireMessage {
+  transport: 'udp' | 'tcp';
+  family: 4 | 6;
+  srcIp: string;
+  srcPort: number;
+  dstIp: string;
+  dstPort: number;
+  payload: Buffer;
+}
+
+export class LoopbackCapture {
+  private constructor(
+    private readonly proc: ChildProcess,
+    readonly file: string,
+  ) {}
+
+  /** Starts tcpdump on lo with a BPF filter, resolving once it is capturing. */
+  static start(file: string, filter: string): Promise<LoopbackCapture> {
+    const proc = spawn('tcpdump', ['-i', 'lo', '--immediate-mode', '-U', '-n', '-s', '0', '-w', file, filter], { stdio: ['ignore', 'ignore', 'pipe'] });
+    return new Promise((resolve, reject) => {
+      let err = '';
+      const timer = setTimeout(() => reject(new Error(`tcpdump did not start: ${err}`)), 10_000);
+      proc.stderr!.on('data', (d: Buffer) => {
+        err += d;
+        if (err.includes('listening on')) {
+          clearTimeout(timer);
+          // tcpdump says "listening" just before its socket is live: a short settle avoids losing the first packet.
+          setTimeout(() => resolve(new LoopbackCapture(proc, file)), 300);
+        }
+      });
+      proc.once('exit', (code) => reject(new Error(`tcpdump exited ${code}: ${err}`)));
+    });
+  }
+
+  /** Stops tcpdump (SIGINT flushes the file) and returns the SIP messages that crossed lo. */
+  async stop(): Promise<WireMessage[]> {
+    // Packets still queued in the capture socket are counted but never written if tcpdump stops first.
+    await new Promise((r) => setTimeout(r, 500));
+    const exited = new Promise((r) => this.proc.once('exit', r));
+    this.proc.kill('SIGINT');
+    await exited;
+    return sipMessagesFromPcap(readFileSync(this.file));
+  }
+}
+
+interface Segment {
+  key: string;
+  family: 4 | 6;
+  srcIp: string;
+  srcPort: number;
+  dstIp: string;
+  dstPort: number;
+  seq: number;
+  syn: boolean;
+  payload: Buffer;
+}
+
+const ipv4 = (b: Buffer, o: number) => `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
+function ipv6(b: Buffer, o: number): string {
+  const g = Array.from({ length: 8 }, (_, i) => b.readUInt16BE(o + 2 * i).toString(16));
+  return g.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
+}
+
+/** Classic pcap (Ethernet, as tcpdump writes lo) -> UDP datagrams and reassembled, SIP-framed TCP messages. */
+export function sipMessagesFromPcap(pcap: Buffer): WireMessage[] {
+  const magic = pcap.readUInt32LE(0);
+  if (magic !== 0xa1b2c3d4 && magic !== 0xa1b23c4d) throw new Error('not a little-endian classic pcap');
+  const linktype = pcap.readUInt32LE(20);
+  const l2 = linktype === 1 ? 14 : linktype === 113 ? 16 : linktype === 276 ? 20 : -1;
+  if (l2 < 0) throw new Error(`unsupported link type ${linktype}`);
+  const out: WireMessage[] = [];
+  const streams = new Map<string, Segment[]>();
+  for (let off = 24; off + 16 <= pcap.length; ) {
+    const caplen = pcap.readUInt32LE(off + 8);
+    const frame = pcap.subarray(off + 16, off + 16 + caplen);
+    off += 16 + caplen;
+    let p = l2;
+    const ver = frame[p] >> 4;
+    let proto: number, srcIp: string, dstIp: string, end: number;
+    if (ver === 4) {
+      proto = frame[p + 9];
+      srcIp = ipv4(frame, p + 12);
+      dstIp = ipv4(frame, p + 16);
+      end = p + frame.readUInt16BE(p + 2);
+      p += (frame[p] & 0xf) * 4;
+    } else if (ver === 6) {
+      proto = frame[p + 6];
+      srcIp = ipv6(frame, p + 8);
+      dstIp = ipv6(frame, p + 24);
+      end = p + 40 + frame.readUInt16BE(p + 4);
+      p += 40;
+    } else continue;
+    const family = ver === 4 ? 4 : 6;
+    const srcPort = frame.readUInt16BE(p);
+    const dstPort = frame.readUInt16BE(p + 2);
+    if (proto === 17) {
+      const payload = Buffer.from(frame.subarray(p + 8, end));
+      if (payload.length && !/^[\r\n]*$/.test(payload.toString('latin1')))
+        out.push({ transport: 'udp', family, srcIp, srcPort, dstIp, dstPort, payload });
+    } else if (proto === 6) {
+      const key = `${srcIp}|${srcPort}|${dstIp}|${dstPort}`;
+      const seg: Segment = {
+        key, family, srcIp, srcPort, dstIp, dstPort,
+        seq: frame.readUInt32BE(p + 4),
+        syn: (frame[p + 13] & 0x02) !== 0,
+        payload: Buffer.from(frame.subarray(p + (frame[p + 12] >> 4) * 4, end)),
+      };
+      if (!streams.has(key)) streams.set(key, []);
+      streams.get(key)!.push(seg);
+    }
+  }
+  for (const segs of streams.values()) out.push(...frameTcp(segs));
+  return out;
+}
+
+/** Orders one direction's segments by sequence number (dropping retransmitted bytes) and splits it into SIP messages. */
+function frameTcp(segs: Segment[]): WireMessage[] {
+  const syn = segs.find((s) => s.syn);
+  const isn = syn ? syn.seq + 1 : Math.min(...segs.map((s) => s.seq));
+  const parts: Buffer[] = [];
+  let next = 0;
+  for (const s of [...segs].sort((a, b) => ((a.seq - isn) >>> 0) - ((b.seq - isn) >>> 0))) {
+    const rel = (s.seq - isn) >>> 0;
+    if (!s.payload.length || rel + s.payload.length <= next) continue;
+    parts.push(s.payload.subarray(next - rel));
+    next = rel + s.payload.length;
+  }
+  const stream = Buffer.concat(parts);
+  const first = segs[0];
+  const msgs: WireMessage[] = [];
+  for (const payload of splitSip(stream))
+    msgs.push({ transport: 'tcp', family: first.family, srcIp: first.srcIp, srcPort: first.srcPort, dstIp: first.dstIp, dstPort: first.dstPort, payload });
+  return msgs;
+}
+
+const START = /^(?:[A-Z]+ \S+ SIP\/2\.0|SIP\/2\.0 \d{3})/;
+
+/** Complete SIP messages in a byte stream: header block + Content-Length. Bytes that do not start a message are skipped line by line. */
+export function splitSip(stream: Buffer): Buffer[] {
+  const text = stream.toString('latin1');
+  const msgs: Buffer[] = [];
+  let i = 0;
+  while (i < text.length) {
+    if (text[i] === '\r' || text[i] === '\n') {
+      i++;
+      continue;
+    }
+    const eol = text.indexOf('\n', i);
+    if (!START.test(text.slice(i, eol < 0 ? text.length : eol))) {
+      if (eol < 0) break;
+      i = eol + 1;
+      continue;
+    }
+    const hdrEnd = text.indexOf('\r\n\r\n', i);
+    if (hdrEnd < 0) break;
+    const m = /\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)/i.exec(text.slice(i, hdrEnd));
+    const end = hdrEnd + 4 + (m ? Number(m[1]) : 0);
+    if (end > text.length) break;
+    msgs.push(Buffer.from(stream.subarray(i, end)));
+    i = end;
+  }
+  return msgs;
+}
+
+/** The Call-ID of a SIP message, read independently of src/. */
+export function callIdOf(payload: Buffer): string | undefined {
+  return /\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]+)/i.exec(payload.toString('latin1'))?.[1].trim();
+}
