@@ -6,8 +6,11 @@
  * struct hepbpf_record plus payload per message.
  *
  * Enter hooks only decide "is this fd an inet socket we may care about" and
- * remember the arguments; exit hooks know how many bytes really moved and
- * read exactly those.
+ * remember the arguments. The data is read once the byte count is known:
+ * for read/write/readv/writev when the socket layer reports it
+ * (tp_btf/sock_{send,recv}_length, which fire only for sockets, so the
+ * host's file I/O pays no exit hook), for the socket-only syscalls at their
+ * exit, after the kernel has written the peer address.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -71,10 +74,10 @@ struct {
 	__type(value, struct scratch_buf);
 } scratch SEC(".maps");
 
-/* Arguments of a socket syscall between its enter and exit, keyed by pid_tgid.
- * A plain hash, not LRU: the exit tracepoint fires for every syscall that
- * entered (also when the thread is killed), so entries do not leak, and a full
- * map is counted instead of silently evicting a blocked recv. */
+/* Arguments of the socket syscall a thread is in, from its enter hook to the
+ * point where the byte count is known. Task storage: one slot per thread,
+ * freed with the thread, so nothing leaks when a syscall fails before the
+ * socket layer and nothing can fill up. */
 struct inflight {
 	struct sock *sk;
 	const void *arg; /* buffer, iovec array, msghdr or mmsghdr array */
@@ -82,14 +85,15 @@ struct inflight {
 	const void *name; /* sendto dest_addr / recvfrom src_addr */
 	__u64 namelen; /* sendto: addrlen; recvfrom: user pointer to addrlen */
 	__u32 fd;
+	__s32 nr; /* syscall number: ties socket-layer events to this syscall */
 	__u16 proto;
-	__u8 source;
+	__u8 source; /* HEPBPF_SRC_*, 0: slot unused */
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct inflight);
 } inflight SEC(".maps");
 
@@ -148,50 +152,53 @@ static __always_inline struct scratch_buf *scratch_slot(void)
 	return bpf_map_lookup_elem(&scratch, &cpu);
 }
 
-/* The struct sock behind fd when it is an AF_INET/AF_INET6 socket, else NULL.
- * Runs for every read() and write() on the host, so a regular file costs only
- * the walk to its inode mode. */
+/* Reinterprets a kernel address as a typed, read-only pointer: field loads
+ * through it are plain loads the verifier guards, not helper calls. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* The struct sock behind fd when it is an AF_INET/AF_INET6 TCP/UDP/SCTP socket,
+ * else NULL. Runs for every read() and write() on the host: everything up to
+ * the inode mode is a direct load, with one helper call for the fd slot. */
 static __always_inline struct sock *inet_sock_of_fd(__u64 fd, __u16 *proto)
 {
-	struct task_struct *task = (void *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds, *file = NULL;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	struct file *slot = NULL, *file;
 	struct socket *sock;
 	struct sock *sk;
 	__u16 family;
 
-	if (fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd >= fdt->max_fds)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	if (!file || (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+	bpf_probe_read_kernel(&slot, sizeof(slot), &fdt->fd[fd]);
+	file = bpf_rdonly_cast(slot, bpf_core_type_id_kernel(struct file));
+	if (!file || (file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
 		return NULL;
-	sock = BPF_CORE_READ(file, private_data);
-	sk = BPF_CORE_READ(sock, sk);
+	sock = bpf_rdonly_cast(file->private_data, bpf_core_type_id_kernel(struct socket));
+	sk = sock->sk;
 	if (!sk)
 		return NULL;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return NULL;
-	/* a bitfield before 5.6: the PROBED read handles both layouts */
-	*proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+	*proto = sk->sk_protocol;
 	if (*proto != IPPROTO_TCP && *proto != IPPROTO_UDP && *proto != IPPROTO_SCTP)
 		return NULL;
 	return sk;
 }
 
-static __always_inline int enter_io(__u64 fd, const void *arg, __u64 len, const void *name, __u64 namelen,
-				    __u8 source)
+static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const void *arg, __u64 len,
+				    const void *name, __u64 namelen, __u8 source)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct inflight in = {};
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct inflight *in;
 	struct sock_l7 *known;
 	struct sock *sk;
 	__u16 proto;
 
-	if (id >> 32 == cfg.self_tgid)
+	if (task->tgid == cfg.self_tgid)
 		return 0;
-	sk = inet_sock_of_fd(fd, &proto);
+	sk = inet_sock_of_fd(ctx->args[0], &proto);
 	if (!sk)
 		return 0;
 	if (proto == IPPROTO_TCP) {
@@ -201,16 +208,20 @@ static __always_inline int enter_io(__u64 fd, const void *arg, __u64 len, const 
 		if (known && known->l7 == L7_NOT_OURS)
 			return 0;
 	}
-	in.sk = sk;
-	in.arg = arg;
-	in.len = len;
-	in.name = name;
-	in.namelen = namelen;
-	in.fd = fd;
-	in.proto = proto;
-	in.source = source;
-	if (bpf_map_update_elem(&inflight, &id, &in, BPF_ANY))
+	in = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!in) {
 		count(HEPBPF_CNT_INFLIGHT_FULL);
+		return 0;
+	}
+	in->sk = sk;
+	in->arg = arg;
+	in->len = len;
+	in->name = name;
+	in->namelen = namelen;
+	in->nr = ctx->id; /* an int in the event: the upper half is padding */
+	in->fd = ctx->args[0];
+	in->proto = proto;
+	in->source = source;
 	return 0;
 }
 
@@ -306,20 +317,21 @@ static __always_inline bool is_v4mapped(const __u32 *a)
 static __always_inline void fill_addrs(struct hepbpf_record *r, const struct sock_msg *m)
 {
 	__u32 *local = (__u32 *)r->local_addr, *remote = (__u32 *)r->remote_addr;
-	struct sock *sk = m->sk;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct sock *sk = bpf_rdonly_cast(m->sk, bpf_core_type_id_kernel(struct sock));
+	struct sock_common *skc = &sk->__sk_common;
+	__u16 family = skc->skc_family;
 
-	__builtin_memset(r->local_addr, 0, sizeof(r->local_addr));
-	__builtin_memset(r->remote_addr, 0, sizeof(r->remote_addr));
 	r->flags = 0;
-	r->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	r->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	r->local_port = skc->skc_num;
+	r->remote_port = bpf_ntohs(skc->skc_dport);
 	if (family == AF_INET) {
-		local[0] = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		remote[0] = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		local[0] = skc->skc_rcv_saddr;
+		remote[0] = skc->skc_daddr;
+		local[1] = local[2] = local[3] = 0;
+		remote[1] = remote[2] = remote[3] = 0;
 	} else {
-		bpf_core_read(local, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(remote, 16, &sk->__sk_common.skc_v6_daddr);
+		__builtin_memcpy(local, &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(remote, &skc->skc_v6_daddr, 16);
 	}
 
 	if (m->proto != IPPROTO_TCP && m->name && m->namelen >= sizeof(struct sockaddr_in)) {
@@ -480,60 +492,49 @@ static int emit_mmsg_one(__u32 i, void *arg)
 	return 0;
 }
 
-static __always_inline int exit_io(struct trace_event_raw_sys_exit *ctx, __u8 source)
+/* The syscall moved ret bytes (datagrams for *mmsg): emit its messages. */
+static __always_inline void finish_io(const struct inflight *in, long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct inflight *p = bpf_map_lookup_elem(&inflight, &id);
-	struct inflight in;
 	struct sock_msg m = {};
-	long ret = ctx->ret;
 
-	if (!p)
-		return 0;
-	in = *p;
-	bpf_map_delete_elem(&inflight, &id);
-	/* a different source: an entry left over from before the exit hook was attached */
-	if (in.source != source || ret <= 0)
-		return 0;
-
-	m.sk = in.sk;
-	m.fd = in.fd;
-	m.proto = in.proto;
-	m.source = source;
+	m.sk = in->sk;
+	m.fd = in->fd;
+	m.proto = in->proto;
+	m.source = in->source;
 	m.orig_len = ret;
 
-	switch (source) {
+	switch (in->source) {
 	case HEPBPF_SRC_WRITE:
 	case HEPBPF_SRC_READ:
-		m.buf = in.arg;
-		m.len = in.len;
+		m.buf = in->arg;
+		m.len = in->len;
 		break;
 	case HEPBPF_SRC_SENDTO:
-		m.buf = in.arg;
-		m.len = in.len;
-		m.name = in.name;
-		m.namelen = in.namelen;
+		m.buf = in->arg;
+		m.len = in->len;
+		m.name = in->name;
+		m.namelen = in->namelen;
 		break;
 	case HEPBPF_SRC_RECVFROM:
-		m.buf = in.arg;
-		m.len = in.len;
-		m.name = in.name;
+		m.buf = in->arg;
+		m.len = in->len;
+		m.name = in->name;
 		/* the kernel wrote the peer's address length there */
-		if (in.name && in.namelen)
-			bpf_probe_read_user(&m.namelen, sizeof(m.namelen), (void *)in.namelen);
+		if (in->name && in->namelen)
+			bpf_probe_read_user(&m.namelen, sizeof(m.namelen), (void *)in->namelen);
 		break;
 	case HEPBPF_SRC_WRITEV:
 	case HEPBPF_SRC_READV:
-		m.iov = in.arg;
-		m.len = in.len;
+		m.iov = in->arg;
+		m.len = in->len;
 		break;
 	case HEPBPF_SRC_SENDMSG:
 	case HEPBPF_SRC_RECVMSG: {
 		struct user_msghdr h;
 
-		if (bpf_probe_read_user(&h, sizeof(h), in.arg)) {
+		if (bpf_probe_read_user(&h, sizeof(h), in->arg)) {
 			count(HEPBPF_CNT_READ_FAULT);
-			return 0;
+			return;
 		}
 		m.iov = h.msg_iov;
 		m.len = h.msg_iovlen;
@@ -543,15 +544,70 @@ static __always_inline int exit_io(struct trace_event_raw_sys_exit *ctx, __u8 so
 	}
 	case HEPBPF_SRC_SENDMMSG:
 	case HEPBPF_SRC_RECVMMSG: {
-		/* ret is the number of datagrams here */
-		struct mmsg_walk w = { .m = m, .vec = in.arg };
+		struct mmsg_walk w = { .m = m, .vec = in->arg };
 
 		bpf_loop(ret < MAX_MMSG ? ret : MAX_MMSG, emit_mmsg_one, &w, 0);
-		return 0;
+		return;
 	}
+	default:
+		return;
 	}
 	emit(&m);
+}
+
+/* Exit of sendto/sendmsg/sendmmsg/recvfrom/recvmsg/recvmmsg. */
+static __always_inline int exit_io(struct trace_event_raw_sys_exit *ctx, __u8 source)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct inflight *p = bpf_task_storage_get(&inflight, task, NULL, 0);
+	struct inflight in;
+
+	if (!p || p->source != source)
+		return 0;
+	in = *p;
+	p->source = 0;
+	if (ctx->ret > 0)
+		finish_io(&in, ctx->ret);
 	return 0;
+}
+
+/* The socket layer moved ret bytes on sk: completes read/write/readv/writev.
+ * Other socket syscalls also pass here; they complete at their exit. */
+static __always_inline int sock_io_done(struct sock *sk, int ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct inflight *p = bpf_task_storage_get(&inflight, task, NULL, 0);
+	struct pt_regs *regs;
+	struct inflight in;
+
+	if (!p || (__u64)p->sk != (__u64)sk)
+		return 0;
+	if (p->source != HEPBPF_SRC_WRITE && p->source != HEPBPF_SRC_WRITEV && p->source != HEPBPF_SRC_READ &&
+	    p->source != HEPBPF_SRC_READV)
+		return 0;
+	/* Same syscall as the enter hook saw (x86-64: orig_ax): a write that failed
+	 * before the socket layer leaves its slot behind, and sendfile() or
+	 * io_uring on the same socket must not complete it. */
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if ((__s32)regs->orig_ax != p->nr)
+		return 0;
+	in = *p;
+	p->source = 0;
+	if (ret > 0)
+		finish_io(&in, ret);
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(sock_send_length, struct sock *sk, int ret, int flags)
+{
+	return sock_io_done(sk, ret);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	return sock_io_done(sk, ret);
 }
 
 #define ARG(i) (ctx->args[i])
@@ -559,31 +615,19 @@ static __always_inline int exit_io(struct trace_event_raw_sys_exit *ctx, __u8 so
 SEC("tracepoint/syscalls/sys_enter_write")
 int enter_write(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ARG(0), (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_WRITE);
-}
-
-SEC("tracepoint/syscalls/sys_exit_write")
-int exit_write(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_io(ctx, HEPBPF_SRC_WRITE);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_WRITE);
 }
 
 SEC("tracepoint/syscalls/sys_enter_writev")
 int enter_writev(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ARG(0), (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_WRITEV);
-}
-
-SEC("tracepoint/syscalls/sys_exit_writev")
-int exit_writev(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_io(ctx, HEPBPF_SRC_WRITEV);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_WRITEV);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int enter_sendto(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ARG(0), (void *)ARG(1), ARG(2), (void *)ARG(4), ARG(5), HEPBPF_SRC_SENDTO);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), (void *)ARG(4), ARG(5), HEPBPF_SRC_SENDTO);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendto")
@@ -595,7 +639,7 @@ int exit_sendto(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
 int enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ARG(0), (void *)ARG(1), 0, NULL, 0, HEPBPF_SRC_SENDMSG);
+	return enter_io(ctx, (void *)ARG(1), 0, NULL, 0, HEPBPF_SRC_SENDMSG);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendmsg")
@@ -607,7 +651,7 @@ int exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_sendmmsg")
 int enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ARG(0), (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_SENDMMSG);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_SENDMMSG);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendmmsg")
@@ -619,31 +663,19 @@ int exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_read")
 int enter_read(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ARG(0), (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_READ);
-}
-
-SEC("tracepoint/syscalls/sys_exit_read")
-int exit_read(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_io(ctx, HEPBPF_SRC_READ);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_READ);
 }
 
 SEC("tracepoint/syscalls/sys_enter_readv")
 int enter_readv(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ARG(0), (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_READV);
-}
-
-SEC("tracepoint/syscalls/sys_exit_readv")
-int exit_readv(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_io(ctx, HEPBPF_SRC_READV);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_READV);
 }
 
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
 int enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ARG(0), (void *)ARG(1), ARG(2), (void *)ARG(4), ARG(5), HEPBPF_SRC_RECVFROM);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), (void *)ARG(4), ARG(5), HEPBPF_SRC_RECVFROM);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
@@ -655,7 +687,7 @@ int exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_recvmsg")
 int enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ARG(0), (void *)ARG(1), 0, NULL, 0, HEPBPF_SRC_RECVMSG);
+	return enter_io(ctx, (void *)ARG(1), 0, NULL, 0, HEPBPF_SRC_RECVMSG);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
@@ -667,7 +699,7 @@ int exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_recvmmsg")
 int enter_recvmmsg(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ARG(0), (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_RECVMMSG);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_RECVMMSG);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmmsg")
