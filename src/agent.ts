@@ -21,6 +21,11 @@ export interface AgentOptions {
   sink: (event: SipEvent) => void;
 }
 
+/** Collectors drop packets without a correlation id: a SIP message with no Call-ID is tied to its flow. */
+function flowId(m: Message): string {
+  return `${m.transport}:${m.src.ip}:${m.src.port}-${m.dst.ip}:${m.dst.port}`;
+}
+
 /** Wires the pipeline: ring buffer -> records -> streams -> SIP messages -> dedup -> sink. */
 export class Agent {
   private readonly capture: SocketCapture;
@@ -57,7 +62,7 @@ export class Agent {
       return;
     }
     this.forwarded++;
-    this.opts.sink({ message, sip, wallUs: this.clock.toWallMicros(message.tsNs), correlationId: sip.callId ?? '' });
+    this.opts.sink({ message, sip, wallUs: this.clock.toWallMicros(message.tsNs), correlationId: sip.callId || flowId(message) });
   }
 
   stats() {
