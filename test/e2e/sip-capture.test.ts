@@ -13,6 +13,7 @@ import { cannotRunKernelTests, startAgent, type RunningAgent } from '../helpers/
 import { freePort, tcpCollector, udpCollector, type HepCollector } from '../helpers/collector.js';
 import { sippUac, sippUas } from '../helpers/sipp.js';
 import { callIdOf, LoopbackCapture, type WireMessage } from '../helpers/wire.js';
+import { startSipCapture, startSngrep } from '../helpers/receivers.js';
 
 const hepjs = createRequire(import.meta.url)('hep-js') as { decapsulate(b: Buffer): { rcinfo: Record<string, unknown>; payload: string } };
 
@@ -116,4 +117,39 @@ describe.skipIf(!!why)('SIP over UDP and TCP, sipp to sipp', () => {
       }
     });
   }
+});
+
+describe.skipIf(!!why)('real HEP receivers: Kamailio sipcapture and sngrep', () => {
+  it(`store every message of ${CALLS} UDP calls as the wire carried it`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hepbpf-receivers-'));
+    const sipcapture = await startSipCapture(dir, await freePort());
+    const sngrep = await startSngrep(dir, await freePort());
+    const agent = await startAgent(['run', '--hep', `udp://127.0.0.1:${sipcapture.port}`, '--hep', `udp://127.0.0.1:${sngrep.port}`]);
+    try {
+      const [uasPort, uacPort] = [await freePort(), await freePort()];
+      const capture = await LoopbackCapture.start(join(dir, 'wire.pcap'), `port ${uasPort} or port ${uacPort}`);
+      const uas = sippUas(uasPort, 'u1', dir);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await sippUac(uasPort, uacPort, 'u1', CALLS, dir)).toBe(0);
+      await uas.stop();
+      const wire = await capture.stop();
+      expect(wire.length).toBeGreaterThanOrEqual(CALLS * 6);
+
+      const want = wire.map((m) => `${callIdOf(m.payload)}|${m.srcIp}|${m.srcPort}|${m.dstIp}|${m.dstPort}|${m.payload.toString('latin1')}`).sort();
+      for (let i = 0; i < 100 && sipcapture.rows().length < wire.length; i++) await new Promise((r) => setTimeout(r, 100));
+      const rows = sipcapture.rows();
+      expect(rows.map((r) => `${r.callid}|${r.source_ip}|${r.source_port}|${r.destination_ip}|${r.destination_port}|${r.msg}`).sort()).toEqual(want);
+      // proto is Kamailio's own transport enum, where 1 is PROTO_UDP.
+      expect(rows.filter((r) => r.correlation_id !== r.callid || r.proto !== 1).slice(0, 2)).toEqual([]);
+
+      await agent.stop();
+      const seen = await sngrep.stop();
+      expect(seen.map((m) => `${callIdOf(m.payload)}|${m.srcIp}|${m.srcPort}|${m.dstIp}|${m.dstPort}|${m.payload.toString('latin1')}`).sort()).toEqual(want);
+    } finally {
+      await agent.stop();
+      await sngrep.stop().catch(() => []);
+      await sipcapture.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
