@@ -1,0 +1,59 @@
+/** Builds ring-buffer records and batches exactly as bpf/hepbpf.h lays them out, for tests without a kernel. */
+import { RECORD_HEADER_SIZE } from '../../src/capture/record.js';
+
+export interface RecordSpec {
+  tsNs?: bigint;
+  sockId?: bigint;
+  pid?: number;
+  direction?: 0 | 1;
+  family?: 2 | 10;
+  ipProto?: 6 | 17 | 132;
+  localAddr?: number[];
+  remoteAddr?: number[];
+  localPort?: number;
+  remotePort?: number;
+  comm?: string;
+  data: Buffer;
+  origLen?: number;
+}
+
+export function encodeRecord(r: RecordSpec): Buffer {
+  const b = Buffer.alloc(RECORD_HEADER_SIZE + r.data.length);
+  b.writeBigUInt64LE(r.tsNs ?? 1_000_000n, 0);
+  b.writeBigUInt64LE(42n, 8);
+  b.writeBigUInt64LE(r.sockId ?? 0xffff888000001000n, 16);
+  b.writeUInt32LE(r.pid ?? 100, 24);
+  b.writeUInt32LE(r.pid ?? 100, 28);
+  b.writeUInt32LE(r.origLen ?? r.data.length, 32);
+  b.writeUInt32LE(r.data.length, 36);
+  b[40] = r.direction ?? 0;
+  b[41] = r.family ?? 2;
+  b[42] = r.ipProto ?? 17;
+  b[43] = 1;
+  b[44] = 3;
+  b[45] = (r.origLen ?? r.data.length) > r.data.length ? 1 : 0;
+  b.writeUInt16LE(r.localPort ?? 5060, 46);
+  b.writeUInt16LE(r.remotePort ?? 5070, 48);
+  b.writeUInt32LE(7, 52);
+  Buffer.from(r.localAddr ?? [127, 0, 0, 1]).copy(b, 56);
+  Buffer.from(r.remoteAddr ?? [127, 0, 0, 1]).copy(b, 72);
+  b.write(r.comm ?? 'sipp', 88, 'latin1');
+  r.data.copy(b, RECORD_HEADER_SIZE);
+  return b;
+}
+
+/** The native reader's batch framing: u32 size, u32 0, record, zero padding to 8. */
+export function batchOf(records: Buffer[]): Buffer {
+  return Buffer.concat(
+    records.flatMap((rec) => {
+      const head = Buffer.alloc(8);
+      head.writeUInt32LE(rec.length, 0);
+      return [head, rec, Buffer.alloc(((rec.length + 7) & ~7) - rec.length)];
+    }),
+  );
+}
+
+export const sipMessage = (callId: string, body = '', method = 'MESSAGE') =>
+  Buffer.from(
+    `${method} sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bK-${callId}\r\nCall-ID: ${callId}\r\nCSeq: 1 ${method}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );

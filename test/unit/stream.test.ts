@@ -1,0 +1,167 @@
+import { describe, expect, it } from 'vitest';
+import { decodeBatch } from '../../src/capture/record.js';
+import { StreamAssembler } from '../../src/stream/assembler.js';
+import { LocalDedup } from '../../src/stream/dedup.js';
+import type { Message } from '../../src/stream/message.js';
+import { SipFramer, type FramerStats } from '../../src/stream/sip-framer.js';
+import { batchOf, encodeRecord, sipMessage, type RecordSpec } from './records.js';
+
+function framer() {
+  const stats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
+  const out: Array<{ text: string; size: number; truncated: boolean }> = [];
+  const f = new SipFramer(stats, (p, size, truncated) => out.push({ text: p.toString('latin1'), size, truncated }));
+  return { f, out, stats };
+}
+
+describe('SIP framing on a TCP stream', () => {
+  const a = sipMessage('a', 'hello');
+  const b = sipMessage('b');
+
+  it('frames two messages whatever the split point', () => {
+    const stream = Buffer.concat([a, b]);
+    for (let cut = 0; cut <= stream.length; cut++) {
+      const { f, out } = framer();
+      f.push(stream.subarray(0, cut));
+      f.push(stream.subarray(cut));
+      expect(out.map((m) => m.text)).toEqual([a.toString(), b.toString()]);
+    }
+  });
+
+  it('frames one message delivered a byte at a time', () => {
+    const { f, out } = framer();
+    for (const byte of a) f.push(Buffer.from([byte]));
+    expect(out.map((m) => m.text)).toEqual([a.toString()]);
+  });
+
+  it('skips keep-alive CRLFs and honours the compact l: header', () => {
+    const compact = Buffer.from('SIP/2.0 200 OK\r\ni: c1\r\nl:  3\r\n\r\nabc');
+    const { f, out, stats } = framer();
+    f.push(Buffer.concat([Buffer.from('\r\n\r\n'), compact, Buffer.from('\r\n\r\n'), a]));
+    expect(out.map((m) => m.text)).toEqual([compact.toString(), a.toString()]);
+    expect(stats.discardedBytes).toBe(0);
+  });
+
+  it('frames 200 pipelined messages from one segment', () => {
+    const msgs = Array.from({ length: 200 }, (_, i) => sipMessage(`p${i}`, `body ${i}`));
+    const { f, out } = framer();
+    f.push(Buffer.concat(msgs));
+    expect(out.map((m) => m.text)).toEqual(msgs.map((m) => m.toString()));
+  });
+
+  it('resynchronises after garbage and counts what it threw away', () => {
+    const { f, out, stats } = framer();
+    const noise = Buffer.from('\x00\x01garbage without structure\r\nmore junk\r\n');
+    f.push(Buffer.concat([noise, a]));
+    expect(out.map((m) => m.text)).toEqual([a.toString()]);
+    expect(stats.discardedBytes).toBe(noise.length);
+  });
+
+  it('does not buffer a 16 MiB Content-Length claim; the next message still frames', () => {
+    const { f, out, stats } = framer();
+    const liar = Buffer.from('MESSAGE sip:x SIP/2.0\r\nContent-Length: 16777216\r\n\r\n');
+    f.push(Buffer.concat([liar, a]));
+    expect(out.map((m) => m.text)).toEqual([a.toString()]);
+    expect(stats.discardedBytes).toBe(liar.length);
+  });
+
+  it('emits a message the kernel cut (64 KiB limit) as truncated and lands on the next boundary', () => {
+    const big = sipMessage('big', 'x'.repeat(70_000));
+    const { f, out, stats } = framer();
+    f.push(big.subarray(0, 65536), big.length - 65536);
+    f.push(b);
+    expect(out.map((m) => [m.size, m.truncated, m.text.length])).toEqual([
+      [big.length, true, 65536],
+      [b.length, false, b.length],
+    ]);
+    expect(stats.truncatedMessages).toBe(1);
+  });
+
+  it('skips the rest of a cut message that continues in later records', () => {
+    const big = sipMessage('big', 'y'.repeat(100_000));
+    const { f, out } = framer();
+    // 64 KiB captured of a 70 000-byte write; the message's remaining bytes arrive in the next write.
+    f.push(big.subarray(0, 65536), 70_000 - 65536);
+    f.push(Buffer.concat([big.subarray(70_000), b]));
+    expect(out.map((m) => m.truncated)).toEqual([true, false]);
+    expect(out[1].text).toBe(b.toString());
+  });
+});
+
+describe('records to messages', () => {
+  const collect = (specs: RecordSpec[]) => {
+    const out: Array<Omit<Message, 'payload'> & { text: string }> = [];
+    const asm = new StreamAssembler((m) => out.push({ ...m, text: m.payload.toString() }));
+    decodeBatch(batchOf(specs.map(encodeRecord)), (r) => asm.push(r));
+    return out;
+  };
+
+  it('maps egress and ingress to src/dst and keeps IPv6 addresses', () => {
+    const v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const [out, inn] = collect([
+      { family: 10, localAddr: v6, remoteAddr: [...Array(15).fill(0), 1], data: sipMessage('v6') },
+      { family: 10, direction: 1, localAddr: v6, remoteAddr: [...Array(15).fill(0), 1], data: sipMessage('v6') },
+    ]);
+    expect([out.src, out.dst, out.family, out.transport]).toEqual([{ ip: '2001:db8::1', port: 5060 }, { ip: '::1', port: 5070 }, 6, 'udp']);
+    expect([inn.src, inn.dst]).toEqual([{ ip: '::1', port: 5070 }, { ip: '2001:db8::1', port: 5060 }]);
+  });
+
+  it('names the loopback source of a wildcard-bound UDP socket, and drops keep-alives', () => {
+    const out = collect([
+      { localAddr: [0, 0, 0, 0], data: sipMessage('w') },
+      { data: Buffer.from('\r\n\r\n') },
+    ]);
+    expect(out.length).toBe(1);
+    expect(out[0].src).toEqual({ ip: '127.0.0.1', port: 5060 });
+  });
+
+  it('reassembles TCP per socket and direction', () => {
+    const m1 = sipMessage('t1');
+    const m2 = sipMessage('t2');
+    const out = collect([
+      { ipProto: 6, sockId: 1n, data: m1.subarray(0, 10) },
+      { ipProto: 6, sockId: 2n, data: m2.subarray(0, 20) },
+      { ipProto: 6, sockId: 1n, data: m1.subarray(10) },
+      { ipProto: 6, sockId: 2n, data: m2.subarray(20) },
+    ]);
+    expect(out.map((m) => [m.sockId, m.text])).toEqual([
+      [1n, m1.toString()],
+      [2n, m2.toString()],
+    ]);
+  });
+
+  it('skips a malformed record and decodes the rest of the batch', () => {
+    const good = encodeRecord({ data: sipMessage('ok') });
+    const bad = Buffer.from(good);
+    bad.writeUInt32LE(1 << 20, 36); // data_len larger than the record
+    const asm: string[] = [];
+    const malformed = decodeBatch(batchOf([bad, good]), (r) => asm.push(r.data.toString()));
+    expect(malformed).toBe(1);
+    expect(asm).toEqual([sipMessage('ok').toString()]);
+  });
+});
+
+describe('local dedup', () => {
+  const msg = (direction: 'egress' | 'ingress', text: string, tsNs = 1n): Message => ({
+    tsNs, transport: 'udp', family: 4, src: { ip: '127.0.0.1', port: 5060 }, dst: { ip: '127.0.0.1', port: 5070 },
+    pid: 1, tid: 1, comm: 'x', cgroupId: 1n, sockId: 1n, direction, payload: Buffer.from(text), size: text.length, truncated: false,
+  });
+
+  it('forwards a local message once whichever side is seen first', () => {
+    const d = new LocalDedup();
+    expect([d.accept(msg('egress', 'A')), d.accept(msg('ingress', 'A'))]).toEqual([true, false]);
+    expect([d.accept(msg('ingress', 'B')), d.accept(msg('egress', 'B'))]).toEqual([true, false]);
+    expect(d.size).toBe(0);
+  });
+
+  it('keeps retransmissions: two copies from the same side are two wire messages', () => {
+    const d = new LocalDedup();
+    const seen = [msg('egress', 'R'), msg('egress', 'R'), msg('ingress', 'R'), msg('ingress', 'R')].map((m) => d.accept(m));
+    expect(seen).toEqual([true, true, false, false]);
+  });
+
+  it('does not pair copies further apart than its window', () => {
+    const d = new LocalDedup();
+    expect(d.accept(msg('egress', 'late', 1n))).toBe(true);
+    expect(d.accept(msg('ingress', 'late', 5_000_000_000n))).toBe(true);
+  });
+});
