@@ -76,8 +76,9 @@ struct {
 
 /* Arguments of the socket syscall a thread is in, from its enter hook to the
  * point where the byte count is known. Task storage: one slot per thread,
- * freed with the thread, so nothing leaks when a syscall fails before the
- * socket layer and nothing can fill up. */
+ * freed with the thread, so a syscall that fails before the socket layer
+ * leaks nothing and no fixed-size table can fill up (a failed allocation is
+ * counted as HEPBPF_CNT_INFLIGHT_FULL). */
 struct inflight {
 	struct sock *sk;
 	const void *arg; /* buffer, iovec array, msghdr or mmsghdr array */
@@ -341,7 +342,7 @@ static __always_inline void fill_addrs(struct hepbpf_record *r, const struct soc
 		if (n > sizeof(sa))
 			n = sizeof(sa);
 		if (bpf_probe_read_user(&sa, n, m->name) == 0) {
-			if (sa.sin6_family == AF_INET6 && n == sizeof(sa)) {
+			if (sa.sin6_family == AF_INET6 && n >= 24 /* SIN6_LEN_RFC2133: up to sin6_addr */) {
 				__builtin_memcpy(remote, &sa.sin6_addr, 16);
 				r->remote_port = bpf_ntohs(sa.sin6_port);
 			} else if (sa.sin6_family == AF_INET) {
