@@ -86,7 +86,7 @@ describe.skipIf(!!why)('SIP over UDP and TCP, sipp to sipp', () => {
       const uasPort = await freePort();
       const uacPort = await freePort();
       const startUs = Date.now() * 1000;
-      const capture = await LoopbackCapture.start(join(dir, `${transport}.pcap`), `port ${uasPort} or port ${uacPort}`);
+      const capture = await LoopbackCapture.start(join(dir, `${transport}.pcap`), [uasPort, uacPort]);
       const uas = sippUas(uasPort, transport, dir);
       await new Promise((r) => setTimeout(r, 500));
       const code = await sippUac(uasPort, uacPort, transport, CALLS, dir);
@@ -127,7 +127,7 @@ describe.skipIf(!!why)('real HEP receivers: Kamailio sipcapture and sngrep', () 
     const agent = await startAgent(['run', '--hep', `udp://127.0.0.1:${sipcapture.port}`, '--hep', `udp://127.0.0.1:${sngrep.port}`]);
     try {
       const [uasPort, uacPort] = [await freePort(), await freePort()];
-      const capture = await LoopbackCapture.start(join(dir, 'wire.pcap'), `port ${uasPort} or port ${uacPort}`);
+      const capture = await LoopbackCapture.start(join(dir, 'wire.pcap'), [uasPort, uacPort]);
       const uas = sippUas(uasPort, 'u1', dir);
       await new Promise((r) => setTimeout(r, 500));
       expect(await sippUac(uasPort, uacPort, 'u1', CALLS, dir)).toBe(0);

@@ -3,6 +3,8 @@
  * must not share the code under test). Every packet on lo appears once in a capture on lo.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 
 export interface WireMessage {
@@ -19,11 +21,17 @@ export class LoopbackCapture {
   private constructor(
     private readonly proc: ChildProcess,
     readonly file: string,
+    private readonly ports: number[],
+    private readonly stderr: () => string,
   ) {}
 
-  /** Starts tcpdump on lo with a BPF filter, resolving once it is capturing. */
-  static start(file: string, filter: string): Promise<LoopbackCapture> {
-    const proc = spawn('tcpdump', ['-i', 'lo', '--immediate-mode', '-U', '-n', '-s', '0', '-w', file, filter], { stdio: ['ignore', 'ignore', 'pipe'] });
+  /** Starts tcpdump on lo for traffic to or from `ports`, resolving once it is capturing. */
+  static start(file: string, ports: number[]): Promise<LoopbackCapture> {
+    const filter = ports.map((p) => `port ${p}`).join(' or ');
+    // Immediate mode gives one ring slot per snaplen-sized frame: -B makes the ring big enough for bursts.
+    const proc = spawn('tcpdump', ['-i', 'lo', '--immediate-mode', '-B', '262144', '-U', '-n', '-s', '0', '-w', file, filter], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     return new Promise((resolve, reject) => {
       let err = '';
       const timer = setTimeout(() => reject(new Error(`tcpdump did not start: ${err}`)), 10_000);
@@ -32,21 +40,32 @@ export class LoopbackCapture {
         if (err.includes('listening on')) {
           clearTimeout(timer);
           // tcpdump says "listening" just before its socket is live: a short settle avoids losing the first packet.
-          setTimeout(() => resolve(new LoopbackCapture(proc, file)), 300);
+          setTimeout(() => resolve(new LoopbackCapture(proc, file, ports, () => err)), 300);
         }
       });
       proc.once('exit', (code) => reject(new Error(`tcpdump exited ${code}: ${err}`)));
     });
   }
 
-  /** Stops tcpdump (SIGINT flushes the file) and returns the SIP messages that crossed lo. */
+  /**
+   * Stops tcpdump and returns the SIP messages that crossed lo. Packets still queued in tcpdump's
+   * socket are lost if it stops first, so a sentinel datagram is sent last and tcpdump is stopped
+   * only once the sentinel is in the file (-U writes packet by packet).
+   */
   async stop(): Promise<WireMessage[]> {
-    // Packets still queued in the capture socket are counted but never written if tcpdump stops first.
-    await new Promise((r) => setTimeout(r, 500));
+    const sentinel = Buffer.from(`hepbpf-capture-sentinel-${randomUUID()}`);
+    const sock = createSocket('udp4');
+    await new Promise<void>((r) => sock.send(sentinel, this.ports[0], '127.0.0.1', () => r()));
+    sock.close();
+    for (let i = 0; i < 100 && !readFileSync(this.file).includes(sentinel); i++) await new Promise((r) => setTimeout(r, 50));
     const exited = new Promise((r) => this.proc.once('exit', r));
     this.proc.kill('SIGINT');
     await exited;
-    return sipMessagesFromPcap(readFileSync(this.file));
+    const pcap = readFileSync(this.file);
+    if (!pcap.includes(sentinel)) throw new Error('tcpdump did not capture the sentinel: the capture is incomplete');
+    const dropped = Number(/(\d+) packets? dropped by kernel/.exec(this.stderr())?.[1] ?? 'NaN');
+    if (dropped !== 0) throw new Error(`tcpdump lost packets (${this.stderr().trim()}): the ground truth is incomplete`);
+    return sipMessagesFromPcap(pcap).filter((m) => !m.payload.equals(sentinel));
   }
 }
 
