@@ -22,8 +22,8 @@ export interface RunningAgent {
 }
 
 /** Starts `hepbpf ARGS` as a user would and resolves once it reports ready (log `msg: ready` or tail's notice). */
-export function startAgent(args: string[], readyTimeoutMs = 30_000): Promise<RunningAgent> {
-  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export function startAgent(args: string[], env: NodeJS.ProcessEnv = process.env, readyTimeoutMs = 30_000): Promise<RunningAgent> {
+  const proc = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   let stderr = '';
   const exited = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)));
