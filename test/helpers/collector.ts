@@ -39,7 +39,10 @@ export async function udpCollector(): Promise<HepCollector> {
 
 export async function tcpCollector(): Promise<HepCollector> {
   const packets: Buffer[] = [];
+  const conns = new Set<import('node:net').Socket>();
   const server: Server = createServer((conn) => {
+    conns.add(conn);
+    conn.on('close', () => conns.delete(conn));
     let pending = Buffer.alloc(0);
     conn.on('data', (d: Buffer) => {
       pending = Buffer.concat([pending, d]);
@@ -60,7 +63,7 @@ export async function tcpCollector(): Promise<HepCollector> {
     packets,
     waitFor: waiter(packets),
     close: () => {
-      server.closeAllConnections?.();
+      for (const c of conns) c.destroy();
       return new Promise((r) => server.close(() => r()));
     },
   };

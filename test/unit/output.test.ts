@@ -1,0 +1,97 @@
+import { createSocket } from 'node:dgram';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { splitHepStream } from '../../src/hep/decode.js';
+import { TcpHepSender, UdpHepSender } from '../../src/output/hep-sender.js';
+import { parseHepTarget } from '../../src/output/target.js';
+
+const log = pino({ level: 'silent' });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const hepPacket = (n: number) => {
+  const b = Buffer.alloc(32, n);
+  b.write('HEP3', 0, 'latin1');
+  b.writeUInt16BE(32, 4);
+  return b;
+};
+
+describe('collector URLs', () => {
+  it('parses udp/tcp with IPv4, names and bracketed IPv6', () => {
+    expect(parseHepTarget('udp://127.0.0.1:9060')).toMatchObject({ transport: 'udp', host: '127.0.0.1', port: 9060 });
+    expect(parseHepTarget('tcp://[::1]:9061')).toMatchObject({ transport: 'tcp', host: '::1', port: 9061 });
+    expect(parseHepTarget('udp://homer.local:9060')).toMatchObject({ host: 'homer.local' });
+  });
+  it('rejects what it cannot send to, with the expected form', () => {
+    for (const bad of ['http://x:1', 'udp://x', 'udp://x:0', 'udp://x:70000', 'tls://x:1', 'udp://::1:9060'])
+      expect(() => parseHepTarget(bad)).toThrow(/expected udp:\/\/HOST:PORT/);
+  });
+});
+
+describe('HEP senders', () => {
+  it('UDP: a collector that is down costs errors or drops, never an exception; packets flow once it is up', async () => {
+    const probe = createSocket('udp4');
+    await new Promise<void>((r) => probe.bind(0, '127.0.0.1', r));
+    const port = probe.address().port;
+    await new Promise<void>((r) => probe.close(() => r()));
+
+    const sender = new UdpHepSender(parseHepTarget(`udp://127.0.0.1:${port}`), log);
+    await sleep(50);
+    for (let i = 0; i < 20; i++) {
+      sender.send(hepPacket(i));
+      await sleep(2);
+    }
+    await sleep(100);
+    const down = sender.stats();
+    expect(down.sent + down.dropped + down.errors).toBeGreaterThanOrEqual(20);
+    expect(down.errors).toBeGreaterThan(0); // ICMP port unreachable surfaced as counted errors
+
+    const rx = createSocket('udp4');
+    const got: Buffer[] = [];
+    rx.on('message', (m) => got.push(m));
+    await new Promise<void>((r) => rx.bind(port, '127.0.0.1', r));
+    const packet = hepPacket(7);
+    sender.send(packet);
+    packet.fill(0); // the sender copied it: reusing the caller's buffer must not change what is sent
+    await sleep(100);
+    expect(got.map((b) => b.equals(hepPacket(7)))).toEqual([true]);
+    await sender.close();
+    await new Promise<void>((r) => rx.close(() => r()));
+  });
+
+  it('TCP: queues while the collector is down, reconnects, delivers everything in order', async () => {
+    const received: Buffer[] = [];
+    const conns = new Set<import('node:net').Socket>();
+    const shut = async (srv: Server) => {
+      for (const c of conns) c.destroy();
+      await new Promise<void>((r) => srv.close(() => r()));
+    };
+    const listen = (port = 0) =>
+      new Promise<Server>((resolve) => {
+        const srv = createServer((c) => {
+          conns.add(c);
+          c.on('close', () => conns.delete(c));
+          let pending = Buffer.alloc(0);
+          c.on('data', (d: Buffer) => {
+            pending = Buffer.concat([pending, d]);
+            pending = pending.subarray(splitHepStream(pending, (p) => received.push(Buffer.from(p))));
+          });
+        });
+        srv.listen(port, '127.0.0.1', () => resolve(srv));
+      });
+    let srv = await listen();
+    const port = (srv.address() as AddressInfo).port;
+    const sender = new TcpHepSender(parseHepTarget(`tcp://127.0.0.1:${port}`), log);
+    for (let i = 0; i < 5; i++) sender.send(hepPacket(i));
+    await sleep(200);
+    expect(received.length).toBe(5);
+
+    await shut(srv);
+    await sleep(100);
+    for (let i = 5; i < 10; i++) sender.send(hepPacket(i)); // collector down: queued
+    srv = await listen(port);
+    for (let i = 0; i < 60 && received.length < 10; i++) await sleep(100);
+    expect(received.map((p) => p[10])).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    await sender.close();
+    await shut(srv);
+  });
+});
