@@ -188,6 +188,57 @@ static __always_inline struct sock *inet_sock_of_fd(__u64 fd, __u16 *proto)
 	return sk;
 }
 
+/* Little-endian load of up to 8 bytes of a string, for prefix compares in code
+ * (a table of strings would land in .rodata, which holds only cfg). */
+#define STR8(a, b, c, d, e, f, g, h)                                                                      \
+	((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 | (__u64)(e) << 32 |        \
+	 (__u64)(f) << 40 | (__u64)(g) << 48 | (__u64)(h) << 56)
+#define MASK(len) (~0ULL >> (64 - 8 * (len)))
+#define STARTS(w, len, ...) (((w) & MASK(len)) == STR8(__VA_ARGS__))
+
+/* A SIP request line or status line starts here (RFC 3261 methods and the
+ * common extensions). n: how many bytes at d are valid. */
+static __always_inline bool looks_like_sip(const __u8 *d, __u32 n)
+{
+	__u64 w = *(const __u64 *)d;
+	__u16 w8 = *(const __u16 *)(d + 8);
+
+	/* Zero the invalid bytes: every prefix ends in a non-zero byte, so a
+	 * message shorter than a prefix cannot match it. */
+	if (n < 8)
+		w &= (1ULL << (n * 8)) - 1;
+	if (n < 9)
+		w8 = 0;
+	else if (n < 10)
+		w8 &= 0xff;
+
+	return STARTS(w, 8, 'S', 'I', 'P', '/', '2', '.', '0', ' ') ||
+	       STARTS(w, 7, 'I', 'N', 'V', 'I', 'T', 'E', ' ', 0) || STARTS(w, 4, 'A', 'C', 'K', ' ', 0, 0, 0, 0) ||
+	       STARTS(w, 4, 'B', 'Y', 'E', ' ', 0, 0, 0, 0) ||
+	       STARTS(w, 7, 'C', 'A', 'N', 'C', 'E', 'L', ' ', 0) ||
+	       STARTS(w, 8, 'O', 'P', 'T', 'I', 'O', 'N', 'S', ' ') ||
+	       (STARTS(w, 8, 'R', 'E', 'G', 'I', 'S', 'T', 'E', 'R') && (w8 & 0xff) == ' ') ||
+	       STARTS(w, 6, 'P', 'R', 'A', 'C', 'K', ' ', 0, 0) ||
+	       (STARTS(w, 8, 'S', 'U', 'B', 'S', 'C', 'R', 'I', 'B') && w8 == ('E' | ' ' << 8)) ||
+	       STARTS(w, 7, 'N', 'O', 'T', 'I', 'F', 'Y', ' ', 0) ||
+	       STARTS(w, 8, 'P', 'U', 'B', 'L', 'I', 'S', 'H', ' ') ||
+	       STARTS(w, 5, 'I', 'N', 'F', 'O', ' ', 0, 0, 0) || STARTS(w, 6, 'R', 'E', 'F', 'E', 'R', ' ', 0, 0) ||
+	       STARTS(w, 8, 'M', 'E', 'S', 'S', 'A', 'G', 'E', ' ') ||
+	       STARTS(w, 7, 'U', 'P', 'D', 'A', 'T', 'E', ' ', 0);
+}
+
+/* Whether the user buffer at buf, holding n bytes, starts like SIP. */
+static __always_inline bool buffer_looks_like_sip(const void *buf, __u64 n)
+{
+	__u8 head[16] = {};
+
+	if (n > SIP_PREFIX)
+		n = SIP_PREFIX;
+	if (bpf_probe_read_user(head, n, buf))
+		return false;
+	return looks_like_sip(head, n);
+}
+
 static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const void *arg, __u64 len,
 				    const void *name, __u64 namelen, __u8 source)
 {
@@ -208,6 +259,10 @@ static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const
 		known = bpf_map_lookup_elem(&sock_l7, &key);
 		if (known && known->l7 == L7_NOT_OURS)
 			return 0;
+	} else if ((source == HEPBPF_SRC_SENDTO || source == HEPBPF_SRC_WRITE) && !buffer_looks_like_sip(arg, len)) {
+		/* A datagram is sent whole or not at all: one that does not start
+		 * like SIP (RTP, DNS) is dropped here, before any exit work. */
+		return 0;
 	}
 	in = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!in) {
@@ -267,45 +322,6 @@ static int gather_step(__u32 i, void *arg)
 	g->base += n;
 	g->left -= n;
 	return 0;
-}
-
-/* Little-endian load of up to 8 bytes of a string, for prefix compares in code
- * (a table of strings would land in .rodata, which holds only cfg). */
-#define STR8(a, b, c, d, e, f, g, h)                                                                      \
-	((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 | (__u64)(e) << 32 |        \
-	 (__u64)(f) << 40 | (__u64)(g) << 48 | (__u64)(h) << 56)
-#define MASK(len) (~0ULL >> (64 - 8 * (len)))
-#define STARTS(w, len, ...) (((w) & MASK(len)) == STR8(__VA_ARGS__))
-
-/* A SIP request line or status line starts here (RFC 3261 methods and the
- * common extensions). n: how many bytes at d are valid. */
-static __always_inline bool looks_like_sip(const __u8 *d, __u32 n)
-{
-	__u64 w = *(const __u64 *)d;
-	__u16 w8 = *(const __u16 *)(d + 8);
-
-	/* Zero the invalid bytes: every prefix ends in a non-zero byte, so a
-	 * message shorter than a prefix cannot match it. */
-	if (n < 8)
-		w &= (1ULL << (n * 8)) - 1;
-	if (n < 9)
-		w8 = 0;
-	else if (n < 10)
-		w8 &= 0xff;
-
-	return STARTS(w, 8, 'S', 'I', 'P', '/', '2', '.', '0', ' ') ||
-	       STARTS(w, 7, 'I', 'N', 'V', 'I', 'T', 'E', ' ', 0) || STARTS(w, 4, 'A', 'C', 'K', ' ', 0, 0, 0, 0) ||
-	       STARTS(w, 4, 'B', 'Y', 'E', ' ', 0, 0, 0, 0) ||
-	       STARTS(w, 7, 'C', 'A', 'N', 'C', 'E', 'L', ' ', 0) ||
-	       STARTS(w, 8, 'O', 'P', 'T', 'I', 'O', 'N', 'S', ' ') ||
-	       (STARTS(w, 8, 'R', 'E', 'G', 'I', 'S', 'T', 'E', 'R') && (w8 & 0xff) == ' ') ||
-	       STARTS(w, 6, 'P', 'R', 'A', 'C', 'K', ' ', 0, 0) ||
-	       (STARTS(w, 8, 'S', 'U', 'B', 'S', 'C', 'R', 'I', 'B') && w8 == ('E' | ' ' << 8)) ||
-	       STARTS(w, 7, 'N', 'O', 'T', 'I', 'F', 'Y', ' ', 0) ||
-	       STARTS(w, 8, 'P', 'U', 'B', 'L', 'I', 'S', 'H', ' ') ||
-	       STARTS(w, 5, 'I', 'N', 'F', 'O', ' ', 0, 0, 0) || STARTS(w, 6, 'R', 'E', 'F', 'E', 'R', ' ', 0, 0) ||
-	       STARTS(w, 8, 'M', 'E', 'S', 'S', 'A', 'G', 'E', ' ') ||
-	       STARTS(w, 7, 'U', 'P', 'D', 'A', 'T', 'E', ' ', 0);
 }
 
 static __always_inline bool is_v4mapped(const __u32 *a)
@@ -583,6 +599,13 @@ static __always_inline int sock_io_done(struct sock *sk, int ret)
 
 	if (!p || (__u64)p->sk != (__u64)sk)
 		return 0;
+	if (p->source == HEPBPF_SRC_RECVFROM && p->proto != IPPROTO_TCP) {
+		/* The datagram is in the buffer now; its exit has the peer address
+		 * to add, but nothing to do if it is not SIP. */
+		if (ret <= 0 || !buffer_looks_like_sip(p->arg, ret < p->len ? ret : p->len))
+			p->source = 0;
+		return 0;
+	}
 	if (p->source != HEPBPF_SRC_WRITE && p->source != HEPBPF_SRC_WRITEV && p->source != HEPBPF_SRC_READ &&
 	    p->source != HEPBPF_SRC_READV)
 		return 0;
