@@ -11,11 +11,18 @@ interface Pending {
   tsNs: bigint;
 }
 
-/** Two independent 32-bit FNV-1a variants over the bytes, folded into one 53-bit number. */
+/**
+ * Bytes of a message that identify it. One side may see a message whole and the other cut at the
+ * 64 KiB capture limit, so the copies are compared by size and a prefix both sides have.
+ */
+const HASHED_PREFIX = 4096;
+
+/** Two independent 32-bit FNV-1a variants over the first bytes, folded into one 53-bit number. */
 function hashPayload(buf: Buffer, seed: number): number {
+  const n = Math.min(buf.length, HASHED_PREFIX);
   let a = 0x811c9dc5 ^ seed;
-  let b = 0x01000193 ^ buf.length;
-  for (let i = 0; i < buf.length; i++) {
+  let b = 0x01000193 ^ n;
+  for (let i = 0; i < n; i++) {
     a = Math.imul(a ^ buf[i], 0x01000193);
     b = Math.imul(b ^ buf[i], 0x5bd1e995) ^ (b >>> 15);
   }

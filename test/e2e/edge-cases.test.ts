@@ -108,6 +108,16 @@ describe.skipIf(!!why)('capture edge cases', () => {
     expectExactly(expected, forwarded);
   });
 
+  it('a SIP message over 64 KiB is forwarded cut (a prefix of the wire bytes) and the next one whole', async () => {
+    const { expected, forwarded } = await exchange('tcp-huge', py('tcp-huge'));
+    expect(expected.map((m) => m.payload.length > 100 * 1024)).toEqual([true, false]);
+    expect(forwarded.map((p) => p.correlationId)).toEqual(['tcp-huge', 'after-huge']);
+    const [cut, next] = forwarded;
+    expect(cut.payload!.length).toBeLessThan(65536);
+    expect(cut.payload!.equals(expected[0].payload.subarray(0, cut.payload!.length))).toBe(true);
+    expect(next.payload!.equals(expected[1].payload)).toBe(true);
+  });
+
   it('200 back-to-back pipelined messages in one TCP stream', async () => {
     const { expected, forwarded } = await exchange('tcp-pipelined', py('tcp-pipelined'));
     expect(expected.length).toBe(200);

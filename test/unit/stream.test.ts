@@ -159,6 +159,13 @@ describe('local dedup', () => {
     expect(seen).toEqual([true, true, false, false]);
   });
 
+  it('pairs a copy cut at the capture limit with the whole copy from the other side', () => {
+    const d = new LocalDedup();
+    const whole = { ...msg('ingress', 'W'.repeat(70_000)) };
+    const cut = { ...msg('egress', 'W'.repeat(65_536)), size: 70_000, truncated: true };
+    expect([d.accept(cut), d.accept(whole)]).toEqual([true, false]);
+  });
+
   it('does not pair copies further apart than its window', () => {
     const d = new LocalDedup();
     expect(d.accept(msg('egress', 'late', 1n))).toBe(true);
