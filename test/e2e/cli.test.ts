@@ -102,7 +102,8 @@ describe.skipIf(!!why)('hepbpf CLI', () => {
   });
 
   it('run without privileges exits 1 with one line saying what is missing', () => {
-    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'run', '--hep', 'udp://127.0.0.1:9060'], {
+    // Root stripped of every capability: what a user or a container without CAP_BPF/CAP_PERFMON gets.
+    const r = spawnSync('setpriv', ['--bounding-set=-all', '--inh-caps=-all', process.execPath, CLI, 'run', '--hep', 'udp://127.0.0.1:9060'], {
       encoding: 'utf8',
     });
     expect(r.status).toBe(1);

@@ -6,7 +6,8 @@ import { HepEncoder, type HepMessage } from '../../src/hep/encode.js';
 import { MAX_UDP_PACKET } from '../../src/hep/chunks.js';
 
 const hepjs = createRequire(import.meta.url)('hep-js') as { decapsulate(b: Buffer): { rcinfo: Record<string, unknown>; payload: string } };
-const VECTORS = new URL('../../../shared/vectors/', import.meta.url);
+// Kamailio 5.6 siptrace output, copied from the project's shared reference vectors.
+const VECTORS = new URL('../fixtures/vectors/', import.meta.url);
 const hex = (name: string) => readFileSync(new URL(name, VECTORS), 'utf8').trim().split(/\s+/).map((h) => Buffer.from(h, 'hex'));
 
 /** The fields of a decoded packet as our encoder takes them. */
