@@ -1,4 +1,4 @@
-import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, AF_INET } from '../capture/record.js';
+import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, AF_INET, F_NO_PEER } from '../capture/record.js';
 import type { Endpoint, Message, Transport } from './message.js';
 import { SipFramer, type FramerStats } from './sip-framer.js';
 
@@ -90,6 +90,7 @@ export class StreamAssembler {
       payload,
       size,
       truncated,
+      peerUnknown: (r.flags & F_NO_PEER) !== 0,
     });
   }
 

@@ -38,18 +38,27 @@ export class LocalDedup {
   private readonly pending = new Map<string, Pending>();
   dropped = 0;
 
-  /** True if the message should be forwarded. */
+  /**
+   * True if the message should be forwarded. Each message is filed under its full flow and under
+   * its destination alone: a receiver on an unconnected UDP socket that passed no address buffer
+   * does not know the sender, and its copy can only be paired by destination.
+   */
   accept(m: Message): boolean {
-    const key = `${m.transport}|${m.src.ip}|${m.src.port}|${m.dst.ip}|${m.dst.port}|${m.size}|${hashPayload(m.payload, m.src.port)}`;
     this.expire(m.tsNs);
-    const seen = this.pending.get(key);
-    if (seen && seen.direction !== m.direction) {
-      if (--seen.count === 0) this.pending.delete(key);
+    const tail = `${m.dst.ip}|${m.dst.port}|${m.size}|${hashPayload(m.payload, m.dst.port)}`;
+    const byDst = `${m.transport}|?|${tail}`;
+    const keys = m.peerUnknown ? [byDst] : [`${m.transport}|${m.src.ip}|${m.src.port}|${tail}`, byDst];
+    const counterparts = keys.filter((k) => this.pending.get(k)?.direction === (m.direction === 'egress' ? 'ingress' : 'egress'));
+    if (counterparts.length) {
+      for (const k of counterparts) if (--this.pending.get(k)!.count === 0) this.pending.delete(k);
       this.dropped++;
       return false;
     }
-    if (seen) seen.count++;
-    else this.pending.set(key, { direction: m.direction, count: 1, tsNs: m.tsNs });
+    for (const key of keys) {
+      const seen = this.pending.get(key);
+      if (seen && seen.direction === m.direction) seen.count++;
+      else this.pending.set(key, { direction: m.direction, count: 1, tsNs: m.tsNs });
+    }
     return true;
   }
 

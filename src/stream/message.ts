@@ -26,4 +26,6 @@ export interface Message {
   /** Bytes the message had on the wire; larger than payload.length when truncated. */
   size: number;
   truncated: boolean;
+  /** The syscall did not say who the peer was (recv on an unconnected UDP socket): its side of src/dst is 0.0.0.0:0. */
+  peerUnknown: boolean;
 }

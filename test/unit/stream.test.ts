@@ -143,7 +143,7 @@ describe('records to messages', () => {
 describe('local dedup', () => {
   const msg = (direction: 'egress' | 'ingress', text: string, tsNs = 1n): Message => ({
     tsNs, transport: 'udp', family: 4, src: { ip: '127.0.0.1', port: 5060 }, dst: { ip: '127.0.0.1', port: 5070 },
-    pid: 1, tid: 1, comm: 'x', cgroupId: 1n, sockId: 1n, direction, payload: Buffer.from(text), size: text.length, truncated: false,
+    pid: 1, tid: 1, comm: 'x', cgroupId: 1n, sockId: 1n, direction, payload: Buffer.from(text), size: text.length, truncated: false, peerUnknown: false,
   });
 
   it('forwards a local message once whichever side is seen first', () => {
@@ -164,6 +164,15 @@ describe('local dedup', () => {
     const whole = { ...msg('ingress', 'W'.repeat(70_000)) };
     const cut = { ...msg('egress', 'W'.repeat(65_536)), size: 70_000, truncated: true };
     expect([d.accept(cut), d.accept(whole)]).toEqual([true, false]);
+  });
+
+  it('pairs a receiver copy that does not know the sender (recv with no address) by destination', () => {
+    const d = new LocalDedup();
+    const blind = { ...msg('ingress', 'N'), src: { ip: '0.0.0.0', port: 0 }, peerUnknown: true };
+    expect([d.accept(msg('egress', 'N')), d.accept(blind)]).toEqual([true, false]);
+    expect([d.accept(blind), d.accept(msg('egress', 'N'))]).toEqual([true, false]);
+    // Still no merging within one side.
+    expect([d.accept(blind), d.accept(blind)]).toEqual([true, true]);
   });
 
   it('does not pair copies further apart than its window', () => {
