@@ -49,10 +49,10 @@ export function runChecks(): Check[] {
     })),
     {
       name: 'kernel',
-      ok: kernelAtLeast(5, 17),
+      ok: kernelAtLeast(6, 3),
       required: true,
-      detail: `Linux ${release()} (ring buffer needs 5.8, bpf_loop 5.17)`,
-      fix: 'upgrade to Linux 5.17 or newer',
+      detail: `Linux ${release()} (needs tp_btf sock_send_length/sock_recv_length, task storage, bpf_rdonly_cast, bpf_loop; tested on 6.18)`,
+      fix: 'upgrade to Linux 6.3 or newer',
     },
     {
       name: 'BTF',
