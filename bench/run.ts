@@ -12,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const CLI = resolve(REPO, 'dist/src/cli/main.js');
 const json = process.argv.includes('--json');
+// --only a,b,c picks sections: (a) zero-loss rates, (b) syscall costs, (c) footprint.
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c'];
 const say = (s: string) => json || process.stdout.write(s + '\n');
 
 if (process.getuid?.() !== 0) {
@@ -161,9 +163,9 @@ async function footprint() {
 
 try {
   say(`hepbpf bench on ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()}, ${readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm)?.length} CPUs`);
-  await syscallCosts();
-  await zeroLossRates();
-  await footprint();
+  if (only.includes('b')) await syscallCosts();
+  if (only.includes('a')) await zeroLossRates();
+  if (only.includes('c')) await footprint();
   if (json) process.stdout.write(JSON.stringify(results, null, 2) + '\n');
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -12,10 +12,11 @@ interface Pending {
 }
 
 /**
- * Bytes of a message that identify it. One side may see a message whole and the other cut at the
- * 64 KiB capture limit, so the copies are compared by size and a prefix both sides have.
+ * Bytes of a message that identify it, with its size and flow: the start line and the first headers
+ * (Via branch, Call-ID, CSeq) differ between any two messages of a flow. One side may see a message
+ * whole and the other cut at the 64 KiB capture limit, so only a prefix both sides have is hashed.
  */
-const HASHED_PREFIX = 4096;
+const HASHED_PREFIX = 512;
 
 /** Two independent 32-bit FNV-1a variants over the first bytes, folded into one 53-bit number. */
 function hashPayload(buf: Buffer, seed: number): number {
