@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ADDON_PATH, BpfObject, forEachRecord } from '../../src/bpf/libbpf.js';
 import { ensureTracefs, tracefsMount } from '../../src/bpf/tracefs.js';
+import { kernelSuiteSkipReason } from '../helpers/agent.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const OUT = resolve(ROOT, 'build/test-bpf');
@@ -17,14 +18,7 @@ const MAX_PAYLOAD = 65536 + 104;
 const EVENT_SIZE = 24;
 const HIT = { tracepoint: 0, tpBtf: 1, rawTp: 2, uprobe: 3, lost: 4 };
 
-const skipReason =
-  process.getuid?.() !== 0
-    ? 'not root: loading BPF programs needs CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN'
-    : !existsSync('/sys/kernel/btf/vmlinux')
-      ? 'no kernel BTF (/sys/kernel/btf/vmlinux): CO-RE objects cannot load'
-      : undefined;
-if (skipReason) console.warn(`SKIPPING test/bpf/libbpf.test.ts: ${skipReason}`);
-const suite = skipReason ? describe.skip : describe;
+const suite = kernelSuiteSkipReason('libbpf binding tests') ? describe.skip : describe;
 
 function u32(n: number): Buffer {
   const b = Buffer.alloc(4);

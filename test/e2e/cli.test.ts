@@ -7,14 +7,10 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cannotRunKernelTests, CLI, REPO, startAgent } from '../helpers/agent.js';
+import { kernelSuiteSkipReason, CLI, REPO, startAgent } from '../helpers/agent.js';
 import { freePort, udpCollector } from '../helpers/collector.js';
 
-const why = cannotRunKernelTests();
-if (why) {
-  if (process.env.CI) throw new Error(`end-to-end tests cannot run in CI: ${why}`);
-  console.warn(`\n!!! SKIPPING CLI end-to-end tests: ${why}\n`);
-}
+const why = kernelSuiteSkipReason('CLI end-to-end tests');
 
 const TRAFFIC = resolve(REPO, 'test/fixtures/sip_traffic.py');
 

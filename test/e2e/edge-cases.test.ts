@@ -9,15 +9,11 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep } from '../../src/hep/decode.js';
-import { cannotRunKernelTests, REPO, startAgent, type RunningAgent } from '../helpers/agent.js';
+import { kernelSuiteSkipReason, REPO, startAgent, type RunningAgent } from '../helpers/agent.js';
 import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
 import { callIdOf, LoopbackCapture, type WireMessage } from '../helpers/wire.js';
 
-const why = cannotRunKernelTests();
-if (why) {
-  if (process.env.CI) throw new Error(`end-to-end tests cannot run in CI: ${why}`);
-  console.warn(`\n!!! SKIPPING end-to-end edge-case tests: ${why}\n`);
-}
+const why = kernelSuiteSkipReason('end-to-end edge-case tests');
 
 const FIXTURES = resolve(REPO, 'test/fixtures');
 const SIP_START = /^(?:[A-Z]+ \S+ SIP\/2\.0|SIP\/2\.0 \d{3})/;

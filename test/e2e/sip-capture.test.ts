@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep, type HepPacket } from '../../src/hep/decode.js';
-import { cannotRunKernelTests, startAgent, type RunningAgent } from '../helpers/agent.js';
+import { kernelSuiteSkipReason, startAgent, type RunningAgent } from '../helpers/agent.js';
 import { freePort, tcpCollector, udpCollector, type HepCollector } from '../helpers/collector.js';
 import { sippUac, sippUas } from '../helpers/sipp.js';
 import { callIdOf, LoopbackCapture, type WireMessage } from '../helpers/wire.js';
@@ -17,11 +17,7 @@ import { startSipCapture, startSngrep } from '../helpers/receivers.js';
 
 const hepjs = createRequire(import.meta.url)('hep-js') as { decapsulate(b: Buffer): { rcinfo: Record<string, unknown>; payload: string } };
 
-const why = cannotRunKernelTests();
-if (why) {
-  if (process.env.CI) throw new Error(`end-to-end tests cannot run in CI: ${why}`);
-  console.warn(`\n!!! SKIPPING end-to-end SIP capture tests: ${why}\n`);
-}
+const why = kernelSuiteSkipReason('end-to-end SIP capture tests');
 
 const CAPTURE_ID = 2001;
 const CALLS = 100;

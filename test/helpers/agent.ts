@@ -14,6 +14,17 @@ export function cannotRunKernelTests(): string | undefined {
   return undefined;
 }
 
+/**
+ * The reason a kernel test suite must skip on this host, after saying so loudly; undefined when it
+ * can run. In CI (CI=true) a host that cannot run them is an error, never a skip.
+ */
+export function kernelSuiteSkipReason(suite: string): string | undefined {
+  const why = cannotRunKernelTests();
+  if (why && process.env.CI) throw new Error(`${suite} cannot run in CI: ${why}`);
+  if (why) console.warn(`\n!!! SKIPPING ${suite}: ${why}\n`);
+  return why;
+}
+
 export interface RunningAgent {
   proc: ChildProcess;
   /** Every JSON log line the agent wrote to stderr so far. */
