@@ -5,6 +5,8 @@ import { SipFramer, type FramerStats } from './sip-framer.js';
 /** A stream that has been silent this long is forgotten (its partial message with it). */
 const STREAM_IDLE_NS = 120_000_000_000n;
 const MAX_STREAMS = 65536;
+/** How often (in records) idle streams are looked for. */
+const EXPIRE_EVERY = 4096;
 
 interface StreamState {
   framer: SipFramer;
@@ -26,6 +28,7 @@ export class StreamAssembler {
   private readonly framerStats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
   private keepAlives = 0;
   private expired = 0;
+  private sinceExpire = 0;
   /** The record being assembled: the framer's sink reads its metadata. */
   private current!: CaptureRecord;
   private currentTransport: Transport = 'tcp';
@@ -34,6 +37,10 @@ export class StreamAssembler {
 
   push(rec: CaptureRecord): void {
     this.current = rec;
+    if (++this.sinceExpire === EXPIRE_EVERY) {
+      this.sinceExpire = 0;
+      this.expire(rec.tsNs);
+    }
     if (rec.ipProto === IPPROTO_UDP) {
       if (rec.dataLen === 0 || isKeepAlive(rec.data)) {
         this.keepAlives++;

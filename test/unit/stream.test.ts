@@ -181,3 +181,15 @@ describe('local dedup', () => {
     expect(d.accept(msg('ingress', 'late', 5_000_000_000n))).toBe(true);
   });
 });
+
+describe('stream lifetime', () => {
+  it('forgets a TCP stream idle for two minutes, with its partial message', () => {
+    const out: string[] = [];
+    const asm = new StreamAssembler((m) => out.push(m.payload.toString()));
+    const half = sipMessage('idle').subarray(0, 30);
+    decodeBatch(batchOf([encodeRecord({ ipProto: 6, sockId: 9n, tsNs: 1n, data: half })]), (r) => asm.push(r));
+    expect(asm.stats().streams).toBe(1);
+    asm.expire(1n + 121_000_000_000n);
+    expect(asm.stats()).toMatchObject({ streams: 0, expiredStreams: 1 });
+  });
+});
