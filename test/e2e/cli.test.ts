@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kernelSuiteSkipReason, CLI, REPO, startAgent } from '../helpers/agent.js';
 import { freePort, udpCollector } from '../helpers/collector.js';
+import { decodeHep } from '../../src/hep/decode.js';
 
 const why = kernelSuiteSkipReason('CLI end-to-end tests');
 
@@ -118,5 +119,24 @@ describe.skipIf(!!why)('hepbpf CLI', () => {
     const r = spawnSync(process.execPath, [CLI, 'doctor'], { encoding: 'utf8' });
     expect(r.status, r.stdout).toBe(0);
     for (const check of ['privileges', 'kernel', 'BTF', 'lockdown', 'tracefs', 'build']) expect(r.stdout).toMatch(new RegExp(`^ok\\s+${check}\\b`, 'm'));
+  });
+});
+
+describe.skipIf(!!why)('hepbpf run --sip-ports', () => {
+  it('captures only sockets with one of the given ports', async () => {
+    const [port, port2, other, other2] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const hep = await udpCollector();
+    const agent = await startAgent(['run', '--hep', hep.url, '--sip-ports', `${port},5`]);
+    try {
+      for (const [a, b] of [[port, port2], [other, other2]]) {
+        const r = spawnSync('python3', [TRAFFIC, 'udp-unconnected', String(a), String(b)], { encoding: 'utf8' });
+        expect(r.status, r.stderr).toBe(0);
+      }
+      const packets = await hep.waitFor(1);
+      expect(packets.map((p) => decodeHep(p)).map((p) => [p.srcPort, p.dstPort])).toEqual([[port2, port]]);
+    } finally {
+      expect((await agent.stop()).code).toBe(0);
+      await hep.close();
+    }
   });
 });

@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import { tailFilter } from '../../src/cli/tail.js';
+import { encodeTailEvent, TailEventReader, type TailEventFields } from '../../src/output/tail-protocol.js';
+import { formatTailLine, isoMicros, toTailRecord } from '../../src/output/tail-record.js';
+
+const event = (over: Partial<TailEventFields> = {}): TailEventFields => ({
+  ts: '2026-11-24T08:00:00.123456Z', proto: 'sip', transport: 'udp', src: { ip: '::1', port: 5060 }, dst: { ip: '127.0.0.1', port: 5070 },
+  pid: 7, comm: 'kamailio', cgroupId: '1', correlationId: 'c1', summary: '200 OK', callId: 'c1', cseqMethod: 'INVITE',
+  size: 20, truncated: false, payload: Buffer.from('SIP/2.0 200 OK\r\n\r\n'), ...over,
+});
+
+describe('tail', () => {
+  it('filters by Call-ID, by method (requests and their responses) and by port', () => {
+    expect(tailFilter({ callId: 'c1' })(event())).toBe(true);
+    expect(tailFilter({ callId: 'c2' })(event())).toBe(false);
+    expect(tailFilter({ method: 'invite' })(event())).toBe(true);
+    expect(tailFilter({ method: 'BYE' })(event())).toBe(false);
+    expect(tailFilter({ port: 5070 })(event())).toBe(true);
+    expect(tailFilter({ port: 9 })(event())).toBe(false);
+  });
+
+  it('prints one line per message and the documented JSON record', () => {
+    expect(formatTailLine(event())).toBe('08:00:00.123456 [::1]:5060 -> 127.0.0.1:5070 UDP kamailio[7] 200 OK c1');
+    const rec = toTailRecord(event(), true);
+    expect(rec).toMatchObject({ container: null, callId: 'c1', payload: 'SIP/2.0 200 OK\r\n\r\n' });
+    expect(rec).not.toHaveProperty('cseqMethod');
+    expect(toTailRecord(event(), false)).not.toHaveProperty('payload');
+    expect(isoMicros(1_795_500_000_123_456)).toBe('2026-11-24T06:00:00.123456Z');
+  });
+
+  it('reads length-delimited events split anywhere in the stream', () => {
+    const bytes = Buffer.concat([encodeTailEvent(event()), encodeTailEvent(event({ callId: 'c2' }))]);
+    for (let cut = 0; cut <= bytes.length; cut++) {
+      const got: string[] = [];
+      const reader = new TailEventReader();
+      reader.push(bytes.subarray(0, cut), (e) => got.push(e.callId!));
+      reader.push(bytes.subarray(cut), (e) => got.push(e.callId!));
+      expect(got).toEqual(['c1', 'c2']);
+    }
+  });
+});
