@@ -42,6 +42,7 @@ class Slab {
 
 // Sends not yet completed by the kernel; past this the collector (or loopback) is not keeping up: drop and count.
 const MAX_UDP_INFLIGHT = 16384;
+const ERROR_LOG_INTERVAL_MS = 10_000;
 
 export class UdpHepSender implements HepSender {
   readonly maxPacket = MAX_UDP_PACKET;
@@ -50,11 +51,21 @@ export class UdpHepSender implements HepSender {
   private readonly counters: SenderStats = { sent: 0, dropped: 0, errors: 0, queuedBytes: 0 };
   private inflight = 0;
   private connected = false;
+  private lastWarnMs = -Infinity;
   private readonly onSent = (err: Error | null) => {
     this.inflight--;
-    if (err) this.counters.errors++;
+    if (err) this.failed(err);
     else this.counters.sent++;
   };
+
+  /** Counts every failure; a collector that stays down gets one log line per ERROR_LOG_INTERVAL_MS, not one per packet. */
+  private failed(err: Error): void {
+    this.counters.errors++;
+    const now = Date.now();
+    if (now - this.lastWarnMs < ERROR_LOG_INTERVAL_MS) return;
+    this.lastWarnMs = now;
+    this.log.warn({ collector: this.target.url, err: err.message, errors: this.counters.errors }, 'HEP UDP sends failing');
+  }
 
   constructor(
     readonly target: HepTarget,
@@ -62,10 +73,7 @@ export class UdpHepSender implements HepSender {
   ) {
     this.sock = createSocket(isIPv6(target.host) ? 'udp6' : 'udp4');
     // A collector that is down answers with ICMP port unreachable: an error on the next send, counted, never fatal.
-    this.sock.on('error', (err) => {
-      this.counters.errors++;
-      this.log.warn({ collector: target.url, err: err.message }, 'HEP UDP send failed');
-    });
+    this.sock.on('error', (err) => this.failed(err));
     this.sock.connect(target.port, target.host, () => (this.connected = true));
   }
 

@@ -34,7 +34,8 @@ describe('HEP senders', () => {
     const port = probe.address().port;
     await new Promise<void>((r) => probe.close(() => r()));
 
-    const sender = new UdpHepSender(parseHepTarget(`udp://127.0.0.1:${port}`), log);
+    const lines: string[] = [];
+    const sender = new UdpHepSender(parseHepTarget(`udp://127.0.0.1:${port}`), pino({ level: 'info' }, { write: (l: string) => lines.push(l) }));
     await sleep(50);
     for (let i = 0; i < 20; i++) {
       sender.send(hepPacket(i));
@@ -44,6 +45,7 @@ describe('HEP senders', () => {
     const down = sender.stats();
     expect(down.sent + down.dropped + down.errors).toBeGreaterThanOrEqual(20);
     expect(down.errors).toBeGreaterThan(0); // ICMP port unreachable surfaced as counted errors
+    expect(lines.map((l) => JSON.parse(l).msg)).toEqual(['HEP UDP sends failing']); // not one line per packet
 
     const rx = createSocket('udp4');
     const got: Buffer[] = [];
