@@ -146,15 +146,6 @@ static __always_inline void count(__u32 idx)
 		*c += 1;
 }
 
-/* Waking the reader costs more than a record: wake it only once a batch's worth
- * is waiting. It polls the ring every few milliseconds for the rest. */
-#define WAKEUP_BYTES (256 << 10)
-
-static __always_inline __u64 wakeup_flag(void)
-{
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-}
-
 static __always_inline struct scratch_buf *scratch_slot(void)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
@@ -485,7 +476,7 @@ static __noinline int emit(const struct sock_msg *m)
 		r->flags |= HEPBPF_F_TRUNCATED;
 		count(HEPBPF_CNT_TRUNCATED);
 	}
-	if (bpf_ringbuf_output(&events, s, sizeof(*r) + len, wakeup_flag()))
+	if (bpf_ringbuf_output(&events, s, sizeof(*r) + len, 0))
 		count(HEPBPF_CNT_RINGBUF_FULL);
 	else
 		count(HEPBPF_CNT_EMITTED);

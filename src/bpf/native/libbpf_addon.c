@@ -713,8 +713,6 @@ static int on_record(void *ctx, void *data, size_t size)
 	return 0;
 }
 
-#define POLL_MS 5
-
 static bool stopping(struct reader *r)
 {
 	return __atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE);
@@ -728,14 +726,10 @@ static void *drain_thread(void *arg)
 	int timeout, n;
 
 	while (!stopping(r)) {
-		/* The BPF side wakes us only for a large backlog (BPF_RB_NO_WAKEUP
-		 * otherwise), so look at the ring at least this often. */
-		timeout = POLL_MS;
+		timeout = -1;
 		if (r->cur && r->cur->len) {
 			left = (int64_t)(r->cur_first_ns + r->max_latency_ns - now_ns());
 			timeout = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
-			if (timeout > POLL_MS)
-				timeout = POLL_MS;
 		}
 		n = epoll_wait(r->epoll_fd, &ev, 1, timeout);
 		if (n < 0 && errno != EINTR) {
@@ -744,7 +738,8 @@ static void *drain_thread(void *arg)
 		}
 		if (stopping(r))
 			break;
-		ring_buffer__consume(r->rb);
+		if (n > 0)
+			ring_buffer__consume(r->rb);
 		if (r->cur && r->cur->len && now_ns() - r->cur_first_ns >= r->max_latency_ns)
 			flush(r);
 	}
