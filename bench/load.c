@@ -84,8 +84,21 @@ static void *receiver(void *arg)
 static volatile sig_atomic_t stop;
 static void on_term(int sig) { (void)sig; stop = 1; }
 
+/* Prints the running count every 200 ms so the caller can tell when delivery has settled. */
+static void progress(long count)
+{
+	static double last;
+	double t = now_ns();
+	if (t - last >= 2e8) {
+		last = t;
+		printf("%ld\n", count);
+		fflush(stdout);
+	}
+}
+
 static long hepcount(const char *proto, int port)
 {
+	struct timeval tv = { 0, 200000 };
 	struct sockaddr_in a = to_port(port);
 	long count = 0;
 	static char buf[1 << 20];
@@ -94,11 +107,14 @@ static long hepcount(const char *proto, int port)
 	sigaction(SIGTERM, &sa, NULL); /* no SA_RESTART: blocking reads return EINTR */
 	if (!strcmp(proto, "udp")) {
 		int fd = udp_bound(port);
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		printf("ready\n");
 		fflush(stdout);
-		while (!stop)
+		while (!stop) {
 			if (recv(fd, buf, sizeof(buf), 0) > 0)
 				count++;
+			progress(count);
+		}
 		return count;
 	}
 	int ls = socket(AF_INET, SOCK_STREAM, 0), one = 1;
@@ -111,9 +127,13 @@ static long hepcount(const char *proto, int port)
 	fflush(stdout);
 	int c = accept(ls, NULL, NULL);
 	size_t have = 0;
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	while (!stop && c >= 0) {
 		ssize_t n = read(c, buf + have, sizeof(buf) - have);
-		if (n <= 0)
+		progress(count);
+		if (n < 0)
+			continue;
+		if (n == 0)
 			break;
 		have += n;
 		size_t off = 0;

@@ -32,7 +32,8 @@ const run = (...args: string[]) => execFileSync(load, args, { encoding: 'utf8' }
 
 interface Agent {
   proc: ChildProcess;
-  stop(): Promise<void>;
+  /** Stops the agent; resolves with its final stats line. */
+  stop(): Promise<Record<string, any>>;
 }
 
 function startAgent(hep: string): Promise<Agent> {
@@ -42,7 +43,15 @@ function startAgent(hep: string): Promise<Agent> {
     proc.once('exit', (code) => rej(new Error(`agent exited ${code}: ${err}`)));
     proc.stderr!.on('data', (d) => {
       err += d;
-      if (err.includes('"msg":"ready"')) res({ proc, stop: () => stopProc(proc) });
+      if (err.includes('"msg":"ready"'))
+        res({
+          proc,
+          stop: async () => {
+            await stopProc(proc);
+            const line = err.split('\n').find((l) => l.includes('"msg":"stopped"'));
+            return line ? JSON.parse(line) : {};
+          },
+        });
     });
   });
 }
@@ -62,9 +71,14 @@ async function hepCount(transport: 'udp' | 'tcp', p: number, during: () => Promi
   proc.stdout!.on('data', (d) => (out += d));
   while (!out.includes('ready')) await sleep(20);
   await during();
-  await sleep(1500); // let the agent drain its queues
+  // Zero loss means everything arrives, not everything arrives at once: wait until the count settles.
+  const latest = () => Number(out.trim().split('\n').pop());
+  for (let last = -1, i = 0; i < 75 && latest() !== last; i++) {
+    last = latest();
+    await sleep(1000);
+  }
   await stopProc(proc);
-  return Number(out.trim().split('\n').pop());
+  return latest();
 }
 
 function procStats(pid: number) {
@@ -127,9 +141,11 @@ async function zeroLossRates() {
       let agentRef: Agent | undefined;
       let floodResult = { sent: 0, received: 0 };
       const forwarded = await countP;
-      await agentRef?.stop();
+      const final = (await agentRef?.stop()) ?? {};
       const ok = forwarded === floodResult.sent && floodResult.received === floodResult.sent;
-      say(`  ${String(rate).padStart(7)}/s  ${label}: ${forwarded}/${floodResult.sent} forwarded${ok ? '' : '  <- loss'}`);
+      // Where the loss happened: the kernel ring buffer, or the collector's queue/socket.
+      const where = ok ? '' : `  <- loss (ring buffer full ${final.capture?.kernel?.ringbufFull}, HEP ${JSON.stringify(Object.values(final.hep?.collectors ?? {})[0])})`;
+      say(`  ${String(rate).padStart(7)}/s  ${label}: ${forwarded}/${floodResult.sent} forwarded${where}`);
       if (!ok) break;
       best[label] = rate;
     }
