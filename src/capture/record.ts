@@ -66,12 +66,18 @@ export class CaptureRecord {
   remotePort = 0;
   fd = 0;
   data: Buffer = this.buf;
+  /** 4 or 6. A dual-stack socket talking IPv4 reports IPv4-mapped IPv6 addresses: folded to IPv4, as on the wire. */
+  ipVersion: 4 | 6 = 4;
+  private local?: string;
+  private remote?: string;
 
   /** Points this record at `buf[base..]`; returns false if the record is inconsistent. */
   wrap(buf: Buffer, base: number, size: number): boolean {
     if (size < RECORD_HEADER_SIZE) return false;
     const dataLen = buf.readUInt32LE(base + OFF_DATA_LEN);
     if (dataLen > MAX_DATA || RECORD_HEADER_SIZE + dataLen > size) return false;
+    // orig_len < data_len would make "missing bytes" negative downstream.
+    if (buf.readUInt32LE(base + OFF_ORIG_LEN) < dataLen || buf[base + OFF_DIRECTION] > DIR_INGRESS) return false;
     this.buf = buf;
     this.base = base;
     this.tsNs = buf.readBigUInt64LE(base + OFF_TS);
@@ -91,19 +97,46 @@ export class CaptureRecord {
     this.remotePort = buf.readUInt16LE(base + OFF_REMOTE_PORT);
     this.fd = buf.readUInt32LE(base + OFF_FD);
     this.data = buf.subarray(base + RECORD_HEADER_SIZE, base + RECORD_HEADER_SIZE + dataLen);
-    return this.family === AF_INET || this.family === AF_INET6;
+    this.local = this.remote = undefined;
+    if (this.family === AF_INET) this.ipVersion = 4;
+    else if (this.family === AF_INET6) this.ipVersion = this.carriesIpv4() ? 4 : 6;
+    else return false;
+    return true;
+  }
+
+  /** An AF_INET6 socket whose addresses are IPv4-mapped (or unspecified, on the side it does not know). */
+  private carriesIpv4(): boolean {
+    const l = addrKind(this.buf, this.base + OFF_LOCAL_ADDR);
+    const r = addrKind(this.buf, this.base + OFF_REMOTE_ADDR);
+    return (l === 'mapped' && r !== 'other') || (r === 'mapped' && l !== 'other');
+  }
+
+  /** Raw address bytes (16; IPv4 in the first 4, IPv4-mapped in the last 4). Valid during the callback only. */
+  localAddrBytes(): Buffer {
+    return this.buf.subarray(this.base + OFF_LOCAL_ADDR, this.base + OFF_LOCAL_ADDR + 16);
+  }
+
+  remoteAddrBytes(): Buffer {
+    return this.buf.subarray(this.base + OFF_REMOTE_ADDR, this.base + OFF_REMOTE_ADDR + 16);
   }
 
   get truncated(): boolean {
     return (this.flags & F_TRUNCATED) !== 0;
   }
 
+  /** Text form in ipVersion (formatted on first use, then cached for this record). */
   localAddr(): string {
-    return formatAddr(this.buf, this.base + OFF_LOCAL_ADDR, this.family);
+    return (this.local ??= this.formatAt(OFF_LOCAL_ADDR));
   }
 
   remoteAddr(): string {
-    return formatAddr(this.buf, this.base + OFF_REMOTE_ADDR, this.family);
+    return (this.remote ??= this.formatAt(OFF_REMOTE_ADDR));
+  }
+
+  private formatAt(field: number): string {
+    const off = this.base + field;
+    if (this.ipVersion === 6) return formatAddr(this.buf, off, AF_INET6);
+    return formatAddr(this.buf, this.family === AF_INET6 ? off + 12 : off, AF_INET);
   }
 
   comm(): string {
@@ -111,6 +144,13 @@ export class CaptureRecord {
     const nul = this.buf.indexOf(0, start);
     return this.buf.toString('latin1', start, nul === -1 || nul > start + 16 ? start + 16 : nul);
   }
+}
+
+/** '::' (all zero), '::ffff:a.b.c.d', or anything else. */
+function addrKind(buf: Buffer, off: number): 'unspecified' | 'mapped' | 'other' {
+  for (let i = 0; i < 10; i++) if (buf[off + i] !== 0) return 'other';
+  if (buf[off + 10] === 0xff && buf[off + 11] === 0xff) return 'mapped';
+  return buf[off + 10] === 0 && buf[off + 11] === 0 && buf.readUInt32BE(off + 12) === 0 ? 'unspecified' : 'other';
 }
 
 /** IPv4 dotted quad, or IPv6 in RFC 5952 form (longest zero run compressed). */

@@ -108,9 +108,10 @@ export class TcpHepSender implements HepSender {
   private closing = false;
   private backoffMs = RECONNECT_MIN_MS;
   private reconnectTimer?: NodeJS.Timeout;
-  /** Packets waiting for the next write (this turn) or for the connection. */
-  private queue: Buffer[] = [];
+  /** Packets waiting for the next write (this turn) or for the connection, back to back: one copy per packet. */
+  private queue = Buffer.allocUnsafe(64 << 10);
   private queuedBytes = 0;
+  private queuedPackets = 0;
   private flushScheduled = false;
   private readonly counters: SenderStats = { sent: 0, dropped: 0, errors: 0, queuedBytes: 0 };
 
@@ -145,12 +146,19 @@ export class TcpHepSender implements HepSender {
   }
 
   send(packet: Buffer): void {
-    if (this.queuedBytes + packet.length > MAX_TCP_QUEUE_BYTES) {
+    const need = this.queuedBytes + packet.length;
+    if (need > MAX_TCP_QUEUE_BYTES) {
       this.counters.dropped++;
       return;
     }
-    this.queue.push(Buffer.from(packet));
-    this.queuedBytes += packet.length;
+    if (need > this.queue.length) {
+      const bigger = Buffer.allocUnsafe(Math.min(MAX_TCP_QUEUE_BYTES, Math.max(need, this.queue.length * 2)));
+      this.queue.copy(bigger, 0, 0, this.queuedBytes);
+      this.queue = bigger;
+    }
+    packet.copy(this.queue, this.queuedBytes);
+    this.queuedBytes = need;
+    this.queuedPackets++;
     this.scheduleFlush();
   }
 
@@ -162,16 +170,18 @@ export class TcpHepSender implements HepSender {
 
   private flush(): void {
     this.flushScheduled = false;
-    if (!this.up || !this.sock || this.queue.length === 0) return;
+    if (!this.up || !this.sock || this.queuedPackets === 0) return;
     // The kernel buffer is full: keep queueing (bounded) rather than growing Node's write buffer.
     if (this.sock.writableLength > 4 * 1024 * 1024) {
       this.sock.once('drain', () => this.scheduleFlush());
       return;
     }
-    const batch = this.queue.length === 1 ? this.queue[0] : Buffer.concat(this.queue, this.queuedBytes);
-    const count = this.queue.length;
-    this.queue = [];
+    // The socket keeps the written buffer until it is sent: hand it over and start a new one.
+    const batch = this.queue.subarray(0, this.queuedBytes);
+    const count = this.queuedPackets;
+    this.queue = Buffer.allocUnsafe(Math.max(64 << 10, batch.length)); // sized to the traffic, grows on demand
     this.queuedBytes = 0;
+    this.queuedPackets = 0;
     this.sock.write(batch, (err) => {
       if (err) this.counters.dropped += count;
       else this.counters.sent += count;
@@ -184,7 +194,7 @@ export class TcpHepSender implements HepSender {
     clearTimeout(this.reconnectTimer);
     const sock = this.sock;
     if (!sock || !this.up) {
-      this.counters.dropped += this.queue.length;
+      this.counters.dropped += this.queuedPackets;
       sock?.destroy();
       return;
     }

@@ -1,4 +1,4 @@
-import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, AF_INET, F_NO_PEER } from '../capture/record.js';
+import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_NO_PEER } from '../capture/record.js';
 import type { Endpoint, Message, Transport } from './message.js';
 import { SipFramer, type FramerStats } from './sip-framer.js';
 
@@ -85,7 +85,7 @@ export class StreamAssembler {
     this.onMessage({
       tsNs: r.tsNs,
       transport: this.currentTransport,
-      family: r.family === AF_INET ? 4 : 6,
+      family: r.ipVersion,
       src: egress ? local : remote,
       dst: egress ? remote : local,
       pid: r.pid,
