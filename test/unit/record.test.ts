@@ -1,0 +1,86 @@
+import { describe, expect, it } from 'vitest';
+import { CaptureRecord, decodeBatch, RECORD_HEADER_SIZE } from '../../src/capture/record.js';
+import { MonotonicClock } from '../../src/capture/clock.js';
+import { batchOf, encodeRecord, sipMessage } from './records.js';
+
+const mapped = (a: number, b: number, c: number, d: number) => [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d];
+
+function decodeOne(rec: Buffer) {
+  const seen: Array<Record<string, unknown>> = [];
+  const malformed = decodeBatch(batchOf([rec]), (r) =>
+    seen.push({ ipVersion: r.ipVersion, local: r.localAddr(), remote: r.remoteAddr(), data: r.data.toString(), comm: r.comm() }),
+  );
+  return { seen, malformed };
+}
+
+describe('ring-buffer records', () => {
+  it('decodes every field at the offsets of bpf/hepbpf.h', () => {
+    const data = sipMessage('f');
+    const rec = encodeRecord({ tsNs: 123456789012345n, sockId: 0xffff8880deadbeefn, pid: 4242, direction: 1, ipProto: 6, localPort: 5060, remotePort: 40000, comm: 'kamailio', data, origLen: data.length + 5 });
+    let got: CaptureRecord | undefined;
+    let fields: Record<string, unknown> = {};
+    decodeBatch(batchOf([rec]), (r) => {
+      got = r;
+      fields = { tsNs: r.tsNs, cgroupId: r.cgroupId, sockId: r.sockId, pid: r.pid, tid: r.tid, origLen: r.origLen, dataLen: r.dataLen, direction: r.direction, family: r.family, ipProto: r.ipProto, l7: r.l7, source: r.source, flags: r.flags, truncated: r.truncated, localPort: r.localPort, remotePort: r.remotePort, fd: r.fd, comm: r.comm(), local: r.localAddr(), remote: r.remoteAddr() };
+    });
+    expect(got).toBeDefined();
+    expect(fields).toEqual({ tsNs: 123456789012345n, cgroupId: 42n, sockId: 0xffff8880deadbeefn, pid: 4242, tid: 4242, origLen: data.length + 5, dataLen: data.length, direction: 1, family: 2, ipProto: 6, l7: 1, source: 3, flags: 1, truncated: true, localPort: 5060, remotePort: 40000, fd: 7, comm: 'kamailio', local: '127.0.0.1', remote: '127.0.0.1' });
+  });
+
+  it('reads a 16-character comm that has no NUL', () => {
+    expect(decodeOne(encodeRecord({ comm: 'abcdefghijklmnop', data: sipMessage('c') })).seen[0].comm).toBe('abcdefghijklmnop');
+  });
+
+  it('formats IPv6 per RFC 5952 and folds IPv4-mapped addresses of dual-stack sockets to IPv4', () => {
+    const v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0x0a];
+    expect(decodeOne(encodeRecord({ family: 10, localAddr: v6, remoteAddr: [...Array(15).fill(0), 1], data: sipMessage('6') })).seen[0]).toMatchObject({ ipVersion: 6, local: '2001:db8::1:0:0:a', remote: '::1' });
+    expect(decodeOne(encodeRecord({ family: 10, localAddr: mapped(127, 0, 0, 1), remoteAddr: mapped(127, 0, 0, 2), data: sipMessage('m') })).seen[0]).toMatchObject({ ipVersion: 4, local: '127.0.0.1', remote: '127.0.0.2' });
+    // Unconnected dual-stack socket bound to [::]: the local side is unspecified, the peer mapped.
+    expect(decodeOne(encodeRecord({ family: 10, localAddr: Array(16).fill(0), remoteAddr: mapped(10, 1, 2, 3), data: sipMessage('w') })).seen[0]).toMatchObject({ ipVersion: 4, local: '0.0.0.0', remote: '10.1.2.3' });
+    // Both sides unspecified: nothing says it is IPv4.
+    expect(decodeOne(encodeRecord({ family: 10, localAddr: Array(16).fill(0), remoteAddr: Array(16).fill(0), data: sipMessage('u') })).seen[0]).toMatchObject({ ipVersion: 6, local: '::', remote: '::' });
+  });
+
+  it('counts and skips records whose lengths or enums do not add up, and decodes the rest', () => {
+    const good = encodeRecord({ data: sipMessage('ok') });
+    const corrupt = (edit: (b: Buffer) => void) => {
+      const b = Buffer.from(good);
+      edit(b);
+      return b;
+    };
+    const bad = [
+      corrupt((b) => b.writeUInt32LE(1 << 20, 36)), // data_len past the record
+      corrupt((b) => b.writeUInt32LE(3, 32)), // orig_len < data_len
+      corrupt((b) => (b[40] = 2)), // direction
+      corrupt((b) => (b[41] = 1)), // family
+      good.subarray(0, RECORD_HEADER_SIZE - 1), // shorter than the header
+    ];
+    const seen: string[] = [];
+    const malformed = decodeBatch(batchOf([...bad, good]), (r) => seen.push(r.data.toString()));
+    expect(malformed).toBe(bad.length);
+    expect(seen).toEqual([sipMessage('ok').toString()]);
+  });
+
+  it('stops at a batch whose framing runs past its end, counting it once', () => {
+    const batch = batchOf([encodeRecord({ data: sipMessage('a') }), encodeRecord({ data: sipMessage('b') })]);
+    const seen: string[] = [];
+    expect(decodeBatch(batch.subarray(0, batch.length - 16), (r) => seen.push(r.data.toString()))).toBe(1);
+    expect(seen).toEqual([sipMessage('a').toString()]);
+  });
+
+  it('reuses one record object for the whole batch', () => {
+    const objs = new Set<CaptureRecord>();
+    decodeBatch(batchOf([1, 2, 3].map((i) => encodeRecord({ data: sipMessage(`r${i}`) }))), (r) => objs.add(r));
+    expect(objs.size).toBe(1);
+  });
+});
+
+describe('monotonic to wall clock', () => {
+  it('maps now on CLOCK_MONOTONIC to now on the wall clock, within a millisecond', () => {
+    const clock = new MonotonicClock();
+    const wall = Date.now() * 1000;
+    expect(Math.abs(clock.toWallMicros(process.hrtime.bigint()) - wall)).toBeLessThan(2000);
+    expect(clock.toWallMicros(5_000_000_123n) - clock.toWallMicros(5_000_000_000n)).toBe(0);
+    expect(clock.toWallMicros(5_000_001_000n) - clock.toWallMicros(5_000_000_000n)).toBe(1);
+  });
+});
