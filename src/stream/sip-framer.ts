@@ -8,8 +8,14 @@ const CR = 0x0d;
 const LF = 0x0a;
 /** A header block longer than this is not SIP we can frame: resynchronise. */
 const MAX_HEADER_BYTES = 64 * 1024;
-/** A Content-Length beyond this is a lie or an attack, not a message to buffer: resynchronise. */
-const MAX_MESSAGE_BYTES = 1024 * 1024;
+/**
+ * A message is held whole up to this size (the kernel's per-record cut, and about what one HEP
+ * packet carries); a longer one is emitted cut here, flagged, and the rest of it is skipped.
+ * With MAX_HEADER_BYTES this bounds what a stream buffers to about 128 KiB.
+ */
+export const MAX_MESSAGE_BYTES = 64 * 1024;
+/** A Content-Length beyond this is a lie or an attack, not a message: resynchronise instead of skipping it. */
+const MAX_PLAUSIBLE_BYTES = 1024 * 1024;
 
 const METHODS = ['INVITE', 'ACK', 'BYE', 'CANCEL', 'OPTIONS', 'REGISTER', 'PRACK', 'SUBSCRIBE', 'NOTIFY', 'PUBLISH', 'INFO', 'REFER', 'MESSAGE', 'UPDATE'];
 const START_TOKENS = [...METHODS.map((m) => Buffer.from(m + ' ')), Buffer.from('SIP/2.0 ')];
@@ -60,7 +66,9 @@ export type FrameSink = (payload: Buffer, size: number, truncated: boolean) => v
 
 /** Frames one direction of one connection. */
 export class SipFramer {
+  /** Unframed bytes carried over between pushes, at pending[0..pendingLen). */
   private pending: Buffer = Buffer.alloc(0);
+  private pendingLen = 0;
   /** Bytes of a cut message still to arrive; they are skipped so framing resumes on the next boundary. */
   private skipping = 0;
 
@@ -69,41 +77,73 @@ export class SipFramer {
     private readonly sink: FrameSink,
   ) {}
 
-  /** Feeds `data`; `missing` is how many bytes followed it on the wire that the kernel did not copy. */
+  /** Bytes held for a message not yet complete. */
+  get buffered(): number {
+    return this.pendingLen;
+  }
+
+  /**
+   * Feeds `data`; `missing` is how many bytes followed it on the wire that the kernel did not copy.
+   * Emitted payloads are views, valid only during the sink call.
+   */
   push(data: Buffer, missing = 0): void {
-    if (this.skipping > 0) {
-      const skip = Math.min(this.skipping, data.length);
-      this.skipping -= skip;
-      this.stats.discardedBytes += skip;
-      data = data.subarray(skip);
+    data = this.skip(data);
+    let buf = data;
+    if (this.pendingLen) {
+      // Grow by doubling, so a message arriving in many small reads costs linear copying.
+      const need = this.pendingLen + data.length;
+      if (need > this.pending.length) {
+        const grown = Buffer.allocUnsafe(Math.max(need, 2 * this.pending.length));
+        this.pending.copy(grown, 0, 0, this.pendingLen);
+        this.pending = grown;
+      }
+      data.copy(this.pending, this.pendingLen);
+      buf = this.pending.subarray(0, need);
     }
-    const buf = this.pending.length ? Buffer.concat([this.pending, data]) : data;
     const used = this.frame(buf);
     const rest = buf.subarray(used);
-    this.pending = Buffer.alloc(0);
-    if (missing === 0) {
-      // Keep the unframed tail; copy it, since `data` is a view into a batch that is reused.
-      if (rest.length) this.pending = Buffer.from(rest);
+    if (missing > 0) {
+      this.pendingLen = 0;
+      // Still inside a message emitted cut: the missing bytes were part of what is to be skipped.
+      if (this.skipping > 0) this.skipping = Math.max(0, this.skipping - missing);
+      else this.cut(rest, missing);
       return;
     }
-    this.cut(rest, missing);
+    if (buf === data) {
+      // `data` is a view into a batch that is reused: keep a copy of its unframed tail.
+      if (rest.length > this.pending.length) this.pending = Buffer.allocUnsafe(Math.max(rest.length, 4096));
+      rest.copy(this.pending);
+    } else if (used > 0) this.pending.copy(this.pending, 0, used, buf.length);
+    this.pendingLen = rest.length;
+  }
+
+  /** Drops the part of `data` that belongs to a message already emitted cut. */
+  private skip(data: Buffer): Buffer {
+    if (this.skipping === 0) return data;
+    const n = Math.min(this.skipping, data.length);
+    this.skipping -= n;
+    this.stats.discardedBytes += n;
+    return data.subarray(n);
   }
 
   /** The kernel cut the stream after `rest`: emit the message it starts, flagged, and find the next boundary. */
   private cut(rest: Buffer, missing: number): void {
     const headerEnd = rest.indexOf(CRLFCRLF);
-    const cl = headerEnd < 0 ? -1 : contentLength(rest, headerEnd);
     if (rest.length === 0 || !startsLikeSip(rest) || headerEnd < 0) {
       // Nothing we can frame: drop it; garbage skipping resynchronises on the next start line.
       this.stats.discardedBytes += rest.length;
       return;
     }
-    const total = headerEnd + 4 + Math.max(cl, 0);
-    this.stats.messages++;
-    this.stats.truncatedMessages++;
-    this.sink(rest, total, true);
+    const total = headerEnd + 4 + Math.max(contentLength(rest, headerEnd), 0);
+    this.emitCut(rest, total);
     // If the message goes on past the missing bytes, skip its remainder to land on the next boundary.
     this.skipping = Math.max(0, total - rest.length - missing);
+  }
+
+  private emitCut(part: Buffer, total: number): void {
+    this.stats.messages++;
+    this.stats.truncatedMessages++;
+    this.sink(part, total, true);
   }
 
   /** Emits every complete message in buf; returns the bytes consumed. */
@@ -112,11 +152,14 @@ export class SipFramer {
     for (;;) {
       while (off < buf.length && (buf[off] === CR || buf[off] === LF)) off++;
       if (off >= buf.length) return off;
-      if (!startsLikeSip(buf, off)) {
-        if (couldStartSip(buf, off)) return off;
-        const next = nextStartLine(buf, off);
-        this.stats.discardedBytes += next - off;
-        off = next;
+      const start = startLineAt(buf, off);
+      if (start === 0) return off;
+      if (start < 0) {
+        const next = findStartLine(buf, off + 1);
+        const to = next >= 0 ? next : Math.max(off, buf.length - RESYNC_TAIL);
+        this.stats.discardedBytes += to - off;
+        off = to;
+        if (next < 0) return off;
         continue;
       }
       const headerEnd = buf.indexOf(CRLFCRLF, off);
@@ -127,9 +170,17 @@ export class SipFramer {
       }
       const cl = contentLength(buf.subarray(off, headerEnd + 4), headerEnd - off);
       const total = headerEnd + 4 - off + Math.max(cl, 0);
-      if (total > MAX_MESSAGE_BYTES) {
+      if (total > MAX_PLAUSIBLE_BYTES) {
         this.stats.discardedBytes += headerEnd + 4 - off;
         off = headerEnd + 4;
+        continue;
+      }
+      if (total > MAX_MESSAGE_BYTES) {
+        if (buf.length - off < MAX_MESSAGE_BYTES) return off;
+        this.emitCut(buf.subarray(off, off + MAX_MESSAGE_BYTES), total);
+        off += MAX_MESSAGE_BYTES;
+        this.skipping = total - MAX_MESSAGE_BYTES;
+        off += buf.length - off - this.skip(buf.subarray(off)).length;
         continue;
       }
       if (off + total > buf.length) return off;
@@ -140,15 +191,52 @@ export class SipFramer {
   }
 }
 
-/** Offset of the next line after `off` that starts (or may start) like SIP; else the end, minus a possible partial start. */
-function nextStartLine(buf: Buffer, off: number): number {
-  for (let at = off; ; ) {
-    const lf = buf.indexOf(LF, at);
-    if (lf < 0) {
-      for (let tail = Math.max(off + 1, buf.length - 9); tail < buf.length; tail++) if (couldStartSip(buf, tail)) return tail;
-      return buf.length;
+const SIP_VERSION = Buffer.from('SIP/2.0');
+const SP = 0x20;
+/** Longest request-URI looked back over when resynchronising on a request line. */
+const MAX_URI_BYTES = 1024;
+/** Bytes kept after garbage that may hold the beginning of a start line whose end has not arrived. */
+const RESYNC_TAIL = MAX_URI_BYTES + 32;
+
+/**
+ * Where the first complete SIP start line at or after `from` begins, or -1. A message on a stream
+ * follows the previous body with no separator, so this looks anywhere, not only at line starts;
+ * a whole start line is required (`SIP/2.0 ddd ` or `METHOD uri SIP/2.0` CRLF), not just a token.
+ */
+export function findStartLine(buf: Buffer, from: number): number {
+  for (let p = buf.indexOf(SIP_VERSION, from); p >= 0; p = buf.indexOf(SIP_VERSION, p + 1)) {
+    if (buf[p + 7] === SP && isDigit(buf[p + 8]) && isDigit(buf[p + 9]) && isDigit(buf[p + 10]) && buf[p + 11] === SP) return p;
+    if (buf[p - 1] !== SP || buf[p + 7] !== CR || buf[p + 8] !== LF) continue;
+    let uri = p - 2;
+    while (uri > from && p - uri < MAX_URI_BYTES && buf[uri] !== SP && buf[uri] !== LF && buf[uri] !== CR) uri--;
+    if (buf[uri] !== SP || uri === p - 2) continue;
+    for (const tok of START_TOKENS) {
+      const at = uri + 1 - tok.length;
+      if (at >= from && buf.compare(tok, 0, tok.length, at, uri + 1) === 0) return at;
     }
-    if (startsLikeSip(buf, lf + 1) || couldStartSip(buf, lf + 1)) return lf + 1;
-    at = lf + 1;
   }
+  return -1;
+}
+
+/** 1: a whole SIP start line begins at `off`; 0: it may, once more bytes arrive; -1: it does not. */
+function startLineAt(buf: Buffer, off: number): 1 | 0 | -1 {
+  if (!startsLikeSip(buf, off)) return couldStartSip(buf, off) ? 0 : -1;
+  if (buf[off] === 0x53 && buf[off + 1] === 0x49 && buf[off + 2] === 0x50 && buf[off + 3] === 0x2f) {
+    // SIP/2.0 ddd SP
+    if (buf.length - off < 12) return 0;
+    return isDigit(buf[off + 8]) && isDigit(buf[off + 9]) && isDigit(buf[off + 10]) && buf[off + 11] === SP ? 1 : -1;
+  }
+  // METHOD SP Request-URI SP SIP/2.0 CRLF
+  const lf = buf.indexOf(LF, off);
+  if (lf < 0) return buf.length - off > RESYNC_TAIL ? -1 : 0;
+  const uri = buf.indexOf(SP, off) + 1;
+  const versionAt = lf - 8;
+  if (buf[lf - 1] !== CR || buf[versionAt - 1] !== SP || versionAt - 1 <= uri) return -1;
+  if (buf.compare(SIP_VERSION, 0, SIP_VERSION.length, versionAt, lf - 1) !== 0) return -1;
+  const space = buf.indexOf(SP, uri);
+  return space === versionAt - 1 ? 1 : -1;
+}
+
+function isDigit(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
 }

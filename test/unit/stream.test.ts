@@ -76,6 +76,86 @@ describe('SIP framing on a TCP stream', () => {
     expect(stats.truncatedMessages).toBe(1);
   });
 
+  it('holds a 60 KiB message arriving in 1 KiB reads and emits it whole', () => {
+    const big = sipMessage('60k', 'z'.repeat(60 * 1024));
+    const { f, out } = framer();
+    for (let i = 0; i < big.length; i += 1024) f.push(big.subarray(i, i + 1024));
+    f.push(b);
+    expect(out.map((m) => [m.size, m.truncated])).toEqual([[big.length, false], [b.length, false]]);
+    expect(out[0].text).toBe(big.toString());
+    expect(f.buffered).toBe(0);
+  });
+
+  it('emits a message longer than 64 KiB cut at 64 KiB, skips its rest, and buffers no more than that', () => {
+    const big = sipMessage('100k', 'q'.repeat(100 * 1024));
+    const { f, out, stats } = framer();
+    let maxBuffered = 0;
+    const stream = Buffer.concat([big, b]);
+    for (let i = 0; i < stream.length; i += 1000) {
+      f.push(stream.subarray(i, i + 1000));
+      maxBuffered = Math.max(maxBuffered, f.buffered);
+    }
+    expect(out.map((m) => [m.size, m.truncated, m.text.length])).toEqual([[big.length, true, 65536], [b.length, false, b.length]]);
+    expect(out[0].text).toBe(big.subarray(0, 65536).toString());
+    expect(maxBuffered).toBeLessThan(65536);
+    expect(stats).toEqual({ messages: 2, truncatedMessages: 1, discardedBytes: big.length - 65536 });
+  });
+
+  it('reads Content-Length in any case and with blanks around the colon', () => {
+    const odd = Buffer.from('NOTIFY sip:a@b SIP/2.0\r\ncontent-LENGTH \t:  4 \r\n\r\nbody');
+    const compact = Buffer.from('SIP/2.0 180 Ringing\r\nL :2\r\n\r\nhi');
+    const { f, out } = framer();
+    f.push(Buffer.concat([odd, compact, a]));
+    expect(out.map((m) => m.text)).toEqual([odd.toString(), compact.toString(), a.toString()]);
+  });
+
+  it('treats a message without Content-Length as having no body', () => {
+    const bare = Buffer.from('OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n');
+    const { f, out } = framer();
+    f.push(Buffer.concat([bare, a]));
+    expect(out.map((m) => m.text)).toEqual([bare.toString(), a.toString()]);
+  });
+
+  it('after bytes lost mid-message (kernel cut), resynchronises at the next start line', () => {
+    const first = sipMessage('lost', 'L'.repeat(500));
+    const { f, out, stats } = framer();
+    // 100 bytes of `first` captured; the lost bytes covered the rest of it and the head of a second message.
+    const second = sipMessage('second', 'S'.repeat(300));
+    f.push(first.subarray(0, 100), first.length - 100 + 50);
+    f.push(Buffer.concat([second.subarray(50), b]));
+    expect(out.map((m) => m.text)).toEqual([b.toString()]);
+    expect(stats.discardedBytes).toBe(100 + second.length - 50);
+  });
+
+  it('emits half a message only once the rest arrives, and ignores a lone partial start token', () => {
+    const { f, out } = framer();
+    f.push(a.subarray(0, 40));
+    expect(out).toEqual([]);
+    f.push(Buffer.concat([a.subarray(40), Buffer.from('INV')]));
+    expect(out.map((m) => m.text)).toEqual([a.toString()]);
+    expect(f.buffered).toBe(3);
+  });
+
+  it('skips binary garbage between messages and counts every discarded byte', () => {
+    const noise = Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 7919) & 0xff).filter((x) => x !== 0x0d && x !== 0x0a));
+    const { f, out, stats } = framer();
+    f.push(Buffer.concat([a, noise, Buffer.from('\r\n'), b]));
+    expect(out.map((m) => m.text)).toEqual([a.toString(), b.toString()]);
+    expect(stats.discardedBytes).toBe(noise.length + 2);
+  });
+
+  it('finds a message after 10 KiB of garbage whatever the split point, discarding exactly the garbage', () => {
+    const noise = Buffer.alloc(10 * 1024, 'garbage INVITE SIP/2.0 ');
+    const stream = Buffer.concat([noise, a]);
+    for (let cut = noise.length - 200; cut <= stream.length; cut += 7) {
+      const { f, out, stats } = framer();
+      f.push(stream.subarray(0, cut));
+      f.push(stream.subarray(cut));
+      expect(out.map((m) => m.text)).toEqual([a.toString()]);
+      expect(stats.discardedBytes).toBe(noise.length);
+    }
+  });
+
   it('skips the rest of a cut message that continues in later records', () => {
     const big = sipMessage('big', 'y'.repeat(100_000));
     const { f, out } = framer();
