@@ -9,6 +9,7 @@ export interface SipInfo {
   callId?: string;
   cseqNumber?: number;
   cseqMethod?: string;
+  contentLength?: number;
   /** `INVITE sip:bob@x` or `200 OK` */
   summary: string;
 }
@@ -42,12 +43,18 @@ export function parseSip(buf: Buffer): SipInfo | null {
     let next = buf.indexOf(LF, line);
     if (next < 0 || next > end) next = end;
     if (next - line <= 1) break; // empty line: end of headers
-    const colon = buf.indexOf(0x3a, line);
+    // Only Call-ID/i, CSeq and Content-Length/l matter: look at the first letter before decoding a name.
+    const c = buf[line] | 0x20;
+    const colon = c === 0x63 || c === 0x69 || c === 0x6c ? buf.indexOf(0x3a, line) : -1;
     if (colon > line && colon < next) {
       const name = buf.toString('latin1', line, colon).trim().toLowerCase();
-      if (name === 'call-id' || name === 'i') info.callId = buf.toString('latin1', colon + 1, next).trim();
-      else if (name === 'cseq') {
-        const m = /^(\d+)\s+(\S+)/.exec(buf.toString('latin1', colon + 1, next).trim());
+      const value = () => buf.toString('latin1', colon + 1, next).trim();
+      if (name === 'call-id' || name === 'i') info.callId = value();
+      else if (name === 'content-length' || name === 'l') {
+        const v = value();
+        if (/^\d+$/.test(v)) info.contentLength = Number(v);
+      } else if (name === 'cseq') {
+        const m = /^(\d+)\s+(\S+)/.exec(value());
         if (m) {
           info.cseqNumber = Number(m[1]);
           info.cseqMethod = m[2];
