@@ -3,7 +3,8 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { splitHepStream } from '../../src/hep/decode.js';
-import { TcpHepSender, UdpHepSender } from '../../src/output/hep-sender.js';
+import { TcpHepSender } from '../../src/output/hep-sender-tcp.js';
+import { UdpHepSender } from '../../src/output/hep-sender-udp.js';
 import { parseHepTarget } from '../../src/output/target.js';
 
 const log = pino({ level: 'silent' });
@@ -96,4 +97,101 @@ describe('HEP senders', () => {
     await sender.close();
     await shut(srv);
   });
+
+  it('UDP: flush resolves once every datagram is handed over; the caller may reuse its buffer', async () => {
+    const rx = createSocket('udp4');
+    const got: Buffer[] = [];
+    rx.on('message', (m) => got.push(m));
+    await new Promise<void>((r) => rx.bind(0, '127.0.0.1', r));
+    const sender = new UdpHepSender(parseHepTarget(`udp://127.0.0.1:${rx.address().port}`), log);
+    await sleep(20);
+    const packet = Buffer.alloc(32);
+    for (let i = 0; i < 100; i++) {
+      packet.set(hepPacket(i));
+      sender.send(packet);
+    }
+    await sender.flush();
+    expect(sender.stats()).toEqual({ sent: 100, dropped: 0, errors: 0, queued: 0, queuedBytes: 0 });
+    for (let i = 0; i < 50 && got.length < 100; i++) await sleep(10);
+    expect(got.map((p) => p[10])).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    await sender.close();
+    await new Promise<void>((r) => rx.close(() => r()));
+  });
+
+  it('TCP: delivers 5000 packets across slab boundaries in order, byte for byte', async () => {
+    const { port, received, close } = await tcpCollector();
+    const sender = new TcpHepSender(parseHepTarget(`tcp://127.0.0.1:${port}`), log);
+    const big = (i: number) => {
+      const b = Buffer.alloc(1000, i & 0xff);
+      b.write('HEP3', 0, 'latin1');
+      b.writeUInt16BE(1000, 4);
+      b.writeUInt32BE(i, 6);
+      return b;
+    };
+    const reused = Buffer.alloc(1000);
+    for (let i = 0; i < 5000; i++) {
+      reused.set(big(i));
+      sender.send(reused);
+    }
+    await sender.flush();
+    expect(sender.stats()).toMatchObject({ sent: 5000, dropped: 0, queued: 0 });
+    for (let i = 0; i < 100 && received.length < 5000; i++) await sleep(20);
+    expect(received.length).toBe(5000);
+    expect(received.every((p, i) => p.equals(big(i)))).toBe(true);
+    await sender.close();
+    await close();
+  });
+
+  it('TCP: a collector that is not up yet gets what was queued; past the queue bound packets are dropped and counted', async () => {
+    const { port, close: closeProbe } = await tcpCollector();
+    await closeProbe();
+    const sender = new TcpHepSender(parseHepTarget(`tcp://127.0.0.1:${port}`), log, { maxQueueBytes: 32 * 10 });
+    for (let i = 0; i < 15; i++) sender.send(hepPacket(i));
+    expect(sender.stats()).toMatchObject({ sent: 0, dropped: 5, queued: 10, queuedBytes: 320 });
+    await sender.flush(); // collector down: resolves at once, the queue stays
+    expect(sender.stats().queued).toBe(10);
+    await sleep(150);
+    expect(sender.stats().errors).toBeGreaterThan(0); // ECONNREFUSED, counted, not thrown
+    const { received, close } = await tcpCollector(port);
+    for (let i = 0; i < 60 && received.length < 10; i++) await sleep(100);
+    expect(received.map((p) => p[10])).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(sender.stats()).toMatchObject({ sent: 10, dropped: 5, queued: 0 });
+    await sender.close();
+    await close();
+  });
+
+  it('TCP: close with the collector down counts what is left as dropped and returns', async () => {
+    const { port, close: closeProbe } = await tcpCollector();
+    await closeProbe();
+    const sender = new TcpHepSender(parseHepTarget(`tcp://127.0.0.1:${port}`), log);
+    for (let i = 0; i < 3; i++) sender.send(hepPacket(i));
+    await sender.close();
+    expect(sender.stats()).toMatchObject({ sent: 0, dropped: 3, queued: 0 });
+    sender.send(hepPacket(9));
+    expect(sender.stats().dropped).toBe(4);
+  });
 });
+
+/** A HEP-over-TCP receiver on 127.0.0.1 that splits the stream into packets. */
+async function tcpCollector(port = 0) {
+  const received: Buffer[] = [];
+  const conns = new Set<import('node:net').Socket>();
+  const srv = createServer((c) => {
+    conns.add(c);
+    c.on('close', () => conns.delete(c));
+    let pending = Buffer.alloc(0);
+    c.on('data', (d: Buffer) => {
+      pending = Buffer.concat([pending, d]);
+      pending = pending.subarray(splitHepStream(pending, (p) => received.push(Buffer.from(p))));
+    });
+  });
+  await new Promise<void>((r) => srv.listen(port, '127.0.0.1', r));
+  return {
+    port: (srv.address() as AddressInfo).port,
+    received,
+    close: async () => {
+      for (const c of conns) c.destroy();
+      await new Promise<void>((r) => srv.close(() => r()));
+    },
+  };
+}
