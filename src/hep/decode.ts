@@ -34,6 +34,7 @@ export function decodeHep(buf: Buffer): HepPacket {
   const total = buf.readUInt16BE(4);
   if (total < HEP_HEADER_SIZE) throw new HepDecodeError(`HEP3 total length ${total} is too small`);
   if (total > buf.length) throw new HepDecodeError(`HEP3 packet truncated: header says ${total} bytes, have ${buf.length}`);
+  if (total < buf.length) throw new HepDecodeError(`HEP3 packet has ${buf.length - total} bytes after its end (header says ${total})`);
   const pkt: HepPacket = { chunks: [] };
   for (let p = HEP_HEADER_SIZE; p < total; ) {
     if (p + CHUNK_HEADER_SIZE > total) throw new HepDecodeError(`chunk header at ${p} runs past the packet`);

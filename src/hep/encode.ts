@@ -107,42 +107,40 @@ export class HepEncoder {
   encode(m: HepMessage, out: Buffer, off: number, maxPacket = MAX_PACKET): { length: number; payloadBytes: number } {
     const payloadBytes = Math.min(m.payload.length, maxPacket - this.overhead(m));
     if (payloadBytes < 0) throw new Error('HEP packet limit smaller than its headers');
-    let p = off + HEP_HEADER_SIZE;
-    const put = (type: number, len: number) => {
-      out.writeUInt16BE(0, p);
-      out.writeUInt16BE(type, p + 2);
-      out.writeUInt16BE(CHUNK_HEADER_SIZE + len, p + 4);
-      p += CHUNK_HEADER_SIZE;
-    };
-    put(CHUNK.family, 1);
-    out[p++] = m.family === 4 ? 2 : 10;
-    put(CHUNK.ipProto, 1);
-    out[p++] = m.ipProto;
+    const v4 = m.family === 4;
     const src = addrBytes(m.srcIp, m.family);
     const dst = addrBytes(m.dstIp, m.family);
-    put(m.family === 4 ? CHUNK.srcIp4 : CHUNK.srcIp6, src.length);
+    let p = off + HEP_HEADER_SIZE;
+    p = put(out, p, CHUNK.family, 1);
+    out[p++] = v4 ? 2 : 10;
+    p = put(out, p, CHUNK.ipProto, 1);
+    out[p++] = m.ipProto;
+    p = put(out, p, v4 ? CHUNK.srcIp4 : CHUNK.srcIp6, src.length);
     p += src.copy(out, p);
-    put(m.family === 4 ? CHUNK.dstIp4 : CHUNK.dstIp6, dst.length);
+    p = put(out, p, v4 ? CHUNK.dstIp4 : CHUNK.dstIp6, dst.length);
     p += dst.copy(out, p);
-    put(CHUNK.srcPort, 2);
-    p = out.writeUInt16BE(m.srcPort, p);
-    put(CHUNK.dstPort, 2);
-    p = out.writeUInt16BE(m.dstPort, p);
-    put(CHUNK.tsSec, 4);
-    p = out.writeUInt32BE(Math.floor(m.timeUs / 1e6) >>> 0, p);
-    put(CHUNK.tsUsec, 4);
-    p = out.writeUInt32BE(m.timeUs % 1e6, p);
-    put(CHUNK.protoType, 1);
+    p = out.writeUInt16BE(m.srcPort, put(out, p, CHUNK.srcPort, 2));
+    p = out.writeUInt16BE(m.dstPort, put(out, p, CHUNK.dstPort, 2));
+    p = out.writeUInt32BE(Math.floor(m.timeUs / 1e6) >>> 0, put(out, p, CHUNK.tsSec, 4));
+    p = out.writeUInt32BE(m.timeUs % 1e6, put(out, p, CHUNK.tsUsec, 4));
+    p = put(out, p, CHUNK.protoType, 1);
     out[p++] = m.protoType;
     p += this.agentChunks.copy(out, p);
-    const cidLen = Buffer.byteLength(m.correlationId);
-    put(CHUNK.correlationId, cidLen);
+    p = put(out, p, CHUNK.correlationId, Buffer.byteLength(m.correlationId));
     p += out.write(m.correlationId, p, 'utf8');
-    put(CHUNK.payload, payloadBytes);
+    p = put(out, p, CHUNK.payload, payloadBytes);
     p += m.payload.copy(out, p, 0, payloadBytes);
     p += this.tailChunks.copy(out, p);
     out.write('HEP3', off, 'latin1');
     out.writeUInt16BE(p - off, off + 4);
     return { length: p - off, payloadBytes };
   }
+}
+
+/** Writes a generic chunk header for a `len`-byte value at out[p]; returns where the value goes. */
+function put(out: Buffer, p: number, type: number, len: number): number {
+  out.writeUInt16BE(0, p);
+  out.writeUInt16BE(type, p + 2);
+  out.writeUInt16BE(CHUNK_HEADER_SIZE + len, p + 4);
+  return p + CHUNK_HEADER_SIZE;
 }

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { decodeHep, HepDecodeError, splitHepStream } from '../../src/hep/decode.js';
 import { HepEncoder, type HepMessage } from '../../src/hep/encode.js';
-import { MAX_UDP_PACKET } from '../../src/hep/chunks.js';
+import { MAX_PACKET, MAX_UDP_PACKET } from '../../src/hep/chunks.js';
 
 const hepjs = createRequire(import.meta.url)('hep-js') as { decapsulate(b: Buffer): { rcinfo: Record<string, unknown>; payload: string } };
 // Kamailio 5.6 siptrace output, copied from the project's shared reference vectors.
@@ -82,6 +82,59 @@ describe('HEPv3 encoder and strict decoder', () => {
     badChunk.writeUInt16BE(2, 6 + 4); // first chunk claims a length below its own header
     expect(() => decodeHep(badChunk)).toThrow(/bad length/);
     expect(() => decodeHep(Buffer.from('HEP2xxxxxxxx'))).toThrow(/not a HEP3/);
+  });
+
+  it('round-trips every IPv4 field', () => {
+    const out = Buffer.alloc(1000);
+    const { length, payloadBytes } = new HepEncoder({ captureId: 0xfffffffe }).encode(base, out, 0);
+    expect(payloadBytes).toBe(base.payload.length);
+    const p = decodeHep(out.subarray(0, length));
+    expect({ ...p, chunks: p.chunks.map((c) => c.type) }).toEqual({
+      family: 2, ipProto: 6, srcIp: '10.1.2.3', dstIp: '192.0.2.9', srcPort: 5060, dstPort: 5080, tsSec: 1_795_457_364, tsUsec: 669_459,
+      protoType: 1, captureId: 0xfffffffe, correlationId: 'abc@x', payload: base.payload,
+      chunks: [0x01, 0x02, 0x03, 0x04, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x11, 0x0f],
+    });
+  });
+
+  it('carries the largest payload a HEP packet can hold whole, and cuts a 64 KiB one to fit', () => {
+    const enc = new HepEncoder({ captureId: 1, nodeName: 'n' });
+    const out = Buffer.alloc(MAX_PACKET);
+    const fits = Buffer.alloc(MAX_PACKET - enc.overhead(base), 0x5a);
+    const whole = enc.encode({ ...base, payload: fits }, out, 0);
+    expect([whole.length, whole.payloadBytes]).toEqual([MAX_PACKET, fits.length]);
+    expect(decodeHep(out.subarray(0, whole.length)).payload!.equals(fits)).toBe(true);
+    const big = Buffer.from(Array.from({ length: 65536 }, (_, i) => (i * 31) & 0xff));
+    const cut = enc.encode({ ...base, payload: big }, out, 0);
+    expect(cut).toEqual({ length: MAX_PACKET, payloadBytes: fits.length });
+    const p = decodeHep(out.subarray(0, cut.length));
+    expect(p.payload!.equals(big.subarray(0, fits.length))).toBe(true);
+    expect(p.nodeName).toBe('n');
+  });
+
+  it('rejects a packet cut at any byte, and bytes after its end', () => {
+    const out = Buffer.alloc(1000);
+    const { length } = new HepEncoder({ captureId: 1, nodeName: 'node' }).encode(base, out, 0);
+    const good = Buffer.from(out.subarray(0, length));
+    expect(decodeHep(good).nodeName).toBe('node');
+    for (let cut = 0; cut < length; cut++) expect(() => decodeHep(good.subarray(0, cut)), `cut at ${cut}`).toThrow(HepDecodeError);
+    expect(() => decodeHep(Buffer.concat([good, Buffer.from([0])]))).toThrow(/after its end/);
+    const shortPort = Buffer.from(good);
+    // Make the dst-port chunk claim 1 value byte: what follows then no longer adds up either way.
+    const at = good.indexOf(Buffer.from([0, 0, 0, 0x08, 0, 8]));
+    shortPort.writeUInt16BE(7, at + 4);
+    expect(() => decodeHep(shortPort)).toThrow(HepDecodeError);
+  });
+
+  it('keeps chunks it does not know, vendor chunks included, in order', () => {
+    const out = Buffer.alloc(1000);
+    let { length } = new HepEncoder({ captureId: 1 }).encode(base, out, 0);
+    const extra = Buffer.from([0x00, 0x00, 0x00, 0x26, 0x00, 0x09, 0x61, 0x3d, 0x62, 0x00, 0x48, 0x00, 0x01, 0x00, 0x07, 0x2a]);
+    extra.copy(out, length);
+    length += extra.length;
+    out.writeUInt16BE(length, 4);
+    const p = decodeHep(out.subarray(0, length));
+    expect(p.chunks.slice(-2).map((c) => [c.vendor, c.type, c.value.toString('hex')])).toEqual([[0, 0x26, '613d62'], [0x48, 1, '2a']]);
+    expect(p.payload!.equals(base.payload)).toBe(true);
   });
 
   it('agrees with hep-js on IPv4 SIP', () => {
