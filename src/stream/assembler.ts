@@ -102,8 +102,11 @@ export class StreamAssembler {
   }
 
   /**
-   * A UDP socket bound to the wildcard address reports 0.0.0.0 / ::. Towards a loopback peer the
-   * kernel sends from the loopback address, so use it: the two ends of a local exchange then agree.
+   * A UDP socket bound to the wildcard address reports 0.0.0.0 / :: as its own address. Towards a
+   * loopback peer the kernel sends from 127.0.0.1 / ::1 (the source of the local route), so that is
+   * named: exact for what it sends, the likely address for what it receives. Towards any other peer
+   * the wildcard is kept (the source depends on routing). LocalDedup treats a wildcard as matching
+   * any address, and loopback addresses as matching each other, so either choice pairs both copies.
    */
   private localEndpoint(r: CaptureRecord): Endpoint {
     const ip = r.localAddr();

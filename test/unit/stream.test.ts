@@ -209,6 +209,34 @@ describe('records to messages', () => {
     ]);
   });
 
+  it('forwards once a TCP message seen leaving one local socket and entering another, split differently', () => {
+    const m1 = sipMessage('tcp-local', 'x'.repeat(3000));
+    const m2 = sipMessage('tcp-local-2');
+    const out = collect([
+      { ipProto: 6, sockId: 1n, localPort: 40000, remotePort: 5060, data: Buffer.concat([m1, m2]) },
+      { ipProto: 6, sockId: 2n, direction: 1, localPort: 5060, remotePort: 40000, data: m1.subarray(0, 1000) },
+      { ipProto: 6, sockId: 2n, direction: 1, localPort: 5060, remotePort: 40000, data: Buffer.concat([m1.subarray(1000), m2.subarray(0, 5)]) },
+      { ipProto: 6, sockId: 2n, direction: 1, localPort: 5060, remotePort: 40000, data: m2.subarray(5) },
+    ]);
+    const d = new LocalDedup();
+    const kept = out.filter((m) => d.accept({ ...m, payload: Buffer.from(m.text) }));
+    expect(kept.map((m) => [m.direction, m.src.port, m.dst.port, m.text])).toEqual([
+      ['egress', 40000, 5060, m1.toString()],
+      ['egress', 40000, 5060, m2.toString()],
+    ]);
+  });
+
+  it('marks a UDP datagram the kernel cut as truncated with its full size', () => {
+    const big = sipMessage('u', 'b'.repeat(1000));
+    const [m] = collect([{ data: big.subarray(0, 600), origLen: big.length }]);
+    expect([m.truncated, m.size, m.text]).toEqual([true, big.length, big.subarray(0, 600).toString()]);
+  });
+
+  it('names ::1 for a wildcard-bound IPv6 socket talking over loopback', () => {
+    const [m] = collect([{ family: 10, direction: 1, localAddr: Array(16).fill(0), remoteAddr: [...Array(15).fill(0), 1], data: sipMessage('v6w') }]);
+    expect([m.src, m.dst, m.family]).toEqual([{ ip: '::1', port: 5070 }, { ip: '::1', port: 5060 }, 6]);
+  });
+
   it('skips a malformed record and decodes the rest of the batch', () => {
     const good = encodeRecord({ data: sipMessage('ok') });
     const bad = Buffer.from(good);
@@ -253,6 +281,35 @@ describe('local dedup', () => {
     expect([d.accept(blind), d.accept(msg('egress', 'N'))]).toEqual([true, false]);
     // Still no merging within one side.
     expect([d.accept(blind), d.accept(blind)]).toEqual([true, true]);
+  });
+
+  it('pairs copies when a side only knows a wildcard address, and not copies between different hosts', () => {
+    const d = new LocalDedup();
+    const ep = (ip: string, port: number) => ({ ip, port });
+    const at = (direction: 'egress' | 'ingress', src: [string, number], dst: [string, number], text: string) => ({ ...msg(direction, text), src: ep(...src), dst: ep(...dst) });
+    // Sender bound to 0.0.0.0 sends to a local address; the receiver is bound to 0.0.0.0 too.
+    expect([d.accept(at('egress', ['0.0.0.0', 5060], ['10.0.0.5', 5070], 'W')), d.accept(at('ingress', ['10.0.0.5', 5060], ['0.0.0.0', 5070], 'W'))]).toEqual([true, false]);
+    // Loopback: 127.0.0.1 named for a wildcard socket pairs with the 127.0.0.2 the sender used.
+    expect([d.accept(at('ingress', ['127.0.0.1', 5060], ['127.0.0.1', 5070], 'L')), d.accept(at('egress', ['127.0.0.1', 5060], ['127.0.0.2', 5070], 'L'))]).toEqual([true, false]);
+    // A relay forwarding the same bytes between two other hosts, same ports: two wire messages.
+    expect([d.accept(at('ingress', ['10.0.0.1', 5060], ['10.0.0.2', 5060], 'R')), d.accept(at('egress', ['10.0.0.2', 5060], ['10.0.0.3', 5060], 'R'))]).toEqual([true, true]);
+    // Different ports never pair.
+    expect([d.accept(at('egress', ['127.0.0.1', 5060], ['127.0.0.1', 5070], 'P')), d.accept(at('ingress', ['127.0.0.1', 5061], ['127.0.0.1', 5070], 'P'))]).toEqual([true, true]);
+  });
+
+  it('keeps a retransmission pair apart from the original pair: two egress and two ingress in any order', () => {
+    for (const order of [['e', 'e', 'i', 'i'], ['e', 'i', 'e', 'i'], ['i', 'e', 'e', 'i'], ['i', 'i', 'e', 'e']]) {
+      const d = new LocalDedup();
+      const kept = order.map((o) => d.accept(msg(o === 'e' ? 'egress' : 'ingress', 'RT')));
+      expect(kept.filter(Boolean).length, order.join('')).toBe(2);
+      expect(d.size).toBe(0);
+    }
+  });
+
+  it('holds at most maxKeys messages', () => {
+    const d = new LocalDedup(2_000_000_000n, 100);
+    for (let i = 0; i < 1000; i++) d.accept(msg('egress', `m${i}`));
+    expect(d.size).toBeLessThanOrEqual(100);
   });
 
   it('does not pair copies further apart than its window', () => {
