@@ -83,4 +83,15 @@ describe('monotonic to wall clock', () => {
     expect(clock.toWallMicros(5_000_000_123n) - clock.toWallMicros(5_000_000_000n)).toBe(0);
     expect(clock.toWallMicros(5_000_001_000n) - clock.toWallMicros(5_000_000_000n)).toBe(1);
   });
+
+  it('follows a step of the wall clock, noticed within 10 s of capture time', () => {
+    let stepMs = 0;
+    const clock = new MonotonicClock(() => Date.now() + stepMs);
+    const now = process.hrtime.bigint();
+    const before = clock.toWallMicros(now);
+    stepMs = 3_600_000; // the wall clock jumps an hour ahead
+    expect(clock.toWallMicros(now)).toBe(before); // not checked again yet
+    const later = now + 11_000_000_000n;
+    expect(Math.abs(clock.toWallMicros(later) - (before + 11_000_000 + 3_600_000_000))).toBeLessThan(2000);
+  });
 });
