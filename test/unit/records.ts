@@ -15,6 +15,8 @@ export interface RecordSpec {
   comm?: string;
   data: Buffer;
   origLen?: number;
+  /** Defaults to HEPBPF_F_TRUNCATED when origLen > data length. */
+  flags?: number;
 }
 
 export function encodeRecord(r: RecordSpec): Buffer {
@@ -31,7 +33,7 @@ export function encodeRecord(r: RecordSpec): Buffer {
   b[42] = r.ipProto ?? 17;
   b[43] = 1;
   b[44] = 3;
-  b[45] = (r.origLen ?? r.data.length) > r.data.length ? 1 : 0;
+  b[45] = r.flags ?? ((r.origLen ?? r.data.length) > r.data.length ? 1 : 0);
   b.writeUInt16LE(r.localPort ?? 5060, 46);
   b.writeUInt16LE(r.remotePort ?? 5070, 48);
   b.writeUInt32LE(7, 52);

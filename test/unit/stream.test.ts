@@ -232,6 +232,11 @@ describe('records to messages', () => {
     expect([m.truncated, m.size, m.text]).toEqual([true, big.length, big.subarray(0, 600).toString()]);
   });
 
+  it('says when the receiver did not learn its peer (recv with no address on unconnected UDP)', () => {
+    const [m] = collect([{ direction: 1, flags: 0x02, remoteAddr: [0, 0, 0, 0], remotePort: 0, data: sipMessage('np') }]);
+    expect([m.peerUnknown, m.src, m.dst]).toEqual([true, { ip: '0.0.0.0', port: 0 }, { ip: '127.0.0.1', port: 5060 }]);
+  });
+
   it('names ::1 for a wildcard-bound IPv6 socket talking over loopback', () => {
     const [m] = collect([{ family: 10, direction: 1, localAddr: Array(16).fill(0), remoteAddr: [...Array(15).fill(0), 1], data: sipMessage('v6w') }]);
     expect([m.src, m.dst, m.family]).toEqual([{ ip: '::1', port: 5070 }, { ip: '::1', port: 5060 }, 6]);
