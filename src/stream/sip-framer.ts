@@ -194,7 +194,7 @@ export class SipFramer {
 const SIP_VERSION = Buffer.from('SIP/2.0');
 const SP = 0x20;
 /** Longest request-URI looked back over when resynchronising on a request line. */
-const MAX_URI_BYTES = 1024;
+const MAX_URI_BYTES = 4096;
 /** Bytes kept after garbage that may hold the beginning of a start line whose end has not arrived. */
 const RESYNC_TAIL = MAX_URI_BYTES + 32;
 

@@ -109,6 +109,14 @@ describe('SIP framing on a TCP stream', () => {
     expect(out.map((m) => m.text)).toEqual([odd.toString(), compact.toString(), a.toString()]);
   });
 
+  it('frames a request whose URI is 3 KiB long', () => {
+    const long = Buffer.from(`INVITE sip:bob@example.com;x=${'p'.repeat(3000)} SIP/2.0\r\nl: 0\r\n\r\n`);
+    const { f, out } = framer();
+    for (let i = 0; i < long.length; i += 500) f.push(long.subarray(i, i + 500));
+    f.push(a);
+    expect(out.map((m) => m.text)).toEqual([long.toString(), a.toString()]);
+  });
+
   it('treats a message without Content-Length as having no body', () => {
     const bare = Buffer.from('OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n');
     const { f, out } = framer();
