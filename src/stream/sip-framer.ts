@@ -203,7 +203,7 @@ const RESYNC_TAIL = MAX_URI_BYTES + 32;
  * follows the previous body with no separator, so this looks anywhere, not only at line starts;
  * a whole start line is required (`SIP/2.0 ddd ` or `METHOD uri SIP/2.0` CRLF), not just a token.
  */
-export function findStartLine(buf: Buffer, from: number): number {
+function findStartLine(buf: Buffer, from: number): number {
   for (let p = buf.indexOf(SIP_VERSION, from); p >= 0; p = buf.indexOf(SIP_VERSION, p + 1)) {
     if (buf[p + 7] === SP && isDigit(buf[p + 8]) && isDigit(buf[p + 9]) && isDigit(buf[p + 10]) && buf[p + 11] === SP) return p;
     if (buf[p - 1] !== SP || buf[p + 7] !== CR || buf[p + 8] !== LF) continue;

@@ -27,6 +27,15 @@ describe('ring-buffer records', () => {
     expect(fields).toEqual({ tsNs: 123456789012345n, cgroupId: 42n, sockId: 0xffff8880deadbeefn, pid: 4242, tid: 4242, origLen: data.length + 5, dataLen: data.length, direction: 1, family: 2, ipProto: 6, l7: 1, source: 3, flags: 1, truncated: true, localPort: 5060, remotePort: 40000, fd: 7, comm: 'kamailio', local: '127.0.0.1', remote: '127.0.0.1' });
   });
 
+  it('exposes the raw 16-byte addresses', () => {
+    const v6 = [0x20, 0x01, 0x0d, 0xb8, ...Array(11).fill(0), 9];
+    let raw: string[] = [];
+    decodeBatch(batchOf([encodeRecord({ family: 10, localAddr: v6, remoteAddr: mapped(1, 2, 3, 4), data: sipMessage('raw') })]), (r) => {
+      raw = [r.localAddrBytes().toString('hex'), r.remoteAddrBytes().toString('hex')];
+    });
+    expect(raw).toEqual([Buffer.from(v6).toString('hex'), Buffer.from(mapped(1, 2, 3, 4)).toString('hex')]);
+  });
+
   it('reads a 16-character comm that has no NUL', () => {
     expect(decodeOne(encodeRecord({ comm: 'abcdefghijklmnop', data: sipMessage('c') })).seen[0].comm).toBe('abcdefghijklmnop');
   });
