@@ -11,7 +11,6 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const CLI = resolve(REPO, 'dist/src/cli/main.js');
@@ -46,15 +45,17 @@ const table = (rows: string[][]) => {
   for (const r of rows) say('  ' + r.map((c, i) => (left(i) ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('   ').trimEnd());
 };
 
-/** Runs a C helper to completion without blocking the event loop (the agent's log pipe must keep draining). */
-const runC = async (bin: string, ...argv: string[]) => (await promisify(execFile)(bin, argv, { encoding: 'utf8' })).stdout.trim();
-
-function spawnTracked(cmd: string, argv: string[], stdio: ('ignore' | 'pipe')[]): ChildProcess {
-  const proc = spawn(cmd, argv, { stdio });
+function track(proc: ChildProcess): ChildProcess {
   children.add(proc);
   proc.once('exit', () => children.delete(proc));
   return proc;
 }
+
+const spawnTracked = (cmd: string, argv: string[], stdio: ('ignore' | 'pipe')[]) => track(spawn(cmd, argv, { stdio }));
+
+/** Runs a C helper to completion without blocking the event loop (the agent's log pipe must keep draining). */
+const runC = (bin: string, ...argv: string[]) =>
+  new Promise<string>((res, rej) => track(execFile(bin, argv, { encoding: 'utf8' }, (err, stdout) => (err ? rej(err) : res(stdout.trim())))));
 
 function stopProc(proc: ChildProcess): Promise<void> {
   return new Promise((r) => {
@@ -310,10 +311,11 @@ async function footprint() {
       const f = await flood(rate, SECS);
       const after = procStats(agent.pid);
       const cpuPercent = ((after.cpuS - before.cpuS) / ((performance.now() - t0) / 1000)) * 100;
-      const forwarded = (await counter.settle(500)) - counted;
+      const forwarded = (await counter.settle()) - counted;
       figures[`at${rate}PerS`] = { rssMb: after.rssMb, peakRssMb: after.peakRssMb, cpuPercent, sent: f.sent, forwarded };
       rows.push([fmtRate(rate), `${after.rssMb.toFixed(1)} MB`, `${after.peakRssMb.toFixed(1)} MB`, `${cpuPercent.toFixed(1)}%`, `${forwarded}/${f.sent}`]);
       summary.push([`agent RSS at ${fmtRate(rate)} (peak)`, `${idle.rssMb.toFixed(0)} MB idle`, `${after.rssMb.toFixed(0)} MB (${after.peakRssMb.toFixed(0)} MB)`, '<= 150 MB']);
+      summary.push([`agent CPU at ${fmtRate(rate)}`, '-', `${cpuPercent.toFixed(0)}% of one core`, '-']);
     }
     await agent.stop();
     table(rows);
@@ -343,7 +345,7 @@ const cleanUp = async () => {
   await Promise.all([...children].map(stopProc));
   rmSync(dir, { recursive: true, force: true });
 };
-process.once('SIGINT', () => void cleanUp().then(() => process.exit(130)));
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void cleanUp().then(() => process.exit(1)));
 try {
   await main();
 } catch (e) {

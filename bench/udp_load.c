@@ -169,7 +169,7 @@ static int flood(long rate, long secs, int port)
 	sip_template_init(&sip, port);
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	double t0 = now_ns();
-	for (slot = 1; sent + failed < total; slot++) {
+	for (slot = 1; sent + failed < total && !stop; slot++) {
 		long due = rate * slot / 1000;
 
 		for (; sent + failed < due && sent + failed < total;) {
