@@ -6,37 +6,48 @@ import { StreamAssembler } from './stream/assembler.js';
 import { LocalDedup } from './stream/dedup.js';
 import type { Message } from './stream/message.js';
 import { parseSip, type SipInfo } from './protocols/sip.js';
+import { diameterSummary, parseDiameter, type DiameterInfo } from './protocols/diameter.js';
+import { Correlator } from './enrich/correlation.js';
+import { redactDiameter, redactSip } from './enrich/redact.js';
 
-/** One SIP message, forwarded once: what every sink (HEP, tail) receives. */
-export interface SipEvent {
+/** One SIP or Diameter message, forwarded once: what every sink (HEP, tail) receives. */
+export interface CaptureEvent {
   message: Message;
-  sip: SipInfo;
+  /** The bytes to forward: the message's own, or a copy with secrets masked. Valid during the sink call. */
+  payload: Buffer;
+  sip?: SipInfo;
+  /** Decoded from `payload`. */
+  diameter?: DiameterInfo;
+  summary: string;
   wallUs: number;
   correlationId: string;
 }
 
 export interface AgentOptions {
   sipPorts?: number[];
+  /** Mask authentication secrets (default true). */
+  redact?: boolean;
   log: Logger;
-  sink: (event: SipEvent) => void;
+  sink: (event: CaptureEvent) => void;
 }
 
-/** Collectors drop packets without a correlation id: a SIP message with no Call-ID is tied to its flow. */
-function flowId(m: Message): string {
-  return `${m.transport}:${m.src.ip}:${m.src.port}-${m.dst.ip}:${m.dst.port}`;
-}
-
-/** Wires the pipeline: ring buffer -> records -> streams -> SIP messages -> dedup -> sink. */
+/** Wires the pipeline: ring buffer -> records -> streams -> SIP/Diameter messages -> dedup -> correlation, redaction -> sink. */
 export class Agent {
   private readonly capture: SocketCapture;
   private readonly clock = new MonotonicClock();
   private readonly dedup = new LocalDedup();
   private readonly assembler: StreamAssembler;
+  private readonly correlator = new Correlator();
+  private readonly redact: boolean;
   private notSip = 0;
+  private notDiameter = 0;
+  private diameterMalformed = 0;
+  private redacted = 0;
   private duplicates = 0;
   private forwarded = 0;
 
   constructor(private readonly opts: AgentOptions) {
+    this.redact = opts.redact ?? true;
     this.assembler = new StreamAssembler((m) => this.onMessage(m));
     this.capture = new SocketCapture({ sipPorts: opts.sipPorts, log: opts.log }, (batch) =>
       decodeBatch(batch, (r) => this.assembler.push(r)),
@@ -56,13 +67,42 @@ export class Agent {
       this.duplicates++;
       return;
     }
+    if (message.proto === 'diameter') this.onDiameter(message);
+    else this.onSip(message);
+  }
+
+  private onSip(message: Message): void {
     const sip = parseSip(message.payload);
     if (!sip) {
       this.notSip++;
       return;
     }
+    const correlationId = this.correlator.sip(message, sip);
+    const masked = this.redact ? redactSip(message.payload) : undefined;
+    if (masked) this.redacted++;
     this.forwarded++;
-    this.opts.sink({ message, sip, wallUs: this.clock.toWallMicros(message.tsNs), correlationId: sip.callId || flowId(message) });
+    const wallUs = this.clock.toWallMicros(message.tsNs);
+    this.opts.sink({ message, payload: masked ?? message.payload, sip, summary: sip.summary, wallUs, correlationId });
+  }
+
+  private onDiameter(message: Message): void {
+    let diameter = parseDiameter(message.payload);
+    if (!diameter) {
+      this.notDiameter++;
+      return;
+    }
+    if (diameter.malformed) this.diameterMalformed++;
+    const { id, latencyMs } = this.correlator.diameter(message, diameter);
+    let payload = message.payload;
+    const masked = this.redact ? redactDiameter(payload, diameter.avps) : undefined;
+    if (masked) {
+      this.redacted++;
+      payload = masked;
+      diameter = parseDiameter(masked)!;
+    }
+    this.forwarded++;
+    const wallUs = this.clock.toWallMicros(message.tsNs);
+    this.opts.sink({ message, payload, diameter, summary: diameterSummary(diameter, latencyMs), wallUs, correlationId: id });
   }
 
   stats() {
@@ -71,6 +111,10 @@ export class Agent {
       streams: this.assembler.stats(),
       duplicates: this.duplicates,
       notSip: this.notSip,
+      notDiameter: this.notDiameter,
+      diameterMalformed: this.diameterMalformed,
+      redacted: this.redacted,
+      correlation: this.correlator.stats(),
       forwarded: this.forwarded,
     };
   }

@@ -5,7 +5,7 @@ import { runCommand } from './run.js';
 import { tailCommand } from './tail.js';
 
 const program = new Command('hepbpf')
-  .description('eBPF host-wide SIP tracing agent: forwards every SIP message once as HEPv3')
+  .description('eBPF host-wide SIP and Diameter tracing agent: forwards every message once as HEPv3')
   .showHelpAfterError();
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -24,18 +24,22 @@ program
   .option('--node-name <name>', 'HEP node name (chunk 0x13)')
   .option('--auth-key <key>', 'HEP auth key (chunk 0x0e)')
   .option('--sip-ports <list>', 'only sockets with one of these ports (comma separated); default: SIP on any port', ports)
+  .addOption(new Option('--diameter-payload <form>', 'HEP payload of Diameter messages: decoded JSON or the exact bytes').choices(['json', 'raw']).default('json'))
+  .option('--no-redact', 'forward authentication secrets (AKA vectors, SDP a=crypto keys) unmasked')
   .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
   .action(runCommand);
 
 program
   .command('tail')
-  .description('print live SIP messages')
+  .description('print live SIP and Diameter messages')
   .option('--json', 'one NDJSON record per message on stdout')
   .option('--full', 'include the payload')
   .option('--call-id <id>', 'only this Call-ID')
+  .option('--session-id <id>', 'only Diameter messages with this Session-Id')
   .option('--method <method>', 'only requests with this method and their responses')
   .option('--port <n>', 'only messages with this source or destination port', (v) => Number(v))
   .option('--sip-ports <list>', 'capture only sockets with one of these ports', ports)
+  .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)')
   .action(tailCommand);
 
 program

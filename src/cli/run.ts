@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { Agent } from '../agent.js';
-import { HepForwarder } from '../output/hep-forwarder.js';
+import { HepForwarder, type DiameterPayload } from '../output/hep-forwarder.js';
 import { parseHepTarget } from '../output/target.js';
 import { ControlServer } from '../output/control-server.js';
 import { preflight } from './preflight.js';
@@ -11,6 +11,8 @@ export interface RunOptions {
   nodeName?: string;
   authKey?: string;
   sipPorts?: number[];
+  diameterPayload: DiameterPayload;
+  redact: boolean;
   logLevel: string;
 }
 
@@ -21,11 +23,12 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   if (!Number.isInteger(opts.hepId) || opts.hepId < 0 || opts.hepId > 0xffffffff) throw new Error('--hep-id must be a 32-bit unsigned integer');
   preflight();
 
-  const forwarder = new HepForwarder(targets, { captureId: opts.hepId, nodeName: opts.nodeName, authKey: opts.authKey }, log);
+  const forwarder = new HepForwarder(targets, { captureId: opts.hepId, nodeName: opts.nodeName, authKey: opts.authKey }, log, opts.diameterPayload);
   const control = new ControlServer(log);
   await control.start();
   const agent = new Agent({
     sipPorts: opts.sipPorts,
+    redact: opts.redact,
     log,
     sink: (event) => {
       forwarder.forward(event);
@@ -33,7 +36,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     },
   });
   await agent.start();
-  log.info({ collectors: opts.hep, sipPorts: opts.sipPorts ?? 'any' }, 'ready');
+  log.info({ collectors: opts.hep, sipPorts: opts.sipPorts ?? 'any', redact: opts.redact }, 'ready');
 
   const statsTimer = setInterval(() => log.info({ capture: agent.stats(), hep: forwarder.stats() }, 'stats'), 60_000);
   statsTimer.unref();

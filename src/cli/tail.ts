@@ -9,9 +9,11 @@ export interface TailOptions {
   json?: boolean;
   full?: boolean;
   callId?: string;
+  sessionId?: string;
   method?: string;
   port?: number;
   sipPorts?: number[];
+  redact?: boolean;
 }
 
 /** Filters as the operator means them: a method selects its requests and the responses to them (by CSeq method). */
@@ -19,6 +21,7 @@ export function tailFilter(opts: TailOptions): (ev: TailEventFields) => boolean 
   const method = opts.method?.toUpperCase();
   return (ev) =>
     (opts.callId === undefined || ev.callId === opts.callId) &&
+    (opts.sessionId === undefined || ev.sessionId === opts.sessionId) &&
     (method === undefined || ev.cseqMethod === method) &&
     (opts.port === undefined || ev.src.port === opts.port || ev.dst.port === opts.port);
 }
@@ -55,9 +58,9 @@ export async function tailCommand(opts: TailOptions): Promise<void> {
 
   preflight();
   const log = pino({ level: 'warn', base: { name: 'hepbpf' } }, pino.destination({ fd: 2, sync: true }));
-  const agent = new Agent({ sipPorts: opts.sipPorts, log, sink: (ev) => print(toTailEvent(ev)) });
+  const agent = new Agent({ sipPorts: opts.sipPorts, redact: opts.redact, log, sink: (ev) => print(toTailEvent(ev)) });
   await agent.start();
-  process.stderr.write('hepbpf tail: ready, capturing SIP on this host (Ctrl-C to stop)\n');
+  process.stderr.write('hepbpf tail: ready, capturing SIP and Diameter on this host (Ctrl-C to stop)\n');
   const stop = async () => {
     await agent.stop();
     process.exit(0);

@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import type { SipEvent } from '../agent.js';
+import type { CaptureEvent } from '../agent.js';
 import { CONTROL_SOCKET_PATH, encodeTailEvent } from './tail-protocol.js';
 import { toTailEvent } from './tail-record.js';
 
@@ -35,7 +35,7 @@ export class ControlServer {
     this.server = server;
   }
 
-  publish(ev: SipEvent): void {
+  publish(ev: CaptureEvent): void {
     if (this.clients.size === 0) return;
     const bytes = encodeTailEvent(toTailEvent(ev));
     for (const sock of this.clients) {

@@ -1,11 +1,15 @@
 import type { Logger } from 'pino';
-import type { SipEvent } from '../agent.js';
+import type { CaptureEvent } from '../agent.js';
 import { HepEncoder, type HepAgentFields, type HepMessage } from '../hep/encode.js';
-import { HEP_PROTO_SIP, MAX_PACKET } from '../hep/chunks.js';
+import { HEP_PROTO_DIAMETER, HEP_PROTO_SIP, MAX_PACKET } from '../hep/chunks.js';
+import { diameterJson } from '../protocols/diameter.js';
 import { createSender, type HepSender } from './hep-sender.js';
 import type { HepTarget } from './target.js';
 
 const IP_PROTO = { udp: 17, tcp: 6, sctp: 132 } as const;
+
+/** What a Diameter message's HEP payload is: the decoded message as JSON (README "Diameter"), or the exact bytes. */
+export type DiameterPayload = 'json' | 'raw';
 
 /** Encodes each event once into a reused buffer and hands it to every collector. */
 export class HepForwarder {
@@ -15,13 +19,19 @@ export class HepForwarder {
   /** Messages whose payload was cut to fit a HEP packet. */
   private cutToFit = 0;
 
-  constructor(targets: HepTarget[], agent: HepAgentFields, log: Logger) {
+  constructor(
+    targets: HepTarget[],
+    agent: HepAgentFields,
+    log: Logger,
+    private readonly diameterPayload: DiameterPayload = 'json',
+  ) {
     this.encoder = new HepEncoder(agent);
     this.senders = targets.map((t) => createSender(t, log));
   }
 
-  forward(ev: SipEvent): void {
+  forward(ev: CaptureEvent): void {
     const m = ev.message;
+    const payload = ev.diameter && this.diameterPayload === 'json' ? Buffer.from(JSON.stringify(diameterJson(ev.diameter))) : ev.payload;
     const hep: HepMessage = {
       family: m.family,
       ipProto: IP_PROTO[m.transport],
@@ -30,16 +40,16 @@ export class HepForwarder {
       srcPort: m.src.port,
       dstPort: m.dst.port,
       timeUs: ev.wallUs,
-      protoType: HEP_PROTO_SIP,
+      protoType: ev.diameter ? HEP_PROTO_DIAMETER : HEP_PROTO_SIP,
       correlationId: ev.correlationId,
-      payload: m.payload,
+      payload,
     };
     let encodedFor = -1;
     let length = 0;
     for (const s of this.senders) {
       if (s.maxPacket !== encodedFor) {
         const r = this.encoder.encode(hep, this.packet, 0, s.maxPacket);
-        if (r.payloadBytes < m.payload.length) this.cutToFit++;
+        if (r.payloadBytes < payload.length) this.cutToFit++;
         length = r.length;
         encodedFor = s.maxPacket;
       }

@@ -26,6 +26,7 @@ const root = protobuf.Root.fromJSON({
         size: { type: 'uint32', id: 13 },
         truncated: { type: 'bool', id: 14 },
         payload: { type: 'bytes', id: 15 },
+        sessionId: { type: 'string', id: 16 },
       },
     },
   },

@@ -1,4 +1,4 @@
-import type { SipEvent } from '../agent.js';
+import type { CaptureEvent } from '../agent.js';
 import type { TailEventFields } from './tail-protocol.js';
 
 /** The record of DESIGN.md "Record fields", as `tail --json` prints it. */
@@ -15,6 +15,7 @@ export interface TailRecord {
   correlationId: string;
   summary: string;
   callId?: string;
+  sessionId?: string;
   size: number;
   truncated: boolean;
   payload?: string;
@@ -27,11 +28,11 @@ export function isoMicros(wallUs: number): string {
 }
 
 /** What tail shows of one event, the same whether tail captures itself or reads a running agent. */
-export function toTailEvent(ev: SipEvent): TailEventFields {
+export function toTailEvent(ev: CaptureEvent): TailEventFields {
   const m = ev.message;
   return {
     ts: isoMicros(ev.wallUs),
-    proto: 'sip',
+    proto: m.proto,
     transport: m.transport,
     src: m.src,
     dst: m.dst,
@@ -39,25 +40,32 @@ export function toTailEvent(ev: SipEvent): TailEventFields {
     comm: m.comm,
     cgroupId: m.cgroupId.toString(),
     correlationId: ev.correlationId,
-    summary: ev.sip.summary,
-    callId: ev.sip.callId,
-    cseqMethod: ev.sip.cseqMethod,
+    summary: ev.summary,
+    callId: ev.sip?.callId,
+    sessionId: ev.diameter?.sessionId,
+    cseqMethod: ev.sip?.cseqMethod,
     size: m.size,
     truncated: m.truncated,
-    payload: m.payload,
+    payload: ev.payload,
   };
 }
 
 export function toTailRecord(ev: TailEventFields, full: boolean): TailRecord {
   const { cseqMethod: _, payload, ...rest } = ev;
-  const rec: TailRecord = { ...rest, proto: ev.proto as TailRecord['proto'], callId: ev.callId || undefined, container: null };
+  const rec: TailRecord = {
+    ...rest,
+    proto: ev.proto as TailRecord['proto'],
+    callId: ev.callId || undefined,
+    sessionId: ev.sessionId || undefined,
+    container: null,
+  };
   if (full) rec.payload = Buffer.from(payload).toString(ev.proto === 'sip' ? 'latin1' : 'base64');
   return rec;
 }
 
 const hostPort = (a: { ip: string; port: number }) => (a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`);
 
-/** One human line: time, src -> dst, transport, process, summary, Call-ID. */
+/** One human line: time, src -> dst, transport, process, summary, Call-ID (Diameter: the correlation id). */
 export function formatTailLine(ev: TailEventFields): string {
-  return `${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}] ${ev.summary}${ev.truncated ? ' [truncated]' : ''} ${ev.callId || '-'}`;
+  return `${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}] ${ev.summary}${ev.truncated ? ' [truncated]' : ''} ${ev.callId || (ev.proto === 'diameter' ? ev.correlationId : '') || '-'}`;
 }

@@ -1,6 +1,8 @@
-import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_NO_PEER } from '../capture/record.js';
-import type { Endpoint, Message, Transport } from './message.js';
-import { SipFramer, type FramerStats } from './sip-framer.js';
+import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_NO_PEER, L7_DIAMETER } from '../capture/record.js';
+import type { AppProto, Endpoint, Message, Transport } from './message.js';
+import { SipFramer } from './sip-framer.js';
+import { DiameterFramer } from './diameter-framer.js';
+import type { FramerStats, StreamFramer } from './framer.js';
 
 /** A stream that has been silent this long is forgotten (its partial message with it). */
 const STREAM_IDLE_NS = 120_000_000_000n;
@@ -9,7 +11,8 @@ const MAX_STREAMS = 65536;
 const EXPIRE_EVERY = 4096;
 
 interface StreamState {
-  framer: SipFramer;
+  framer: StreamFramer;
+  proto: AppProto;
   lastNs: bigint;
 }
 
@@ -26,12 +29,15 @@ function isKeepAlive(data: Buffer): boolean {
 export class StreamAssembler {
   private readonly streams = new Map<string, StreamState>();
   private readonly framerStats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
+  private readonly diameterStats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
+  private readonly diameterMalformed = { malformed: 0 };
   private keepAlives = 0;
   private expired = 0;
   private sinceExpire = 0;
   /** The record being assembled: the framer's sink reads its metadata. */
   private current!: CaptureRecord;
   private currentTransport: Transport = 'tcp';
+  private currentProto: AppProto = 'sip';
 
   constructor(private readonly onMessage: (m: Message) => void) {}
 
@@ -47,6 +53,7 @@ export class StreamAssembler {
         return;
       }
       this.currentTransport = 'udp';
+      this.currentProto = 'sip';
       this.emit(rec.data, rec.origLen, rec.truncated);
       return;
     }
@@ -55,7 +62,12 @@ export class StreamAssembler {
     let stream = this.streams.get(key);
     if (!stream) {
       if (this.streams.size >= MAX_STREAMS) this.expire(rec.tsNs, true);
-      stream = { framer: new SipFramer(this.framerStats, (p, size, cut) => this.emit(p, size, cut)), lastNs: rec.tsNs };
+      // The kernel's inference decides once per connection which framing applies.
+      const sink = (p: Buffer, size: number, cut: boolean) => this.emit(p, size, cut);
+      stream =
+        rec.l7 === L7_DIAMETER
+          ? { framer: new DiameterFramer(this.diameterStats, this.diameterMalformed, sink), proto: 'diameter', lastNs: rec.tsNs }
+          : { framer: new SipFramer(this.framerStats, sink), proto: 'sip', lastNs: rec.tsNs };
       this.streams.set(key, stream);
     } else {
       // Refresh insertion order so the oldest-idle streams stay at the front for expire().
@@ -63,6 +75,7 @@ export class StreamAssembler {
       this.streams.set(key, stream);
     }
     stream.lastNs = rec.tsNs;
+    this.currentProto = stream.proto;
     stream.framer.push(rec.data, rec.origLen - rec.dataLen);
   }
 
@@ -84,6 +97,7 @@ export class StreamAssembler {
     const egress = r.direction === DIR_EGRESS;
     this.onMessage({
       tsNs: r.tsNs,
+      proto: this.currentProto,
       transport: this.currentTransport,
       family: r.ipVersion,
       src: egress ? local : remote,
@@ -118,6 +132,9 @@ export class StreamAssembler {
   }
 
   stats() {
-    return { ...this.framerStats, keepAlives: this.keepAlives, streams: this.streams.size, expiredStreams: this.expired };
+    return {
+      ...this.framerStats,
+      diameter: { ...this.diameterStats, ...this.diameterMalformed },
+      keepAlives: this.keepAlives, streams: this.streams.size, expiredStreams: this.expired };
   }
 }

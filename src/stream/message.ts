@@ -4,6 +4,7 @@ export interface Endpoint {
 }
 
 export type Transport = 'udp' | 'tcp' | 'sctp';
+export type AppProto = 'sip' | 'diameter';
 
 /**
  * One framed application message with its addresses, as seen by one process.
@@ -12,6 +13,7 @@ export type Transport = 'udp' | 'tcp' | 'sctp';
  */
 export interface Message {
   tsNs: bigint;
+  proto: AppProto;
   transport: Transport;
   family: 4 | 6;
   src: Endpoint;

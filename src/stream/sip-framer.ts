@@ -3,6 +3,8 @@
  * bytes of body. Skips keep-alive CRLFs; resynchronises on garbage at the next SIP start line.
  */
 
+import { StreamFramer } from './framer.js';
+
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const CR = 0x0d;
 const LF = 0x0a;
@@ -56,78 +58,10 @@ export function contentLength(buf: Buffer, headerEnd: number): number {
   return -1;
 }
 
-export interface FramerStats {
-  messages: number;
-  discardedBytes: number;
-  truncatedMessages: number;
-}
-
-export type FrameSink = (payload: Buffer, size: number, truncated: boolean) => void;
-
-/** Frames one direction of one connection. */
-export class SipFramer {
-  /** Unframed bytes carried over between pushes, at pending[0..pendingLen). */
-  private pending: Buffer = Buffer.alloc(0);
-  private pendingLen = 0;
-  /** Bytes of a cut message still to arrive; they are skipped so framing resumes on the next boundary. */
-  private skipping = 0;
-
-  constructor(
-    private readonly stats: FramerStats,
-    private readonly sink: FrameSink,
-  ) {}
-
-  /** Bytes held for a message not yet complete. */
-  get buffered(): number {
-    return this.pendingLen;
-  }
-
-  /**
-   * Feeds `data`; `missing` is how many bytes followed it on the wire that the kernel did not copy.
-   * Emitted payloads are views, valid only during the sink call.
-   */
-  push(data: Buffer, missing = 0): void {
-    data = this.skip(data);
-    let buf = data;
-    if (this.pendingLen) {
-      // Grow by doubling, so a message arriving in many small reads costs linear copying.
-      const need = this.pendingLen + data.length;
-      if (need > this.pending.length) {
-        const grown = Buffer.allocUnsafe(Math.max(need, 2 * this.pending.length));
-        this.pending.copy(grown, 0, 0, this.pendingLen);
-        this.pending = grown;
-      }
-      data.copy(this.pending, this.pendingLen);
-      buf = this.pending.subarray(0, need);
-    }
-    const used = this.frame(buf);
-    const rest = buf.subarray(used);
-    if (missing > 0) {
-      this.pendingLen = 0;
-      // Still inside a message emitted cut: the missing bytes were part of what is to be skipped.
-      if (this.skipping > 0) this.skipping = Math.max(0, this.skipping - missing);
-      else this.cut(rest, missing);
-      return;
-    }
-    if (buf === data) {
-      // `data` is a view into a batch that is reused: keep a copy of its unframed tail.
-      if (rest.length > this.pending.length) this.pending = Buffer.allocUnsafe(Math.max(rest.length, 4096));
-      rest.copy(this.pending);
-    } else if (used > 0) this.pending.copy(this.pending, 0, used, buf.length);
-    this.pendingLen = rest.length;
-  }
-
-  /** Drops the part of `data` that belongs to a message already emitted cut. */
-  private skip(data: Buffer): Buffer {
-    if (this.skipping === 0) return data;
-    const n = Math.min(this.skipping, data.length);
-    this.skipping -= n;
-    this.stats.discardedBytes += n;
-    return data.subarray(n);
-  }
-
+/** Frames one direction of one SIP connection. */
+export class SipFramer extends StreamFramer {
   /** The kernel cut the stream after `rest`: emit the message it starts, flagged, and find the next boundary. */
-  private cut(rest: Buffer, missing: number): void {
+  protected cut(rest: Buffer, missing: number): void {
     const headerEnd = rest.indexOf(CRLFCRLF);
     if (rest.length === 0 || !startsLikeSip(rest) || headerEnd < 0) {
       // Nothing we can frame: drop it; garbage skipping resynchronises on the next start line.
@@ -140,14 +74,8 @@ export class SipFramer {
     this.skipping = Math.max(0, total - rest.length - missing);
   }
 
-  private emitCut(part: Buffer, total: number): void {
-    this.stats.messages++;
-    this.stats.truncatedMessages++;
-    this.sink(part, total, true);
-  }
-
   /** Emits every complete message in buf; returns the bytes consumed. */
-  private frame(buf: Buffer): number {
+  protected frame(buf: Buffer): number {
     let off = 0;
     for (;;) {
       while (off < buf.length && (buf[off] === CR || buf[off] === LF)) off++;
@@ -184,8 +112,7 @@ export class SipFramer {
         continue;
       }
       if (off + total > buf.length) return off;
-      this.stats.messages++;
-      this.sink(buf.subarray(off, off + total), total, false);
+      this.emit(buf.subarray(off, off + total), total);
       off += total;
     }
   }

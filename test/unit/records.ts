@@ -8,6 +8,7 @@ export interface RecordSpec {
   direction?: 0 | 1;
   family?: 2 | 10;
   ipProto?: 6 | 17 | 132;
+  l7?: number;
   localAddr?: number[];
   remoteAddr?: number[];
   localPort?: number;
@@ -31,7 +32,7 @@ export function encodeRecord(r: RecordSpec): Buffer {
   b[40] = r.direction ?? 0;
   b[41] = r.family ?? 2;
   b[42] = r.ipProto ?? 17;
-  b[43] = 1;
+  b[43] = r.l7 ?? 1;
   b[44] = 3;
   b[45] = r.flags ?? ((r.origLen ?? r.data.length) > r.data.length ? 1 : 0);
   b.writeUInt16LE(r.localPort ?? 5060, 46);

@@ -3,7 +3,8 @@ import { decodeBatch } from '../../src/capture/record.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
 import { LocalDedup } from '../../src/stream/dedup.js';
 import type { Message } from '../../src/stream/message.js';
-import { SipFramer, type FramerStats } from '../../src/stream/sip-framer.js';
+import { SipFramer } from '../../src/stream/sip-framer.js';
+import type { FramerStats } from '../../src/stream/framer.js';
 import { batchOf, encodeRecord, sipMessage, type RecordSpec } from './records.js';
 
 function framer() {

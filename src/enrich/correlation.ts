@@ -1,0 +1,187 @@
+/**
+ * Correlation ids (HEP chunk 0x11), never empty. All rules live here:
+ *
+ * SIP: the Call-ID; a message without one gets an id naming its flow.
+ *
+ * Diameter, first rule that applies:
+ * 1. An answer takes its request's id (matched by hop-by-hop and end-to-end id).
+ * 2. A Session-Id already tied to a SIP call keeps that call's Call-ID (e.g. the Rx STR after an AAR).
+ * 3. Rx AF-Charging-Identifier or Ro/Rf IMS-Charging-Identifier equal to the icid-value of a
+ *    P-Charging-Vector seen in SIP: that message's Call-ID.
+ * 4. Cx/Sh Public-Identity (also inside User-Identity) or User-Name equal to the user of a REGISTER
+ *    in progress (To URI or Authorization username): the REGISTER's Call-ID.
+ * 5. The Session-Id.
+ * 6. Base-protocol messages without a Session-Id (CER/CEA, DWR/DWA, DPR/DPA): `diameter:` and the
+ *    two ends of the peer connection, lower address first.
+ */
+import type { SipInfo } from '../protocols/sip.js';
+import { findAllAvps, findAvp, find3gpp, type DiameterInfo } from '../protocols/diameter.js';
+import { VENDOR_3GPP } from '../protocols/diameter-dictionary.js';
+import type { Endpoint, Message } from '../stream/message.js';
+
+/** How long a SIP fact (icid, REGISTER user) or an unanswered request is remembered. */
+const REMEMBER_NS = 300_000_000_000n;
+/** A REGISTER stays "in progress" this long after its final 2xx (the S-CSCF's SAR may follow it). */
+const REGISTER_GRACE_NS = 10_000_000_000n;
+const MAX_ENTRIES = 100_000;
+
+const APP_CX = 16777216;
+const APP_SH = 16777217;
+
+/** A map whose entries are dropped after a time or when it is full, oldest first. */
+class ExpiringMap<V> {
+  private readonly map = new Map<string, { value: V; untilNs: bigint }>();
+
+  set(key: string, value: V, untilNs: bigint): void {
+    this.map.delete(key);
+    if (this.map.size >= MAX_ENTRIES) this.map.delete(this.map.keys().next().value!);
+    this.map.set(key, { value, untilNs });
+  }
+
+  get(key: string, nowNs: bigint): V | undefined {
+    const e = this.map.get(key);
+    if (!e) return undefined;
+    if (e.untilNs < nowNs) {
+      this.map.delete(key);
+      return undefined;
+    }
+    return e.value;
+  }
+
+  take(key: string, nowNs: bigint): V | undefined {
+    const v = this.get(key, nowNs);
+    this.map.delete(key);
+    return v;
+  }
+
+  /** Drops expired entries from the front (insertion order approximates expiry order). */
+  sweep(nowNs: bigint): void {
+    for (const [k, e] of this.map) {
+      if (e.untilNs >= nowNs) break;
+      this.map.delete(k);
+    }
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+}
+
+const hostPort = (e: Endpoint) => (e.ip.includes(':') ? `[${e.ip}]:${e.port}` : `${e.ip}:${e.port}`);
+
+/** A message with no Call-ID (e.g. a half message) is tied to its flow. */
+export function flowId(m: Message): string {
+  return `${m.transport}:${m.src.ip}:${m.src.port}-${m.dst.ip}:${m.dst.port}`;
+}
+
+/** `sip:Alice@IMS.test;x=y` / `<sip:alice@ims.test>` / `alice@ims.test` -> `alice@ims.test`. */
+export function identityKey(id: string): string {
+  let s = id.trim();
+  const lt = s.indexOf('<');
+  if (lt >= 0) s = s.slice(lt + 1, s.indexOf('>', lt) >>> 0);
+  s = s.replace(/^(?:sips?|tel):/i, '');
+  const semi = s.search(/[;?>]/);
+  if (semi >= 0) s = s.slice(0, semi);
+  return s.toLowerCase();
+}
+
+const ICID = /p-charging-vector[ \t]*:[^\r\n]*?icid-value[ \t]*=[ \t]*"?([^;"\s,]+)/i;
+const TO = /\r\n(?:to|t)[ \t]*:([^\r\n]*)/i;
+const AUTH_USER = /\r\nauthorization[ \t]*:[^\r\n]*?\busername[ \t]*=[ \t]*"([^"]*)"/i;
+const ICID_NEEDLE = Buffer.from('icid-value');
+
+export interface DiameterCorrelation {
+  id: string;
+  /** For an answer whose request was seen: milliseconds between them. */
+  latencyMs?: number;
+}
+
+export class Correlator {
+  private readonly icids = new ExpiringMap<string>();
+  private readonly registering = new ExpiringMap<string>();
+  private readonly sessions = new ExpiringMap<string>();
+  private readonly pending = new ExpiringMap<{ id: string; tsNs: bigint }>();
+  private sinceSweep = 0;
+
+  /** The id of a SIP message; learns the icid and REGISTER users that Diameter messages may refer to. */
+  sip(m: Message, sip: SipInfo): string {
+    const id = sip.callId || flowId(m);
+    const now = m.tsNs;
+    this.maybeSweep(now);
+    if (m.payload.indexOf(ICID_NEEDLE) >= 0) {
+      const icid = ICID.exec(m.payload.toString('latin1'))?.[1];
+      if (icid) this.icids.set(icid, id, now + REMEMBER_NS);
+    }
+    if (sip.method === 'REGISTER') {
+      const head = m.payload.toString('latin1', 0, Math.min(m.payload.length, 16 * 1024));
+      const to = TO.exec(head)?.[1];
+      if (to) this.registering.set(identityKey(to), id, now + REMEMBER_NS);
+      const user = AUTH_USER.exec(head)?.[1];
+      if (user) this.registering.set(identityKey(user), id, now + REMEMBER_NS);
+    } else if (sip.cseqMethod === 'REGISTER' && sip.statusCode !== undefined && sip.statusCode >= 200 && sip.statusCode < 300) {
+      // Registered: keep the users a short while for the Diameter that follows, then forget them.
+      const to = TO.exec(m.payload.toString('latin1', 0, Math.min(m.payload.length, 16 * 1024)))?.[1];
+      if (to) this.registering.set(identityKey(to), id, now + REGISTER_GRACE_NS);
+    }
+    return id;
+  }
+
+  diameter(m: Message, d: DiameterInfo): DiameterCorrelation {
+    const now = m.tsNs;
+    this.maybeSweep(now);
+    const key = `${d.hopByHop}:${d.endToEnd}`;
+    if (!d.request) {
+      const req = this.pending.take(key, now);
+      if (req) return { id: req.id, latencyMs: Math.round(Number(now - req.tsNs) / 1e6) };
+    }
+    const id = this.diameterId(m, d, now);
+    if (d.request) this.pending.set(key, { id, tsNs: now }, now + REMEMBER_NS);
+    return { id };
+  }
+
+  private diameterId(m: Message, d: DiameterInfo, now: bigint): string {
+    const sid = d.sessionId;
+    if (sid) {
+      const known = this.sessions.get(sid, now);
+      if (known) return known;
+    }
+    const callId = this.callIdOf(d, now);
+    if (callId) {
+      if (sid) this.sessions.set(sid, callId, now + REMEMBER_NS);
+      return callId;
+    }
+    if (sid) return sid;
+    const [a, b] = [hostPort(m.src), hostPort(m.dst)].sort();
+    return `diameter:${a}-${b}`;
+  }
+
+  /** The Call-ID of the SIP call a Diameter message serves, by charging id or registering user. */
+  private callIdOf(d: DiameterInfo, now: bigint): string | undefined {
+    const charging = find3gpp(d.avps, 505) ?? find3gpp(d.avps, 841); // AF-Charging-Identifier, IMS-Charging-Identifier
+    if (charging) {
+      const hit = this.icids.get(charging.data.toString('latin1'), now);
+      if (hit) return hit;
+    }
+    if (d.applicationId === APP_CX || d.applicationId === APP_SH) {
+      const userName = findAvp(d.avps, 1);
+      for (const a of userName ? [...findAllAvps(d.avps, 601, VENDOR_3GPP), userName] : findAllAvps(d.avps, 601, VENDOR_3GPP)) {
+        const hit = this.registering.get(identityKey(a.data.toString('utf8')), now);
+        if (hit) return hit;
+      }
+    }
+    return undefined;
+  }
+
+  private maybeSweep(now: bigint): void {
+    if (++this.sinceSweep < 1024) return;
+    this.sinceSweep = 0;
+    this.icids.sweep(now);
+    this.registering.sweep(now);
+    this.sessions.sweep(now);
+    this.pending.sweep(now);
+  }
+
+  stats() {
+    return { icids: this.icids.size, registering: this.registering.size, sessions: this.sessions.size, pendingRequests: this.pending.size };
+  }
+}

@@ -1,0 +1,226 @@
+/**
+ * Diameter (RFC 6733): the header and every AVP, vendor-specific and grouped ones included. The
+ * framer (src/stream/diameter-framer.ts) has checked the header; malformed AVPs are counted, and
+ * whatever decoded before them is kept.
+ */
+import { DIAMETER_HEADER_BYTES } from '../stream/diameter-framer.js';
+import { APPLICATIONS, AVPS, COMMANDS, VENDOR_3GPP, avpKey, type AvpType } from './diameter-dictionary.js';
+
+/** Grouped AVPs nested deeper than this are kept as hex and counted: real dictionaries nest about 5 deep. */
+export const MAX_GROUP_DEPTH = 8;
+
+const FLAG_VENDOR = 0x80;
+const FLAG_MANDATORY = 0x40;
+const FLAG_PROTECTED = 0x20;
+
+export interface Avp {
+  code: number;
+  vendorId: number;
+  flags: number;
+  /** The value bytes (without padding): a view into the message, valid only while it is. */
+  data: Buffer;
+  /** Offset of `data` in the message. */
+  dataOffset: number;
+  /** Children of a grouped AVP that decoded. */
+  avps?: Avp[];
+}
+
+export interface DiameterInfo {
+  version: number;
+  length: number;
+  request: boolean;
+  proxiable: boolean;
+  error: boolean;
+  retransmit: boolean;
+  commandCode: number;
+  applicationId: number;
+  hopByHop: number;
+  endToEnd: number;
+  avps: Avp[];
+  /** Why decoding stopped early (an AVP running past its container, nesting too deep), if it did. */
+  malformed?: string;
+  /** `AAR Rx`, `CEA`, or the number for an unknown command. */
+  commandAbbrev: string;
+  /** `Rx`, or the application id as a number when unknown. */
+  application: string;
+  sessionId?: string;
+  resultCode?: number;
+}
+
+/** Parses a framed message; null when it is shorter than a header or not version 1. */
+export function parseDiameter(buf: Buffer): DiameterInfo | null {
+  if (buf.length < DIAMETER_HEADER_BYTES || buf[0] !== 1) return null;
+  const flags = buf[4];
+  const commandCode = buf.readUIntBE(5, 3);
+  const applicationId = buf.readUInt32BE(8);
+  const request = (flags & 0x80) !== 0;
+  const length = buf.readUIntBE(1, 3);
+  const state = { malformed: undefined as string | undefined };
+  const avps = parseAvps(buf, DIAMETER_HEADER_BYTES, Math.min(length, buf.length), 0, state);
+  const cmd = COMMANDS.get(commandCode);
+  const info: DiameterInfo = {
+    version: 1,
+    length,
+    request,
+    proxiable: (flags & 0x40) !== 0,
+    error: (flags & 0x20) !== 0,
+    retransmit: (flags & 0x10) !== 0,
+    commandCode,
+    applicationId,
+    hopByHop: buf.readUInt32BE(12),
+    endToEnd: buf.readUInt32BE(16),
+    avps,
+    malformed: state.malformed,
+    commandAbbrev: cmd ? (request ? cmd.request : cmd.answer) : String(commandCode),
+    application: APPLICATIONS.get(applicationId) ?? String(applicationId),
+  };
+  const sid = findAvp(avps, 263);
+  if (sid) info.sessionId = sid.data.toString('utf8');
+  const rc = findAvp(avps, 268) ?? findAvp(avps, 298);
+  if (rc && rc.data.length === 4) info.resultCode = rc.data.readUInt32BE(0);
+  return info;
+}
+
+function parseAvps(buf: Buffer, from: number, end: number, depth: number, state: { malformed?: string }): Avp[] {
+  const out: Avp[] = [];
+  let p = from;
+  while (p < end) {
+    if (end - p < 8) {
+      state.malformed = 'AVP header cut short';
+      break;
+    }
+    const code = buf.readUInt32BE(p);
+    const flags = buf[p + 4];
+    const len = buf.readUIntBE(p + 5, 3);
+    const head = flags & FLAG_VENDOR ? 12 : 8;
+    if (len < head || p + len > end) {
+      state.malformed = `AVP ${code} length ${len} runs past its container`;
+      break;
+    }
+    const vendorId = head === 12 ? buf.readUInt32BE(p + 8) : 0;
+    const avp: Avp = { code, vendorId, flags, data: buf.subarray(p + head, p + len), dataOffset: p + head };
+    if (AVPS.get(avpKey(code, vendorId))?.type === 'grouped') {
+      if (depth + 1 >= MAX_GROUP_DEPTH) state.malformed = `grouped AVP ${code} nested deeper than ${MAX_GROUP_DEPTH}`;
+      else avp.avps = parseAvps(buf, p + head, p + len, depth + 1, state);
+    }
+    out.push(avp);
+    p += (len + 3) & ~3;
+  }
+  return out;
+}
+
+/** The first AVP with this code and vendor, searched depth first through grouped AVPs. */
+export function findAvp(avps: Avp[], code: number, vendorId = 0): Avp | undefined {
+  for (const a of avps) {
+    if (a.code === code && a.vendorId === vendorId) return a;
+    if (a.avps) {
+      const inner = findAvp(a.avps, code, vendorId);
+      if (inner) return inner;
+    }
+  }
+  return undefined;
+}
+
+/** Every AVP with this code and vendor, at any depth. */
+export function findAllAvps(avps: Avp[], code: number, vendorId = 0, out: Avp[] = []): Avp[] {
+  for (const a of avps) {
+    if (a.code === code && a.vendorId === vendorId) out.push(a);
+    if (a.avps) findAllAvps(a.avps, code, vendorId, out);
+  }
+  return out;
+}
+
+export const find3gpp = (avps: Avp[], code: number) => findAvp(avps, code, VENDOR_3GPP);
+
+/** `AAR Rx`; base-protocol messages (CER, DWA...) without the application. */
+export function diameterSummary(d: DiameterInfo, latencyMs?: number): string {
+  if (d.request) return d.applicationId === 0 ? d.commandAbbrev : `${d.commandAbbrev} ${d.application}`;
+  const rc = d.resultCode !== undefined ? ` ${d.resultCode}` : '';
+  return `${d.commandAbbrev}${rc}${latencyMs !== undefined ? ` (${latencyMs} ms)` : ''}`;
+}
+
+// ---- JSON shape sent as the HEP payload (type 56); documented in the README ----
+
+export interface AvpJson {
+  code: number;
+  vendorId?: number;
+  /** V, M, P flags that are set, e.g. "VM". */
+  flags: string;
+  name?: string;
+  value?: string | number;
+  /** OctetString, Address and unknown AVPs. */
+  hex?: string;
+  avps?: AvpJson[];
+}
+
+export interface DiameterJson {
+  version: number;
+  length: number;
+  flags: { request: boolean; proxiable: boolean; error: boolean; retransmit: boolean };
+  commandCode: number;
+  command: string;
+  applicationId: number;
+  application: string;
+  hopByHop: number;
+  endToEnd: number;
+  avps: AvpJson[];
+  malformed?: string;
+}
+
+export function diameterJson(d: DiameterInfo): DiameterJson {
+  const cmd = COMMANDS.get(d.commandCode);
+  const json: DiameterJson = {
+    version: d.version,
+    length: d.length,
+    flags: { request: d.request, proxiable: d.proxiable, error: d.error, retransmit: d.retransmit },
+    commandCode: d.commandCode,
+    command: cmd ? `${cmd.name}-${d.request ? 'Request' : 'Answer'}` : String(d.commandCode),
+    applicationId: d.applicationId,
+    application: d.application,
+    hopByHop: d.hopByHop,
+    endToEnd: d.endToEnd,
+    avps: d.avps.map(avpJson),
+  };
+  if (d.malformed) json.malformed = d.malformed;
+  return json;
+}
+
+function avpJson(a: Avp): AvpJson {
+  const def = AVPS.get(avpKey(a.code, a.vendorId));
+  const flags = (a.flags & FLAG_VENDOR ? 'V' : '') + (a.flags & FLAG_MANDATORY ? 'M' : '') + (a.flags & FLAG_PROTECTED ? 'P' : '');
+  const out: AvpJson = a.vendorId ? { code: a.code, vendorId: a.vendorId, flags } : { code: a.code, flags };
+  if (def) out.name = def.name;
+  if (a.avps) out.avps = a.avps.map(avpJson);
+  else {
+    const v = def ? typedValue(def.type, a.data) : undefined;
+    if (v !== undefined) out.value = v;
+    else out.hex = a.data.toString('hex');
+  }
+  return out;
+}
+
+/** 1900-01-01 to 1970-01-01 in seconds: Diameter Time is NTP seconds. */
+const NTP_EPOCH_OFFSET = 2208988800;
+
+function typedValue(type: AvpType, data: Buffer): string | number | undefined {
+  switch (type) {
+    case 'utf8':
+      return data.toString('utf8');
+    case 'u32':
+      return data.length === 4 ? data.readUInt32BE(0) : undefined;
+    case 'i32':
+      return data.length === 4 ? data.readInt32BE(0) : undefined;
+    case 'u64': {
+      if (data.length !== 8) return undefined;
+      const v = data.readBigUInt64BE(0);
+      return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString();
+    }
+    case 'time':
+      return data.length === 4 ? new Date((data.readUInt32BE(0) - NTP_EPOCH_OFFSET) * 1000).toISOString() : undefined;
+    case 'address':
+      if (data.length === 6 && data.readUInt16BE(0) === 1) return [...data.subarray(2)].join('.');
+      return undefined;
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * What every stream framer shares: bytes carried over between pushes, and skipping the rest of a
+ * message that was emitted cut. A protocol supplies frame() (emit every complete message) and cut()
+ * (the kernel did not copy the bytes after `rest`).
+ */
+
+export interface FramerStats {
+  messages: number;
+  discardedBytes: number;
+  truncatedMessages: number;
+}
+
+export type FrameSink = (payload: Buffer, size: number, truncated: boolean) => void;
+
+/** Frames one direction of one connection. */
+export abstract class StreamFramer {
+  /** Unframed bytes carried over between pushes, at pending[0..pendingLen). */
+  private pending: Buffer = Buffer.alloc(0);
+  private pendingLen = 0;
+  /** Bytes of a cut message still to arrive; they are skipped so framing resumes on the next boundary. */
+  protected skipping = 0;
+
+  constructor(
+    protected readonly stats: FramerStats,
+    private readonly sink: FrameSink,
+  ) {}
+
+  /** Bytes held for a message not yet complete. */
+  get buffered(): number {
+    return this.pendingLen;
+  }
+
+  /**
+   * Feeds `data`; `missing` is how many bytes followed it on the wire that the kernel did not copy.
+   * Emitted payloads are views, valid only during the sink call.
+   */
+  push(data: Buffer, missing = 0): void {
+    data = this.skip(data);
+    let buf = data;
+    if (this.pendingLen) {
+      // Grow by doubling, so a message arriving in many small reads costs linear copying.
+      const need = this.pendingLen + data.length;
+      if (need > this.pending.length) {
+        const grown = Buffer.allocUnsafe(Math.max(need, 2 * this.pending.length));
+        this.pending.copy(grown, 0, 0, this.pendingLen);
+        this.pending = grown;
+      }
+      data.copy(this.pending, this.pendingLen);
+      buf = this.pending.subarray(0, need);
+    }
+    const used = this.frame(buf);
+    const rest = buf.subarray(used);
+    if (missing > 0) {
+      this.pendingLen = 0;
+      // Still inside a message emitted cut: the missing bytes were part of what is to be skipped.
+      if (this.skipping > 0) this.skipping = Math.max(0, this.skipping - missing);
+      else this.cut(rest, missing);
+      return;
+    }
+    if (buf === data) {
+      // `data` is a view into a batch that is reused: keep a copy of its unframed tail.
+      if (rest.length > this.pending.length) this.pending = Buffer.allocUnsafe(Math.max(rest.length, 4096));
+      rest.copy(this.pending);
+    } else if (used > 0) this.pending.copy(this.pending, 0, used, buf.length);
+    this.pendingLen = rest.length;
+  }
+
+  /** Emits every complete message in buf; returns the bytes consumed. */
+  protected abstract frame(buf: Buffer): number;
+
+  /** The kernel cut the stream after `rest`: emit the message it starts, flagged, and find the next boundary. */
+  protected abstract cut(rest: Buffer, missing: number): void;
+
+  /** Drops the part of `data` that belongs to a message already emitted cut. */
+  protected skip(data: Buffer): Buffer {
+    if (this.skipping === 0) return data;
+    const n = Math.min(this.skipping, data.length);
+    this.skipping -= n;
+    this.stats.discardedBytes += n;
+    return data.subarray(n);
+  }
+
+  protected emit(payload: Buffer, size: number): void {
+    this.stats.messages++;
+    this.sink(payload, size, false);
+  }
+
+  protected emitCut(part: Buffer, total: number): void {
+    this.stats.messages++;
+    this.stats.truncatedMessages++;
+    this.sink(part, total, true);
+  }
+}
