@@ -2,7 +2,7 @@
 /*
  * Socket capture. Syscall tracepoints see every send and receive on the host;
  * what moves over an AF_INET/AF_INET6 TCP, UDP or SCTP socket and looks like
- * SIP goes to userspace through the "events" ring buffer, one
+ * SIP or Diameter goes to userspace through the "events" ring buffer, one
  * struct hepbpf_record plus payload per message.
  *
  * Enter hooks only decide "is this fd an inet socket we may care about" and
@@ -33,7 +33,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define GATHER_CHUNK 4096
 #define GATHER_STEPS (2 * MAX_IOV + HEPBPF_MAX_DATA / GATHER_CHUNK)
 #define SIP_PREFIX 10 /* bytes looks_like_sip() reads: "SUBSCRIBE " */
-#define TCP_MAX_MISSES 4 /* non-SIP payloads before a TCP connection is not ours */
+#define TCP_MAX_MISSES 4 /* payloads neither SIP nor Diameter before a TCP/SCTP connection is not ours */
 #define L7_NOT_OURS 0xff
 
 /* Only .rodata variable: userspace patches it before load. */
@@ -98,8 +98,9 @@ struct {
 	__type(value, struct inflight);
 } inflight SEC(".maps");
 
-/* What a TCP connection carries, keyed by struct sock address. Reset on every
- * TCP state change to ESTABLISHED or CLOSE (see tcp_state), LRU bounds it. */
+/* What a TCP (or SCTP) connection carries, keyed by struct sock address. Reset
+ * on every TCP state change to ESTABLISHED or CLOSE (see tcp_state), LRU bounds
+ * it (and is all that frees SCTP entries). */
 struct sock_l7 {
 	__u8 l7; /* HEPBPF_L7_* or L7_NOT_OURS */
 	__u8 misses; /* non-SIP payloads seen while still unknown */
@@ -227,6 +228,25 @@ static __always_inline bool looks_like_sip(const __u8 *d, __u32 n)
 	       STARTS(w, 7, 'U', 'P', 'D', 'A', 'T', 'E', ' ', 0);
 }
 
+/* A Diameter header (RFC 6733 3) starts here: version 1, a length that is a
+ * multiple of 4 from the header size up to 1 MiB, the reserved flag bits zero,
+ * and a base/RFC 4006 command or one in 3GPP's (300-399) or the vendor range.
+ * src/stream/diameter-framer.ts headerAt() is the same test. */
+static __always_inline bool looks_like_diameter(const __u8 *d, __u32 n)
+{
+	__u32 len, code;
+
+	if (n < 8 || d[0] != 1)
+		return false;
+	len = (__u32)d[1] << 16 | (__u32)d[2] << 8 | d[3];
+	if (len < 20 || len > (1 << 20) || (len & 3) || (d[4] & 0x0f))
+		return false;
+	code = (__u32)d[5] << 16 | (__u32)d[6] << 8 | d[7];
+	return code == 257 || code == 258 || code == 265 || code == 271 || code == 272 || code == 274 ||
+	       code == 275 || code == 280 || code == 282 || (code >= 300 && code <= 399) ||
+	       (code >= 8388608 && code < 16777214);
+}
+
 /* Whether the user buffer at buf, holding n bytes, starts like SIP. */
 static __always_inline bool buffer_looks_like_sip(const void *buf, __u64 n)
 {
@@ -253,7 +273,7 @@ static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const
 	sk = inet_sock_of_fd(ctx->args[0], &proto);
 	if (!sk)
 		return 0;
-	if (proto == IPPROTO_TCP) {
+	if (proto != IPPROTO_UDP) {
 		__u64 key = (__u64)sk;
 
 		known = bpf_map_lookup_elem(&sock_l7, &key);
@@ -390,7 +410,7 @@ static __always_inline void fill_addrs(struct hepbpf_record *r, const struct soc
 	r->family = family;
 }
 
-/* Turns one message into a record if it is SIP, and submits it. */
+/* Turns one message into a record if it is SIP or Diameter, and submits it. */
 static __noinline int emit(const struct sock_msg *m)
 {
 	struct scratch_buf *s = scratch_slot();
@@ -400,6 +420,7 @@ static __noinline int emit(const struct sock_msg *m)
 	__u64 key = (__u64)m->sk, id;
 	__u16 lport, rport;
 	__u32 len;
+	__u8 l7 = 0;
 
 	if (!s)
 		return 0;
@@ -419,12 +440,14 @@ static __noinline int emit(const struct sock_msg *m)
 		g.left = m->len;
 	}
 
-	if (m->proto == IPPROTO_TCP)
+	if (m->proto != IPPROTO_UDP)
 		known = bpf_map_lookup_elem(&sock_l7, &key);
-	if (!known || known->l7 != HEPBPF_L7_SIP) {
-		/* Datagrams are judged one by one; a TCP connection by its first payloads. */
+	if (known && (known->l7 == HEPBPF_L7_SIP || known->l7 == HEPBPF_L7_DIAMETER)) {
+		l7 = known->l7;
+	} else {
+		/* Datagrams are judged one by one (SIP only: no Diameter over UDP); a
+		 * stream by its first payloads. */
 		struct sock_l7 next = {};
-		bool sip;
 
 		g.limit = len < SIP_PREFIX ? len : SIP_PREFIX;
 		bpf_loop(GATHER_STEPS, gather_step, &g, 0);
@@ -432,10 +455,13 @@ static __noinline int emit(const struct sock_msg *m)
 			count(HEPBPF_CNT_READ_FAULT);
 			return 0;
 		}
-		sip = looks_like_sip(s->data, g.off);
-		if (m->proto == IPPROTO_TCP) {
-			if (sip) {
-				next.l7 = HEPBPF_L7_SIP;
+		if (looks_like_sip(s->data, g.off))
+			l7 = HEPBPF_L7_SIP;
+		else if (m->proto != IPPROTO_UDP && looks_like_diameter(s->data, g.off))
+			l7 = HEPBPF_L7_DIAMETER;
+		if (m->proto != IPPROTO_UDP) {
+			if (l7) {
+				next.l7 = l7;
 			} else {
 				next.misses = known ? known->misses + 1 : 1;
 				if (next.misses >= TCP_MAX_MISSES)
@@ -443,7 +469,7 @@ static __noinline int emit(const struct sock_msg *m)
 			}
 			bpf_map_update_elem(&sock_l7, &key, &next, BPF_ANY);
 		}
-		if (!sip)
+		if (!l7)
 			return 0;
 	}
 
@@ -467,7 +493,7 @@ static __noinline int emit(const struct sock_msg *m)
 	r->data_len = len;
 	r->direction = m->source >= HEPBPF_SRC_READ ? HEPBPF_DIR_INGRESS : HEPBPF_DIR_EGRESS;
 	r->ip_proto = m->proto;
-	r->l7 = HEPBPF_L7_SIP;
+	r->l7 = l7;
 	r->source = m->source;
 	r->_pad = 0;
 	r->fd = m->fd;
@@ -599,7 +625,7 @@ static __always_inline int sock_io_done(struct sock *sk, int ret)
 
 	if (!p || (__u64)p->sk != (__u64)sk)
 		return 0;
-	if (p->source == HEPBPF_SRC_RECVFROM && p->proto != IPPROTO_TCP) {
+	if (p->source == HEPBPF_SRC_RECVFROM && p->proto == IPPROTO_UDP) {
 		/* The datagram is in the buffer now; its exit has the peer address
 		 * to add, but nothing to do if it is not SIP. */
 		if (ret <= 0 || !buffer_looks_like_sip(p->arg, ret < p->len ? ret : p->len))

@@ -52,7 +52,7 @@ export class LoopbackCapture {
    * socket are lost if it stops first, so a sentinel datagram is sent last and tcpdump is stopped
    * only once the sentinel is in the file (-U writes packet by packet).
    */
-  async stop(): Promise<WireMessage[]> {
+  async stop(split: (stream: Buffer) => Buffer[] = splitSip): Promise<WireMessage[]> {
     const sentinel = Buffer.from(`hepbpf-capture-sentinel-${randomUUID()}`);
     const sock = createSocket('udp4');
     await new Promise<void>((r) => sock.send(sentinel, this.ports[0], '127.0.0.1', () => r()));
@@ -65,7 +65,7 @@ export class LoopbackCapture {
     if (!pcap.includes(sentinel)) throw new Error('tcpdump did not capture the sentinel: the capture is incomplete');
     const dropped = Number(/(\d+) packets? dropped by kernel/.exec(this.stderr())?.[1] ?? 'NaN');
     if (dropped !== 0) throw new Error(`tcpdump lost packets (${this.stderr().trim()}): the ground truth is incomplete`);
-    return sipMessagesFromPcap(pcap).filter((m) => !m.payload.equals(sentinel));
+    return sipMessagesFromPcap(pcap, split).filter((m) => !m.payload.equals(sentinel));
   }
 }
 
@@ -87,8 +87,8 @@ function ipv6(b: Buffer, o: number): string {
   return g.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
 }
 
-/** Classic pcap (Ethernet, as tcpdump writes lo) -> UDP datagrams and reassembled, SIP-framed TCP messages. */
-export function sipMessagesFromPcap(pcap: Buffer): WireMessage[] {
+/** Classic pcap (Ethernet, as tcpdump writes lo) -> UDP datagrams and reassembled TCP messages, framed by `split` (SIP by default). */
+export function sipMessagesFromPcap(pcap: Buffer, split: (stream: Buffer) => Buffer[] = splitSip): WireMessage[] {
   const magic = pcap.readUInt32LE(0);
   if (magic !== 0xa1b2c3d4 && magic !== 0xa1b23c4d) throw new Error('not a little-endian classic pcap');
   const linktype = pcap.readUInt32LE(20);
@@ -135,12 +135,12 @@ export function sipMessagesFromPcap(pcap: Buffer): WireMessage[] {
       streams.get(key)!.push(seg);
     }
   }
-  for (const segs of streams.values()) out.push(...frameTcp(segs));
+  for (const segs of streams.values()) out.push(...frameTcp(segs, split));
   return out;
 }
 
-/** Orders one direction's segments by sequence number (dropping retransmitted bytes) and splits it into SIP messages. */
-function frameTcp(segs: Segment[]): WireMessage[] {
+/** Orders one direction's segments by sequence number (dropping retransmitted bytes) and splits it into messages. */
+function frameTcp(segs: Segment[], split: (stream: Buffer) => Buffer[]): WireMessage[] {
   const syn = segs.find((s) => s.syn);
   const isn = syn ? syn.seq + 1 : Math.min(...segs.map((s) => s.seq));
   const parts: Buffer[] = [];
@@ -154,7 +154,7 @@ function frameTcp(segs: Segment[]): WireMessage[] {
   const stream = Buffer.concat(parts);
   const first = segs[0];
   const msgs: WireMessage[] = [];
-  for (const payload of splitSip(stream))
+  for (const payload of split(stream))
     msgs.push({ transport: 'tcp', family: first.family, srcIp: first.srcIp, srcPort: first.srcPort, dstIp: first.dstIp, dstPort: first.dstPort, payload });
   return msgs;
 }
@@ -184,6 +184,18 @@ export function splitSip(stream: Buffer): Buffer[] {
     if (end > text.length) break;
     msgs.push(Buffer.from(stream.subarray(i, end)));
     i = end;
+  }
+  return msgs;
+}
+
+/** Diameter messages in a byte stream, by the 24-bit length after the version byte; stops at anything that is not version 1. */
+export function splitDiameter(stream: Buffer): Buffer[] {
+  const msgs: Buffer[] = [];
+  for (let i = 0; i + 20 <= stream.length && stream[i] === 1; ) {
+    const len = stream.readUIntBE(i + 1, 3);
+    if (len < 20 || i + len > stream.length) break;
+    msgs.push(Buffer.from(stream.subarray(i, i + len)));
+    i += len;
   }
   return msgs;
 }
