@@ -4,8 +4,9 @@
  * tshark's Diameter dissector for the decoding. One agent forwards raw bytes (compared byte by
  * byte), a second one the JSON decoding (compared field by field with tshark).
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +14,13 @@ import { decodeHep, type HepPacket } from '../../src/hep/decode.js';
 import { kernelSuiteSkipReason, startAgent, type RunningAgent } from '../helpers/agent.js';
 import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
 import { startFreeDiameter } from '../helpers/freediameter.js';
-import { LoopbackCapture, splitDiameter, type WireMessage } from '../helpers/wire.js';
+import { APP, cer, connectClientPeer, startServerPeer } from '../helpers/diameter-peer.js';
+import { diameterMessage, TGPP, type AvpSpec } from '../helpers/diameter.js';
+import { sippUas } from '../helpers/sipp.js';
+import { callIdOf, LoopbackCapture, splitDiameter, splitSip, type WireMessage } from '../helpers/wire.js';
+
+// The npm `diameter` package (CommonJS, no types): the Gx/Ro client.
+const npmDiameter = createRequire(import.meta.url)('diameter');
 
 const why = kernelSuiteSkipReason('end-to-end Diameter tests');
 
@@ -132,4 +139,259 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
       expect(p.correlationId).toBe(connectionId(p as Required<HepPacket>));
     }
   }, 60_000);
+
+  it('Gx/Ro CCR/CCA (npm diameter), Rx AAR/AAA and Cx MAR/MAA through freeDiameter: tied to the INVITE by icid, secrets masked', async () => {
+    hepRaw.packets.length = 0;
+    hepJson.packets.length = 0;
+    const [relayPort, serverPort, sipUas, sipUac] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const icid = `hepbpf-icid-${process.pid}-${Date.now()}`;
+    const pcap = join(dir, 'apps.pcap');
+    const capture = await LoopbackCapture.start(pcap, [relayPort, serverPort, sipUas, sipUac]);
+    // Secret values no other byte sequence in the exchange contains.
+    const secrets: AvpSpec[] = [
+      { code: 609, vendor: TGPP, value: Buffer.alloc(32, 0xa5) },
+      { code: 610, vendor: TGPP, value: Buffer.alloc(16, 0xa6) },
+      { code: 625, vendor: TGPP, value: Buffer.alloc(16, 0xa7) },
+      { code: 626, vendor: TGPP, value: Buffer.alloc(16, 0xa8) },
+    ];
+    const server = await startServerPeer(serverPort, 'server.test', secrets);
+    const relay = await startFreeDiameter(dir, { identity: 'relay.test', port: relayPort }, [
+      { identity: 'server.test', port: serverPort },
+      { identity: 'client.test', port: await freePort() },
+      { identity: 'npm.test', port: await freePort() },
+    ]);
+    const uas = sippUas(sipUas, 'u1', dir);
+    let callId = '';
+    try {
+      for (let i = 0; i < 100 && !relay.log().includes("'server.test'"); i++) await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, 500));
+
+      // The INVITE carrying the icid (sipp UAC, one call).
+      const scenario = join(dir, 'uac-pcv.xml');
+      writeFileSync(scenario, uacScenario(icid));
+      const uac = spawn('sipp', ['-sf', scenario, `127.0.0.1:${sipUas}`, '-i', '127.0.0.1', '-p', String(sipUac), '-t', 'u1', '-m', '1', '-nostdin', '-timeout', '20', '-timeout_error'], { cwd: dir, stdio: 'ignore' });
+      expect(await new Promise((r) => uac.once('exit', r)), 'sipp UAC call').toBe(0);
+
+      // Rx and Cx from our own peer (see test/helpers/diameter-peer.ts for why not npm diameter).
+      const client = await connectClientPeer(relayPort, 'client.test');
+      const route: AvpSpec[] = [
+        { code: 264, value: 'client.test' },
+        { code: 296, value: 'test' },
+        { code: 283, value: 'test' },
+        { code: 293, value: 'server.test' },
+      ];
+      const req = (command: number, app: number, sid: string, avps: AvpSpec[]) => {
+        const hbh = client.nextHopByHop();
+        return diameterMessage({ request: true, proxiable: true, command, app, hopByHop: hbh, endToEnd: hbh, avps: [{ code: 263, value: sid }, ...route, { code: 258, value: app }, ...avps] });
+      };
+      const aaa = await client.request(req(265, APP.rx, 'client.test;rx;1', [{ code: 505, vendor: TGPP, value: icid }]));
+      expect(aaa.command).toBe(265);
+      const maa = await client.request(req(303, APP.cx, 'client.test;cx;1', [{ code: 1, value: 'alice@test' }, { code: 601, vendor: TGPP, value: 'sip:alice@test' }]));
+      expect(maa.bytes.includes(Buffer.alloc(32, 0xa5)), 'the MAA really carries the vector').toBe(true);
+      client.close();
+
+      // Gx and Ro from the npm diameter package.
+      await npmCreditControl(relayPort, icid);
+    } finally {
+      await uas.stop();
+      await relay.stop();
+      await server.close();
+    }
+    const wire = await capture.stop((stream) => (stream[0] === 1 ? splitDiameter(stream) : splitSip(stream)));
+    callId = callIdOf(wire.find((m) => m.payload.toString('latin1').startsWith('INVITE '))!.payload)!;
+    expect(callId).toBeTruthy();
+    const wireDiameter = wire.filter((m) => m.payload[0] === 1);
+    const cmds = wireDiameter.map((m) => `${m.payload.readUIntBE(5, 3)}/${m.payload.readUInt32BE(8)}${m.payload[4] & 0x80 ? 'R' : 'A'}`);
+    for (const c of ['265/16777236R', '265/16777236A', '303/16777216R', '303/16777216A', '272/4R', '272/4A', '272/16777238R', '272/16777238A'])
+      expect(cmds.filter((x) => x === c).length, `${c} relayed through freeDiameter: ${cmds}\n${relay.log()}`).toBe(2);
+
+    // Raw: every Diameter message once, byte-exact except the secrets, which are masked in place.
+    const mask = (b: Buffer) => {
+      const out = Buffer.from(b);
+      for (const s of secrets) {
+        const v = s.value as Buffer;
+        for (let at = out.indexOf(v); at >= 0; at = out.indexOf(v, at + 1)) out.fill(0x58, at, at + v.length);
+      }
+      return out;
+    };
+    const expected = wire.map((m) => ({ ...m, payload: m.payload[0] === 1 ? mask(m.payload) : m.payload }));
+    const forwarded = (await hepRaw.waitFor(expected.length)).map((p) => decodeHep(p)).filter((p) => [relayPort, serverPort, sipUas, sipUac].includes(p.srcPort!) || [relayPort, serverPort, sipUas, sipUac].includes(p.dstPort!));
+    expect(forwarded.map(hepKey).sort()).toEqual(expected.map(wireKey).sort());
+
+    // Correlation: Rx and Ro carry the INVITE's Call-ID, on every hop, requests and answers alike.
+    for (const p of forwarded.filter((p) => p.protoType === 56)) {
+      const cmd = p.payload!.readUIntBE(5, 3);
+      const app = p.payload!.readUInt32BE(8);
+      if (app === APP.rx || app === APP.ro) expect(p.correlationId, `${cmd}/${app}`).toBe(callId);
+      else if (app === APP.cx || app === APP.gx) expect(p.correlationId, `${cmd}/${app}`).toBe(sessionIdOf(p.payload!));
+      else expect(p.correlationId, `${cmd}/${app}`).toBe(connectionId(p as Required<HepPacket>));
+    }
+    // JSON: the MAA's SIP-Auth-Data-Item carries masked values only.
+    const maaJson = (await hepJson.waitFor(expected.length))
+      .map((p) => decodeHep(p))
+      .filter((p) => p.protoType === 56)
+      .map((p) => JSON.parse(p.payload!.toString()))
+      .filter((d) => d.commandCode === 303 && !d.flags.request);
+    expect(maaJson.length).toBe(2);
+    for (const d of maaJson) {
+      const item = d.avps.find((a: AvpJson) => a.name === 'SIP-Auth-Data-Item');
+      expect(item.avps.filter((a: AvpJson & { hex?: string }) => a.hex).map((a: AvpJson & { hex?: string }) => [a.name, /^(58)+$/.test(a.hex!)])).toEqual([
+        ['SIP-Authenticate', true],
+        ['SIP-Authorization', true],
+        ['Confidentiality-Key', true],
+        ['Integrity-Key', true],
+      ]);
+    }
+  }, 90_000);
+
+  it('malformed input to a Diameter port: counted, the agent survives, the next valid messages are captured', async () => {
+    hepRaw.packets.length = 0;
+    hepJson.packets.length = 0;
+    const serverPort = await freePort();
+    const server = await startServerPeer(serverPort, 'server.test', []);
+    const client = await connectClientPeer(serverPort, 'client.test');
+    const dwr = (n: number) => diameterMessage({ request: true, command: 280, app: 0, hopByHop: 0x7000 + n, endToEnd: 0x7000 + n, avps: [{ code: 264, value: 'client.test' }, { code: 296, value: 'test' }] });
+    const tooLong = Buffer.from(dwr(0));
+    tooLong.writeUIntBE(0xfffffc, 1, 3); // a 16 MiB claim
+    const avpPastEnd = Buffer.from(dwr(0));
+    avpPastEnd.writeUIntBE(400, 20 + 5, 3);
+    let deep: AvpSpec = { code: 444, value: 'x' };
+    for (let i = 0; i < 12; i++) deep = { code: 443, value: [deep] };
+    const tooDeep = diameterMessage({ request: true, command: 272, app: 4, hopByHop: 0x7100, endToEnd: 0x7100, avps: [{ code: 263, value: 'deep;1' }, deep] });
+    try {
+      for (const [bad, n] of [[dwr(0).subarray(0, 12), 1], [tooLong.subarray(0, 30), 2], [avpPastEnd, 3]] as const) {
+        await client.write(Buffer.concat([bad, dwr(n)]));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await client.write(tooDeep);
+      await client.write(dwr(4));
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      client.close();
+      await server.close();
+    }
+    const forwarded = (await hepRaw.waitFor(0, 5000, 1500)).map((p) => decodeHep(p)).filter((p) => p.srcPort === serverPort || p.dstPort === serverPort);
+    const payloads = forwarded.map((p) => p.payload!.toString('hex'));
+    for (const m of [dwr(1), dwr(2), dwr(3), tooDeep, dwr(4)]) expect(payloads.filter((x) => x === m.toString('hex')).length).toBe(1);
+    // From the client exactly its CER, the four DWRs and the deep CCR (no garbage); from the server only answers.
+    const fromClient = forwarded.filter((p) => p.dstPort === serverPort);
+    expect(fromClient.map((p) => p.payload!.toString('hex')).sort()).toEqual([cer('client.test', 0x5000), dwr(1), dwr(2), dwr(3), tooDeep, dwr(4)].map((m) => m.toString('hex')).sort());
+    expect(forwarded.filter((p) => p.srcPort === serverPort).every((p) => (p.payload![4] & 0x80) === 0)).toBe(true);
+    expect(raw.proc.exitCode).toBeNull();
+    const deepJson = (await hepJson.waitFor(0, 1000, 500)).map((p) => decodeHep(p)).filter((p) => p.protoType === 56).map((p) => JSON.parse(p.payload!.toString())).find((d) => d.hopByHop === 0x7100 && d.flags.request);
+    expect(deepJson.malformed).toMatch(/nested deeper/);
+    // Counted: the three malformed runs on the client's stream (its copy and the server's) and the deep AVP.
+    const { final } = await raw.stop();
+    const capture = final!.capture as { streams: { diameter: { malformed: number } }; diameterMalformed: number };
+    expect(capture.streams.diameter.malformed).toBeGreaterThanOrEqual(3);
+    expect(capture.diameterMalformed).toBe(1);
+  }, 30_000);
 });
+
+const sessionIdOf = (payload: Buffer) => {
+  for (let o = 20; o + 8 <= payload.length; ) {
+    const len = payload.readUIntBE(o + 5, 3);
+    if (payload.readUInt32BE(o) === 263) return payload.toString('utf8', o + 8, o + len);
+    o += (len + 3) & ~3;
+  }
+  return undefined;
+};
+
+/** A sipp UAC scenario whose INVITE carries a P-Charging-Vector with this icid. */
+function uacScenario(icid: string): string {
+  return `<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uac with P-Charging-Vector">
+  <send retrans="500"><![CDATA[
+INVITE sip:service@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: sut <sip:service@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: sip:sipp@[local_ip]:[local_port]
+Max-Forwards: 70
+P-Charging-Vector: icid-value=${icid};icid-generated-at=[local_ip]
+Content-Length: 0
+
+]]></send>
+  <recv response="100" optional="true"></recv>
+  <recv response="180" optional="true"></recv>
+  <recv response="200" rtd="true"></recv>
+  <send><![CDATA[
+ACK sip:service@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: sut <sip:service@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: sip:sipp@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <send retrans="500"><![CDATA[
+BYE sip:service@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: sut <sip:service@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Contact: sip:sipp@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"></recv>
+</scenario>
+`;
+}
+
+/** Gx and Ro Credit-Control through the relay with the npm diameter package; the Ro CCR carries the icid. */
+async function npmCreditControl(port: number, icid: string): Promise<void> {
+  const socket = npmDiameter.createConnection({ host: '127.0.0.1', port, timeout: 5000 }, () => undefined);
+  await new Promise<void>((r, j) => socket.once('connect', r).once('error', j));
+  const conn = socket.diameterConnection;
+  socket.on('diameterMessage', (ev: { message: { command: string }; response: { body: unknown[] }; callback(r: unknown): void }) => {
+    if (ev.message.command === 'Device-Watchdog') {
+      ev.response.body.push(['Result-Code', 'DIAMETER_SUCCESS'], ['Origin-Host', 'npm.test'], ['Origin-Realm', 'test']);
+      ev.callback(ev.response);
+    }
+  });
+  const send = (app: string, command: string, sid: string | undefined, body: unknown[]) => {
+    const r = conn.createRequest(app, command, sid);
+    if (sid === undefined) r.body = []; // CER has no Session-Id
+    r.header.flags.proxiable = command !== 'Capabilities-Exchange';
+    r.body.push(...body);
+    return conn.sendRequest(r);
+  };
+  const ok = (a: { body: Array<[string, unknown]> }) => expect(a.body.find(([n]) => n === 'Result-Code')?.[1]).toBe('DIAMETER_SUCCESS');
+  ok(
+    await send('Diameter Common Messages', 'Capabilities-Exchange', undefined, [
+      ['Origin-Host', 'npm.test'],
+      ['Origin-Realm', 'test'],
+      ['Host-IP-Address', '127.0.0.1'],
+      ['Vendor-Id', 0],
+      ['Product-Name', 'npm-diameter'],
+      ['Auth-Application-Id', 4],
+      ['Auth-Application-Id', 16777238],
+    ]),
+  );
+  const common = (app: number) => [
+    ['Origin-Host', 'npm.test'],
+    ['Origin-Realm', 'test'],
+    ['Destination-Realm', 'test'],
+    ['Destination-Host', 'server.test'],
+    ['Auth-Application-Id', app],
+    ['CC-Request-Type', 1],
+    ['CC-Request-Number', 0],
+  ];
+  ok(await send('3GPP Gx', 'Credit-Control', 'npm.test;gx;1', common(16777238)));
+  ok(
+    await send('Diameter Credit Control Application', 'Credit-Control', 'npm.test;ro;1', [
+      ...common(4),
+      ['Service-Context-Id', '32260@3gpp.org'],
+      ['Service-Information', [['IMS-Information', [['IMS-Charging-Identifier', icid]]]]],
+    ]),
+  );
+  socket.destroy();
+}
