@@ -4,8 +4,7 @@
  * start a header (a truncated header followed by something else, a length that is not plausible)
  * are counted as malformed and skipped up to the next plausible header.
  */
-import { StreamFramer } from './framer.js';
-import { MAX_MESSAGE_BYTES } from './sip-framer.js';
+import { MAX_MESSAGE_BYTES, StreamFramer } from './framer.js';
 
 export const DIAMETER_HEADER_BYTES = 20;
 /** A length claim beyond this is a lie or an attack (the field allows 16 MiB): resynchronise instead of waiting for it. */
@@ -92,11 +91,9 @@ export class DiameterFramer extends StreamFramer {
         continue;
       }
       if (total > MAX_MESSAGE_BYTES) {
-        if (buf.length - off < MAX_MESSAGE_BYTES) return off;
-        this.emitCut(buf.subarray(off, off + MAX_MESSAGE_BYTES), total);
-        off += MAX_MESSAGE_BYTES;
-        this.skipping = total - MAX_MESSAGE_BYTES;
-        off += buf.length - off - this.skip(buf.subarray(off)).length;
+        const next = this.emitLong(buf, off, total);
+        if (next < 0) return off;
+        off = next;
         continue;
       }
       if (off + total > buf.length) return off;

@@ -4,6 +4,13 @@
  * (the kernel did not copy the bytes after `rest`).
  */
 
+/**
+ * A message is held whole up to this size (the kernel's per-record cut, and about what one HEP
+ * packet carries); a longer one is emitted cut here, flagged, and the rest of it is skipped.
+ * With a protocol's header bound this bounds what a stream buffers to about 128 KiB.
+ */
+export const MAX_MESSAGE_BYTES = 64 * 1024;
+
 export interface FramerStats {
   messages: number;
   discardedBytes: number;
@@ -78,6 +85,19 @@ export abstract class StreamFramer {
     this.skipping -= n;
     this.stats.discardedBytes += n;
     return data.subarray(n);
+  }
+
+  /**
+   * The message at buf[off..] is `total` bytes, more than MAX_MESSAGE_BYTES: emits its first
+   * MAX_MESSAGE_BYTES cut and skips the rest. Returns where framing goes on, or -1 while fewer than
+   * MAX_MESSAGE_BYTES have arrived.
+   */
+  protected emitLong(buf: Buffer, off: number, total: number): number {
+    if (buf.length - off < MAX_MESSAGE_BYTES) return -1;
+    this.emitCut(buf.subarray(off, off + MAX_MESSAGE_BYTES), total);
+    off += MAX_MESSAGE_BYTES;
+    this.skipping = total - MAX_MESSAGE_BYTES;
+    return off + (buf.length - off - this.skip(buf.subarray(off)).length);
   }
 
   protected emit(payload: Buffer, size: number): void {

@@ -3,19 +3,13 @@
  * bytes of body. Skips keep-alive CRLFs; resynchronises on garbage at the next SIP start line.
  */
 
-import { StreamFramer } from './framer.js';
+import { MAX_MESSAGE_BYTES, StreamFramer } from './framer.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const CR = 0x0d;
 const LF = 0x0a;
 /** A header block longer than this is not SIP we can frame: resynchronise. */
 const MAX_HEADER_BYTES = 64 * 1024;
-/**
- * A message is held whole up to this size (the kernel's per-record cut, and about what one HEP
- * packet carries); a longer one is emitted cut here, flagged, and the rest of it is skipped.
- * With MAX_HEADER_BYTES this bounds what a stream buffers to about 128 KiB.
- */
-export const MAX_MESSAGE_BYTES = 64 * 1024;
 /** A Content-Length beyond this is a lie or an attack, not a message: resynchronise instead of skipping it. */
 const MAX_PLAUSIBLE_BYTES = 1024 * 1024;
 
@@ -104,11 +98,9 @@ export class SipFramer extends StreamFramer {
         continue;
       }
       if (total > MAX_MESSAGE_BYTES) {
-        if (buf.length - off < MAX_MESSAGE_BYTES) return off;
-        this.emitCut(buf.subarray(off, off + MAX_MESSAGE_BYTES), total);
-        off += MAX_MESSAGE_BYTES;
-        this.skipping = total - MAX_MESSAGE_BYTES;
-        off += buf.length - off - this.skip(buf.subarray(off)).length;
+        const next = this.emitLong(buf, off, total);
+        if (next < 0) return off;
+        off = next;
         continue;
       }
       if (off + total > buf.length) return off;
