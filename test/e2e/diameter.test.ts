@@ -163,8 +163,8 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
     const uas = sippUas(sipUas, 'u1', dir);
     let callId = '';
     try {
-      for (let i = 0; i < 100 && !relay.log().includes("'server.test'"); i++) await new Promise((r) => setTimeout(r, 100));
-      await new Promise((r) => setTimeout(r, 500));
+      // The relay must have exchanged CER/CEA with the server before it can route to it.
+      for (let i = 0; i < 150 && !/STATE_OPEN'\s+'server\.test'/.test(relay.log()); i++) await new Promise((r) => setTimeout(r, 100));
 
       // The INVITE carrying the icid (sipp UAC, one call).
       const scenario = join(dir, 'uac-pcv.xml');

@@ -28,6 +28,23 @@ describe('tail', () => {
     expect(isoMicros(1_795_500_000_123_456)).toBe('2026-11-24T06:00:00.123456Z');
   });
 
+  it('Diameter: filters by Session-Id, shows the summary and the correlation id, base64 payload', () => {
+    const aaa = event({ proto: 'diameter', transport: 'tcp', summary: 'AAA 2001 (412 ms)', callId: undefined, cseqMethod: undefined, sessionId: 'pcscf;rx;1', correlationId: 'call-1', payload: Buffer.from([1, 0, 0, 20]) });
+    expect(tailFilter({ sessionId: 'pcscf;rx;1' })(aaa)).toBe(true);
+    expect(tailFilter({ sessionId: 'other' })(aaa)).toBe(false);
+    expect(tailFilter({ sessionId: 'pcscf;rx;1' })(event())).toBe(false);
+    expect(formatTailLine(aaa)).toBe('08:00:00.123456 [::1]:5060 -> 127.0.0.1:5070 TCP kamailio[7] AAA 2001 (412 ms) call-1');
+    const rec = toTailRecord(aaa, true);
+    expect(rec).toMatchObject({ proto: 'diameter', sessionId: 'pcscf;rx;1', correlationId: 'call-1', payload: 'AQAAFA==' });
+    expect(JSON.parse(JSON.stringify(rec))).not.toHaveProperty('callId');
+    const [decoded] = (() => {
+      const got: TailEventFields[] = [];
+      new TailEventReader().push(Buffer.from(encodeTailEvent(aaa)), (e) => got.push(e));
+      return got;
+    })();
+    expect(decoded.sessionId).toBe('pcscf;rx;1');
+  });
+
   it('reads length-delimited events split anywhere in the stream', () => {
     const bytes = Buffer.concat([encodeTailEvent(event()), encodeTailEvent(event({ callId: 'c2' }))]);
     for (let cut = 0; cut <= bytes.length; cut++) {
