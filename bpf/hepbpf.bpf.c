@@ -231,15 +231,21 @@ static __always_inline bool looks_like_sip(const __u8 *d, __u32 n)
 /* A Diameter header (RFC 6733 3) starts here: version 1, a length that is a
  * multiple of 4 from the header size up to 1 MiB, the reserved flag bits zero,
  * and a base/RFC 4006 command or one in 3GPP's (300-399) or the vendor range.
- * src/stream/diameter-framer.ts headerAt() is the same test. */
-static __always_inline bool looks_like_diameter(const __u8 *d, __u32 n)
+ * src/stream/diameter-framer.ts headerAt() is the same test. A receiver that
+ * reads the 4-byte version+length first and then the rest (freeDiameter does)
+ * shows only those: a syscall that moved 4 to 7 bytes is judged on them. */
+static __always_inline bool looks_like_diameter(const __u8 *d, __u32 n, bool whole)
 {
 	__u32 len, code;
 
-	if (n < 8 || d[0] != 1)
+	if (n < 4 || (n < 8 && !whole) || d[0] != 1)
 		return false;
 	len = (__u32)d[1] << 16 | (__u32)d[2] << 8 | d[3];
-	if (len < 20 || len > (1 << 20) || (len & 3) || (d[4] & 0x0f))
+	if (len < 20 || len > (1 << 20) || (len & 3))
+		return false;
+	if (n < 8)
+		return n < 5 || !(d[4] & 0x0f);
+	if (d[4] & 0x0f)
 		return false;
 	code = (__u32)d[5] << 16 | (__u32)d[6] << 8 | d[7];
 	return code == 257 || code == 258 || code == 265 || code == 271 || code == 272 || code == 274 ||
@@ -457,7 +463,7 @@ static __noinline int emit(const struct sock_msg *m)
 		}
 		if (looks_like_sip(s->data, g.off))
 			l7 = HEPBPF_L7_SIP;
-		else if (m->proto != IPPROTO_UDP && looks_like_diameter(s->data, g.off))
+		else if (m->proto != IPPROTO_UDP && looks_like_diameter(s->data, g.off, g.off == m->orig_len))
 			l7 = HEPBPF_L7_DIAMETER;
 		if (m->proto != IPPROTO_UDP) {
 			if (l7) {

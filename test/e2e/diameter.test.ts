@@ -244,6 +244,36 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
     }
   }, 90_000);
 
+  it('a peer the agent cannot see (it sends with sendfile(), not hooked): freeDiameter reads the 4-byte header first, the CER is still forwarded', async () => {
+    hepRaw.packets.length = 0;
+    const port = await freePort();
+    const fd = await startFreeDiameter(dir, { identity: 'solo.test', port }, [{ identity: 'client.test', port: await freePort() }]);
+    const sent = [cer('client.test', 0x6000), diameterMessage({ request: true, command: 280, app: 0, hopByHop: 0x6001, endToEnd: 0x6001, avps: [{ code: 264, value: 'client.test' }, { code: 296, value: 'test' }] })];
+    const files = sent.map((m, i) => {
+      const f = join(dir, `sendfile-${i}.bin`);
+      writeFileSync(f, m);
+      return f;
+    });
+    const py = [
+      'import socket, sys',
+      `s = socket.create_connection(("127.0.0.1", ${port}))`,
+      'for f in sys.argv[1:]:',
+      '    s.sendfile(open(f, "rb"))',
+      '    s.recv(65536)',
+      'print(s.getsockname()[1])',
+      's.close()',
+    ].join('\n');
+    let clientPort: number;
+    try {
+      clientPort = Number(execFileSync('python3', ['-c', py, ...files], { encoding: 'utf8', timeout: 15_000 }).trim());
+    } finally {
+      await fd.stop();
+    }
+    const forwarded = (await hepRaw.waitFor(0, 3000, 1500)).map((p) => decodeHep(p)).filter((p) => p.dstPort === port && p.srcPort === clientPort);
+    expect(forwarded.map((p) => p.payload!.toString('hex'))).toEqual(sent.map((m) => m.toString('hex')));
+    expect(forwarded.every((p) => p.srcIp === '127.0.0.1' && p.correlationId === connectionId(p as Required<HepPacket>))).toBe(true);
+  }, 30_000);
+
   it('malformed input to a Diameter port: counted, the agent survives, the next valid messages are captured', async () => {
     hepRaw.packets.length = 0;
     hepJson.packets.length = 0;
