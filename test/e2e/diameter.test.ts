@@ -140,13 +140,14 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
     }
   }, 60_000);
 
-  it('Gx/Ro CCR/CCA (npm diameter), Rx AAR/AAA and Cx MAR/MAA through freeDiameter: tied to the INVITE by icid, secrets masked', async () => {
+  it('Gx/Ro CCR/CCA (npm diameter), Rx AAR/AAA and Cx MAR/MAA through freeDiameter: Rx/Ro tied to the INVITE by icid, Cx to the REGISTER in progress, secrets masked', async () => {
     hepRaw.packets.length = 0;
     hepJson.packets.length = 0;
-    const [relayPort, serverPort, sipUas, sipUac] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const ports = await Promise.all(Array.from({ length: 6 }, () => freePort()));
+    const [relayPort, serverPort, sipUas, sipUac, regUas, regUac] = ports;
     const icid = `hepbpf-icid-${process.pid}-${Date.now()}`;
     const pcap = join(dir, 'apps.pcap');
-    const capture = await LoopbackCapture.start(pcap, [relayPort, serverPort, sipUas, sipUac]);
+    const capture = await LoopbackCapture.start(pcap, ports);
     // Secret values no other byte sequence in the exchange contains.
     const secrets: AvpSpec[] = [
       { code: 609, vendor: TGPP, value: Buffer.alloc(32, 0xa5) },
@@ -161,6 +162,10 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
       { identity: 'npm.test', port: await freePort() },
     ]);
     const uas = sippUas(sipUas, 'u1', dir);
+    // A registrar that answers the REGISTER after a second, like one waiting for the HSS.
+    writeFileSync(join(dir, 'uas-reg.xml'), UAS_REGISTER);
+    writeFileSync(join(dir, 'uac-reg.xml'), UAC_REGISTER);
+    const registrar = spawn('sipp', ['-sf', 'uas-reg.xml', '-i', '127.0.0.1', '-p', String(regUas), '-t', 'u1', '-nostdin'], { cwd: dir, stdio: 'ignore' });
     let callId = '';
     try {
       // The relay must have exchanged CER/CEA with the server before it can route to it.
@@ -186,20 +191,28 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
       };
       const aaa = await client.request(req(265, APP.rx, 'client.test;rx;1', [{ code: 505, vendor: TGPP, value: icid }]));
       expect(aaa.command).toBe(265);
+      // Alice's REGISTER is in progress while the S-CSCF asks the HSS for her vectors.
+      const reg = spawn('sipp', ['-sf', 'uac-reg.xml', `127.0.0.1:${regUas}`, '-i', '127.0.0.1', '-p', String(regUac), '-t', 'u1', '-m', '1', '-nostdin', '-timeout', '20', '-timeout_error'], { cwd: dir, stdio: 'ignore' });
+      const regDone = new Promise((r) => reg.once('exit', r));
+      await new Promise((r) => setTimeout(r, 300));
       const maa = await client.request(req(303, APP.cx, 'client.test;cx;1', [{ code: 1, value: 'alice@test' }, { code: 601, vendor: TGPP, value: 'sip:alice@test' }]));
       expect(maa.bytes.includes(Buffer.alloc(32, 0xa5)), 'the MAA really carries the vector').toBe(true);
+      expect(await regDone, 'sipp REGISTER').toBe(0);
       client.close();
 
       // Gx and Ro from the npm diameter package.
       await npmCreditControl(relayPort, icid);
     } finally {
       await uas.stop();
+      if (registrar.exitCode === null) registrar.kill('SIGTERM');
       await relay.stop();
       await server.close();
     }
     const wire = await capture.stop((stream) => (stream[0] === 1 ? splitDiameter(stream) : splitSip(stream)));
     callId = callIdOf(wire.find((m) => m.payload.toString('latin1').startsWith('INVITE '))!.payload)!;
+    const registerCallId = callIdOf(wire.find((m) => m.payload.toString('latin1').startsWith('REGISTER '))!.payload)!;
     expect(callId).toBeTruthy();
+    expect(registerCallId).toBeTruthy();
     const wireDiameter = wire.filter((m) => m.payload[0] === 1);
     const cmds = wireDiameter.map((m) => `${m.payload.readUIntBE(5, 3)}/${m.payload.readUInt32BE(8)}${m.payload[4] & 0x80 ? 'R' : 'A'}`);
     for (const c of ['265/16777236R', '265/16777236A', '303/16777216R', '303/16777216A', '272/4R', '272/4A', '272/16777238R', '272/16777238A'])
@@ -214,8 +227,11 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
       }
       return out;
     };
-    const expected = wire.map((m) => ({ ...m, payload: m.payload[0] === 1 ? mask(m.payload) : m.payload }));
-    const forwarded = (await hepRaw.waitFor(expected.length)).map((p) => decodeHep(p)).filter((p) => [relayPort, serverPort, sipUas, sipUac].includes(p.srcPort!) || [relayPort, serverPort, sipUas, sipUac].includes(p.dstPort!));
+    // SIP: the SDES key of the INVITE's a=crypto line is masked, same length.
+    const maskSdes = (b: Buffer) => Buffer.from(b.toString('latin1').replace(SDES_KEY, 'X'.repeat(SDES_KEY.length)), 'latin1');
+    expect(wire.some((m) => m.payload.includes(SDES_KEY)), 'the INVITE really carries the key').toBe(true);
+    const expected = wire.map((m) => ({ ...m, payload: m.payload[0] === 1 ? mask(m.payload) : maskSdes(m.payload) }));
+    const forwarded = (await hepRaw.waitFor(expected.length)).map((p) => decodeHep(p)).filter((p) => ports.includes(p.srcPort!) || ports.includes(p.dstPort!));
     expect(forwarded.map(hepKey).sort()).toEqual(expected.map(wireKey).sort());
 
     // Correlation: Rx and Ro carry the INVITE's Call-ID, on every hop, requests and answers alike.
@@ -223,7 +239,8 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
       const cmd = p.payload!.readUIntBE(5, 3);
       const app = p.payload!.readUInt32BE(8);
       if (app === APP.rx || app === APP.ro) expect(p.correlationId, `${cmd}/${app}`).toBe(callId);
-      else if (app === APP.cx || app === APP.gx) expect(p.correlationId, `${cmd}/${app}`).toBe(sessionIdOf(p.payload!));
+      else if (app === APP.cx) expect(p.correlationId, `${cmd}/${app}`).toBe(registerCallId);
+      else if (app === APP.gx) expect(p.correlationId, `${cmd}/${app}`).toBe(sessionIdOf(p.payload!));
       else expect(p.correlationId, `${cmd}/${app}`).toBe(connectionId(p as Required<HepPacket>));
     }
     // JSON: the MAA's SIP-Auth-Data-Item carries masked values only.
@@ -327,7 +344,48 @@ const sessionIdOf = (payload: Buffer) => {
   return undefined;
 };
 
-/** A sipp UAC scenario whose INVITE carries a P-Charging-Vector with this icid. */
+/** An SDES master key||salt (base64, 40 characters) in the INVITE's SDP: must never leave the agent. */
+const SDES_KEY = 'PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR';
+
+const UAC_REGISTER = `<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="REGISTER alice">
+  <send retrans="500"><![CDATA[
+REGISTER sip:test SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:alice@test>;tag=[pid]reg[call_number]
+To: <sip:alice@test>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:alice@[local_ip]:[local_port]>
+Authorization: Digest username="alice@test", realm="test", uri="sip:test", nonce="", response=""
+Max-Forwards: 70
+Expires: 600
+Content-Length: 0
+
+]]></send>
+  <recv response="200"></recv>
+</scenario>
+`;
+
+const UAS_REGISTER = `<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="registrar">
+  <recv request="REGISTER"></recv>
+  <pause milliseconds="1000"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]regok[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:alice@[remote_ip]:[remote_port]>;expires=600
+Content-Length: 0
+
+]]></send>
+</scenario>
+`;
+
+/** A sipp UAC scenario whose INVITE carries a P-Charging-Vector with this icid, and SDES keys in its SDP. */
 function uacScenario(icid: string): string {
   return `<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="uac with P-Charging-Vector">
@@ -341,7 +399,17 @@ CSeq: 1 INVITE
 Contact: sip:sipp@[local_ip]:[local_port]
 Max-Forwards: 70
 P-Charging-Vector: icid-value=${icid};icid-generated-at=[local_ip]
-Content-Length: 0
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/SAVP 0
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:${SDES_KEY}|2^20|1:32
+a=rtpmap:0 PCMU/8000
 
 ]]></send>
   <recv response="100" optional="true"></recv>
