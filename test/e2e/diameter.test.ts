@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep, type HepPacket } from '../../src/hep/decode.js';
 import { kernelSuiteSkipReason, startAgent, type RunningAgent } from '../helpers/agent.js';
 import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
-import { startFreeDiameter } from '../helpers/freediameter.js';
+import { startFreeDiameter, type FreeDiameter } from '../helpers/freediameter.js';
 import { APP, cer, connectClientPeer, startServerPeer } from '../helpers/diameter-peer.js';
 import { diameterMessage, TGPP, type AvpSpec } from '../helpers/diameter.js';
 import { sippUas } from '../helpers/sipp.js';
@@ -98,18 +98,21 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
     const b = { identity: 'b.test', port: portB };
     const pcap = join(dir, 'peers.pcap');
     const capture = await LoopbackCapture.start(pcap, [portA, portB]);
-    const fdB = await startFreeDiameter(dir, b, [a]);
-    const fdA = await startFreeDiameter(dir, a, [b]);
+    let fdA: FreeDiameter | undefined;
+    let fdB: FreeDiameter | undefined;
+    let wire: WireMessage[] = [];
     try {
+      fdB = await startFreeDiameter(dir, b, [a]);
+      fdA = await startFreeDiameter(dir, a, [b]);
       // Tw is 6 s: wait for one watchdog round, then stop (DPR/DPA on the way out).
       await new Promise((r) => setTimeout(r, 8000));
     } finally {
-      await fdA.stop();
-      await fdB.stop();
+      await fdA?.stop();
+      await fdB?.stop();
+      wire = await capture.stop(splitDiameter);
     }
-    const wire = await capture.stop(splitDiameter);
     const commands = wire.map((m) => `${m.payload.readUIntBE(5, 3)}${m.payload[4] & 0x80 ? 'R' : 'A'}`);
-    for (const c of ['257R', '257A', '280R', '280A']) expect(commands, fdA.log() + fdB.log()).toContain(c);
+    for (const c of ['257R', '257A', '280R', '280A']) expect(commands, fdA!.log() + fdB!.log()).toContain(c);
 
     // Raw payloads: exactly the wire's messages, once each, with their addresses and the connection's id.
     const forwardedRaw = (await hepRaw.waitFor(wire.length)).map((p) => decodeHep(p));
@@ -155,21 +158,26 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
       { code: 625, vendor: TGPP, value: Buffer.alloc(16, 0xa7) },
       { code: 626, vendor: TGPP, value: Buffer.alloc(16, 0xa8) },
     ];
-    const server = await startServerPeer(serverPort, 'server.test', secrets);
-    const relay = await startFreeDiameter(dir, { identity: 'relay.test', port: relayPort }, [
-      { identity: 'server.test', port: serverPort },
-      { identity: 'client.test', port: await freePort() },
-      { identity: 'npm.test', port: await freePort() },
-    ]);
+    const [clientPort, npmPort] = [await freePort(), await freePort()];
+    let server: Awaited<ReturnType<typeof startServerPeer>> | undefined;
+    let relay: FreeDiameter | undefined;
     const uas = sippUas(sipUas, 'u1', dir);
     // A registrar that answers the REGISTER after a second, like one waiting for the HSS.
     writeFileSync(join(dir, 'uas-reg.xml'), UAS_REGISTER);
     writeFileSync(join(dir, 'uac-reg.xml'), UAC_REGISTER);
     const registrar = spawn('sipp', ['-sf', 'uas-reg.xml', '-i', '127.0.0.1', '-p', String(regUas), '-t', 'u1', '-nostdin'], { cwd: dir, stdio: 'ignore' });
     let callId = '';
+    let wire: WireMessage[] = [];
     try {
+      server = await startServerPeer(serverPort, 'server.test', secrets);
+      relay = await startFreeDiameter(dir, { identity: 'relay.test', port: relayPort }, [
+        { identity: 'server.test', port: serverPort },
+        { identity: 'client.test', port: clientPort },
+        { identity: 'npm.test', port: npmPort },
+      ]);
+      const relayLog = relay.log;
       // The relay must have exchanged CER/CEA with the server before it can route to it.
-      for (let i = 0; i < 150 && !/STATE_OPEN'\s+'server\.test'/.test(relay.log()); i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 150 && !/STATE_OPEN'\s+'server\.test'/.test(relayLog()); i++) await new Promise((r) => setTimeout(r, 100));
 
       // The INVITE carrying the icid (sipp UAC, one call).
       const scenario = join(dir, 'uac-pcv.xml');
@@ -205,10 +213,10 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
     } finally {
       await uas.stop();
       if (registrar.exitCode === null) registrar.kill('SIGTERM');
-      await relay.stop();
-      await server.close();
+      await relay?.stop();
+      await server?.close();
+      wire = await capture.stop((stream) => (stream[0] === 1 ? splitDiameter(stream) : splitSip(stream)));
     }
-    const wire = await capture.stop((stream) => (stream[0] === 1 ? splitDiameter(stream) : splitSip(stream)));
     callId = callIdOf(wire.find((m) => m.payload.toString('latin1').startsWith('INVITE '))!.payload)!;
     const registerCallId = callIdOf(wire.find((m) => m.payload.toString('latin1').startsWith('REGISTER '))!.payload)!;
     expect(callId).toBeTruthy();
@@ -216,7 +224,7 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
     const wireDiameter = wire.filter((m) => m.payload[0] === 1);
     const cmds = wireDiameter.map((m) => `${m.payload.readUIntBE(5, 3)}/${m.payload.readUInt32BE(8)}${m.payload[4] & 0x80 ? 'R' : 'A'}`);
     for (const c of ['265/16777236R', '265/16777236A', '303/16777216R', '303/16777216A', '272/4R', '272/4A', '272/16777238R', '272/16777238A'])
-      expect(cmds.filter((x) => x === c).length, `${c} relayed through freeDiameter: ${cmds}\n${relay.log()}`).toBe(2);
+      expect(cmds.filter((x) => x === c).length, `${c} relayed through freeDiameter: ${cmds}\n${relay!.log()}`).toBe(2);
 
     // Raw: every Diameter message once, byte-exact except the secrets, which are masked in place.
     const mask = (b: Buffer) => {
