@@ -12,6 +12,7 @@ export interface RunOptions {
   authKey?: string;
   sipPorts?: number[];
   diameterPayload: DiameterPayload;
+  tlsIpProto: number;
   redact: boolean;
   logLevel: string;
 }
@@ -23,7 +24,11 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   if (!Number.isInteger(opts.hepId) || opts.hepId < 0 || opts.hepId > 0xffffffff) throw new Error('--hep-id must be a 32-bit unsigned integer');
   preflight();
 
-  const forwarder = new HepForwarder(targets, { captureId: opts.hepId, nodeName: opts.nodeName, authKey: opts.authKey }, log, opts.diameterPayload);
+  if (opts.tlsIpProto !== 22 && opts.tlsIpProto !== 6) throw new Error('--tls-ip-proto must be 22 (as Kamailio siptrace marks TLS) or 6 (TCP)');
+  const forwarder = new HepForwarder(targets, { captureId: opts.hepId, nodeName: opts.nodeName, authKey: opts.authKey }, log, {
+    diameterPayload: opts.diameterPayload,
+    tlsIpProto: opts.tlsIpProto,
+  });
   const control = new ControlServer(log);
   await control.start();
   const agent = new Agent({

@@ -3,7 +3,7 @@ export interface Endpoint {
   port: number;
 }
 
-export type Transport = 'udp' | 'tcp' | 'sctp';
+export type Transport = 'udp' | 'tcp' | 'tls' | 'sctp';
 export type AppProto = 'sip' | 'diameter';
 
 /**
@@ -30,4 +30,6 @@ export interface Message {
   truncated: boolean;
   /** The syscall did not say who the peer was (recv on an unconnected UDP socket): its side of src/dst is 0.0.0.0:0. */
   peerUnknown: boolean;
+  /** TLS plaintext whose socket could not be determined: src and dst are 0.0.0.0:0, not guessed. */
+  connectionUnknown: boolean;
 }
