@@ -15,10 +15,14 @@ import { decodeHep, type HepPacket } from '../../src/hep/decode.js';
 import { kernelSuiteSkipReason, REPO, startAgent, type RunningAgent } from '../helpers/agent.js';
 import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
 import { callIdOf, LoopbackCapture, type WireMessage } from '../helpers/wire.js';
+import { startKamailioTlsHop } from '../helpers/kamailio-tls.js';
 
 const why = kernelSuiteSkipReason('end-to-end TLS capture tests');
 
 const MESSAGES = 20;
+const KAMAILIO_CALLS = 100;
+/** sipp's built-in uac/uas: INVITE, ACK, BYE one way, 180, 200, 200 the other (checked in kamailio-tls-harness.test.ts). */
+const TLS_MESSAGES_PER_CALL = 6;
 const TLS_PIPE = resolve(REPO, 'test/fixtures/tls_pipe.mjs');
 
 /** SIP requests of one exchange, some with a body, all distinct. */
@@ -207,5 +211,26 @@ describe.skipIf(!!why)('SIP in TLS, plaintext from the TLS libraries', () => {
       (port) => startPeer(process.execPath, [TLS_PIPE, 'client', String(port)]),
     );
     expectForwardedOnce(result);
+  });
+
+  it(`Kamailio to Kamailio over TLS 1.3 (OpenSSL 3, memory BIO): ${KAMAILIO_CALLS} calls, every message both proxies' siptrace saw arrive over TLS`, async () => {
+    const hopDir = join(dir, 'kamailio');
+    mkdirSync(hopDir);
+    const hepBefore = hep.packets.length;
+    const hop = await startKamailioTlsHop(hopDir);
+    let truth;
+    try {
+      expect(await hop.runCalls(KAMAILIO_CALLS)).toBe(0);
+      truth = await hop.waitForTlsMessages(KAMAILIO_CALLS * TLS_MESSAGES_PER_CALL, 30_000, 1000);
+    } finally {
+      await hop.stop();
+    }
+    expect(truth).toHaveLength(KAMAILIO_CALLS * TLS_MESSAGES_PER_CALL);
+    // The agent also forwards the UDP legs (sipp <-> edge, core <-> UAS): the TLS hop is what it marks 22.
+    const packets = (await hep.waitFor(hepBefore + 2 * truth.length, 20_000, 1500)).slice(hepBefore);
+    const forwarded = packets.map((p) => decodeHep(p)).filter((p) => p.ipProto === 22);
+    const got = forwarded.map((p) => key(p.srcIp!, p.srcPort!, p.dstIp!, p.dstPort!, p.payload!)).sort();
+    expect(got).toEqual(truth.map((m) => key(m.srcIp, m.srcPort, m.dstIp, m.dstPort, m.payload)).sort());
+    for (const p of forwarded) expect(p.correlationId).toBe(callIdOf(p.payload!));
   });
 });
