@@ -13,11 +13,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep, type HepPacket } from '../../src/hep/decode.js';
 import { kernelSuiteSkipReason, startAgent, type RunningAgent } from '../helpers/agent.js';
 import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
-import { startFreeDiameter, type FreeDiameter } from '../helpers/freediameter.js';
+import { makeTestCa, startFreeDiameter, type FreeDiameter } from '../helpers/freediameter.js';
 import { APP, cer, connectClientPeer, startServerPeer } from '../helpers/diameter-peer.js';
 import { diameterMessage, TGPP, type AvpSpec } from '../helpers/diameter.js';
 import { sippUas } from '../helpers/sipp.js';
-import { callIdOf, LoopbackCapture, splitDiameter, splitSip, type WireMessage } from '../helpers/wire.js';
+import { callIdOf, decryptedTlsStreams, LoopbackCapture, splitDiameter, splitSip, type WireMessage } from '../helpers/wire.js';
 
 // The npm `diameter` package (CommonJS, no types): the Gx/Ro client.
 const npmDiameter = createRequire(import.meta.url)('diameter');
@@ -139,6 +139,40 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
       const t = left.splice(i, 1)[0].t;
       expect({ cmd: d.commandCode, app: d.applicationId, avpCodes: flatCodes(d.avps) }).toEqual({ cmd: t.cmd, app: t.app, avpCodes: t.avpCodes });
       expect(d.avps.find((x: AvpJson) => x.name === 'Origin-Host')?.value).toBe(t.originHost);
+      expect(p.correlationId).toBe(connectionId(p as Required<HepPacket>));
+    }
+  }, 60_000);
+
+  it('freeDiameter peers over TLS (GnuTLS): every CER/CEA, DWR/DWA, DPR/DPA as tshark decrypts it with the peers\' own session keys, forwarded once', async () => {
+    const ca = makeTestCa(dir);
+    const keyLog = join(dir, 'tls-keys.log');
+    const a = { identity: 'tls-a.test', port: await freePort(), tlsPort: await freePort() };
+    const b = { identity: 'tls-b.test', port: await freePort(), tlsPort: await freePort() };
+    const pcap = join(dir, 'tls-peers.pcap');
+    const capture = await LoopbackCapture.start(pcap, [a.tlsPort, b.tlsPort]);
+    const hepBefore = hepRaw.packets.length;
+    let fdA: FreeDiameter | undefined;
+    let fdB: FreeDiameter | undefined;
+    try {
+      fdB = await startFreeDiameter(dir, b, [a], { ca, keyLog });
+      fdA = await startFreeDiameter(dir, a, [b], { ca, keyLog });
+      await new Promise((r) => setTimeout(r, 8000)); // one watchdog round (Tw 6 s), then DPR/DPA on the way out
+    } finally {
+      await fdA?.stop();
+      await fdB?.stop();
+      await capture.stop();
+    }
+    expect(fdA!.log()).toMatch(/Connected to 'tls-b\.test' \(TCP,TLS/);
+    const wire = decryptedTlsStreams(pcap, keyLog, [a.tlsPort, b.tlsPort]).flatMap((s) => splitDiameter(s.payload).map((payload) => ({ ...s, payload })));
+    const commands = wire.map((m) => `${m.payload.readUIntBE(5, 3)}${m.payload[4] & 0x80 ? 'R' : 'A'}`);
+    for (const c of ['257R', '257A', '280R', '280A']) expect(commands, fdA!.log() + fdB!.log()).toContain(c);
+
+    const ports = new Set([a.tlsPort, b.tlsPort]);
+    const forwarded = (await hepRaw.waitFor(hepBefore + wire.length)).slice(hepBefore).map((p) => decodeHep(p)).filter((p) => ports.has(p.srcPort!) || ports.has(p.dstPort!));
+    expect(forwarded.map(hepKey).sort()).toEqual(wire.map(wireKey).sort());
+    for (const p of forwarded) {
+      expect(p.protoType).toBe(56);
+      expect(p.ipProto, 'TLS').toBe(22);
       expect(p.correlationId).toBe(connectionId(p as Required<HepPacket>));
     }
   }, 60_000);

@@ -2,7 +2,7 @@
  * Ground truth from the wire: tcpdump on `lo`, parsed here without any code from src/ (the oracle
  * must not share the code under test). Every packet on lo appears once in a capture on lo.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
@@ -203,4 +203,42 @@ export function splitDiameter(stream: Buffer): Buffer[] {
 /** The Call-ID of a SIP message, read independently of src/. */
 export function callIdOf(payload: Buffer): string | undefined {
   return /\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]+)/i.exec(payload.toString('latin1'))?.[1].trim();
+}
+
+/**
+ * The plaintext of every TLS connection in a capture, decrypted by tshark with the session secrets
+ * the peers' TLS library logged itself (SSLKEYLOGFILE): per connection and direction, a byte stream.
+ * tlsPorts: the servers' ports, dissected as TLS.
+ */
+export function decryptedTlsStreams(pcap: string, keyLog: string, tlsPorts: number[]): WireMessage[] {
+  const tshark = (args: string[]) =>
+    // rdpmt: tshark's RDP heuristic claims some decrypted records, which then go missing from follow.
+    execFileSync('tshark', ['-r', pcap, '--disable-protocol', 'rdpmt', '-o', `tls.keylog_file:${keyLog}`, ...tlsPorts.flatMap((p) => ['-d', `tcp.port==${p},tls`]), ...args], {
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+  const syns = tshark(['-Y', 'tcp.flags.syn==1 && tcp.flags.ack==0', '-T', 'fields', '-e', 'tcp.stream', '-e', 'ip.src', '-e', 'tcp.srcport', '-e', 'ip.dst', '-e', 'tcp.dstport'])
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split('\t'));
+  const out: WireMessage[] = [];
+  for (const [stream, cIp, cPort, sIp, sPort] of syns) {
+    // One line per TLS record: from node 0 at the margin, from node 1 indented with a tab.
+    const follow = tshark(['-q', '-z', `follow,tls,raw,${stream}`]);
+    const node0 = /Node 0: (\S+):(\d+)/.exec(follow);
+    const node0IsServer = node0?.[2] === sPort;
+    const parts: [Buffer[], Buffer[]] = [[], []];
+    for (const line of follow.split('\n')) {
+      const hex = line.trim();
+      if (!/^[0-9a-f]+$/.test(hex)) continue;
+      parts[line.startsWith('\t') ? 1 : 0].push(Buffer.from(hex, 'hex'));
+    }
+    const [fromServer, fromClient] = node0IsServer ? parts : [parts[1], parts[0]];
+    const conn = { transport: 'tcp' as const, family: 4 as const };
+    out.push({ ...conn, srcIp: cIp, srcPort: Number(cPort), dstIp: sIp, dstPort: Number(sPort), payload: Buffer.concat(fromClient) });
+    out.push({ ...conn, srcIp: sIp, srcPort: Number(sPort), dstIp: cIp, dstPort: Number(cPort), payload: Buffer.concat(fromServer) });
+  }
+  return out;
 }
