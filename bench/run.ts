@@ -29,6 +29,9 @@ const TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf
 const dir = mkdtempSync(join(tmpdir(), 'hepbpf-bench-'));
 const UDP_LOAD = join(dir, 'udp_load');
 const SYSCALL_COST = join(dir, 'syscall_cost');
+const TLS_COST = join(dir, 'tls_cost');
+const TLS_CERT = join(dir, 'cert.pem');
+const TLS_KEY = join(dir, 'key.pem');
 const children = new Set<ChildProcess>();
 let nextPort = 46000 + Math.floor(Math.random() * 1000) * 10;
 const port = () => nextPort++;
@@ -159,6 +162,8 @@ async function syscallCosts() {
     sipPair: { label: 'SIP sendto+recvfrom pair, 800 B UDP', target: '<= 1.3x', measure: async () => +(await runC(SYSCALL_COST, 'pair', '200000', String(port()))) },
     write: { label: 'unrelated 800 B write() to /dev/null', target: '<= +300 ns', measure: async () => +(await runC(SYSCALL_COST, 'write', '1000000')) },
     nonSipSendto: { label: 'unrelated 800 B UDP sendto, non-SIP', target: '-', measure: async () => +(await runC(SYSCALL_COST, 'junk', '300000', String(port()))) },
+    tlsPair: { label: 'SIP SSL_write+SSL_read pair, 1 KiB, OpenSSL over TCP', target: '<= +2000 ns', measure: async () => +(await runC(TLS_COST, 'ssl', '100000', TLS_CERT, TLS_KEY)) },
+    nonSipTcp: { label: 'unrelated 1 KiB TCP write+read, no TLS', target: '-', measure: async () => +(await runC(TLS_COST, 'tcp', '200000')) },
   };
   const samples = { base: {} as Record<string, number[]>, agent: {} as Record<string, number[]> };
   const measureAll = async (into: Record<string, number[]>) => {
@@ -328,6 +333,8 @@ async function footprint() {
 async function main() {
   execFileSync('cc', ['-O2', '-o', UDP_LOAD, resolve(REPO, 'bench/udp_load.c')]);
   execFileSync('cc', ['-O2', '-o', SYSCALL_COST, resolve(REPO, 'bench/syscall_cost.c')]);
+  execFileSync('cc', ['-O2', '-o', TLS_COST, resolve(REPO, 'bench/tls_cost.c'), '-lssl', '-lcrypto']);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', TLS_KEY, '-out', TLS_CERT, '-days', '2', '-subj', '/CN=hepbpf-bench'], { stdio: 'ignore' });
   const kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
   say(`hepbpf bench: Linux ${kernel}, ${cpus().length} CPUs, ${withAgent ? 'agent ' + CLI : 'NO AGENT (baselines only)'}`);
   results.machine = { kernel, cpus: cpus().length };

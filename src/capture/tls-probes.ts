@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { BpfLink, BpfObject } from '../bpf/libbpf.js';
+import { hasCapability } from '../cli/privileges.js';
 import { TlsDiscovery, type TlsTarget } from './tls-discovery.js';
 
 /** Each TLS function and the programs of bpf/hepbpf.bpf.c that hook its entry and its return. */
@@ -25,13 +26,15 @@ export class TlsProbes {
 
   constructor(
     private readonly obj: BpfObject,
-    log: Logger,
+    private readonly log: Logger,
   ) {
     this.discovery = new TlsDiscovery({ selfPid: process.pid, log, attach: (t) => this.attach(t) });
   }
 
   /** Attaches to what every running process uses. */
   start(): void {
+    if (!hasCapability('CAP_SYS_PTRACE'))
+      this.log.warn('missing CAP_SYS_PTRACE: TLS libraries of other users\' processes cannot be found (no /proc/PID/maps), their TLS is not captured');
     this.discovery.scanAll();
   }
 

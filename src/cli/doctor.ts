@@ -4,6 +4,7 @@ import { missingForCapture, REQUIRED_CAPABILITIES, effectiveCapabilities, hasCap
 import { BPF_OBJECT_PATH } from '../capture/paths.js';
 import { ADDON_PATH } from '../bpf/libbpf.js';
 import { tracefsMount } from '../bpf/tracefs.js';
+import { TlsDiscovery, type TlsTarget } from '../capture/tls-discovery.js';
 
 export interface Check {
   name: string;
@@ -22,6 +23,14 @@ function kernelAtLeast(major: number, minor: number): boolean {
 function mountOf(fsType: string): string | undefined {
   const line = readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === fsType);
   return line?.split(' ')[1];
+}
+
+/** The TLS libraries and executables running processes use: what the agent would probe now. */
+function tlsInUse(): TlsTarget[] {
+  const found: TlsTarget[] = [];
+  const silent = { warn() {}, info() {}, debug() {} };
+  new TlsDiscovery({ selfPid: process.pid, log: silent, attach: (t) => found.push(t) }).scanAll();
+  return found;
 }
 
 export function runChecks(): Check[] {
@@ -82,6 +91,24 @@ export function runChecks(): Check[] {
       detail: cgroup2 ? `mounted at ${cgroup2}` : 'no cgroup2 mount: containers cannot be named',
       fix: 'mount -t cgroup2 none /sys/fs/cgroup/unified',
     },
+    {
+      name: 'uprobes',
+      ok: existsSync('/sys/bus/event_source/devices/uprobe/type'),
+      required: false,
+      detail: 'uprobes see the plaintext of TLS (OpenSSL, BoringSSL, GnuTLS)',
+      fix: 'use a kernel built with CONFIG_UPROBE_EVENTS=y: without it SIP and Diameter inside TLS are not captured',
+    },
+    (() => {
+      const tls = tlsInUse();
+      return {
+        name: 'TLS libraries',
+        ok: true,
+        required: false,
+        detail: tls.length
+          ? `${tls.length} in use, probed when the agent starts: ${[...new Set(tls.map((t) => `${t.mappedPath} (${t.kind})`))].join(', ')}`
+          : 'none in use now; probed as processes start',
+      };
+    })(),
     {
       name: 'build',
       ok: existsSync(BPF_OBJECT_PATH) && existsSync(ADDON_PATH),

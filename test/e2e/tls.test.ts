@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep, type HepPacket } from '../../src/hep/decode.js';
-import { kernelSuiteSkipReason, REPO, startAgent, type RunningAgent } from '../helpers/agent.js';
+import { CLI, kernelSuiteSkipReason, REPO, startAgent, type RunningAgent } from '../helpers/agent.js';
 import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
 import { callIdOf, LoopbackCapture, type WireMessage } from '../helpers/wire.js';
 import { startKamailioTlsHop } from '../helpers/kamailio-tls.js';
@@ -128,11 +128,14 @@ describe.skipIf(!!why)('SIP in TLS, plaintext from the TLS libraries', () => {
     const wire = await LoopbackCapture.start(join(dir, `${name}.pcap`), [port]);
     const hepBefore = hep.packets.length;
     const peers: Peer[] = [];
+    const pids = { server: 0, client: 0 };
     try {
       const srv = server(port);
+      pids.server = srv.proc.pid!;
       peers.push(srv);
       await until(`${name} server listening`, () => listening(port));
       const cli = client(port);
+      pids.client = cli.proc.pid!;
       peers.push(cli);
       // A late-started process: its TLS library must be found and probed before it talks.
       if (settleMs) await new Promise((r) => setTimeout(r, settleMs));
@@ -159,7 +162,7 @@ describe.skipIf(!!why)('SIP in TLS, plaintext from the TLS libraries', () => {
     }
     const packets = (await hep.waitFor(hepBefore + 2 * MESSAGES, 20_000, 1500)).slice(hepBefore);
     const forwarded = packets.map((p) => decodeHep(p)).filter((p) => p.srcPort === port || p.dstPort === port);
-    return { up: up!, down: down!, reqs, resps, forwarded };
+    return { up: up!, down: down!, reqs, resps, forwarded, pids };
   }
 
   function expectForwardedOnce(r: { up: WireMessage; down: WireMessage; reqs: Buffer[]; resps: Buffer[]; forwarded: HepPacket[] }): void {
@@ -204,13 +207,38 @@ describe.skipIf(!!why)('SIP in TLS, plaintext from the TLS libraries', () => {
     expectForwardedOnce(result);
   });
 
-  it('OpenSSL inside the node executable, memory BIO (Node tls client and server)', async () => {
-    const result = await exchange(
-      'node',
-      (port) => startPeer(process.execPath, [TLS_PIPE, 'server', String(port), cert, certKey]),
-      (port) => startPeer(process.execPath, [TLS_PIPE, 'client', String(port)]),
-    );
-    expectForwardedOnce(result);
+  it('OpenSSL inside the node executable, memory BIO (Node tls client and server); tail shows them as tls', async () => {
+    // tail attaches to the running agent over its control socket.
+    const tail = spawn(process.execPath, [CLI, 'tail', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    tail.stdout!.on('data', (d) => (out += d));
+    try {
+      await new Promise<void>((res, rej) => {
+        let err = '';
+        const timer = setTimeout(() => rej(new Error(`tail not ready: ${err}`)), 30_000);
+        tail.stderr!.on('data', (d) => {
+          err += d;
+          if (err.includes('ready')) res(clearTimeout(timer));
+        });
+      });
+      const result = await exchange(
+        'node',
+        (port) => startPeer(process.execPath, [TLS_PIPE, 'server', String(port), cert, certKey]),
+        (port) => startPeer(process.execPath, [TLS_PIPE, 'client', String(port)]),
+      );
+      expectForwardedOnce(result);
+      const { up, pids } = result;
+      const records = out.trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.src.port === up.dstPort || r.dst.port === up.dstPort);
+      expect(records).toHaveLength(2 * MESSAGES);
+      for (const r of records) {
+        const request = r.dst.port === up.dstPort;
+        // Each message is named after the process that sent it.
+        expect(r).toMatchObject({ transport: 'tls', proto: 'sip', comm: 'node', pid: request ? pids.client : pids.server });
+        expect(r.src).toEqual(request ? { ip: up.srcIp, port: up.srcPort } : { ip: up.dstIp, port: up.dstPort });
+      }
+    } finally {
+      tail.kill('SIGINT');
+    }
   });
 
   it(`Kamailio to Kamailio over TLS 1.3 (OpenSSL 3, memory BIO): ${KAMAILIO_CALLS} calls, every message both proxies' siptrace saw arrive over TLS`, async () => {
