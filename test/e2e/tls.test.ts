@@ -24,6 +24,19 @@ const KAMAILIO_CALLS = 100;
 /** sipp's built-in uac/uas: INVITE, ACK, BYE one way, 180, 200, 200 the other (checked in kamailio-tls-harness.test.ts). */
 const TLS_MESSAGES_PER_CALL = 6;
 const TLS_PIPE = resolve(REPO, 'test/fixtures/tls_pipe.mjs');
+const TLS_PIPE_DLOPEN = resolve(REPO, 'test/fixtures/tls_pipe_dlopen.py');
+
+/** A private copy of libssl/libcrypto: files no process had mapped when the agent started. */
+function privateLibssl(dir: string): NodeJS.ProcessEnv {
+  mkdirSync(dir);
+  for (const so of ['libssl.so.3', 'libcrypto.so.3']) copyFileSync(join('/usr/lib/x86_64-linux-gnu', so), join(dir, so));
+  return { ...process.env, LD_LIBRARY_PATH: dir };
+}
+
+/** The agent logged that it probed this file. */
+function probed(agent: RunningAgent, path: string): boolean {
+  return agent.logs.some((l) => l.msg === 'TLS library probed' && String(l.path).endsWith(path));
+}
 
 /** SIP requests of one exchange, some with a body, all distinct. */
 function requests(name: string): Buffer[] {
@@ -182,11 +195,8 @@ describe.skipIf(!!why)('SIP in TLS, plaintext from the TLS libraries', () => {
   }
 
   it('OpenSSL socket BIO (openssl s_client/s_server), a libssl the agent finds only after the processes start', async () => {
-    // A private copy of libssl/libcrypto is a file no process had mapped when the agent started.
     const lib = join(dir, 'lib');
-    mkdirSync(lib);
-    for (const so of ['libssl.so.3', 'libcrypto.so.3']) copyFileSync(join('/usr/lib/x86_64-linux-gnu', so), join(lib, so));
-    const env = { ...process.env, LD_LIBRARY_PATH: lib };
+    const env = privateLibssl(lib);
     const result = await exchange(
       'openssl',
       (port) => startPeer('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-cert', cert, '-key', certKey, '-quiet', '-naccept', '1'], env),
@@ -194,8 +204,20 @@ describe.skipIf(!!why)('SIP in TLS, plaintext from the TLS libraries', () => {
       1000,
     );
     expectForwardedOnce(result);
-    const probed = agent.logs.filter((l) => l.msg === 'TLS library probed').map((l) => String(l.path ?? l.mappedPath));
-    expect(probed.some((p) => p.endsWith(join(lib, 'libssl.so.3'))), `probed: ${probed.join(', ')}`).toBe(true);
+    expect(probed(agent, join(lib, 'libssl.so.3'))).toBe(true);
+  });
+
+  it('a libssl loaded with dlopen() by a running process (Python imports ssl 200 ms after it started) is probed within a second', async () => {
+    const lib = join(dir, 'lib-dlopen');
+    const env = privateLibssl(lib);
+    const result = await exchange(
+      'dlopen',
+      (port) => startPeer('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-cert', cert, '-key', certKey, '-quiet', '-naccept', '1']),
+      (port) => startPeer('/usr/bin/python3', [TLS_PIPE_DLOPEN, String(port), '0.2'], env),
+      1200,
+    );
+    expectForwardedOnce(result);
+    expect(probed(agent, join(lib, 'libssl.so.3'))).toBe(true);
   });
 
   it('GnuTLS (gnutls-cli) against OpenSSL (openssl s_server)', async () => {
