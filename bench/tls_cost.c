@@ -83,64 +83,87 @@ static void handshake(SSL *c, SSL *s, int cfd, int sfd)
 	fcntl(sfd, F_SETFL, 0);
 }
 
+/* Mean ns of op(ctx) over iter calls, after iter/10 warm-up calls. */
+static double mean_ns(long iter, void (*op)(void *), void *ctx)
+{
+	double t0 = 0;
+
+	for (long i = -iter / 10; i < iter; i++) {
+		if (i == 0)
+			t0 = now_ns();
+		op(ctx);
+	}
+	return (now_ns() - t0) / iter;
+}
+
+struct ssl_pair {
+	SSL *client, *server;
+	char msg[MSG_SIZE], in[MSG_SIZE];
+};
+
+static void ssl_op(void *ctx)
+{
+	struct ssl_pair *p = ctx;
+
+	if (SSL_write(p->client, p->msg, MSG_SIZE) != MSG_SIZE)
+		die("SSL_write");
+	for (int got = 0; got < MSG_SIZE;) {
+		int n = SSL_read(p->server, p->in + got, MSG_SIZE - got);
+
+		if (n <= 0)
+			die("SSL_read");
+		got += n;
+	}
+}
+
 static double ssl_cost(long iter, const char *cert, const char *key)
 {
 	SSL_CTX *sctx = SSL_CTX_new(TLS_server_method()), *cctx = SSL_CTX_new(TLS_client_method());
-	char msg[MSG_SIZE], in[MSG_SIZE];
+	struct ssl_pair p;
 	int cfd, sfd;
-	SSL *c, *s;
-	double t0 = 0;
 
 	if (!sctx || !cctx || SSL_CTX_use_certificate_file(sctx, cert, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(sctx, key, SSL_FILETYPE_PEM) != 1)
 		die("ssl ctx");
 	tcp_pair(&cfd, &sfd);
-	c = SSL_new(cctx);
-	s = SSL_new(sctx);
-	SSL_set_fd(c, cfd);
-	SSL_set_fd(s, sfd);
-	SSL_set_connect_state(c);
-	SSL_set_accept_state(s);
-	handshake(c, s, cfd, sfd);
-	fill_sip(msg);
-	for (long i = -iter / 10; i < iter; i++) {
-		if (i == 0)
-			t0 = now_ns();
-		if (SSL_write(c, msg, MSG_SIZE) != MSG_SIZE)
-			die("SSL_write");
-		for (int got = 0; got < MSG_SIZE;) {
-			int n = SSL_read(s, in + got, MSG_SIZE - got);
+	p.client = SSL_new(cctx);
+	p.server = SSL_new(sctx);
+	SSL_set_fd(p.client, cfd);
+	SSL_set_fd(p.server, sfd);
+	SSL_set_connect_state(p.client);
+	SSL_set_accept_state(p.server);
+	handshake(p.client, p.server, cfd, sfd);
+	fill_sip(p.msg);
+	return mean_ns(iter, ssl_op, &p);
+}
 
-			if (n <= 0)
-				die("SSL_read");
-			got += n;
-		}
+struct tcp_pair {
+	int client, server;
+	char msg[MSG_SIZE], in[MSG_SIZE];
+};
+
+static void tcp_op(void *ctx)
+{
+	struct tcp_pair *p = ctx;
+
+	if (write(p->client, p->msg, MSG_SIZE) != MSG_SIZE)
+		die("write");
+	for (int got = 0; got < MSG_SIZE;) {
+		ssize_t n = read(p->server, p->in + got, MSG_SIZE - got);
+
+		if (n <= 0)
+			die("read");
+		got += n;
 	}
-	return (now_ns() - t0) / iter;
 }
 
 static double tcp_cost(long iter)
 {
-	char msg[MSG_SIZE], in[MSG_SIZE];
-	int cfd, sfd;
-	double t0 = 0;
+	struct tcp_pair p;
 
-	memset(msg, 0xa5, sizeof(msg));
-	tcp_pair(&cfd, &sfd);
-	for (long i = -iter / 10; i < iter; i++) {
-		if (i == 0)
-			t0 = now_ns();
-		if (write(cfd, msg, MSG_SIZE) != MSG_SIZE)
-			die("write");
-		for (int got = 0; got < MSG_SIZE;) {
-			ssize_t n = read(sfd, in + got, MSG_SIZE - got);
-
-			if (n <= 0)
-				die("read");
-			got += n;
-		}
-	}
-	return (now_ns() - t0) / iter;
+	memset(p.msg, 0xa5, sizeof(p.msg));
+	tcp_pair(&p.client, &p.server);
+	return mean_ns(iter, tcp_op, &p);
 }
 
 int main(int argc, char **argv)
