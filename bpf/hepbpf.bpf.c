@@ -636,11 +636,44 @@ static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_c
 	emit_notice(sk, conn, HEPBPF_SRC_TLS_CONN);
 }
 
+/* The data a write-family syscall sends starts with a TLS record header
+ * (content type 20-23, protocol version 3.x): ciphertext, not SIP or Diameter. */
+static __always_inline bool sends_tls_record(const void *arg, __u8 source)
+{
+	const struct iovec *iov = arg;
+	const void *buf = arg;
+	struct iovec v;
+	__u8 h[3];
+
+	if (source == HEPBPF_SRC_SENDMSG) {
+		struct user_msghdr m;
+
+		if (bpf_probe_read_user(&m, sizeof(m), arg))
+			return false;
+		iov = m.msg_iov;
+	} else if (source == HEPBPF_SRC_SENDMMSG) {
+		struct mmsghdr mm;
+
+		if (bpf_probe_read_user(&mm, sizeof(mm), arg))
+			return false;
+		iov = mm.msg_hdr.msg_iov;
+	}
+	if (source == HEPBPF_SRC_WRITEV || source == HEPBPF_SRC_SENDMSG || source == HEPBPF_SRC_SENDMMSG) {
+		if (bpf_probe_read_user(&v, sizeof(v), iov))
+			return false;
+		buf = v.iov_base;
+	}
+	if (bpf_probe_read_user(h, sizeof(h), buf))
+		return false;
+	return h[0] >= 20 && h[0] <= 23 && h[1] == 3;
+}
+
 /* Socket I/O on TCP socket sk by a thread that uses a TLS library: true when
  * it moves ciphertext, which is never captured. */
-static __always_inline bool tls_ciphertext_io(struct task_struct *task, struct sock *sk, bool ingress)
+static __always_inline bool tls_ciphertext_io(struct task_struct *task, struct sock *sk, __u8 source, const void *arg)
 {
 	struct tls_call *call = bpf_task_storage_get(&tls_calls, task, NULL, 0);
+	__u64 conn;
 	struct tls_conn *c;
 
 	if (!call)
@@ -650,16 +683,21 @@ static __always_inline bool tls_ciphertext_io(struct task_struct *task, struct s
 		mark_not_ours(sk);
 		return true;
 	}
-	if (ingress || !call->pending_conn || carries_plaintext(sk))
+	if (is_ingress(source) || !call->pending_conn)
 		return false;
-	/* memory BIO: the first write after SSL_write sends its ciphertext */
-	if (bpf_ktime_get_ns() - call->pending_ns < TLS_PENDING_NS) {
-		c = tls_conn_of(task->tgid, call->pending_conn);
-		if (c)
-			tls_conn_learnt(task->tgid, call->pending_conn, c, sk);
-		mark_not_ours(sk);
+	conn = call->pending_conn;
+	if (bpf_ktime_get_ns() - call->pending_ns >= TLS_PENDING_NS) {
+		call->pending_conn = 0;
+		return false;
 	}
+	/* memory BIO: the first TLS record written after SSL_write is its ciphertext */
+	if (carries_plaintext(sk) || !sends_tls_record(arg, source))
+		return false;
 	call->pending_conn = 0;
+	c = tls_conn_of(task->tgid, conn);
+	if (c)
+		tls_conn_learnt(task->tgid, conn, c, sk);
+	mark_not_ours(sk);
 	return true;
 }
 
@@ -678,7 +716,7 @@ static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const
 	if (!sk)
 		return 0;
 	if (proto == IPPROTO_TCP) {
-		if (tls_ciphertext_io(task, sk, is_ingress(source)))
+		if (tls_ciphertext_io(task, sk, source, arg))
 			return 0;
 		if (is_ingress(source)) {
 			in = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
