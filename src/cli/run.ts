@@ -3,12 +3,15 @@ import { Agent } from '../agent.js';
 import { HepForwarder, type DiameterPayload } from '../output/hep-forwarder.js';
 import { parseHepTarget } from '../output/target.js';
 import { ControlServer } from '../output/control-server.js';
+import { NodeNameTemplate } from '../output/node-name.js';
+import { containerFilter } from '../enrich/container-filter.js';
+import { containerResolver, type ContainerOptions } from './container-options.js';
 import { preflight } from './preflight.js';
 
-export interface RunOptions {
+export interface RunOptions extends ContainerOptions {
   hep: string[];
   hepId: number;
-  nodeName?: string;
+  nodeName: string;
   authKey?: string;
   sipPorts?: number[];
   diameterPayload: DiameterPayload;
@@ -23,14 +26,20 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   if (!Number.isInteger(opts.hepId) || opts.hepId < 0 || opts.hepId > 0xffffffff) throw new Error('--hep-id must be a 32-bit unsigned integer');
   preflight();
 
-  const forwarder = new HepForwarder(targets, { captureId: opts.hepId, nodeName: opts.nodeName, authKey: opts.authKey }, log, opts.diameterPayload);
-  const control = new ControlServer(log);
+  const nodeName = new NodeNameTemplate(opts.nodeName);
+  const keep = containerFilter(opts);
+  const forwarder = new HepForwarder(targets, { captureId: opts.hepId, authKey: opts.authKey }, log, opts.diameterPayload, nodeName);
+  const containers = containerResolver(opts);
+  const control = new ControlServer(log, () => containers.list());
   await control.start();
   const agent = new Agent({
     sipPorts: opts.sipPorts,
     redact: opts.redact,
     log,
+    containers,
+    hold: { holdMs: opts.holdMs },
     sink: (event) => {
+      if (keep && !keep(event.container, event.peerContainer)) return;
       forwarder.forward(event);
       control.publish(event);
     },

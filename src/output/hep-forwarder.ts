@@ -5,6 +5,7 @@ import { HEP_PROTO_DIAMETER, HEP_PROTO_SIP, MAX_PACKET } from '../hep/chunks.js'
 import { diameterJson } from '../protocols/diameter.js';
 import { createSender, type HepSender } from './hep-sender.js';
 import type { HepTarget } from './target.js';
+import type { NodeNameTemplate } from './node-name.js';
 
 const IP_PROTO = { udp: 17, tcp: 6, sctp: 132 } as const;
 
@@ -24,6 +25,8 @@ export class HepForwarder {
     agent: HepAgentFields,
     log: Logger,
     private readonly diameterPayload: DiameterPayload = 'json',
+    /** Per-message node name from the event's container; without it the agent's constant one (if any). */
+    private readonly nodeName?: NodeNameTemplate,
   ) {
     this.encoder = new HepEncoder(agent);
     this.senders = targets.map((t) => createSender(t, log));
@@ -43,6 +46,7 @@ export class HepForwarder {
       protoType: ev.diameter ? HEP_PROTO_DIAMETER : HEP_PROTO_SIP,
       correlationId: ev.correlationId,
       payload,
+      nodeName: this.nodeName?.render(ev.container),
     };
     let encodedFor = -1;
     let length = 0;
