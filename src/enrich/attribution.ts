@@ -100,6 +100,7 @@ export class Attribution {
   counterpart(first: Message, copy: Message): void {
     first.peerCgroupId = copy.cgroupId;
     first.peerPid = copy.pid;
+    this.stats.peerFromCounterpart++;
     this.resolver.lookup(copy.cgroupId, copy.pid);
     if (this.size) this.drain();
   }

@@ -43,9 +43,10 @@ export function containerFromCgroupPath(path: string): CgroupContainer | null {
   for (let i = 0; i < segments.length; i++) {
     const seg = segments[i];
     if (!seg || seg === '..') continue;
-    const pod = POD_SEGMENT.exec(seg);
-    if (pod) {
-      podUid = pod[1].replace(/_/g, '-');
+    // "<pod slice>:cri-containerd:<id>" names the pod and the container in one segment.
+    const pod = POD_SEGMENT.exec(seg.split(':')[0]);
+    if (pod) podUid = pod[1].replace(/_/g, '-');
+    if (pod && !seg.includes(':')) {
       continue;
     }
     const rule = SEGMENT_RULES.find((r) => r.re.test(seg));

@@ -14,7 +14,7 @@ import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, kernelSuiteSkipReason, startAgent, type RunningAgent } from '../helpers/agent.js';
 import { udpCollector, type HepCollector } from '../helpers/collector.js';
-import { captureInNetns, cannotRunDocker, containerPid, Dockerd, Podman, sippRootfsTar, vethBetween } from '../helpers/containers.js';
+import { captureInNetns, cannotRunDocker, cgroupParentsBefore, containerPid, Dockerd, Podman, sippRootfsTar, vethBetween } from '../helpers/containers.js';
 import type { WireMessage } from '../helpers/wire.js';
 import type { TailRecord } from '../../src/output/tail-record.js';
 
@@ -55,6 +55,7 @@ describe.skipIf(!!why)('containers: docker and podman', () => {
   const records: TailRecord[] = [];
   let env: NodeJS.ProcessEnv;
   let tar: string;
+  const cgroupParents = cgroupParentsBefore(['docker', 'libpod_parent']);
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'hepbpf-containers-'));
@@ -98,6 +99,7 @@ describe.skipIf(!!why)('containers: docker and podman', () => {
     for (const mnt of readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(dir)).reverse())
       execFileSync('umount', ['-l', mnt]);
     rmSync(dir, { recursive: true, force: true });
+    cgroupParents.removeNew();
   });
 
   it(`docker: ${CALLS} calls between two compose services, every message names both containers`, async () => {

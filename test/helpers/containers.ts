@@ -4,7 +4,7 @@
  * container network namespaces on test-chosen addresses, tcpdump inside a namespace.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { sipMessagesFromPcap, type WireMessage } from './wire.js';
 
@@ -140,6 +140,28 @@ export async function captureInNetns(pid: number, ifc: string, file: string): Pr
       const dropped = Number(/(\d+) packets? dropped by kernel/.exec(err)?.[1] ?? 'NaN');
       if (dropped !== 0) throw new Error(`tcpdump lost packets (${err.trim()}): the ground truth is incomplete`);
       return sipMessagesFromPcap(readFileSync(file));
+    },
+  };
+}
+
+/** Every cgroup hierarchy's mount point (v1 controllers and v2), from mountinfo. */
+function cgroupMounts(): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => / - cgroup2? /.test(l)).map((l) => l.split(' ')[4]);
+}
+
+/**
+ * Runtimes leave their parent cgroups (`docker`, `libpod_parent`) behind in every hierarchy.
+ * Snapshot which exist before a test; removeNew() removes the ones it created, once empty.
+ */
+export function cgroupParentsBefore(names: string[]): { removeNew(): void } {
+  const existed = new Set(cgroupMounts().flatMap((m) => names.map((n) => join(m, n))).filter((p) => existsSync(p)));
+  return {
+    removeNew() {
+      for (const p of cgroupMounts().flatMap((m) => names.map((n) => join(m, n)))) {
+        if (existed.has(p) || !existsSync(p)) continue;
+        // children first: find lists depth-first with -depth
+        for (const d of execFileSync('find', [p, '-depth', '-type', 'd'], { encoding: 'utf8' }).trim().split('\n')) rmdirSync(d);
+      }
     },
   };
 }
