@@ -43,7 +43,12 @@ export class NodeNameTemplate {
       namespace: c?.namespace,
       image: c?.image,
     };
-    const text = this.template.replace(/\{([a-z]+)\}/g, (_, f: (typeof FIELDS)[number]) => value[f] ?? '');
-    return Buffer.from(text || this.host);
+    let filled = false;
+    const text = this.template.replace(/\{([a-z]+)\}/g, (_, f: (typeof FIELDS)[number]) => {
+      filled ||= !!value[f];
+      return value[f] ?? '';
+    });
+    // A template none of whose fields apply (`{namespace}/{pod}` for a host process) names the host.
+    return Buffer.from(filled ? text : this.host);
   }
 }

@@ -258,6 +258,7 @@ describe('filters, node name, tail fields', () => {
     expect(t.render(pcscf)).toBe(t.render(pcscf));
     expect(new NodeNameTemplate('{container}', 'host-1').render(null).toString()).toBe('host-1');
     expect(new NodeNameTemplate('{namespace}/{pod}', 'h').render(k8s).toString()).toBe('core/scscf-0');
+    expect(new NodeNameTemplate('{namespace}/{pod}', 'h').render(pcscf).toString(), 'no field applies: the host').toBe('h');
     expect(() => new NodeNameTemplate('{nope}')).toThrow(/unknown field \{nope\}/);
   });
 
