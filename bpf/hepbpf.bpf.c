@@ -11,6 +11,14 @@
  * (tp_btf/sock_{send,recv}_length, which fire only for sockets, so the
  * host's file I/O pays no exit hook), for the socket-only syscalls at their
  * exit, after the kernel has written the peer address.
+ *
+ * TLS: uprobes on SSL_read/SSL_write (OpenSSL, BoringSSL, also linked into
+ * executables) and gnutls_record_recv/send see the plaintext. Which socket a
+ * TLS connection uses is learnt from the thread's socket I/O next to the call:
+ * inside it when the library does its own I/O (socket BIO), the read just
+ * before SSL_read or the write just after SSL_write when the application
+ * moves the ciphertext itself (memory BIO: Kamailio, Node). Ciphertext is
+ * never captured.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -35,6 +43,10 @@ char LICENSE[] SEC("license") = "GPL";
 #define SIP_PREFIX 10 /* bytes looks_like_sip() reads: "SUBSCRIBE " */
 #define TCP_MAX_MISSES 4 /* payloads neither SIP nor Diameter before a TCP/SCTP connection is not ours */
 #define L7_NOT_OURS 0xff
+#define PROT_EXEC 4
+/* A memory-BIO application writes the ciphertext right after SSL_write: a
+ * socket write later than this is not taken as naming the connection. */
+#define TLS_PENDING_NS 10000000
 
 /* Only .rodata variable: userspace patches it before load. */
 const volatile struct hepbpf_config cfg = {};
@@ -89,6 +101,7 @@ struct inflight {
 	__s32 nr; /* syscall number: ties socket-layer events to this syscall */
 	__u16 proto;
 	__u8 source; /* HEPBPF_SRC_*, 0: slot unused */
+	struct sock *last_read_sk; /* TCP socket this thread last read outside a TLS call (see tls_enter) */
 };
 
 struct {
@@ -113,9 +126,56 @@ struct {
 	__type(value, struct sock_l7);
 } sock_l7 SEC(".maps");
 
-/* One message of a syscall, as emit() needs it. */
+/* A TLS connection: the library's connection object in one process. */
+struct tls_key {
+	__u64 conn; /* SSL * or gnutls_session_t */
+	__u32 tgid;
+	__u32 _pad;
+};
+
+struct tls_conn {
+	struct sock *sk; /* its socket, NULL until learnt */
+	struct sock_l7 l7; /* what its plaintext carries */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, struct tls_key);
+	__type(value, struct tls_conn);
+} tls_conns SEC(".maps");
+
+/* Socket -> the TLS connection on it, so that closing the socket forgets the
+ * connection: a freed SSL object's address is reused by the next one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u64);
+	__type(value, struct tls_key);
+} tls_socks SEC(".maps");
+
+/* The TLS call a thread is in, from the uprobe to the uretprobe. */
+struct tls_call {
+	__u64 conn; /* 0: not in a call */
+	const void *buf;
+	const void *out_len; /* SSL_*_ex: where the library stores the byte count */
+	struct sock *sk; /* socket the library did I/O on during the call (socket BIO) */
+	__u64 pending_conn; /* memory BIO: SSL_write of a connection whose socket is unknown... */
+	__u64 pending_ns; /* ...returned at this time: the thread's next socket write names it */
+	__u8 source;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tls_call);
+} tls_calls SEC(".maps");
+
+/* One message of a syscall or TLS call, as emit() needs it. */
 struct sock_msg {
-	struct sock *sk;
+	struct sock *sk; /* NULL: a TLS connection whose socket is not known yet */
+	__u64 tls_id;
 	const struct iovec *iov; /* NULL: the data is the one buffer at buf */
 	const void *buf;
 	__u64 len; /* iovcnt, or the size of buf */
@@ -265,48 +325,6 @@ static __always_inline bool buffer_looks_like_sip(const void *buf, __u64 n)
 	return looks_like_sip(head, n);
 }
 
-static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const void *arg, __u64 len,
-				    const void *name, __u64 namelen, __u8 source)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct inflight *in;
-	struct sock_l7 *known;
-	struct sock *sk;
-	__u16 proto;
-
-	if (task->tgid == cfg.self_tgid)
-		return 0;
-	sk = inet_sock_of_fd(ctx->args[0], &proto);
-	if (!sk)
-		return 0;
-	if (proto != IPPROTO_UDP) {
-		__u64 key = (__u64)sk;
-
-		known = bpf_map_lookup_elem(&sock_l7, &key);
-		if (known && known->l7 == L7_NOT_OURS)
-			return 0;
-	} else if ((source == HEPBPF_SRC_SENDTO || source == HEPBPF_SRC_WRITE) && !buffer_looks_like_sip(arg, len)) {
-		/* A datagram is sent whole or not at all: one that does not start
-		 * like SIP (RTP, DNS) is dropped here, before any exit work. */
-		return 0;
-	}
-	in = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!in) {
-		count(HEPBPF_CNT_INFLIGHT_FULL);
-		return 0;
-	}
-	in->sk = sk;
-	in->arg = arg;
-	in->len = len;
-	in->name = name;
-	in->namelen = namelen;
-	in->nr = ctx->id; /* an int in the event: the upper half is padding */
-	in->fd = ctx->args[0];
-	in->proto = proto;
-	in->source = source;
-	return 0;
-}
-
 /* Copies the next piece of the message into scratch: loads the next iovec when
  * the current segment is used up, then at most GATHER_CHUNK bytes. */
 static int gather_step(__u32 i, void *arg)
@@ -362,8 +380,17 @@ static __always_inline void fill_addrs(struct hepbpf_record *r, const struct soc
 	__u32 *local = (__u32 *)r->local_addr, *remote = (__u32 *)r->remote_addr;
 	struct sock *sk = bpf_rdonly_cast(m->sk, bpf_core_type_id_kernel(struct sock));
 	struct sock_common *skc = &sk->__sk_common;
-	__u16 family = skc->skc_family;
+	__u16 family;
 
+	if (!m->sk) {
+		__builtin_memset(r->local_addr, 0, sizeof(r->local_addr));
+		__builtin_memset(r->remote_addr, 0, sizeof(r->remote_addr));
+		r->local_port = r->remote_port = 0;
+		r->family = AF_INET;
+		r->flags = HEPBPF_F_NO_PEER | HEPBPF_F_NO_CONN;
+		return;
+	}
+	family = skc->skc_family;
 	r->flags = 0;
 	r->local_port = skc->skc_num;
 	r->remote_port = bpf_ntohs(skc->skc_dport);
@@ -416,25 +443,46 @@ static __always_inline void fill_addrs(struct hepbpf_record *r, const struct soc
 	r->family = family;
 }
 
-/* Turns one message into a record if it is SIP or Diameter, and submits it. */
-static __noinline int emit(const struct sock_msg *m)
+static __always_inline bool is_ingress(__u8 source)
+{
+	return (source >= HEPBPF_SRC_READ && source <= HEPBPF_SRC_RECVMMSG) || source == HEPBPF_SRC_SSL_READ ||
+	       source == HEPBPF_SRC_GNUTLS_RECV;
+}
+
+/* The fields of a record that name the current task. */
+static __always_inline void stamp(struct hepbpf_record *r)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	r->ts_ns = bpf_ktime_get_ns();
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	r->pid = id >> 32;
+	r->tid = id;
+	r->_pad = 0;
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+}
+
+/* Turns one message into a record if it is SIP or Diameter, and submits it.
+ * known: what the connection carries so far, updated here; NULL for a
+ * datagram, which is judged alone (SIP only: no Diameter over UDP).
+ * Global, so the verifier checks it once rather than at every call site. */
+__noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 {
 	struct scratch_buf *s = scratch_slot();
 	struct hepbpf_record *r;
 	struct gather g = {};
-	struct sock_l7 *known = NULL;
-	__u64 key = (__u64)m->sk, id;
 	__u16 lport, rport;
 	__u32 len;
 	__u8 l7 = 0;
 
-	if (!s)
+	if (!s || !m)
 		return 0;
 	r = &s->rec;
 	fill_addrs(r, m);
 	lport = r->local_port;
 	rport = r->remote_port;
-	if (cfg.filter_ports && !bpf_map_lookup_elem(&sip_ports, &lport) && !bpf_map_lookup_elem(&sip_ports, &rport))
+	if (cfg.filter_ports && m->sk && !bpf_map_lookup_elem(&sip_ports, &lport) &&
+	    !bpf_map_lookup_elem(&sip_ports, &rport))
 		return 0;
 
 	len = m->orig_len < HEPBPF_MAX_DATA ? m->orig_len : HEPBPF_MAX_DATA;
@@ -446,15 +494,12 @@ static __noinline int emit(const struct sock_msg *m)
 		g.left = m->len;
 	}
 
-	if (m->proto != IPPROTO_UDP)
-		known = bpf_map_lookup_elem(&sock_l7, &key);
+	if (known && known->l7 == L7_NOT_OURS)
+		return 0;
 	if (known && (known->l7 == HEPBPF_L7_SIP || known->l7 == HEPBPF_L7_DIAMETER)) {
 		l7 = known->l7;
 	} else {
-		/* Datagrams are judged one by one (SIP only: no Diameter over UDP); a
-		 * stream by its first payloads. */
-		struct sock_l7 next = {};
-
+		/* A stream is judged by its first payloads. */
 		g.limit = len < SIP_PREFIX ? len : SIP_PREFIX;
 		bpf_loop(GATHER_STEPS, gather_step, &g, 0);
 		if (g.fault) {
@@ -463,17 +508,13 @@ static __noinline int emit(const struct sock_msg *m)
 		}
 		if (looks_like_sip(s->data, g.off))
 			l7 = HEPBPF_L7_SIP;
-		else if (m->proto != IPPROTO_UDP && looks_like_diameter(s->data, g.off, g.off == m->orig_len))
+		else if (known && looks_like_diameter(s->data, g.off, g.off == m->orig_len))
 			l7 = HEPBPF_L7_DIAMETER;
-		if (m->proto != IPPROTO_UDP) {
-			if (l7) {
-				next.l7 = l7;
-			} else {
-				next.misses = known ? known->misses + 1 : 1;
-				if (next.misses >= TCP_MAX_MISSES)
-					next.l7 = L7_NOT_OURS;
-			}
-			bpf_map_update_elem(&sock_l7, &key, &next, BPF_ANY);
+		if (known) {
+			if (l7)
+				known->l7 = l7;
+			else if (++known->misses >= TCP_MAX_MISSES)
+				known->l7 = L7_NOT_OURS;
 		}
 		if (!l7)
 			return 0;
@@ -489,21 +530,18 @@ static __noinline int emit(const struct sock_msg *m)
 	if (len > HEPBPF_MAX_DATA)
 		len = HEPBPF_MAX_DATA;
 
-	id = bpf_get_current_pid_tgid();
-	r->ts_ns = bpf_ktime_get_ns();
-	r->cgroup_id = bpf_get_current_cgroup_id();
-	r->sock_id = key;
-	r->pid = id >> 32;
-	r->tid = id;
+	stamp(r);
+	r->sock_id = (__u64)m->sk;
+	r->tls_id = m->tls_id;
 	r->orig_len = m->orig_len;
 	r->data_len = len;
-	r->direction = m->source >= HEPBPF_SRC_READ ? HEPBPF_DIR_INGRESS : HEPBPF_DIR_EGRESS;
+	r->direction = is_ingress(m->source) ? HEPBPF_DIR_INGRESS : HEPBPF_DIR_EGRESS;
 	r->ip_proto = m->proto;
 	r->l7 = l7;
 	r->source = m->source;
-	r->_pad = 0;
 	r->fd = m->fd;
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	if (m->tls_id)
+		r->flags |= HEPBPF_F_TLS;
 	if (len < m->orig_len) {
 		r->flags |= HEPBPF_F_TRUNCATED;
 		count(HEPBPF_CNT_TRUNCATED);
@@ -513,6 +551,247 @@ static __noinline int emit(const struct sock_msg *m)
 	else
 		count(HEPBPF_CNT_EMITTED);
 	return 0;
+}
+
+/* A record without data (HEPBPF_SRC_TLS_CONN, HEPBPF_SRC_EXEC). */
+static __noinline int emit_notice(struct sock *sk, __u64 tls_id, __u8 source)
+{
+	struct scratch_buf *s = scratch_slot();
+	struct sock_msg m = { .sk = sk, .proto = IPPROTO_TCP };
+	struct hepbpf_record *r;
+
+	if (!s)
+		return 0;
+	r = &s->rec;
+	fill_addrs(r, &m);
+	stamp(r);
+	r->sock_id = (__u64)sk;
+	r->tls_id = tls_id;
+	r->orig_len = 0;
+	r->data_len = 0;
+	r->direction = HEPBPF_DIR_EGRESS;
+	r->ip_proto = IPPROTO_TCP;
+	r->l7 = 0;
+	r->source = source;
+	r->fd = 0;
+	if (bpf_ringbuf_output(&events, r, sizeof(*r), 0))
+		count(HEPBPF_CNT_RINGBUF_FULL);
+	return 0;
+}
+
+/* What the TCP connection on sk carries, created empty when first seen. */
+static __always_inline struct sock_l7 *sock_l7_of(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct sock_l7 *known = bpf_map_lookup_elem(&sock_l7, &key);
+	struct sock_l7 fresh = {};
+
+	if (known)
+		return known;
+	bpf_map_update_elem(&sock_l7, &key, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&sock_l7, &key);
+}
+
+static __always_inline void mark_not_ours(struct sock *sk)
+{
+	struct sock_l7 *known = sock_l7_of(sk);
+
+	if (known)
+		known->l7 = L7_NOT_OURS;
+}
+
+/* Does sk carry SIP or Diameter in the clear? Then it is not a TLS socket. */
+static __always_inline bool carries_plaintext(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct sock_l7 *known = bpf_map_lookup_elem(&sock_l7, &key);
+
+	return known && (known->l7 == HEPBPF_L7_SIP || known->l7 == HEPBPF_L7_DIAMETER);
+}
+
+/* The TLS connection conn of process tgid, created empty when first seen. */
+static __always_inline struct tls_conn *tls_conn_of(__u32 tgid, __u64 conn)
+{
+	struct tls_key key = { .conn = conn, .tgid = tgid };
+	struct tls_conn *c = bpf_map_lookup_elem(&tls_conns, &key);
+	struct tls_conn fresh = {};
+
+	if (c)
+		return c;
+	bpf_map_update_elem(&tls_conns, &key, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&tls_conns, &key);
+}
+
+/* TLS connection conn runs over sk: remember it and tell userspace, which
+ * may hold plaintext of conn that arrived before its socket was known. */
+static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_conn *c, struct sock *sk)
+{
+	struct tls_key key = { .conn = conn, .tgid = tgid };
+	__u64 sk_key = (__u64)sk;
+
+	if (c->sk == sk)
+		return;
+	c->sk = sk;
+	bpf_map_update_elem(&tls_socks, &sk_key, &key, BPF_ANY);
+	emit_notice(sk, conn, HEPBPF_SRC_TLS_CONN);
+}
+
+/* Socket I/O on TCP socket sk by a thread that uses a TLS library: true when
+ * it moves ciphertext, which is never captured. */
+static __always_inline bool tls_ciphertext_io(struct task_struct *task, struct sock *sk, bool ingress)
+{
+	struct tls_call *call = bpf_task_storage_get(&tls_calls, task, NULL, 0);
+	struct tls_conn *c;
+
+	if (!call)
+		return false;
+	if (call->conn) { /* socket BIO: the library's own I/O inside SSL_* */
+		call->sk = sk;
+		mark_not_ours(sk);
+		return true;
+	}
+	if (ingress || !call->pending_conn || carries_plaintext(sk))
+		return false;
+	/* memory BIO: the first write after SSL_write sends its ciphertext */
+	if (bpf_ktime_get_ns() - call->pending_ns < TLS_PENDING_NS) {
+		c = tls_conn_of(task->tgid, call->pending_conn);
+		if (c)
+			tls_conn_learnt(task->tgid, call->pending_conn, c, sk);
+		mark_not_ours(sk);
+	}
+	call->pending_conn = 0;
+	return true;
+}
+
+static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const void *arg, __u64 len,
+				    const void *name, __u64 namelen, __u8 source)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct inflight *in = NULL;
+	struct sock_l7 *known;
+	struct sock *sk;
+	__u16 proto;
+
+	if (task->tgid == cfg.self_tgid)
+		return 0;
+	sk = inet_sock_of_fd(ctx->args[0], &proto);
+	if (!sk)
+		return 0;
+	if (proto == IPPROTO_TCP) {
+		if (tls_ciphertext_io(task, sk, is_ingress(source)))
+			return 0;
+		if (is_ingress(source)) {
+			in = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+			if (in)
+				in->last_read_sk = sk;
+		}
+	}
+	if (proto != IPPROTO_UDP) {
+		__u64 key = (__u64)sk;
+
+		known = bpf_map_lookup_elem(&sock_l7, &key);
+		if (known && known->l7 == L7_NOT_OURS)
+			return 0;
+	} else if ((source == HEPBPF_SRC_SENDTO || source == HEPBPF_SRC_WRITE) && !buffer_looks_like_sip(arg, len)) {
+		/* A datagram is sent whole or not at all: one that does not start
+		 * like SIP (RTP, DNS) is dropped here, before any exit work. */
+		return 0;
+	}
+	if (!in)
+		in = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!in) {
+		count(HEPBPF_CNT_INFLIGHT_FULL);
+		return 0;
+	}
+	in->sk = sk;
+	in->arg = arg;
+	in->len = len;
+	in->name = name;
+	in->namelen = namelen;
+	in->nr = ctx->id; /* an int in the event: the upper half is padding */
+	in->fd = ctx->args[0];
+	in->proto = proto;
+	in->source = source;
+	return 0;
+}
+
+/* Entry of a TLS library's read or write: remember the call. */
+static __always_inline int tls_enter(__u64 conn, const void *buf, const void *out_len, __u8 source)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct tls_call *call;
+	struct inflight *in;
+	struct tls_conn *c;
+
+	if (task->tgid == cfg.self_tgid)
+		return 0;
+	call = bpf_task_storage_get(&tls_calls, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!call) {
+		count(HEPBPF_CNT_INFLIGHT_FULL);
+		return 0;
+	}
+	call->conn = conn;
+	call->buf = buf;
+	call->out_len = out_len;
+	call->sk = NULL;
+	call->source = source;
+	if (!is_ingress(source))
+		return 0;
+	/* memory BIO: the application read this connection's ciphertext just before */
+	in = bpf_task_storage_get(&inflight, task, NULL, 0);
+	if (!in || !in->last_read_sk)
+		return 0;
+	if (!carries_plaintext(in->last_read_sk)) {
+		c = tls_conn_of(task->tgid, conn);
+		if (c && !c->sk)
+			tls_conn_learnt(task->tgid, conn, c, in->last_read_sk);
+	}
+	in->last_read_sk = NULL;
+	return 0;
+}
+
+/* Return of a TLS read or write: ret bytes of plaintext (SSL_*_ex: ret is
+ * 1 on success and the count is at out_len). */
+static __always_inline int tls_exit(long ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct tls_call *call = bpf_task_storage_get(&tls_calls, task, NULL, 0);
+	struct sock_msg m = {};
+	struct tls_conn *c;
+	struct tls_call in;
+
+	if (!call || !call->conn)
+		return 0;
+	in = *call;
+	call->conn = 0;
+	if (in.out_len) {
+		__u64 n = 0;
+
+		if (ret != 1 || bpf_probe_read_user(&n, sizeof(n), in.out_len))
+			return 0;
+		ret = n;
+	}
+	if (ret <= 0)
+		return 0;
+	c = tls_conn_of(task->tgid, in.conn);
+	if (!c) {
+		count(HEPBPF_CNT_INFLIGHT_FULL);
+		return 0;
+	}
+	if (in.sk)
+		tls_conn_learnt(task->tgid, in.conn, c, in.sk);
+	else if (!c->sk && !is_ingress(in.source)) {
+		call->pending_conn = in.conn;
+		call->pending_ns = bpf_ktime_get_ns();
+	}
+	m.sk = c->sk;
+	m.tls_id = in.conn;
+	m.buf = in.buf;
+	m.len = ret;
+	m.orig_len = ret;
+	m.proto = IPPROTO_TCP;
+	m.source = in.source;
+	return emit(&m, &c->l7);
 }
 
 struct mmsg_walk {
@@ -537,7 +816,7 @@ static int emit_mmsg_one(__u32 i, void *arg)
 	w->m.name = h.msg_hdr.msg_name;
 	w->m.namelen = h.msg_hdr.msg_namelen;
 	w->m.orig_len = h.msg_len;
-	emit(&w->m);
+	emit(&w->m, w->m.proto == IPPROTO_UDP ? NULL : sock_l7_of(w->m.sk));
 	return 0;
 }
 
@@ -545,6 +824,7 @@ static int emit_mmsg_one(__u32 i, void *arg)
 static __always_inline void finish_io(const struct inflight *in, long ret)
 {
 	struct sock_msg m = {};
+	struct sock_l7 *known = NULL;
 
 	m.sk = in->sk;
 	m.fd = in->fd;
@@ -601,7 +881,12 @@ static __always_inline void finish_io(const struct inflight *in, long ret)
 	default:
 		return;
 	}
-	emit(&m);
+	if (m.proto != IPPROTO_UDP) {
+		known = sock_l7_of(m.sk);
+		if (!known)
+			return;
+	}
+	emit(&m, known);
 }
 
 /* Exit of sendto/sendmsg/sendmmsg/recvfrom/recvmsg/recvmmsg. */
@@ -764,6 +1049,73 @@ int exit_recvmmsg(struct trace_event_raw_sys_exit *ctx)
 	return exit_io(ctx, HEPBPF_SRC_RECVMMSG);
 }
 
+/* TLS libraries: attached per file by src/capture/tls-probes.ts. */
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_write, void *ssl, const void *buf)
+{
+	return tls_enter((__u64)ssl, buf, NULL, HEPBPF_SRC_SSL_WRITE);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_read, void *ssl, void *buf)
+{
+	return tls_enter((__u64)ssl, buf, NULL, HEPBPF_SRC_SSL_READ);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_write_ex, void *ssl, const void *buf, __u64 num, __u64 *written)
+{
+	return tls_enter((__u64)ssl, buf, written, HEPBPF_SRC_SSL_WRITE);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_read_ex, void *ssl, void *buf, __u64 num, __u64 *readbytes)
+{
+	return tls_enter((__u64)ssl, buf, readbytes, HEPBPF_SRC_SSL_READ);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_ssl_ret, int ret) /* int: the upper half of rax is undefined */
+{
+	return tls_exit(ret);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_gnutls_send, void *session, const void *data)
+{
+	return tls_enter((__u64)session, data, NULL, HEPBPF_SRC_GNUTLS_SEND);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_gnutls_recv, void *session, void *data)
+{
+	return tls_enter((__u64)session, data, NULL, HEPBPF_SRC_GNUTLS_RECV);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_gnutls_ret, long ret)
+{
+	return tls_exit(ret);
+}
+
+/* A new program, or a library mapped executable (the loader after exec,
+ * dlopen): userspace looks for TLS libraries to attach to. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(process_exec)
+{
+	if (bpf_get_current_pid_tgid() >> 32 != cfg.self_tgid)
+		emit_notice(NULL, 0, HEPBPF_SRC_EXEC);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int enter_mmap(struct trace_event_raw_sys_enter *ctx)
+{
+	if ((ARG(2) & PROT_EXEC) && (int)ARG(4) >= 0 && bpf_get_current_pid_tgid() >> 32 != cfg.self_tgid)
+		emit_notice(NULL, 0, HEPBPF_SRC_EXEC);
+	return 0;
+}
+
 /* TCP connection established or closed: forget what its struct sock carried
  * before. Cheaper and tighter than hooking close(): it fires only on TCP state
  * changes, not on every close() of every file, and it also resets sockets that
@@ -773,8 +1125,15 @@ SEC("tracepoint/sock/inet_sock_set_state")
 int tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
 	__u64 key = (__u64)ctx->skaddr;
+	struct tls_key *tls;
 
-	if (ctx->newstate == TCP_ESTABLISHED || ctx->newstate == TCP_CLOSE)
-		bpf_map_delete_elem(&sock_l7, &key);
+	if (ctx->newstate != TCP_ESTABLISHED && ctx->newstate != TCP_CLOSE)
+		return 0;
+	bpf_map_delete_elem(&sock_l7, &key);
+	tls = bpf_map_lookup_elem(&tls_socks, &key);
+	if (tls) {
+		bpf_map_delete_elem(&tls_conns, tls);
+		bpf_map_delete_elem(&tls_socks, &key);
+	}
 	return 0;
 }

@@ -31,10 +31,20 @@
 #define HEPBPF_SRC_RECVFROM 8
 #define HEPBPF_SRC_RECVMSG 9
 #define HEPBPF_SRC_RECVMMSG 10
+/* TLS plaintext, from uprobes on the library (the data is what the application wrote or read) */
+#define HEPBPF_SRC_SSL_WRITE 11 /* SSL_write, SSL_write_ex */
+#define HEPBPF_SRC_SSL_READ 12 /* SSL_read, SSL_read_ex */
+#define HEPBPF_SRC_GNUTLS_SEND 13 /* gnutls_record_send */
+#define HEPBPF_SRC_GNUTLS_RECV 14 /* gnutls_record_recv */
+/* Records without data that tell userspace something */
+#define HEPBPF_SRC_TLS_CONN 15 /* the socket of TLS connection tls_id is now known: its addresses are in this record */
+#define HEPBPF_SRC_EXEC 16 /* pid exec'd or mapped executable code: look for TLS libraries in it */
 
 /* flags */
 #define HEPBPF_F_TRUNCATED 0x01 /* orig_len > data_len */
 #define HEPBPF_F_NO_PEER 0x02 /* peer address unknown (e.g. recvfrom with NULL addr on unconnected UDP) */
+#define HEPBPF_F_TLS 0x04 /* plaintext of the TLS connection tls_id */
+#define HEPBPF_F_NO_CONN 0x08 /* TLS plaintext whose socket is not known (yet): addresses and ports are zero */
 
 /* Index into the "counters" per-CPU array map: every loss is counted. */
 #define HEPBPF_CNT_RINGBUF_FULL 0 /* bpf_ringbuf_output failed: record lost */
@@ -47,7 +57,8 @@
 struct hepbpf_record {
 	__u64 ts_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
 	__u64 cgroup_id; /* bpf_get_current_cgroup_id() */
-	__u64 sock_id; /* identifies the socket for its lifetime (struct sock address) */
+	__u64 sock_id; /* identifies the socket for its lifetime (struct sock address); 0 if unknown */
+	__u64 tls_id; /* TLS records: the library's connection object (SSL *, gnutls_session_t) in process pid; else 0 */
 	__u32 pid; /* tgid */
 	__u32 tid;
 	__u32 orig_len; /* bytes the syscall moved for this message */
@@ -67,7 +78,7 @@ struct hepbpf_record {
 	char comm[16];
 	/* data[data_len] follows */
 };
-/* sizeof(struct hepbpf_record) == 104 */
+/* sizeof(struct hepbpf_record) == 112 */
 
 /* Read-only configuration, set by userspace before load (.rodata). */
 struct hepbpf_config {

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { SocketCapture } from './capture/socket-capture.js';
-import { decodeBatch } from './capture/record.js';
+import { decodeBatch, F_TLS, SRC_EXEC, SRC_TLS_CONN, type CaptureRecord } from './capture/record.js';
+import { TlsAttribution } from './capture/tls-attribution.js';
 import { MonotonicClock } from './capture/clock.js';
 import { StreamAssembler } from './stream/assembler.js';
 import { LocalDedup } from './stream/dedup.js';
@@ -46,6 +47,8 @@ export class Agent {
   private readonly clock = new MonotonicClock();
   private readonly dedup = new LocalDedup();
   private readonly assembler: StreamAssembler;
+  private readonly tls: TlsAttribution;
+  private tlsTimer?: NodeJS.Timeout;
   private readonly correlator = new Correlator();
   private readonly redact: boolean;
   private readonly attribution: Attribution;
@@ -60,20 +63,32 @@ export class Agent {
     this.redact = opts.redact ?? true;
     this.attribution = new Attribution(opts.containers, opts.sink, opts.hold);
     this.assembler = new StreamAssembler((m) => this.onMessage(m));
+    this.tls = new TlsAttribution((r) => this.assembler.push(r));
     this.capture = new SocketCapture({ sipPorts: opts.sipPorts, log: opts.log }, (batch) =>
-      decodeBatch(batch, (r) => this.assembler.push(r)),
+      decodeBatch(batch, (r) => this.onRecord(r)),
     );
   }
 
   async start(): Promise<void> {
     this.opts.containers.start();
     this.capture.start();
+    // TLS plaintext waiting for its connection must go out even when nothing else arrives.
+    this.tlsTimer = setInterval(() => this.tls.expire(process.hrtime.bigint()), 250);
+    this.tlsTimer.unref();
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.tlsTimer);
     this.capture.stop();
+    this.tls.flush(); // TLS plaintext still waiting goes through the pipeline, then out of the hold
     this.attribution.flush();
     this.opts.containers.stop();
+  }
+
+  private onRecord(r: CaptureRecord): void {
+    if (r.source === SRC_EXEC) this.capture.processChanged(r.pid);
+    else if (r.flags & F_TLS || r.source === SRC_TLS_CONN) this.tls.push(r);
+    else this.assembler.push(r);
   }
 
   private onMessage(message: Message): void {
@@ -127,6 +142,7 @@ export class Agent {
     return {
       kernel: this.capture.counters(),
       streams: this.assembler.stats(),
+      tls: { ...this.capture.tlsStats(), attributedLate: this.tls.attributedLate, unattributed: this.tls.unattributed },
       duplicates: this.duplicates,
       notSip: this.notSip,
       notDiameter: this.notDiameter,

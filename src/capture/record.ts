@@ -3,7 +3,7 @@
  * A batch from src/bpf is `u32 size LE, u32 0, size bytes of record, zero padding to 8` repeated.
  */
 
-export const RECORD_HEADER_SIZE = 104; // sizeof(struct hepbpf_record)
+export const RECORD_HEADER_SIZE = 112; // sizeof(struct hepbpf_record)
 export const MAX_DATA = 65536; // HEPBPF_MAX_DATA
 
 export const DIR_EGRESS = 0;
@@ -12,6 +12,10 @@ export const L7_SIP = 1;
 export const L7_DIAMETER = 2;
 export const F_TRUNCATED = 0x01;
 export const F_NO_PEER = 0x02;
+export const F_TLS = 0x04;
+export const F_NO_CONN = 0x08;
+export const SRC_TLS_CONN = 15;
+export const SRC_EXEC = 16;
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const IPPROTO_TCP = 6;
@@ -25,22 +29,23 @@ export const COUNTER_NAMES = ['ringbufFull', 'truncated', 'readFault', 'emitted'
 const OFF_TS = 0;
 const OFF_CGROUP = 8;
 const OFF_SOCK = 16;
-const OFF_PID = 24;
-const OFF_TID = 28;
-const OFF_ORIG_LEN = 32;
-const OFF_DATA_LEN = 36;
-const OFF_DIRECTION = 40;
-const OFF_FAMILY = 41;
-const OFF_IP_PROTO = 42;
-const OFF_L7 = 43;
-const OFF_SOURCE = 44;
-const OFF_FLAGS = 45;
-const OFF_LOCAL_PORT = 46;
-const OFF_REMOTE_PORT = 48;
-const OFF_FD = 52;
-const OFF_LOCAL_ADDR = 56;
-const OFF_REMOTE_ADDR = 72;
-const OFF_COMM = 88;
+const OFF_TLS = 24;
+const OFF_PID = 32;
+const OFF_TID = 36;
+const OFF_ORIG_LEN = 40;
+const OFF_DATA_LEN = 44;
+const OFF_DIRECTION = 48;
+const OFF_FAMILY = 49;
+const OFF_IP_PROTO = 50;
+const OFF_L7 = 51;
+const OFF_SOURCE = 52;
+const OFF_FLAGS = 53;
+const OFF_LOCAL_PORT = 54;
+const OFF_REMOTE_PORT = 56;
+const OFF_FD = 60;
+const OFF_LOCAL_ADDR = 64;
+const OFF_REMOTE_ADDR = 80;
+const OFF_COMM = 96;
 
 /**
  * One record, decoded in place. The decoder reuses a single instance: every field, and `data`
@@ -52,6 +57,8 @@ export class CaptureRecord {
   tsNs = 0n;
   cgroupId = 0n;
   sockId = 0n;
+  /** TLS records: the library's connection object in process `pid`; 0n otherwise. */
+  tlsId = 0n;
   pid = 0;
   tid = 0;
   origLen = 0;
@@ -83,6 +90,7 @@ export class CaptureRecord {
     this.tsNs = buf.readBigUInt64LE(base + OFF_TS);
     this.cgroupId = buf.readBigUInt64LE(base + OFF_CGROUP);
     this.sockId = buf.readBigUInt64LE(base + OFF_SOCK);
+    this.tlsId = buf.readBigUInt64LE(base + OFF_TLS);
     this.pid = buf.readUInt32LE(base + OFF_PID);
     this.tid = buf.readUInt32LE(base + OFF_TID);
     this.origLen = buf.readUInt32LE(base + OFF_ORIG_LEN);
@@ -118,6 +126,24 @@ export class CaptureRecord {
 
   remoteAddrBytes(): Buffer {
     return this.buf.subarray(this.base + OFF_REMOTE_ADDR, this.base + OFF_REMOTE_ADDR + 16);
+  }
+
+  /** The record's bytes (header and data), a view valid during the callback only. */
+  raw(): Buffer {
+    return this.buf.subarray(this.base, this.base + RECORD_HEADER_SIZE + this.dataLen);
+  }
+
+  /**
+   * Writes this record's connection (socket id, family, ports, addresses, and the address flags)
+   * into the raw record `to`: TLS plaintext that was captured before its socket was known gets the
+   * addresses of a later record of the same TLS connection.
+   */
+  copyConnectionTo(to: Buffer): void {
+    this.buf.copy(to, OFF_SOCK, this.base + OFF_SOCK, this.base + OFF_SOCK + 8);
+    to[OFF_FAMILY] = this.family;
+    to[OFF_FLAGS] = (to[OFF_FLAGS] & ~(F_NO_CONN | F_NO_PEER)) | (this.flags & F_NO_PEER);
+    this.buf.copy(to, OFF_LOCAL_PORT, this.base + OFF_LOCAL_PORT, this.base + OFF_REMOTE_PORT + 2);
+    this.buf.copy(to, OFF_LOCAL_ADDR, this.base + OFF_LOCAL_ADDR, this.base + OFF_REMOTE_ADDR + 16);
   }
 
   get truncated(): boolean {

@@ -5,6 +5,7 @@ import { BpfObject, type RingBufferReader } from '../bpf/libbpf.js';
 import { ensureTracefs } from '../bpf/tracefs.js';
 import { BPF_OBJECT_PATH } from './paths.js';
 import { COUNTER_NAMES } from './record.js';
+import { TLS_PROGRAMS, TlsProbes } from './tls-probes.js';
 
 export interface SocketCaptureOptions {
   sipPorts?: number[];
@@ -25,6 +26,8 @@ function possibleCpus(): number {
 export class SocketCapture {
   private obj?: BpfObject;
   private reader?: RingBufferReader;
+  private tls?: TlsProbes;
+  private lastTlsStats?: ReturnType<TlsProbes['stats']>;
   /** Counters as they were when the object was closed, so the final stats line still has them. */
   private lastCounters: Record<string, number> = {};
 
@@ -51,15 +54,30 @@ export class SocketCapture {
         key.writeUInt16LE(p);
         ports.update(key, Buffer.from([1]));
       }
-      for (const prog of obj.programNames()) obj.attach(prog);
+      for (const prog of obj.programNames()) if (!TLS_PROGRAMS.has(prog)) obj.attach(prog);
+      // Reading first: processes that start while the TLS libraries are looked for are reported.
       this.reader = obj.ringBuffer('events', this.onBatch);
+      this.tls = new TlsProbes(obj, this.opts.log);
+      this.tls.start();
     } catch (err) {
       this.stop();
       throw err;
     }
   }
 
+  /** The kernel reported that pid exec'd or mapped code: probe any TLS library it brought. */
+  processChanged(pid: number): void {
+    this.tls?.processChanged(pid);
+  }
+
+  tlsStats() {
+    return this.tls?.stats() ?? this.lastTlsStats;
+  }
+
   stop(): void {
+    this.lastTlsStats = this.tls?.stats();
+    this.tls?.close();
+    this.tls = undefined;
     if (this.reader) this.lastCounters = this.counters();
     this.reader?.stop();
     this.reader = undefined;

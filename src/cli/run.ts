@@ -15,6 +15,7 @@ export interface RunOptions extends ContainerOptions {
   authKey?: string;
   sipPorts?: number[];
   diameterPayload: DiameterPayload;
+  tlsIpProto: number;
   redact: boolean;
   logLevel: string;
 }
@@ -26,9 +27,13 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   if (!Number.isInteger(opts.hepId) || opts.hepId < 0 || opts.hepId > 0xffffffff) throw new Error('--hep-id must be a 32-bit unsigned integer');
   preflight();
 
-  const nodeName = new NodeNameTemplate(opts.nodeName);
+  if (opts.tlsIpProto !== 22 && opts.tlsIpProto !== 6) throw new Error('--tls-ip-proto must be 22 (as Kamailio siptrace marks TLS) or 6 (TCP)');
   const keep = containerFilter(opts);
-  const forwarder = new HepForwarder(targets, { captureId: opts.hepId, authKey: opts.authKey }, log, opts.diameterPayload, nodeName);
+  const forwarder = new HepForwarder(targets, { captureId: opts.hepId, authKey: opts.authKey }, log, {
+    diameterPayload: opts.diameterPayload,
+    tlsIpProto: opts.tlsIpProto,
+    nodeName: new NodeNameTemplate(opts.nodeName),
+  });
   const containers = containerResolver(opts);
   const control = new ControlServer(log, () => containers.list());
   await control.start();

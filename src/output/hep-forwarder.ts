@@ -7,7 +7,15 @@ import { createSender, type HepSender } from './hep-sender.js';
 import type { HepTarget } from './target.js';
 import type { NodeNameTemplate } from './node-name.js';
 
-const IP_PROTO = { udp: 17, tcp: 6, sctp: 132 } as const;
+/** What HEP chunk 0x02 says for TLS: 22, as Kamailio siptrace marks it, unless the operator asks for 6 (TCP). */
+export const HEP_IP_PROTO_TLS = 22;
+
+export interface ForwardOptions {
+  diameterPayload?: DiameterPayload;
+  tlsIpProto?: number;
+  /** Per-message node name from the event's container; without it the agent's constant one (if any). */
+  nodeName?: NodeNameTemplate;
+}
 
 /** What a Diameter message's HEP payload is: the decoded message as JSON (README "Diameter"), or the exact bytes. */
 export type DiameterPayload = 'json' | 'raw';
@@ -17,6 +25,9 @@ export class HepForwarder {
   private readonly senders: HepSender[];
   private readonly encoder: HepEncoder;
   private readonly packet = Buffer.allocUnsafe(MAX_PACKET);
+  private readonly diameterPayload: DiameterPayload;
+  private readonly nodeName?: NodeNameTemplate;
+  private readonly ipProto: Record<CaptureEvent['message']['transport'], number>;
   /** Messages whose payload was cut to fit a HEP packet. */
   private cutToFit = 0;
 
@@ -24,10 +35,11 @@ export class HepForwarder {
     targets: HepTarget[],
     agent: HepAgentFields,
     log: Logger,
-    private readonly diameterPayload: DiameterPayload = 'json',
-    /** Per-message node name from the event's container; without it the agent's constant one (if any). */
-    private readonly nodeName?: NodeNameTemplate,
+    opts: ForwardOptions = {},
   ) {
+    this.diameterPayload = opts.diameterPayload ?? 'json';
+    this.nodeName = opts.nodeName;
+    this.ipProto = { udp: 17, tcp: 6, tls: opts.tlsIpProto ?? HEP_IP_PROTO_TLS, sctp: 132 };
     this.encoder = new HepEncoder(agent);
     this.senders = targets.map((t) => createSender(t, log));
   }
@@ -37,7 +49,7 @@ export class HepForwarder {
     const payload = ev.diameter && this.diameterPayload === 'json' ? Buffer.from(JSON.stringify(diameterJson(ev.diameter))) : ev.payload;
     const hep: HepMessage = {
       family: m.family,
-      ipProto: IP_PROTO[m.transport],
+      ipProto: this.ipProto[m.transport],
       srcIp: m.src.ip,
       dstIp: m.dst.ip,
       srcPort: m.src.port,

@@ -1,4 +1,4 @@
-import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_NO_PEER, L7_DIAMETER } from '../capture/record.js';
+import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_NO_CONN, F_NO_PEER, F_TLS, L7_DIAMETER } from '../capture/record.js';
 import type { AppProto, Endpoint, Message, Transport } from './message.js';
 import { SipFramer } from './sip-framer.js';
 import { DiameterFramer } from './diameter-framer.js';
@@ -24,7 +24,7 @@ function isKeepAlive(data: Buffer): boolean {
 
 /**
  * Turns records into messages: a UDP record is one datagram; TCP (and SCTP) records are
- * reassembled per socket and direction, then framed.
+ * reassembled per socket and direction, TLS plaintext per TLS connection and direction, then framed.
  */
 export class StreamAssembler {
   private readonly streams = new Map<string, StreamState>();
@@ -57,8 +57,10 @@ export class StreamAssembler {
       this.emit(rec.data, rec.origLen, rec.truncated);
       return;
     }
-    this.currentTransport = rec.ipProto === IPPROTO_TCP ? 'tcp' : 'sctp';
-    const key = `${rec.sockId}:${rec.direction}`;
+    const tls = (rec.flags & F_TLS) !== 0;
+    this.currentTransport = tls ? 'tls' : rec.ipProto === IPPROTO_TCP ? 'tcp' : 'sctp';
+    // A TLS connection's plaintext is its own stream: the socket may not be known yet.
+    const key = tls ? `tls:${rec.pid}:${rec.tlsId}:${rec.direction}` : `${rec.sockId}:${rec.direction}`;
     let stream = this.streams.get(key);
     if (!stream) {
       if (this.streams.size >= MAX_STREAMS) this.expire(rec.tsNs, true);
@@ -112,6 +114,7 @@ export class StreamAssembler {
       size,
       truncated,
       peerUnknown: (r.flags & F_NO_PEER) !== 0,
+      connectionUnknown: (r.flags & F_NO_CONN) !== 0,
     });
   }
 

@@ -3,7 +3,7 @@ export interface Endpoint {
   port: number;
 }
 
-export type Transport = 'udp' | 'tcp' | 'sctp';
+export type Transport = 'udp' | 'tcp' | 'tls' | 'sctp';
 export type AppProto = 'sip' | 'diameter';
 
 /**
@@ -33,4 +33,6 @@ export interface Message {
   /** The cgroup (and a pid in it) of the other end when it is on this host: set by LocalDedup or src/enrich/attribution.ts. */
   peerCgroupId?: bigint;
   peerPid?: number;
+  /** TLS plaintext whose socket could not be determined: src and dst are 0.0.0.0:0, not guessed. */
+  connectionUnknown: boolean;
 }

@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sipMessagesFromPcap, type WireMessage } from './wire.js';
 
-function stopByPid(proc: ChildProcess, timeoutMs = 5000): Promise<void> {
+export function stopByPid(proc: ChildProcess, timeoutMs = 5000): Promise<void> {
   return new Promise((resolve) => {
     if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
     const kill = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);

@@ -158,7 +158,7 @@ let ts = 1_000_000_000n;
 function message(over: Partial<Message>): Message {
   return {
     tsNs: (ts += 1000n), proto: 'sip', transport: 'udp', family: 4, src: { ip: '10.0.0.1', port: 5070 }, dst: { ip: '10.0.0.2', port: 5060 },
-    pid: 10, tid: 10, comm: 'sipp', cgroupId: 1n, sockId: 1n, direction: 'egress', payload: Buffer.from('INVITE'), size: 6, truncated: false, peerUnknown: false, ...over,
+    pid: 10, tid: 10, comm: 'sipp', cgroupId: 1n, sockId: 1n, direction: 'egress', payload: Buffer.from('INVITE'), size: 6, truncated: false, peerUnknown: false, connectionUnknown: false, ...over,
   };
 }
 const event = (m: Message): CaptureEvent => ({ message: m, payload: m.payload, summary: 's', wallUs: 0, correlationId: 'c', container: null, peerContainer: null });

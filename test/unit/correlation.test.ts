@@ -24,6 +24,7 @@ function message(payload: Buffer, tsMs: number, proto: 'sip' | 'diameter', src =
     size: payload.length,
     truncated: false,
     peerUnknown: false,
+    connectionUnknown: false,
   };
 }
 

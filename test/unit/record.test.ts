@@ -58,10 +58,10 @@ describe('ring-buffer records', () => {
       return b;
     };
     const bad = [
-      corrupt((b) => b.writeUInt32LE(1 << 20, 36)), // data_len past the record
-      corrupt((b) => b.writeUInt32LE(3, 32)), // orig_len < data_len
-      corrupt((b) => (b[40] = 2)), // direction
-      corrupt((b) => (b[41] = 1)), // family
+      corrupt((b) => b.writeUInt32LE(1 << 20, 44)), // data_len past the record
+      corrupt((b) => b.writeUInt32LE(3, 40)), // orig_len < data_len
+      corrupt((b) => (b[48] = 2)), // direction
+      corrupt((b) => (b[49] = 1)), // family
       good.subarray(0, RECORD_HEADER_SIZE - 1), // shorter than the header
     ];
     const seen: string[] = [];

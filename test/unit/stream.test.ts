@@ -254,7 +254,7 @@ describe('records to messages', () => {
   it('skips a malformed record and decodes the rest of the batch', () => {
     const good = encodeRecord({ data: sipMessage('ok') });
     const bad = Buffer.from(good);
-    bad.writeUInt32LE(1 << 20, 36); // data_len larger than the record
+    bad.writeUInt32LE(1 << 20, 44); // data_len larger than the record
     const asm: string[] = [];
     const malformed = decodeBatch(batchOf([bad, good]), (r) => asm.push(r.data.toString()));
     expect(malformed).toBe(1);
@@ -265,7 +265,7 @@ describe('records to messages', () => {
 describe('local dedup', () => {
   const msg = (direction: 'egress' | 'ingress', text: string, tsNs = 1n): Message => ({
     tsNs, transport: 'udp', family: 4, src: { ip: '127.0.0.1', port: 5060 }, dst: { ip: '127.0.0.1', port: 5070 },
-    pid: 1, tid: 1, comm: 'x', cgroupId: 1n, sockId: 1n, direction, payload: Buffer.from(text), size: text.length, truncated: false, peerUnknown: false,
+    pid: 1, tid: 1, comm: 'x', cgroupId: 1n, sockId: 1n, direction, payload: Buffer.from(text), size: text.length, truncated: false, peerUnknown: false, connectionUnknown: false,
   });
 
   it('forwards a local message once whichever side is seen first', () => {

@@ -1,0 +1,191 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { definedFunctions } from './elf-symbols.js';
+
+export type TlsLibraryKind = 'openssl' | 'gnutls';
+
+/** The functions probed per library; the first one decides the kind (a file must define it to be a target). */
+export const TLS_FUNCTIONS: Record<TlsLibraryKind, readonly string[]> = {
+  openssl: ['SSL_write', 'SSL_read', 'SSL_write_ex', 'SSL_read_ex'],
+  gnutls: ['gnutls_record_send', 'gnutls_record_recv'],
+};
+const ALL_TLS_FUNCTIONS = Object.values(TLS_FUNCTIONS).flat();
+
+/**
+ * One file to probe for one library kind. A file defining both OpenSSL's and GnuTLS's functions
+ * (none known) gives two targets with the same key: (key, kind) is unique.
+ */
+export interface TlsTarget {
+  /** Device and inode of the mapped file, as in /proc/PID/maps, e.g. "fd:01:123456". */
+  key: string;
+  /** Where the host opens it: `${procRoot}/${pid}/root${mappedPath}`, so files of other mount namespaces work. */
+  path: string;
+  /** The path as the process sees it, for logs. */
+  mappedPath: string;
+  kind: TlsLibraryKind;
+  /** The subset of TLS_FUNCTIONS[kind] the file defines. */
+  functions: string[];
+  /** The first process seen mapping it. */
+  pid: number;
+}
+
+export interface TlsDiscoveryOptions {
+  /** Default '/proc'. */
+  procRoot?: string;
+  /** Never scanned. */
+  selfPid: number;
+  /** Called once per target; may throw: the failure is warned once and the file is not retried. */
+  attach: (target: TlsTarget) => void;
+  log: Pick<Logger, 'warn' | 'info' | 'debug'>;
+}
+
+// An exec is reported before the dynamic loader has mapped the libraries, and the loader's mmaps come
+// as a burst: one rescan soon and one later catch what it maps, for at most two scans per burst. A
+// later dlopen() (Kamailio's tls.so) is reported as its own mmap.
+const FIRST_RESCAN_MS = 20;
+const SECOND_RESCAN_MS = 300;
+// Files found not to be TLS libraries. A host maps some thousands of distinct files; past this the
+// oldest are forgotten and, if still mapped, read again.
+const MAX_OTHER_FILES = 20_000;
+const DELETED_SUFFIX = ' (deleted)';
+
+interface Mapping {
+  range: string;
+  key: string;
+  path: string;
+}
+
+/** An executable mapping of a real file from a /proc/PID/maps line, else undefined (data, anonymous, [vdso]...). */
+function executableFileMapping(line: string): Mapping | undefined {
+  const m = /^(\S+) (\S+) \S+ (\S+) (\d+)\s+(\/.*)$/.exec(line);
+  if (!m || !m[2].includes('x') || m[4] === '0') return undefined;
+  return { range: m[1], key: `${m[3]}:${m[4]}`, path: m[5] };
+}
+
+const otherFileKey = (mapping: Mapping) => `${mapping.key} ${mapping.path}`;
+
+/** The code of a failed file-system call; anything else is a bug and is rethrown. */
+function ioErrorCode(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (!(err instanceof Error) || typeof code !== 'string') throw err; // not an I/O failure: a bug
+  return code;
+}
+
+/** The process exited while we looked at it. */
+const vanished = (code: string) => code === 'ENOENT' || code === 'ESRCH';
+
+/**
+ * Finds the TLS libraries and executables mapped by the host's processes (shared libssl/libgnutls,
+ * OpenSSL or BoringSSL linked into an executable such as node) and hands each file to `attach`
+ * once, however many processes map it. A file is a target only if it defines the functions;
+ * importers (libcurl, Kamailio's tls.so) are not.
+ */
+export class TlsDiscovery {
+  private readonly procRoot: string;
+  /** Keys of TLS files already handed to attach (or found deleted): never looked at again. */
+  private readonly tlsFiles = new Set<string>();
+  /**
+   * Files that are not TLS libraries, oldest first, by key and path: a freed inode number is soon
+   * reused (a package upgrade writes the new libssl next to the old files), and the path tells the
+   * new file from the old one.
+   */
+  private readonly otherFiles = new Set<string>();
+  private readonly pendingRescans = new Map<number, NodeJS.Timeout[]>();
+  private readonly counts = { filesChecked: 0, attached: 0, failed: 0 };
+  private closed = false;
+
+  constructor(private readonly opts: TlsDiscoveryOptions) {
+    this.procRoot = opts.procRoot ?? '/proc';
+  }
+
+  scanAll(): void {
+    for (const name of readdirSync(this.procRoot)) if (/^\d+$/.test(name)) this.scanPid(Number(name));
+  }
+
+  scanPid(pid: number): void {
+    if (this.closed || pid === this.opts.selfPid) return;
+    let maps: string;
+    try {
+      maps = readFileSync(`${this.procRoot}/${pid}/maps`, 'latin1');
+    } catch (err) {
+      const code = ioErrorCode(err);
+      if (!vanished(code)) this.opts.log.debug({ pid, code }, 'tls discovery: cannot read maps');
+      return;
+    }
+    for (const line of maps.split('\n')) {
+      const mapping = executableFileMapping(line);
+      if (mapping && !this.tlsFiles.has(mapping.key) && !this.otherFiles.has(otherFileKey(mapping))) this.checkFile(pid, mapping);
+    }
+  }
+
+  /** The kernel saw an exec or an executable mmap in pid: rescan it soon, coalescing bursts. */
+  processChanged(pid: number): void {
+    if (this.closed || pid === this.opts.selfPid || this.pendingRescans.has(pid)) return;
+    const first = setTimeout(() => this.scanPid(pid), FIRST_RESCAN_MS);
+    const second = setTimeout(() => {
+      this.pendingRescans.delete(pid);
+      this.scanPid(pid);
+    }, SECOND_RESCAN_MS);
+    first.unref();
+    second.unref();
+    this.pendingRescans.set(pid, [first, second]);
+  }
+
+  stats(): { filesChecked: number; attached: number; failed: number } {
+    return { ...this.counts };
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const timers of this.pendingRescans.values()) timers.forEach(clearTimeout);
+    this.pendingRescans.clear();
+  }
+
+  private checkFile(pid: number, mapping: Mapping): void {
+    const deleted = mapping.path.endsWith(DELETED_SUFFIX);
+    const mappedPath = deleted ? mapping.path.slice(0, -DELETED_SUFFIX.length) : mapping.path;
+    const path = `${this.procRoot}/${pid}/root${mappedPath}`;
+    // A deleted file is no longer at its path; map_files still opens the mapped file itself (as root).
+    const readPath = deleted ? `${this.procRoot}/${pid}/map_files/${mapping.range}` : path;
+    let defined: Set<string>;
+    try {
+      defined = definedFunctions(readPath, ALL_TLS_FUNCTIONS);
+    } catch (err) {
+      const code = ioErrorCode(err);
+      if (!vanished(code)) this.opts.log.debug({ pid, path: readPath, code }, 'tls discovery: cannot read file');
+      return;
+    }
+    this.counts.filesChecked++;
+    const targets = (Object.keys(TLS_FUNCTIONS) as TlsLibraryKind[])
+      .filter((kind) => defined.has(TLS_FUNCTIONS[kind][0]))
+      .map((kind) => ({ key: mapping.key, path, mappedPath, kind, pid, functions: TLS_FUNCTIONS[kind].filter((f) => defined.has(f)) }));
+    if (targets.length === 0) {
+      this.rememberOtherFile(otherFileKey(mapping));
+      return;
+    }
+    this.tlsFiles.add(mapping.key);
+    if (deleted) {
+      this.counts.failed += targets.length;
+      this.opts.log.warn({ pid, path: mappedPath }, 'TLS library cannot be probed: deleted or replaced on disk since the process mapped it (restart the process to capture its TLS)');
+      return;
+    }
+    for (const target of targets) this.attach(target);
+  }
+
+  private attach(target: TlsTarget): void {
+    try {
+      this.opts.attach(target);
+    } catch (err) {
+      this.counts.failed++;
+      this.opts.log.warn({ path: target.path, kind: target.kind, reason: err instanceof Error ? err.message : String(err) }, 'TLS library probes not attached');
+      return;
+    }
+    this.counts.attached++;
+    this.opts.log.info({ pid: target.pid, path: target.mappedPath, kind: target.kind, functions: target.functions }, 'TLS library probed');
+  }
+
+  private rememberOtherFile(key: string): void {
+    if (this.otherFiles.size >= MAX_OTHER_FILES) this.otherFiles.delete(this.otherFiles.values().next().value!);
+    this.otherFiles.add(key);
+  }
+}
