@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 
 /** Where the cgroup v2 hierarchy is mounted, and which of its directories the mount shows at that point. */
@@ -29,6 +29,9 @@ export function cgroup2PathOf(procCgroup: string): string | undefined {
   return line?.slice(3);
 }
 
+const SEARCH_EVERY_MS = 1000;
+const SEARCH_MAX_DIRS = 20_000;
+
 interface Known {
   path: string;
   /** Directory to stat to tell whether the cgroup still exists; undefined when the path is outside our view (cgroup namespace "../"). */
@@ -45,7 +48,8 @@ export interface CgroupIndexOptions {
  * cgroup id -> path, learnt on a miss. A record's cgroup id is bpf_get_current_cgroup_id(), the
  * inode of the task's cgroup v2 directory, and its pid is still in that cgroup in all but rare
  * cases (a task that moved or exited since): /proc/PID/cgroup names the path and a stat of it
- * confirms the inode, so nothing is ever scanned. sweep() forgets cgroups whose directory is gone.
+ * confirms the inode. Only in those rare cases is the hierarchy searched (bounded, rate-limited).
+ * sweep() forgets cgroups whose directory is gone.
  */
 export class CgroupIndex {
   private readonly known = new Map<bigint, Known>();
@@ -80,21 +84,45 @@ export class CgroupIndex {
   }
 
   private async learn(cgroupId: bigint, pid: number): Promise<string | undefined> {
-    const path = await readFile(join(this.procRoot, String(pid), 'cgroup'), 'utf8').then(cgroup2PathOf, () => undefined);
+    let path = await readFile(join(this.procRoot, String(pid), 'cgroup'), 'utf8').then(cgroup2PathOf, () => undefined);
+    let dir = path === undefined ? undefined : this.dirOf(path);
+    if (dir && (await stat(dir, { bigint: true }).then((s) => s.ino, () => undefined)) !== cgroupId) path = undefined;
+    // The sender exited (a short-lived process) or moved: look for the directory itself, rarely.
+    if (path === undefined) {
+      path = await this.searchByInode(cgroupId);
+      dir = path === undefined ? undefined : this.dirOf(path);
+    }
     if (path === undefined) {
       this.unresolved++;
       return undefined;
     }
-    const dir = this.dirOf(path);
-    if (dir) {
-      const ino = await stat(dir, { bigint: true }).then((s) => s.ino, () => undefined);
-      if (ino !== cgroupId) {
-        this.unresolved++;
-        return undefined;
-      }
-    }
     this.known.set(cgroupId, { path, dir });
     return path;
+  }
+
+  private lastSearchMs = 0;
+
+  /**
+   * Walks our view of the hierarchy for the directory with this inode: only when the pid could
+   * not tell, at most once per SEARCH_EVERY_MS and SEARCH_MAX_DIRS directories.
+   */
+  private async searchByInode(cgroupId: bigint): Promise<string | undefined> {
+    const now = Date.now();
+    if (now - this.lastSearchMs < SEARCH_EVERY_MS) return undefined;
+    this.lastSearchMs = now;
+    const { mountPoint, root } = this.opts.mount;
+    const queue = [''];
+    for (let seen = 0; queue.length && seen < SEARCH_MAX_DIRS; seen++) {
+      const rel = queue.shift()!;
+      const entries = await readdir(join(mountPoint, rel), { withFileTypes: true }).catch(() => []);
+      for (const e of entries) {
+        if (!e.isDirectory()) continue;
+        const child = posix.join(rel, e.name);
+        if ((await stat(join(mountPoint, child), { bigint: true }).then((s) => s.ino, () => undefined)) === cgroupId) return posix.join(root, child);
+        queue.push(child);
+      }
+    }
+    return undefined;
   }
 
   /** The directory of a namespace-relative path under our mount, or undefined when it lies outside our view. */

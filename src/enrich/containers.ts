@@ -74,7 +74,7 @@ export interface ContainerSeen {
 /** While pending, `provisional` holds the id and runtime from the path until the runtime names the container. */
 type Entry = { state: 'pending'; provisional?: ContainerIdentity } | { state: 'known'; container: ContainerIdentity | null };
 
-const LIST_SWEEP_MS = 5000;
+const SWEEP_MS = 5000;
 
 /**
  * cgroup id -> container, asynchronously: lookup() answers from the cache at once (undefined
@@ -87,6 +87,7 @@ export class ContainerResolver {
   private readonly listeners: Array<(cgroupId: bigint) => void> = [];
   private readonly forgetListeners: Array<(cgroupId: bigint) => void> = [];
   private sweepTimer?: NodeJS.Timeout;
+  private retiring = new Set<bigint>();
   stats = { lookups: 0, metadataErrors: 0, forgotten: 0 };
 
   constructor(
@@ -161,17 +162,19 @@ export class ContainerResolver {
 
   /** Counts a forwarded message for `hepbpf containers`. */
   count(container: ContainerIdentity | null, peer: ContainerIdentity | null): void {
-    if (container) this.seen.get(container.id)!.messages++;
-    if (peer && peer !== container) this.seen.get(peer.id)!.peerMessages++;
+    const own = container && this.seen.get(container.id);
+    if (own) own.messages++;
+    const other = peer && peer !== container && this.seen.get(peer.id);
+    if (other) other.peerMessages++;
   }
 
   list(): ContainerSeen[] {
     return [...this.seen.values()];
   }
 
-  /** Checks every LIST_SWEEP_MS that known cgroups still exist; forgets those removed, and their containers. */
+  /** Checks every SWEEP_MS that known cgroups still exist; forgets those removed, and their containers. */
   start(): void {
-    this.sweepTimer = setInterval(() => void this.sweep(), LIST_SWEEP_MS);
+    this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
     this.sweepTimer.unref();
   }
 
@@ -179,10 +182,17 @@ export class ContainerResolver {
     clearInterval(this.sweepTimer);
   }
 
+  /**
+   * Cgroups found gone (or never confirmed) are forgotten one sweep later: a message of theirs may
+   * still be in the hold (up to holdMs) and must leave with its container's name.
+   */
   async sweep(): Promise<void> {
-    for (const id of (await this.cgroups?.sweep()) ?? []) this.forget(id);
-    // Cgroups whose path could not be confirmed (the sender had exited) are retried on their next message.
-    for (const [id, e] of this.byCgroup) if (e.state === 'known' && this.cgroups?.pathOf(id) === undefined) this.forget(id);
+    const retire = this.retiring;
+    this.retiring = new Set();
+    for (const id of retire) this.forget(id);
+    for (const id of (await this.cgroups?.sweep()) ?? []) this.retiring.add(id);
+    // Cgroups whose path could not be confirmed (the sender had exited) are retried on a later message.
+    for (const [id, e] of this.byCgroup) if (e.state === 'known' && this.cgroups?.pathOf(id) === undefined && !retire.has(id)) this.retiring.add(id);
   }
 
   private forget(cgroupId: bigint): void {

@@ -73,9 +73,14 @@ describe('cgroup v2 mount and id -> path', () => {
     const index = new CgroupIndex({ mount: { mountPoint: mount, root: '/' }, procRoot: join(dir, 'proc') });
     const ino = statSync(cg, { bigint: true }).ino;
     expect(await index.resolve(ino, 42)).toBe(`/docker/${ID}`);
-    expect(await index.resolve(ino + 1n, 42), 'the pid moved since: its path is not this cgroup').toBeUndefined();
-    expect(await index.resolve(ino + 2n, 43), 'the pid exited').toBeUndefined();
-    expect(index.unresolved).toBe(2);
+    expect(await index.resolve(ino + 1n, 42), 'the pid moved since: its path is not this cgroup, nor any other').toBeUndefined();
+    const other = join(mount, 'system.slice', `docker-${ID2}.scope`);
+    mkdirSync(other, { recursive: true });
+    await sleep(1000); // searches are rate-limited to one a second
+    expect(await index.resolve(statSync(other, { bigint: true }).ino, 43), 'the pid exited: found by its inode').toBe(`/system.slice/docker-${ID2}.scope`);
+    expect(index.unresolved).toBe(1);
+    rmSync(join(mount, 'system.slice'), { recursive: true });
+    expect(await index.sweep()).toHaveLength(1);
     expect(await index.sweep()).toEqual([]);
     rmSync(cg, { recursive: true });
     expect(await index.sweep()).toEqual([ino]);
