@@ -198,10 +198,18 @@ export class Attribution {
     this.payloads.release(h.copy);
   }
 
+  /**
+   * `container` is the sender's where it was seen sending: the receiver's copy can be the first one
+   * (its recv can complete on another CPU before the send's record is written), and then its
+   * peer, when on this host, is the sender.
+   */
   private release(ev: CaptureEvent): void {
     const m = ev.message;
-    ev.container = this.resolver.best(m.cgroupId);
-    ev.peerContainer = m.peerCgroupId === undefined ? null : this.resolver.best(m.peerCgroupId);
+    const own = this.resolver.best(m.cgroupId);
+    const peer = m.peerCgroupId === undefined ? null : this.resolver.best(m.peerCgroupId);
+    const senderIsPeer = m.direction === 'ingress' && m.peerCgroupId !== undefined;
+    ev.container = senderIsPeer ? peer : own;
+    ev.peerContainer = senderIsPeer ? own : peer;
     this.resolver.count(ev.container, ev.peerContainer);
     this.sink(ev);
   }

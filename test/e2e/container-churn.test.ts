@@ -106,7 +106,8 @@ describe.skipIf(!!why)('container churn', () => {
     const wrong = churn
       .map((r) => ({ callId: r.callId!, want: ids[Number(r.callId!.split('-')[1])], got: r.container?.id, runtime: r.container?.runtime, peer: r.peerContainer }))
       .filter((x) => x.got !== x.want || x.runtime !== 'docker' || x.peer !== null);
-    expect(JSON.stringify(wrong.slice(0, 5)), 'messages attributed to another (or no) container, or to a peer container').toBe('[]');
+    const brief = (x: (typeof wrong)[number]) => `${x.callId}: want ${x.want.slice(0, 8)} got ${x.got?.slice(0, 8)} ${x.runtime} peer ${x.peer?.id.slice(0, 8) ?? x.peer}`;
+    expect(wrong.slice(0, 5).map(brief), 'messages attributed to another (or no) container, or to a peer container').toEqual([]);
 
     // Removed cgroups are forgotten one sweep (5 s) after a sweep finds them gone: within 10 s.
     await sleep(11_000);

@@ -196,6 +196,17 @@ describe('attribution: names without waiting on the hot path, bounded hold other
     expect(a.stats.held).toBe(2);
   });
 
+  it('the receiver\'s copy came first: the sender (its counterpart) is still `container`', async () => {
+    const { resolver, open } = fakeResolver({ '1': `/docker/${ID}`, '2': `/docker/${ID2}` });
+    const out: CaptureEvent[] = [];
+    const a = new Attribution(resolver, (ev) => out.push(ev));
+    const received = message({ direction: 'ingress', cgroupId: 2n, pid: 20, src: { ip: '127.0.0.1', port: 5070 }, dst: { ip: '127.0.0.1', port: 5060 } });
+    a.submit(event(received));
+    a.counterpart(received, message({ cgroupId: 1n, src: { ip: '127.0.0.1', port: 5070 }, dst: { ip: '127.0.0.1', port: 5060 } }));
+    await open();
+    expect(out.map((e) => [e.container?.id, e.peerContainer?.id])).toEqual([[ID, ID2]]);
+  });
+
   it('a name not known within holdMs: sent with the id and runtime, counted; never dropped', async () => {
     const { resolver, open } = fakeResolver({ '1': `/docker/${ID}` });
     const out: CaptureEvent[] = [];
