@@ -10,6 +10,8 @@ import { parseSip, type SipInfo } from './protocols/sip.js';
 import { diameterSummary, parseDiameter, type DiameterInfo } from './protocols/diameter.js';
 import { Correlator } from './enrich/correlation.js';
 import { redactDiameter, redactSip } from './enrich/redact.js';
+import { Attribution, type AttributionOptions } from './enrich/attribution.js';
+import type { ContainerIdentity, ContainerResolver } from './enrich/containers.js';
 
 /** One SIP or Diameter message, forwarded once: what every sink (HEP, tail) receives. */
 export interface CaptureEvent {
@@ -22,6 +24,10 @@ export interface CaptureEvent {
   summary: string;
   wallUs: number;
   correlationId: string;
+  /** The process that sent it, where it was seen sending, else the receiver (null: a host process). Set before the sink sees it. */
+  container: ContainerIdentity | null;
+  /** The other end, when it is on this host too. */
+  peerContainer: ContainerIdentity | null;
 }
 
 export interface AgentOptions {
@@ -29,10 +35,13 @@ export interface AgentOptions {
   /** Mask authentication secrets (default true). */
   redact?: boolean;
   log: Logger;
+  /** Names the containers of both ends; events reach the sink after it (held a bounded time when a name is not known yet). */
+  containers: ContainerResolver;
+  hold?: AttributionOptions;
   sink: (event: CaptureEvent) => void;
 }
 
-/** Wires the pipeline: ring buffer -> records -> streams -> SIP/Diameter messages -> dedup -> correlation, redaction -> sink. */
+/** Wires the pipeline: ring buffer -> records -> streams -> SIP/Diameter messages -> dedup -> correlation, redaction -> containers -> sink. */
 export class Agent {
   private readonly capture: SocketCapture;
   private readonly clock = new MonotonicClock();
@@ -42,6 +51,7 @@ export class Agent {
   private tlsTimer?: NodeJS.Timeout;
   private readonly correlator = new Correlator();
   private readonly redact: boolean;
+  private readonly attribution: Attribution;
   private notSip = 0;
   private notDiameter = 0;
   private diameterMalformed = 0;
@@ -51,6 +61,7 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.redact = opts.redact ?? true;
+    this.attribution = new Attribution(opts.containers, opts.sink, opts.hold);
     this.assembler = new StreamAssembler((m) => this.onMessage(m));
     this.tls = new TlsAttribution((r) => this.assembler.push(r));
     this.capture = new SocketCapture({ sipPorts: opts.sipPorts, log: opts.log }, (batch) =>
@@ -59,6 +70,7 @@ export class Agent {
   }
 
   async start(): Promise<void> {
+    this.opts.containers.start();
     this.capture.start();
     // TLS plaintext waiting for its connection must go out even when nothing else arrives.
     this.tlsTimer = setInterval(() => this.tls.expire(process.hrtime.bigint()), 250);
@@ -68,7 +80,9 @@ export class Agent {
   async stop(): Promise<void> {
     clearInterval(this.tlsTimer);
     this.capture.stop();
-    this.tls.flush();
+    this.tls.flush(); // TLS plaintext still waiting goes through the pipeline, then out of the hold
+    this.attribution.flush();
+    this.opts.containers.stop();
   }
 
   private onRecord(r: CaptureRecord): void {
@@ -78,8 +92,10 @@ export class Agent {
   }
 
   private onMessage(message: Message): void {
+    this.attribution.learn(message);
     if (!this.dedup.accept(message)) {
       this.duplicates++;
+      this.attribution.counterpart(this.dedup.matched!, message);
       return;
     }
     if (message.proto === 'diameter') this.onDiameter(message);
@@ -97,7 +113,7 @@ export class Agent {
     if (masked) this.redacted++;
     this.forwarded++;
     const wallUs = this.clock.toWallMicros(message.tsNs);
-    this.opts.sink({ message, payload: masked ?? message.payload, sip, summary: sip.summary, wallUs, correlationId });
+    this.attribution.submit({ message, payload: masked ?? message.payload, sip, summary: sip.summary, wallUs, correlationId, container: null, peerContainer: null });
   }
 
   private onDiameter(message: Message): void {
@@ -117,7 +133,9 @@ export class Agent {
     }
     this.forwarded++;
     const wallUs = this.clock.toWallMicros(message.tsNs);
-    this.opts.sink({ message, payload, diameter, summary: diameterSummary(diameter, latencyMs), wallUs, correlationId: id });
+    this.attribution.submit({
+      message, payload, diameter, summary: diameterSummary(diameter, latencyMs), wallUs, correlationId: id, container: null, peerContainer: null,
+    });
   }
 
   stats() {
@@ -132,6 +150,7 @@ export class Agent {
       redacted: this.redacted,
       correlation: this.correlator.stats(),
       forwarded: this.forwarded,
+      containers: { ...this.attribution.stats, ...this.opts.containers.stats, ...this.attribution.sizes(), ...this.opts.containers.sizes() },
     };
   }
 }

@@ -3,6 +3,9 @@ import { Command, Option } from 'commander';
 import { doctor } from './doctor.js';
 import { runCommand } from './run.js';
 import { tailCommand } from './tail.js';
+import { containersCommand } from './containers.js';
+import { addContainerOptions } from './container-options.js';
+import { DEFAULT_NODE_NAME } from '../output/node-name.js';
 
 const program = new Command('hepbpf')
   .description('eBPF host-wide SIP and Diameter tracing agent: forwards every message once as HEPv3')
@@ -16,21 +19,21 @@ const ports = (v: string) =>
     return n;
   });
 
-program
+addContainerOptions(program
   .command('run')
   .description('capture and forward as HEPv3')
   .option('--hep <url>', 'collector: udp://HOST:PORT or tcp://HOST:PORT (repeatable)', collect, [])
   .option('--hep-id <n>', 'HEP capture agent id (chunk 0x0c)', (v) => Number(v), 2001)
-  .option('--node-name <name>', 'HEP node name (chunk 0x13)')
+  .option('--node-name <template>', 'HEP node name (chunk 0x13): {container} {service} {project} {pod} {namespace} {runtime} {id} {image} {host}', DEFAULT_NODE_NAME)
   .option('--auth-key <key>', 'HEP auth key (chunk 0x0e)')
   .option('--sip-ports <list>', 'only sockets with one of these ports (comma separated); default: SIP on any port', ports)
   .addOption(new Option('--diameter-payload <form>', 'HEP payload of Diameter messages: decoded JSON or the exact bytes').choices(['json', 'raw']).default('json'))
   .option('--tls-ip-proto <n>', 'HEP IP protocol (chunk 0x02) of messages that travelled in TLS: 22 as Kamailio siptrace, or 6', (v) => Number(v), 22)
   .option('--no-redact', 'forward authentication secrets (AKA vectors, SDP a=crypto keys) unmasked')
-  .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+  .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info')))
   .action(runCommand);
 
-program
+addContainerOptions(program
   .command('tail')
   .description('print live SIP and Diameter messages')
   .option('--json', 'one NDJSON record per message on stdout')
@@ -40,8 +43,14 @@ program
   .option('--method <method>', 'only requests with this method and their responses')
   .option('--port <n>', 'only messages with this source or destination port', (v) => Number(v))
   .option('--sip-ports <list>', 'capture only sockets with one of these ports', ports)
-  .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)')
+  .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)'))
   .action(tailCommand);
+
+program
+  .command('containers')
+  .description('the containers a running agent has seen: runtime, name, compose service or pod, message counts')
+  .option('--json', 'one JSON object per container')
+  .action(containersCommand);
 
 program
   .command('doctor')

@@ -3,12 +3,15 @@ import { Agent } from '../agent.js';
 import { HepForwarder, type DiameterPayload } from '../output/hep-forwarder.js';
 import { parseHepTarget } from '../output/target.js';
 import { ControlServer } from '../output/control-server.js';
+import { NodeNameTemplate } from '../output/node-name.js';
+import { containerFilter } from '../enrich/container-filter.js';
+import { containerResolver, type ContainerOptions } from './container-options.js';
 import { preflight } from './preflight.js';
 
-export interface RunOptions {
+export interface RunOptions extends ContainerOptions {
   hep: string[];
   hepId: number;
-  nodeName?: string;
+  nodeName: string;
   authKey?: string;
   sipPorts?: number[];
   diameterPayload: DiameterPayload;
@@ -25,17 +28,23 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   preflight();
 
   if (opts.tlsIpProto !== 22 && opts.tlsIpProto !== 6) throw new Error('--tls-ip-proto must be 22 (as Kamailio siptrace marks TLS) or 6 (TCP)');
-  const forwarder = new HepForwarder(targets, { captureId: opts.hepId, nodeName: opts.nodeName, authKey: opts.authKey }, log, {
+  const keep = containerFilter(opts);
+  const forwarder = new HepForwarder(targets, { captureId: opts.hepId, authKey: opts.authKey }, log, {
     diameterPayload: opts.diameterPayload,
     tlsIpProto: opts.tlsIpProto,
+    nodeName: new NodeNameTemplate(opts.nodeName),
   });
-  const control = new ControlServer(log);
+  const containers = containerResolver(opts);
+  const control = new ControlServer(log, () => containers.list());
   await control.start();
   const agent = new Agent({
     sipPorts: opts.sipPorts,
     redact: opts.redact,
     log,
+    containers,
+    hold: { holdMs: opts.holdMs },
     sink: (event) => {
+      if (keep && !keep(event.container, event.peerContainer)) return;
       forwarder.forward(event);
       control.publish(event);
     },

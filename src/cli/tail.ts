@@ -1,11 +1,13 @@
 import { connect } from 'node:net';
 import pino from 'pino';
 import { Agent } from '../agent.js';
-import { CONTROL_SOCKET_PATH, TailEventReader, type TailEventFields } from '../output/tail-protocol.js';
+import { CONTROL_SOCKET_PATH, encodeControlRequest, REQUEST_TAIL, TailEventReader, type TailEventFields } from '../output/tail-protocol.js';
+import { containerFilter } from '../enrich/container-filter.js';
+import { containerResolver, type ContainerOptions } from './container-options.js';
 import { formatTailLine, toTailEvent, toTailRecord } from '../output/tail-record.js';
 import { preflight } from './preflight.js';
 
-export interface TailOptions {
+export interface TailOptions extends Partial<ContainerOptions> {
   json?: boolean;
   full?: boolean;
   callId?: string;
@@ -19,7 +21,9 @@ export interface TailOptions {
 /** Filters as the operator means them: a method selects its requests and the responses to them (by CSeq method). */
 export function tailFilter(opts: TailOptions): (ev: TailEventFields) => boolean {
   const method = opts.method?.toUpperCase();
+  const containers = containerFilter(opts);
   return (ev) =>
+    (containers === undefined || containers(ev.container, ev.peerContainer)) &&
     (opts.callId === undefined || ev.callId === opts.callId) &&
     (opts.sessionId === undefined || ev.sessionId === opts.sessionId) &&
     (method === undefined || ev.cseqMethod === method) &&
@@ -46,6 +50,7 @@ export async function tailCommand(opts: TailOptions): Promise<void> {
 
   const sock = await attachToAgent();
   if (sock) {
+    sock.write(encodeControlRequest(REQUEST_TAIL));
     const reader = new TailEventReader();
     sock.on('data', (chunk: Buffer) => reader.push(chunk, print));
     sock.on('close', () => {
@@ -58,7 +63,14 @@ export async function tailCommand(opts: TailOptions): Promise<void> {
 
   preflight();
   const log = pino({ level: 'warn', base: { name: 'hepbpf' } }, pino.destination({ fd: 2, sync: true }));
-  const agent = new Agent({ sipPorts: opts.sipPorts, redact: opts.redact, log, sink: (ev) => print(toTailEvent(ev)) });
+  const agent = new Agent({
+    sipPorts: opts.sipPorts,
+    redact: opts.redact,
+    log,
+    containers: containerResolver(opts as ContainerOptions),
+    hold: { holdMs: opts.holdMs },
+    sink: (ev) => print(toTailEvent(ev)),
+  });
   await agent.start();
   process.stderr.write('hepbpf tail: ready, capturing SIP and Diameter on this host (Ctrl-C to stop)\n');
   const stop = async () => {

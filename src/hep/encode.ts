@@ -14,6 +14,8 @@ export interface HepMessage {
   protoType: number;
   correlationId: string;
   payload: Buffer;
+  /** Node name (0x13) of this packet, e.g. its container's; wins over the agent's constant one. */
+  nodeName?: Buffer;
 }
 
 /** What is the same for every packet an agent sends. */
@@ -96,7 +98,7 @@ export class HepEncoder {
       this.agentChunks.length +
       CHUNK_HEADER_SIZE + Buffer.byteLength(m.correlationId) +
       CHUNK_HEADER_SIZE +
-      this.tailChunks.length
+      (m.nodeName ? CHUNK_HEADER_SIZE + m.nodeName.length : this.tailChunks.length)
     );
   }
 
@@ -130,7 +132,10 @@ export class HepEncoder {
     p += out.write(m.correlationId, p, 'utf8');
     p = put(out, p, CHUNK.payload, payloadBytes);
     p += m.payload.copy(out, p, 0, payloadBytes);
-    p += this.tailChunks.copy(out, p);
+    if (m.nodeName) {
+      p = put(out, p, CHUNK.nodeName, m.nodeName.length);
+      p += m.nodeName.copy(out, p);
+    } else p += this.tailChunks.copy(out, p);
     out.write('HEP3', off, 'latin1');
     out.writeUInt16BE(p - off, off + 4);
     return { length: p - off, payloadBytes };

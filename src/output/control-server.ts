@@ -3,13 +3,14 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { CaptureEvent } from '../agent.js';
-import { CONTROL_SOCKET_PATH, encodeTailEvent } from './tail-protocol.js';
+import type { ContainerSeen } from '../enrich/containers.js';
+import { CONTROL_SOCKET_PATH, ControlRequestReader, encodeContainerList, encodeTailEvent, REQUEST_CONTAINERS, REQUEST_TAIL } from './tail-protocol.js';
 import { toTailEvent } from './tail-record.js';
 
 // A tail client that stops reading must not grow the agent's memory: past this it is disconnected.
 const MAX_CLIENT_BACKLOG = 8 * 1024 * 1024;
 
-/** Streams every forwarded event to `hepbpf tail` clients on a root-only unix socket. */
+/** On a root-only unix socket: streams every forwarded event to `hepbpf tail` clients, answers `hepbpf containers`. */
 export class ControlServer {
   private readonly clients = new Set<Socket>();
   private server?: Server;
@@ -17,6 +18,7 @@ export class ControlServer {
 
   constructor(
     private readonly log: Logger,
+    private readonly containers: () => ContainerSeen[],
     readonly path = CONTROL_SOCKET_PATH,
   ) {}
 
@@ -25,10 +27,20 @@ export class ControlServer {
     chmodSync(dirname(this.path), 0o700);
     rmSync(this.path, { force: true }); // a stale socket from an agent that was killed
     const server = createServer((sock) => {
-      this.clients.add(sock);
+      const reader = new ControlRequestReader();
+      let answered = false;
       sock.on('close', () => this.clients.delete(sock));
       sock.on('error', () => sock.destroy());
-      sock.resume(); // clients send nothing; filters run on their side
+      // One request per connection; tail filters run on the client's side.
+      sock.on('data', (chunk: Buffer) =>
+        reader.push(chunk, ({ kind }) => {
+          if (answered) return;
+          answered = true;
+          if (kind === REQUEST_TAIL) this.clients.add(sock);
+          else if (kind === REQUEST_CONTAINERS) sock.end(encodeContainerList(this.containerList()));
+          else sock.destroy();
+        }),
+      );
     });
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(this.path, resolve));
     chmodSync(this.path, 0o600);
@@ -47,6 +59,10 @@ export class ControlServer {
       }
       sock.write(bytes);
     }
+  }
+
+  private containerList() {
+    return this.containers().map((c) => ({ ...c, container: { ...c.container }, cgroupIds: c.cgroupIds.map(String) }));
   }
 
   async close(): Promise<void> {

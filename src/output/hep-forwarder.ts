@@ -5,6 +5,7 @@ import { HEP_PROTO_DIAMETER, HEP_PROTO_SIP, MAX_PACKET } from '../hep/chunks.js'
 import { diameterJson } from '../protocols/diameter.js';
 import { createSender, type HepSender } from './hep-sender.js';
 import type { HepTarget } from './target.js';
+import type { NodeNameTemplate } from './node-name.js';
 
 /** What HEP chunk 0x02 says for TLS: 22, as Kamailio siptrace marks it, unless the operator asks for 6 (TCP). */
 export const HEP_IP_PROTO_TLS = 22;
@@ -12,6 +13,8 @@ export const HEP_IP_PROTO_TLS = 22;
 export interface ForwardOptions {
   diameterPayload?: DiameterPayload;
   tlsIpProto?: number;
+  /** Per-message node name from the event's container; without it the agent's constant one (if any). */
+  nodeName?: NodeNameTemplate;
 }
 
 /** What a Diameter message's HEP payload is: the decoded message as JSON (README "Diameter"), or the exact bytes. */
@@ -23,6 +26,7 @@ export class HepForwarder {
   private readonly encoder: HepEncoder;
   private readonly packet = Buffer.allocUnsafe(MAX_PACKET);
   private readonly diameterPayload: DiameterPayload;
+  private readonly nodeName?: NodeNameTemplate;
   private readonly ipProto: Record<CaptureEvent['message']['transport'], number>;
   /** Messages whose payload was cut to fit a HEP packet. */
   private cutToFit = 0;
@@ -34,6 +38,7 @@ export class HepForwarder {
     opts: ForwardOptions = {},
   ) {
     this.diameterPayload = opts.diameterPayload ?? 'json';
+    this.nodeName = opts.nodeName;
     this.ipProto = { udp: 17, tcp: 6, tls: opts.tlsIpProto ?? HEP_IP_PROTO_TLS, sctp: 132 };
     this.encoder = new HepEncoder(agent);
     this.senders = targets.map((t) => createSender(t, log));
@@ -53,6 +58,7 @@ export class HepForwarder {
       protoType: ev.diameter ? HEP_PROTO_DIAMETER : HEP_PROTO_SIP,
       correlationId: ev.correlationId,
       payload,
+      nodeName: this.nodeName?.render(ev.container),
     };
     let encodedFor = -1;
     let length = 0;

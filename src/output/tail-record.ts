@@ -1,5 +1,9 @@
 import type { CaptureEvent } from '../agent.js';
-import type { TailEventFields } from './tail-protocol.js';
+import type { ContainerIdentity } from '../enrich/containers.js';
+import type { ContainerFieldsWire, TailEventFields } from './tail-protocol.js';
+
+/** DESIGN.md `container`: {id, name, runtime, pod?, namespace?, service?} (plus image and compose project when known). */
+export type ContainerRecord = Pick<ContainerIdentity, 'id' | 'name' | 'runtime' | 'image' | 'service' | 'project' | 'pod' | 'namespace'>;
 
 /** The record of DESIGN.md "Record fields", as `tail --json` prints it. */
 export interface TailRecord {
@@ -11,7 +15,8 @@ export interface TailRecord {
   pid: number;
   comm: string;
   cgroupId: string;
-  container: null;
+  container: ContainerRecord | null;
+  peerContainer: ContainerRecord | null;
   correlationId: string;
   summary: string;
   callId?: string;
@@ -47,7 +52,17 @@ export function toTailEvent(ev: CaptureEvent): TailEventFields {
     size: m.size,
     truncated: m.truncated,
     payload: ev.payload,
+    container: ev.container,
+    peerContainer: ev.peerContainer,
   };
+}
+
+/** The wire form (absent fields are '') back to the record form (absent fields left out). */
+function containerRecord(c: ContainerFieldsWire | null): ContainerRecord | null {
+  if (!c || !c.id) return null;
+  const rec: ContainerRecord = { id: c.id, name: c.name, runtime: c.runtime as ContainerRecord['runtime'] };
+  for (const k of ['image', 'service', 'project', 'pod', 'namespace'] as const) if (c[k]) rec[k] = c[k];
+  return rec;
 }
 
 export function toTailRecord(ev: TailEventFields, full: boolean): TailRecord {
@@ -57,7 +72,8 @@ export function toTailRecord(ev: TailEventFields, full: boolean): TailRecord {
     proto: ev.proto as TailRecord['proto'],
     callId: ev.callId || undefined,
     sessionId: ev.sessionId || undefined,
-    container: null,
+    container: containerRecord(ev.container),
+    peerContainer: containerRecord(ev.peerContainer),
   };
   if (full) rec.payload = Buffer.from(payload).toString(ev.proto === 'sip' ? 'latin1' : 'base64');
   return rec;
@@ -65,7 +81,21 @@ export function toTailRecord(ev: TailEventFields, full: boolean): TailRecord {
 
 const hostPort = (a: { ip: string; port: number }) => (a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`);
 
-/** One human line: time, src -> dst, transport, process, summary, Call-ID (Diameter: the correlation id). */
+/** How a line names a container: compose service or pod (namespace/pod) when there is one, else its name. */
+function containerLabel(c: ContainerFieldsWire | null): string | undefined {
+  if (!c || !c.id) return undefined;
+  if (c.pod) return `${c.namespace ? c.namespace + '/' : ''}${c.pod}${c.name && c.name !== c.pod ? '/' + c.name : ''}`;
+  if (c.service) return `${c.project ? c.project + '/' : ''}${c.service}`;
+  return c.name;
+}
+
+/**
+ * One human line: time, src -> dst, transport, process (with its container, and the other end's
+ * after `->` when it is on this host), summary, Call-ID (Diameter: the correlation id).
+ */
 export function formatTailLine(ev: TailEventFields): string {
-  return `${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}] ${ev.summary}${ev.truncated ? ' [truncated]' : ''} ${ev.callId || (ev.proto === 'diameter' ? ev.correlationId : '') || '-'}`;
+  const own = containerLabel(ev.container);
+  const peer = containerLabel(ev.peerContainer);
+  const where = own || peer ? ` (${own ?? 'host'}${peer ? ' -> ' + peer : ''})` : '';
+  return `${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}]${where} ${ev.summary}${ev.truncated ? ' [truncated]' : ''} ${ev.callId || (ev.proto === 'diameter' ? ev.correlationId : '') || '-'}`;
 }

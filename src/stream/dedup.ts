@@ -30,7 +30,8 @@ interface Pending {
   direction: 'egress' | 'ingress';
   src: Endpoint;
   dst: Endpoint;
-  count: number;
+  /** The accepted copies, oldest first, each waiting for its counterpart. */
+  copies: Message[];
 }
 
 interface Bucket {
@@ -65,6 +66,8 @@ function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
 export class LocalDedup {
   private readonly buckets = new Map<string, Bucket>();
   dropped = 0;
+  /** After accept() returned false: the accepted copy it was paired with (its counterpart names the other end). */
+  matched?: Message;
 
   constructor(
     private readonly windowNs = WINDOW_NS,
@@ -77,22 +80,23 @@ export class LocalDedup {
     const key = `${m.transport}|${m.dst.port}|${m.size}|${hashPayload(m.payload)}`;
     const bucket = this.buckets.get(key);
     if (!bucket) {
-      this.buckets.set(key, { tsNs: m.tsNs, entries: [{ direction: m.direction, src: m.src, dst: m.dst, count: 1 }] });
+      this.buckets.set(key, { tsNs: m.tsNs, entries: [{ direction: m.direction, src: m.src, dst: m.dst, copies: [m] }] });
       return true;
     }
     const { entries } = bucket;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
       if (e.direction !== m.direction && sameEndpoint(e.src, m.src) && sameEndpoint(e.dst, m.dst)) {
-        if (--e.count === 0) entries.splice(i, 1);
+        this.matched = e.copies.shift();
+        if (e.copies.length === 0) entries.splice(i, 1);
         if (entries.length === 0) this.buckets.delete(key);
         this.dropped++;
         return false;
       }
     }
     const same = entries.find((e) => e.direction === m.direction && e.src.ip === m.src.ip && e.src.port === m.src.port && e.dst.ip === m.dst.ip);
-    if (same) same.count++;
-    else entries.push({ direction: m.direction, src: m.src, dst: m.dst, count: 1 });
+    if (same) same.copies.push(m);
+    else entries.push({ direction: m.direction, src: m.src, dst: m.dst, copies: [m] });
     // Move the bucket to the back: the map stays in order of last use, which expire() relies on.
     bucket.tsNs = m.tsNs;
     this.buckets.delete(key);

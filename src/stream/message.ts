@@ -30,6 +30,9 @@ export interface Message {
   truncated: boolean;
   /** The syscall did not say who the peer was (recv on an unconnected UDP socket): its side of src/dst is 0.0.0.0:0. */
   peerUnknown: boolean;
+  /** The cgroup (and a pid in it) of the other end when it is on this host: set by LocalDedup or src/enrich/attribution.ts. */
+  peerCgroupId?: bigint;
+  peerPid?: number;
   /** TLS plaintext whose socket could not be determined: src and dst are 0.0.0.0:0, not guessed. */
   connectionUnknown: boolean;
 }
