@@ -181,7 +181,7 @@ export class TlsDiscovery {
       return;
     }
     this.counts.attached++;
-    this.opts.log.info({ pid: target.pid, path: target.mappedPath, kind: target.kind, functions: target.functions }, 'TLS library probed');
+    this.opts.log.info({ pid: target.pid, path: target.mappedPath, file: target.key, kind: target.kind, functions: target.functions }, 'TLS library probed');
   }
 
   private rememberOtherFile(key: string): void {

@@ -7,7 +7,7 @@
  * node name (0x13, read by hep-js, the decoder Homer's hepop uses) carries the sender's name.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
@@ -151,6 +151,50 @@ describe.skipIf(!!why)('containers: docker and podman', () => {
     }
     const human = execFileSync(process.execPath, [CLI, 'containers'], { env, encoding: 'utf8' });
     expect(human).toMatch(/docker\s+ims-pcscf-1\s+ims\/pcscf\s+[0-9a-f]{12}\s+\d+/);
+  });
+
+  it('docker: SIP over TLS between the two containers, through the libssl of their image (found through /proc/PID/root)', async () => {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '2', '-subj', '/CN=pcscf'], { stdio: 'ignore' });
+    for (const f of ['cert.pem', 'key.pem']) dockerd.docker('cp', join(dir, f), `ims-pcscf-1:/${f}`);
+    const request = Buffer.from('OPTIONS sip:pcscf@10.231.0.2:5061;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS 10.231.0.1;branch=z9hG4bK-ctls\r\nCall-ID: container-tls@ims\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n');
+    const response = Buffer.from('SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS 10.231.0.1;branch=z9hG4bK-ctls\r\nCall-ID: container-tls@ims\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n');
+    const exec = (...args: string[]) => spawn('/usr/bin/docker', ['-H', `unix://${dockerd.socket}`, 'exec', '-i', ...args], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const output = (p: ReturnType<typeof exec>) => {
+      const out: Buffer[] = [];
+      p.stdout!.on('data', (d: Buffer) => out.push(d));
+      return () => Buffer.concat(out);
+    };
+    const until = async (cond: () => boolean) => {
+      for (let i = 0; i < 200 && !cond(); i++) await sleep(50);
+      expect(cond()).toBe(true);
+    };
+    records.length = 0;
+    const server = exec('ims-pcscf-1', '/usr/bin/openssl', 's_server', '-accept', '10.231.0.2:5061', '-cert', '/cert.pem', '-key', '/key.pem', '-quiet', '-naccept', '1');
+    const serverOut = output(server);
+    const pid = containerPid((f) => dockerd.docker('inspect', '-f', f, 'ims-pcscf-1'));
+    await until(() => execFileSync('nsenter', ['-t', String(pid), '-n', 'ss', '-Hltn', 'sport = :5061'], { encoding: 'utf8' }).trim() !== '');
+    const client = exec('ims-scscf-1', '/usr/bin/openssl', 's_client', '-connect', '10.231.0.2:5061', '-quiet', '-no_ign_eof');
+    const clientOut = output(client);
+    await sleep(1000); // started after the agent: its image's libssl must be found before it talks
+    client.stdin!.write(request);
+    await until(() => serverOut().equals(request));
+    server.stdin!.write(response);
+    await until(() => clientOut().equals(response));
+    client.stdin!.end();
+    await Promise.all([server, client].map((p) => new Promise((r) => (p.exitCode === null ? p.once('exit', r) : r(null)))));
+    await sleep(700);
+
+    const tls = records.filter((r) => r.transport === 'tls');
+    expect(tls.map((r) => [r.payload, r.container?.name, r.peerContainer?.name, r.dst.ip, r.dst.port])).toEqual([
+      [request.toString('latin1'), 'ims-scscf-1', 'ims-pcscf-1', '10.231.0.2', 5061],
+      [response.toString('latin1'), 'ims-pcscf-1', 'ims-scscf-1', '10.231.0.1', tls[0].src.port],
+    ]);
+    // The image's own libssl (a file in dockerd's overlay layers, not the host's) was probed.
+    const layers = join(dir, 'docker', 'data', 'overlay2');
+    const imageLibssl = execFileSync('find', [layers, '-path', '*/diff/*', '-name', 'libssl.so.3', '-type', 'f'], { encoding: 'utf8' }).trim().split('\n')[0];
+    const inode = statSync(imageLibssl).ino;
+    const probed = agent.logs.filter((l) => l.msg === 'TLS library probed').map((l) => String(l.file));
+    expect(probed.some((f) => f.endsWith(`:${inode}`)), `probed ${probed.join(', ')}; image libssl inode ${inode}`).toBe(true);
   });
 
   it('podman: a sipp call inside one container is attributed to it at both ends', async () => {

@@ -19,10 +19,13 @@ export function cannotRunDocker(): string | undefined {
   return undefined;
 }
 
-/** A rootfs tar holding sipp, sleep and the libraries they load (from ldd), for `docker import`. */
+/**
+ * A rootfs tar for `docker import` holding sipp, openssl, sleep, the libraries they load (from ldd)
+ * and OpenSSL's config: the image's libssl is its own file, not the host's.
+ */
 export function sippRootfsTar(dir: string): string {
-  const bins = ['/usr/bin/sipp', '/usr/bin/sleep'];
-  const files = new Set(bins);
+  const bins = ['/usr/bin/sipp', '/usr/bin/openssl', '/usr/bin/sleep'];
+  const files = new Set([...bins, '/usr/lib/ssl/openssl.cnf']);
   for (const b of bins)
     for (const m of execFileSync('ldd', [b], { encoding: 'utf8' }).matchAll(/(\/[^\s]+\.so[^\s]*)/g)) files.add(m[1]);
   const tar = join(dir, 'rootfs.tar');
