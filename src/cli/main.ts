@@ -22,7 +22,9 @@ const ports = (v: string) =>
 addContainerOptions(program
   .command('run')
   .description('capture and forward as HEPv3')
-  .option('--hep <url>', 'collector: udp://HOST:PORT or tcp://HOST:PORT (repeatable)', collect, [])
+  .option('--hep <url>', 'collector: udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT (repeatable)', collect, [])
+  .option('--hep-ca <file>', 'PEM CA certificates a tls:// collector\'s certificate must chain to (default: the system\'s)')
+  .option('--hep-insecure', 'do not verify tls:// collectors\' certificates')
   .option('--hep-id <n>', 'HEP capture agent id (chunk 0x0c)', (v) => Number(v), 2001)
   .option('--node-name <template>', 'HEP node name (chunk 0x13): {container} {service} {project} {pod} {namespace} {runtime} {id} {image} {host}', DEFAULT_NODE_NAME)
   .option('--auth-key <key>', 'HEP auth key (chunk 0x0e)')

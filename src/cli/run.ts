@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { Agent } from '../agent.js';
 import { HepForwarder, type DiameterPayload } from '../output/hep-forwarder.js';
@@ -10,6 +11,8 @@ import { preflight } from './preflight.js';
 
 export interface RunOptions extends ContainerOptions {
   hep: string[];
+  hepCa?: string;
+  hepInsecure?: boolean;
   hepId: number;
   nodeName: string;
   authKey?: string;
@@ -23,9 +26,12 @@ export interface RunOptions extends ContainerOptions {
 export async function runCommand(opts: RunOptions): Promise<void> {
   const log = pino({ level: opts.logLevel, base: { name: 'hepbpf' } }, pino.destination({ fd: 2, sync: true }));
   if (opts.hep.length === 0) throw new Error('at least one --hep collector is required, e.g. --hep udp://127.0.0.1:9060');
-  const targets = opts.hep.map(parseHepTarget);
+  const ca = opts.hepCa === undefined ? undefined : readCa(opts.hepCa);
+  const targets = opts.hep.map((url) => parseHepTarget(url, { ca, insecure: opts.hepInsecure }));
   if (!Number.isInteger(opts.hepId) || opts.hepId < 0 || opts.hepId > 0xffffffff) throw new Error('--hep-id must be a 32-bit unsigned integer');
   preflight();
+  if (opts.hepInsecure && targets.some((t) => t.transport === 'tls'))
+    log.warn('--hep-insecure: the HEP collector\'s certificate is not verified; decrypted SIP and Diameter may go to whoever answers');
 
   if (opts.tlsIpProto !== 22 && opts.tlsIpProto !== 6) throw new Error('--tls-ip-proto must be 22 (as Kamailio siptrace marks TLS) or 6 (TCP)');
   const keep = containerFilter(opts);
@@ -69,4 +75,12 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   };
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
+}
+
+function readCa(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new Error(`--hep-ca ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
 }

@@ -1,4 +1,5 @@
-import { Socket } from 'node:net';
+import { isIP, Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { MAX_PACKET } from '../hep/chunks.js';
 import type { HepSender, SenderStats } from './hep-sender.js';
@@ -23,13 +24,14 @@ export interface TcpSenderOptions {
 }
 
 /**
- * HEP over TCP: packets are appended to slabs and written once per event-loop turn (one write per
- * slab run, corked); reconnects with backoff; while the collector is away a bounded queue keeps
- * packets, and what does not fit is dropped and counted.
+ * HEP over TCP or TLS: packets are appended to slabs and written once per event-loop turn (one
+ * write per slab run, corked); reconnects with backoff; while the collector is away a bounded
+ * queue keeps packets, and what does not fit is dropped and counted. TLS verifies the collector's
+ * certificate and name unless the target says insecure.
  */
 export class TcpHepSender implements HepSender {
   readonly maxPacket = MAX_PACKET;
-  private sock?: Socket;
+  private sock?: Socket | TLSSocket;
   private up = false;
   /** A connection attempt is under way: flush() waits for its outcome. */
   private connecting = false;
@@ -60,11 +62,14 @@ export class TcpHepSender implements HepSender {
   }
 
   private connect(): void {
-    const sock = new Socket();
+    const { host, port, tls } = this.target;
+    const sock = tls
+      ? tlsConnect({ host, port, servername: isIP(host) ? undefined : host, ca: tls.ca, rejectUnauthorized: !tls.insecure })
+      : new Socket();
     this.sock = sock;
     this.connecting = true;
     sock.setNoDelay(true);
-    sock.on('connect', () => {
+    sock.on(tls ? 'secureConnect' : 'connect', () => {
       this.up = true;
       this.connecting = false;
       this.backoffMs = RECONNECT_MIN_MS;
@@ -83,7 +88,7 @@ export class TcpHepSender implements HepSender {
       this.reconnectTimer = setTimeout(() => this.connect(), this.backoffMs);
       this.backoffMs = Math.min(this.backoffMs * 2, RECONNECT_MAX_MS);
     });
-    sock.connect(this.target.port, this.target.host);
+    if (!tls) sock.connect(port, host);
   }
 
   send(packet: Buffer): void {

@@ -28,6 +28,7 @@ export interface HepSender {
   stats(): SenderStats;
 }
 
+/** udp:// one datagram per packet; tcp:// and tls:// a stream. */
 export function createSender(target: HepTarget, log: Logger): HepSender {
   return target.transport === 'udp' ? new UdpHepSender(target, log) : new TcpHepSender(target, log);
 }

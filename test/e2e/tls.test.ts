@@ -7,13 +7,14 @@
  * protocol 22, and nothing of the ciphertext.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep, type HepPacket } from '../../src/hep/decode.js';
 import { CLI, kernelSuiteSkipReason, REPO, startAgent, type RunningAgent } from '../helpers/agent.js';
-import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
+import { freePort, tcpCollector, udpCollector, type HepCollector } from '../helpers/collector.js';
+import { sippUac, sippUas } from '../helpers/sipp.js';
 import { callIdOf, LoopbackCapture, type WireMessage } from '../helpers/wire.js';
 import { startKamailioTlsHop } from '../helpers/kamailio-tls.js';
 
@@ -282,5 +283,30 @@ describe.skipIf(!!why)('SIP in TLS, plaintext from the TLS libraries', () => {
     const got = forwarded.map((p) => key(p.srcIp!, p.srcPort!, p.dstIp!, p.dstPort!, p.payload!)).sort();
     expect(got).toEqual(truth.map((m) => key(m.srcIp, m.srcPort, m.dstIp, m.dstPort, m.payload)).sort());
     for (const p of forwarded) expect(p.correlationId).toBe(callIdOf(p.payload!));
+  });
+
+  it('forwards to a HEP collector over TLS whose certificate it verifies (--hep-ca), every message of 10 sipp calls once', async () => {
+    const collectorCert = join(dir, 'collector.pem');
+    const collectorKey = join(dir, 'collector.key');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', collectorKey, '-out', collectorCert, '-days', '2', '-subj', '/CN=collector', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const collector = await tcpCollector({ cert: readFileSync(collectorCert), key: readFileSync(collectorKey) });
+    const viaTls = await startAgent(['run', '--hep', collector.url, '--hep-ca', collectorCert]);
+    const [uasPort, uacPort] = [await freePort(), await freePort()];
+    const wire = await LoopbackCapture.start(join(dir, 'hep-tls.pcap'), [uasPort]);
+    const uas = sippUas(uasPort, 'u1', dir);
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await sippUac(uasPort, uacPort, 'u1', 10, dir)).toBe(0);
+    } finally {
+      await uas.stop();
+    }
+    const truth = await wire.stop();
+    const packets = (await collector.waitFor(truth.length, 20_000, 1500)).map((p) => decodeHep(p)).filter((p) => p.srcPort === uasPort || p.dstPort === uasPort);
+    expect((await viaTls.stop()).code).toBe(0);
+    await collector.close();
+    expect(viaTls.logs.some((l) => l.msg === 'HEP TCP connected')).toBe(true);
+    expect(packets.map((p) => key(p.srcIp!, p.srcPort!, p.dstIp!, p.dstPort!, p.payload!)).sort()).toEqual(
+      truth.map((m) => key(m.srcIp, m.srcPort, m.dstIp, m.dstPort, m.payload)).sort(),
+    );
   });
 });

@@ -1,6 +1,7 @@
 /** HEP receivers on 127.0.0.1 that keep the raw packets; decoding is left to the test (our decoder, hep-js). */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type AddressInfo, type Server } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 
 export interface HepCollector {
   port: number;
@@ -37,10 +38,11 @@ export async function udpCollector(): Promise<HepCollector> {
   };
 }
 
-export async function tcpCollector(): Promise<HepCollector> {
+/** HEP over TCP, or over TLS when given a certificate. */
+export async function tcpCollector(tls?: { cert: Buffer; key: Buffer }): Promise<HepCollector> {
   const packets: Buffer[] = [];
   const conns = new Set<import('node:net').Socket>();
-  const server: Server = createServer((conn) => {
+  const onConnection = (conn: import('node:net').Socket) => {
     conns.add(conn);
     conn.on('close', () => conns.delete(conn));
     let pending = Buffer.alloc(0);
@@ -54,12 +56,13 @@ export async function tcpCollector(): Promise<HepCollector> {
         pending = pending.subarray(len);
       }
     });
-  });
+  };
+  const server: Server = tls ? createTlsServer(tls, onConnection) : createServer(onConnection);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   return {
     port,
-    url: `tcp://127.0.0.1:${port}`,
+    url: `${tls ? 'tls' : 'tcp'}://127.0.0.1:${port}`,
     packets,
     waitFor: waiter(packets),
     close: () => {

@@ -1,5 +1,10 @@
 import { createSocket } from 'node:dgram';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer as createTlsServer } from 'node:tls';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { splitHepStream } from '../../src/hep/decode.js';
@@ -21,9 +26,11 @@ describe('collector URLs', () => {
     expect(parseHepTarget('udp://127.0.0.1:9060')).toMatchObject({ transport: 'udp', host: '127.0.0.1', port: 9060 });
     expect(parseHepTarget('tcp://[::1]:9061')).toMatchObject({ transport: 'tcp', host: '::1', port: 9061 });
     expect(parseHepTarget('udp://homer.local:9060')).toMatchObject({ host: 'homer.local' });
+    expect(parseHepTarget('tls://homer.local:9062', { insecure: true })).toMatchObject({ transport: 'tls', port: 9062, tls: { insecure: true } });
+    expect(parseHepTarget('tcp://homer.local:9061', { insecure: true }).tls).toBeUndefined();
   });
   it('rejects what it cannot send to, with the expected form', () => {
-    for (const bad of ['http://x:1', 'udp://x', 'udp://x:0', 'udp://x:70000', 'tls://x:1', 'udp://::1:9060'])
+    for (const bad of ['http://x:1', 'udp://x', 'udp://x:0', 'udp://x:70000', 'tlsv1://x:1', 'udp://::1:9060'])
       expect(() => parseHepTarget(bad)).toThrow(/expected udp:\/\/HOST:PORT/);
   });
 });
@@ -172,11 +179,51 @@ describe('HEP senders', () => {
   });
 });
 
-/** A HEP-over-TCP receiver on 127.0.0.1 that splits the stream into packets. */
-async function tcpCollector(port = 0) {
+describe('HEP over TLS', () => {
+  /** A self-signed certificate for 127.0.0.1, made by the openssl CLI. */
+  function selfSigned() {
+    const dir = mkdtempSync(join(tmpdir(), 'hepbpf-hep-tls-'));
+    try {
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'k'), '-out', join(dir, 'c'), '-days', '2', '-subj', '/CN=collector', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+      return { cert: readFileSync(join(dir, 'c')), key: readFileSync(join(dir, 'k')) };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const id = selfSigned();
+
+  async function deliver(tls: { ca?: Buffer; insecure?: boolean }) {
+    const collector = await tcpCollector(0, id);
+    const sender = new TcpHepSender(parseHepTarget(`tls://127.0.0.1:${collector.port}`, tls), log);
+    for (let i = 0; i < 3; i++) sender.send(hepPacket(i));
+    await sleep(500);
+    const result = { received: collector.received.length, stats: sender.stats() };
+    await sender.close();
+    await collector.close();
+    return result;
+  }
+
+  it('sends to a collector whose certificate chains to --hep-ca', async () => {
+    expect((await deliver({ ca: id.cert })).received).toBe(3);
+  });
+
+  it('by default refuses a certificate it cannot verify: nothing is sent, the failure is counted', async () => {
+    const r = await deliver({});
+    expect(r.received).toBe(0);
+    expect(r.stats.sent).toBe(0);
+    expect(r.stats.errors).toBeGreaterThan(0);
+  });
+
+  it('sends without verifying only when told to (--hep-insecure)', async () => {
+    expect((await deliver({ insecure: true })).received).toBe(3);
+  });
+});
+
+/** A HEP-over-TCP (or, with a certificate, TLS) receiver on 127.0.0.1 that splits the stream into packets. */
+async function tcpCollector(port = 0, tls?: { cert: Buffer; key: Buffer }) {
   const received: Buffer[] = [];
   const conns = new Set<import('node:net').Socket>();
-  const srv = createServer((c) => {
+  const onConnection = (c: import('node:net').Socket) => {
     conns.add(c);
     c.on('close', () => conns.delete(c));
     let pending = Buffer.alloc(0);
@@ -184,7 +231,8 @@ async function tcpCollector(port = 0) {
       pending = Buffer.concat([pending, d]);
       pending = pending.subarray(splitHepStream(pending, (p) => received.push(Buffer.from(p))));
     });
-  });
+  };
+  const srv = tls ? createTlsServer(tls, onConnection) : createServer(onConnection);
   await new Promise<void>((r) => srv.listen(port, '127.0.0.1', r));
   return {
     port: (srv.address() as AddressInfo).port,
