@@ -52,6 +52,7 @@ const root = protobuf.Root.fromJSON({
         sessionId: { type: 'string', id: 16 },
         container: { type: 'Container', id: 17 },
         peerContainer: { type: 'Container', id: 18 },
+        connectionUnknown: { type: 'bool', id: 19 },
       },
     },
   },
@@ -76,8 +77,9 @@ export interface ContainerFieldsWire {
 }
 
 /** A tail record plus what client-side filters need; the payload always travels, `--full` decides whether it is shown. */
-export interface TailEventFields extends Omit<TailRecord, 'payload' | 'container' | 'peerContainer'> {
+export interface TailEventFields extends Omit<TailRecord, 'payload' | 'container' | 'peerContainer' | 'connectionUnknown'> {
   cseqMethod?: string;
+  connectionUnknown: boolean;
   payload: Uint8Array;
   container: ContainerFieldsWire | null;
   peerContainer: ContainerFieldsWire | null;

@@ -23,6 +23,8 @@ export interface TailRecord {
   sessionId?: string;
   size: number;
   truncated: boolean;
+  /** Present (true) when the message's TLS connection was never found: src and dst are 0.0.0.0:0, not guessed. */
+  connectionUnknown?: true;
   payload?: string;
 }
 
@@ -51,6 +53,7 @@ export function toTailEvent(ev: CaptureEvent): TailEventFields {
     cseqMethod: ev.sip?.cseqMethod,
     size: m.size,
     truncated: m.truncated,
+    connectionUnknown: m.connectionUnknown,
     payload: ev.payload,
     container: ev.container,
     peerContainer: ev.peerContainer,
@@ -66,12 +69,13 @@ function containerRecord(c: ContainerFieldsWire | null): ContainerRecord | null 
 }
 
 export function toTailRecord(ev: TailEventFields, full: boolean): TailRecord {
-  const { cseqMethod: _, payload, ...rest } = ev;
+  const { cseqMethod: _, payload, connectionUnknown, ...rest } = ev;
   const rec: TailRecord = {
     ...rest,
     proto: ev.proto as TailRecord['proto'],
     callId: ev.callId || undefined,
     sessionId: ev.sessionId || undefined,
+    ...(connectionUnknown ? { connectionUnknown: true } : {}),
     container: containerRecord(ev.container),
     peerContainer: containerRecord(ev.peerContainer),
   };
@@ -97,5 +101,5 @@ export function formatTailLine(ev: TailEventFields): string {
   const own = containerLabel(ev.container);
   const peer = containerLabel(ev.peerContainer);
   const where = own || peer ? ` (${own ?? 'host'}${peer ? ' -> ' + peer : ''})` : '';
-  return `${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}]${where} ${ev.summary}${ev.truncated ? ' [truncated]' : ''} ${ev.callId || (ev.proto === 'diameter' ? ev.correlationId : '') || '-'}`;
+  return `${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}]${where} ${ev.summary}${ev.truncated ? ' [truncated]' : ''}${ev.connectionUnknown ? ' [connection unknown]' : ''} ${ev.callId || (ev.proto === 'diameter' ? ev.correlationId : '') || '-'}`;
 }

@@ -6,7 +6,7 @@ import { formatTailLine, isoMicros, toTailRecord } from '../../src/output/tail-r
 const event = (over: Partial<TailEventFields> = {}): TailEventFields => ({
   ts: '2026-11-24T08:00:00.123456Z', proto: 'sip', transport: 'udp', src: { ip: '::1', port: 5060 }, dst: { ip: '127.0.0.1', port: 5070 },
   pid: 7, comm: 'kamailio', cgroupId: '1', correlationId: 'c1', summary: '200 OK', callId: 'c1', cseqMethod: 'INVITE',
-  size: 20, truncated: false, payload: Buffer.from('SIP/2.0 200 OK\r\n\r\n'), ...over,
+  size: 20, truncated: false, connectionUnknown: false, payload: Buffer.from('SIP/2.0 200 OK\r\n\r\n'), container: null, peerContainer: null, ...over,
 });
 
 describe('tail', () => {
@@ -43,6 +43,16 @@ describe('tail', () => {
       return got;
     })();
     expect(decoded.sessionId).toBe('pcscf;rx;1');
+  });
+
+  it('marks TLS plaintext whose connection was never found, on the line, in JSON and through the control socket', () => {
+    const lost = event({ transport: 'tls', src: { ip: '0.0.0.0', port: 0 }, dst: { ip: '0.0.0.0', port: 0 }, connectionUnknown: true });
+    expect(formatTailLine(lost)).toBe('08:00:00.123456 0.0.0.0:0 -> 0.0.0.0:0 TLS kamailio[7] 200 OK [connection unknown] c1');
+    expect(toTailRecord(lost, false)).toMatchObject({ transport: 'tls', connectionUnknown: true });
+    expect(toTailRecord(event(), false)).not.toHaveProperty('connectionUnknown');
+    const got: TailEventFields[] = [];
+    new TailEventReader().push(Buffer.from(encodeTailEvent(lost)), (e) => got.push(e));
+    expect(got[0].connectionUnknown).toBe(true);
   });
 
   it('reads length-delimited events split anywhere in the stream', () => {
