@@ -112,7 +112,7 @@ describe.skipIf(!!why)('hepbpf CLI', () => {
   it('rejects a malformed collector URL with one line', () => {
     const r = spawnSync(process.execPath, [CLI, 'run', '--hep', 'http://x'], { encoding: 'utf8' });
     expect(r.status).toBe(1);
-    expect(r.stderr.trim()).toBe('hepbpf: bad HEP collector "http://x": expected udp://HOST:PORT or tcp://HOST:PORT (IPv6 as [::1])');
+    expect(r.stderr.trim()).toBe('hepbpf: bad HEP collector "http://x": expected udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT (IPv6 as [::1])');
   });
 
   it('doctor reports this host as able to run the agent', () => {
