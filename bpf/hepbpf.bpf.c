@@ -382,15 +382,18 @@ static __always_inline void fill_addrs(struct hepbpf_record *r, const struct soc
 	struct sock_common *skc = &sk->__sk_common;
 	__u16 family;
 
+	r->_pad2 = 0;
 	if (!m->sk) {
 		__builtin_memset(r->local_addr, 0, sizeof(r->local_addr));
 		__builtin_memset(r->remote_addr, 0, sizeof(r->remote_addr));
 		r->local_port = r->remote_port = 0;
 		r->family = AF_INET;
 		r->flags = HEPBPF_F_NO_PEER | HEPBPF_F_NO_CONN;
+		r->netns = 0;
 		return;
 	}
 	family = skc->skc_family;
+	r->netns = skc->skc_net.net->ns.inum;
 	r->flags = 0;
 	r->local_port = skc->skc_num;
 	r->remote_port = bpf_ntohs(skc->skc_dport);

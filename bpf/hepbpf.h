@@ -76,9 +76,11 @@ struct hepbpf_record {
 	__u8 local_addr[16]; /* IPv4: first 4 bytes, rest zero */
 	__u8 remote_addr[16];
 	char comm[16];
+	__u32 netns; /* inode of the socket's network namespace (loopback addresses are per namespace); 0 if unknown */
+	__u32 _pad2;
 	/* data[data_len] follows */
 };
-/* sizeof(struct hepbpf_record) == 112 */
+/* sizeof(struct hepbpf_record) == 120 */
 
 /* Read-only configuration, set by userspace before load (.rodata). */
 struct hepbpf_config {

@@ -3,7 +3,7 @@
  * A batch from src/bpf is `u32 size LE, u32 0, size bytes of record, zero padding to 8` repeated.
  */
 
-export const RECORD_HEADER_SIZE = 112; // sizeof(struct hepbpf_record)
+export const RECORD_HEADER_SIZE = 120; // sizeof(struct hepbpf_record)
 export const MAX_DATA = 65536; // HEPBPF_MAX_DATA
 
 export const DIR_EGRESS = 0;
@@ -46,6 +46,7 @@ const OFF_FD = 60;
 const OFF_LOCAL_ADDR = 64;
 const OFF_REMOTE_ADDR = 80;
 const OFF_COMM = 96;
+const OFF_NETNS = 112;
 
 /**
  * One record, decoded in place. The decoder reuses a single instance: every field, and `data`
@@ -72,6 +73,8 @@ export class CaptureRecord {
   localPort = 0;
   remotePort = 0;
   fd = 0;
+  /** Inode of the socket's network namespace; 0 when unknown (TLS before its socket is known). */
+  netns = 0;
   data: Buffer = this.buf;
   /** 4 or 6. A dual-stack socket talking IPv4 reports IPv4-mapped IPv6 addresses: folded to IPv4, as on the wire. */
   ipVersion: 4 | 6 = 4;
@@ -104,6 +107,7 @@ export class CaptureRecord {
     this.localPort = buf.readUInt16LE(base + OFF_LOCAL_PORT);
     this.remotePort = buf.readUInt16LE(base + OFF_REMOTE_PORT);
     this.fd = buf.readUInt32LE(base + OFF_FD);
+    this.netns = buf.readUInt32LE(base + OFF_NETNS);
     this.data = buf.subarray(base + RECORD_HEADER_SIZE, base + RECORD_HEADER_SIZE + dataLen);
     this.local = this.remote = undefined;
     if (this.family === AF_INET) this.ipVersion = 4;
@@ -134,7 +138,7 @@ export class CaptureRecord {
   }
 
   /**
-   * Writes this record's connection (socket id, family, ports, addresses, and the address flags)
+   * Writes this record's connection (socket id, family, ports, addresses, network namespace, and the address flags)
    * into the raw record `to`: TLS plaintext that was captured before its socket was known gets the
    * addresses of a later record of the same TLS connection.
    */
@@ -144,6 +148,7 @@ export class CaptureRecord {
     to[OFF_FLAGS] = (to[OFF_FLAGS] & ~(F_NO_CONN | F_NO_PEER)) | (this.flags & F_NO_PEER);
     this.buf.copy(to, OFF_LOCAL_PORT, this.base + OFF_LOCAL_PORT, this.base + OFF_REMOTE_PORT + 2);
     this.buf.copy(to, OFF_LOCAL_ADDR, this.base + OFF_LOCAL_ADDR, this.base + OFF_REMOTE_ADDR + 16);
+    this.buf.copy(to, OFF_NETNS, this.base + OFF_NETNS, this.base + OFF_NETNS + 4);
   }
 
   get truncated(): boolean {

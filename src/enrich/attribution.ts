@@ -37,7 +37,9 @@ interface LocalSocket {
 
 const isLoopback = (ip: string) => ip === '::1' || ip.startsWith('127.');
 const isWildcard = (ip: string) => ip === '0.0.0.0' || ip === '::';
-const endpointKey = (transport: string, e: Endpoint) => `${transport}|${e.ip}|${e.port}`;
+/** A loopback address is one only within its network namespace; other addresses are taken as host-wide. */
+const endpointKey = (transport: string, e: Endpoint, netns: number) =>
+  isLoopback(e.ip) ? `${transport}|${netns}|${e.ip}|${e.port}` : `${transport}|${e.ip}|${e.port}`;
 
 /**
  * Puts the container of each end on every message before it leaves. The hot path never waits: a
@@ -48,8 +50,8 @@ const endpointKey = (transport: string, e: Endpoint) => `${transport}|${e.ip}|${
  *
  * The other end is known from (a) the receiver's copy, paired by LocalDedup, or (b) the local
  * endpoint table: every message names the cgroup that owns its local address and port. Loopback
- * addresses are not learnt (each network namespace has its own); a message to one always has a
- * counterpart on this host and waits for it.
+ * addresses are learnt per network namespace (each has its own); a message to one that is not in
+ * the table yet always has a counterpart on this host and waits for it.
  */
 export class Attribution {
   private readonly queue: Held[] = [];
@@ -83,8 +85,8 @@ export class Attribution {
   learn(m: Message): void {
     if (m.tsNs > this.latestTsNs) this.latestTsNs = m.tsNs;
     const own = m.direction === 'egress' ? m.src : m.dst;
-    if (isWildcard(own.ip) || isLoopback(own.ip)) return;
-    const key = endpointKey(m.transport, own);
+    if (isWildcard(own.ip) || (isLoopback(own.ip) && !m.netns)) return;
+    const key = endpointKey(m.transport, own, m.netns);
     const s = this.local.get(key);
     if (s) {
       s.cgroupId = m.cgroupId;
@@ -118,8 +120,8 @@ export class Attribution {
   private needsCounterpart(m: Message): boolean {
     if (m.peerCgroupId !== undefined) return false;
     const other = m.direction === 'egress' ? m.dst : m.src;
-    if (isLoopback(other.ip)) return true;
-    const key = endpointKey(m.transport, other);
+    if (isLoopback(other.ip) && !m.netns) return true;
+    const key = endpointKey(m.transport, other, m.netns);
     const s = this.local.get(key);
     if (s) {
       m.peerCgroupId = s.cgroupId;
@@ -179,7 +181,7 @@ export class Attribution {
     const other = m.direction === 'egress' ? m.dst : m.src;
     if (isLoopback(other.ip)) return;
     if (this.remote.size >= MAX_ENDPOINTS) this.remote.delete(this.remote.keys().next().value!);
-    this.remote.set(endpointKey(m.transport, other), Date.now() + REMOTE_TTL_MS);
+    this.remote.set(endpointKey(m.transport, other, m.netns), Date.now() + REMOTE_TTL_MS);
   }
 
   private leave(h: Held): void {

@@ -108,6 +108,7 @@ export class StreamAssembler {
       tid: r.tid,
       comm: r.comm(),
       cgroupId: r.cgroupId,
+      netns: r.netns,
       sockId: r.sockId,
       direction: egress ? 'egress' : 'ingress',
       payload,

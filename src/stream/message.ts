@@ -22,6 +22,8 @@ export interface Message {
   tid: number;
   comm: string;
   cgroupId: bigint;
+  /** Network namespace (inode) of the socket: a loopback address means something only within it. 0: unknown. */
+  netns: number;
   sockId: bigint;
   direction: 'egress' | 'ingress';
   payload: Buffer;

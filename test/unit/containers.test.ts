@@ -163,7 +163,7 @@ let ts = 1_000_000_000n;
 function message(over: Partial<Message>): Message {
   return {
     tsNs: (ts += 1000n), proto: 'sip', transport: 'udp', family: 4, src: { ip: '10.0.0.1', port: 5070 }, dst: { ip: '10.0.0.2', port: 5060 },
-    pid: 10, tid: 10, comm: 'sipp', cgroupId: 1n, sockId: 1n, direction: 'egress', payload: Buffer.from('INVITE'), size: 6, truncated: false, peerUnknown: false, connectionUnknown: false, ...over,
+    pid: 10, tid: 10, comm: 'sipp', cgroupId: 1n, netns: 0, sockId: 1n, direction: 'egress', payload: Buffer.from('INVITE'), size: 6, truncated: false, peerUnknown: false, connectionUnknown: false, ...over,
   };
 }
 const event = (m: Message): CaptureEvent => ({ message: m, payload: m.payload, summary: 's', wallUs: 0, correlationId: 'c', container: null, peerContainer: null });
@@ -205,6 +205,25 @@ describe('attribution: names without waiting on the hot path, bounded hold other
     a.counterpart(received, message({ cgroupId: 1n, src: { ip: '127.0.0.1', port: 5070 }, dst: { ip: '127.0.0.1', port: 5060 } }));
     await open();
     expect(out.map((e) => [e.container?.id, e.peerContainer?.id])).toEqual([[ID, ID2]]);
+  });
+
+  it('loopback endpoints are learnt per network namespace: once known, a loopback message does not wait; the same address in another namespace does', async () => {
+    const { resolver, open } = fakeResolver({ '1': `/docker/${ID}`, '2': `/docker/${ID2}` });
+    const out: CaptureEvent[] = [];
+    const a = new Attribution(resolver, (ev) => out.push(ev), { holdMs: 10_000 });
+    const lo = { src: { ip: '127.0.0.1', port: 5070 }, dst: { ip: '127.0.0.1', port: 5060 } };
+    resolver.lookup(1n, 10);
+    resolver.lookup(2n, 20);
+    await open(); // both names known: only the other end can make a message wait
+    // The UAS (cgroup 2) in namespace 7 received on 127.0.0.1:5060 before.
+    a.learn(message({ ...lo, direction: 'ingress', cgroupId: 2n, pid: 20, netns: 7 }));
+    a.submit(event(message({ ...lo, netns: 7, payload: Buffer.from('OPTIONS') })));
+    expect(out.map((e) => [e.payload.toString(), e.container?.id, e.peerContainer?.id])).toEqual([['OPTIONS', ID, ID2]]);
+    // 127.0.0.1:5060 of namespace 8 is another socket: wait for its copy.
+    a.submit(event(message({ ...lo, netns: 8, payload: Buffer.from('OTHER') })));
+    expect(out).toHaveLength(1);
+    a.flush();
+    expect(out.map((e) => e.payload.toString())).toEqual(['OPTIONS', 'OTHER']);
   });
 
   it('a name not known within holdMs: sent with the id and runtime, counted; never dropped', async () => {

@@ -16,6 +16,7 @@ export interface RecordSpec {
   localPort?: number;
   remotePort?: number;
   comm?: string;
+  netns?: number;
   data: Buffer;
   origLen?: number;
   /** Defaults to HEPBPF_F_TRUNCATED when origLen > data length. */
@@ -44,6 +45,7 @@ export function encodeRecord(r: RecordSpec): Buffer {
   Buffer.from(r.localAddr ?? [127, 0, 0, 1]).copy(b, 64);
   Buffer.from(r.remoteAddr ?? [127, 0, 0, 1]).copy(b, 80);
   b.write(r.comm ?? 'sipp', 96, 'latin1');
+  b.writeUInt32LE(r.netns ?? 4026531840, 112);
   r.data.copy(b, RECORD_HEADER_SIZE);
   return b;
 }
