@@ -113,12 +113,18 @@ describe.skipIf(!!why)('containers: docker and podman', () => {
     const capture = await captureInNetns(pid('ims-pcscf-1'), 'hbc0b', join(dir, 'docker.pcap'));
     records.length = 0;
     hep.packets.length = 0;
-    dockerd.docker('exec', '-d', 'ims-pcscf-1', '/usr/bin/sipp', '-sn', 'uas', '-i', '10.231.0.2', '-p', '5060', '-t', 'u1', '-nostdin');
-    await sleep(500);
-    const uac = spawn('/usr/bin/docker', ['-H', `unix://${dockerd.socket}`, 'exec', 'ims-scscf-1', '/usr/bin/sipp', '-sn', 'uac', '10.231.0.2:5060', '-i', '10.231.0.1', '-p', '5070', '-t', 'u1', '-m', String(CALLS), '-r', '20', '-nostdin', '-timeout', '60', '-timeout_error'], { stdio: 'ignore' });
-    const code = await new Promise((r) => uac.once('exit', r));
+    let code: unknown;
+    let stopping;
+    try {
+      dockerd.docker('exec', '-d', 'ims-pcscf-1', '/usr/bin/sipp', '-sn', 'uas', '-i', '10.231.0.2', '-p', '5060', '-t', 'u1', '-nostdin');
+      await sleep(500);
+      const uac = spawn('/usr/bin/docker', ['-H', `unix://${dockerd.socket}`, 'exec', 'ims-scscf-1', '/usr/bin/sipp', '-sn', 'uac', '10.231.0.2:5060', '-i', '10.231.0.1', '-p', '5070', '-t', 'u1', '-m', String(CALLS), '-r', '20', '-nostdin', '-timeout', '60', '-timeout_error'], { stdio: 'ignore' });
+      code = await new Promise((r) => uac.once('exit', r));
+    } finally {
+      stopping = capture.stop(); // tcpdump must not outlive a failed test
+    }
     expect(code, 'sipp UAC: every call must succeed').toBe(0);
-    const wire = await capture.stop();
+    const wire = await stopping;
     expect(wire.length).toBeGreaterThanOrEqual(CALLS * 6);
 
     const who = (ip: string) => (ip === '10.231.0.1' ? 'ims-scscf-1' : ip === '10.231.0.2' ? 'ims-pcscf-1' : `unexpected ${ip}`);
@@ -205,10 +211,15 @@ describe.skipIf(!!why)('containers: docker and podman', () => {
     execFileSync('nsenter', ['-t', String(pid), '-n', 'ip', 'link', 'set', 'lo', 'up']);
     const capture = await captureInNetns(pid, 'lo', join(dir, 'podman.pcap'));
     records.length = 0;
-    podman.podman('exec', '-d', name, '/usr/bin/sipp', '-sn', 'uas', '-i', '127.0.0.1', '-p', '5060', '-t', 'u1', '-nostdin');
-    await sleep(500);
-    podman.podman('exec', name, '/usr/bin/sipp', '-sn', 'uac', '127.0.0.1:5060', '-i', '127.0.0.1', '-p', '5070', '-t', 'u1', '-m', '5', '-r', '10', '-nostdin', '-timeout', '60', '-timeout_error');
-    const wire = await capture.stop();
+    let stopping;
+    try {
+      podman.podman('exec', '-d', name, '/usr/bin/sipp', '-sn', 'uas', '-i', '127.0.0.1', '-p', '5060', '-t', 'u1', '-nostdin');
+      await sleep(500);
+      podman.podman('exec', name, '/usr/bin/sipp', '-sn', 'uac', '127.0.0.1:5060', '-i', '127.0.0.1', '-p', '5070', '-t', 'u1', '-m', '5', '-r', '10', '-nostdin', '-timeout', '60', '-timeout_error');
+    } finally {
+      stopping = capture.stop(); // tcpdump must not outlive a failed test
+    }
+    const wire = await stopping;
     expect(wire.length).toBeGreaterThanOrEqual(5 * 6);
     for (let i = 0; i < 100 && records.length < wire.length; i++) await sleep(100);
     await sleep(700);

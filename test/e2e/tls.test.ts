@@ -143,6 +143,8 @@ describe.skipIf(!!why)('SIP in TLS, plaintext from the TLS libraries', () => {
     const hepBefore = hep.packets.length;
     const peers: Peer[] = [];
     const pids = { server: 0, client: 0 };
+    let exchanged = false;
+    let stopping: Promise<WireMessage[]> | undefined;
     try {
       const srv = server(port);
       pids.server = srv.proc.pid!;
@@ -162,11 +164,15 @@ describe.skipIf(!!why)('SIP in TLS, plaintext from the TLS libraries', () => {
       // The peers' own output: every byte crossed the connection as sent.
       expect(srv.output().equals(sent)).toBe(true);
       expect(cli.output().equals(answered)).toBe(true);
+      exchanged = true;
     } finally {
       for (const p of peers.reverse()) await p.stop();
+      // Whole byte stream per direction. Stopped even when the exchange failed: tcpdump must not outlive the test.
+      stopping = wire.stop((s) => (s.length ? [s] : []));
+      if (!exchanged) stopping.catch(() => {});
     }
-    // Whole byte stream per direction: the connection's tuple, and the ciphertext.
-    const streams = (await wire.stop((s) => (s.length ? [s] : []))).filter((m) => m.transport === 'tcp');
+    // The connection's tuple, and the ciphertext.
+    const streams = (await stopping).filter((m) => m.transport === 'tcp');
     const up = streams.find((m) => m.dstPort === port);
     const down = streams.find((m) => m.srcPort === port);
     expect(up && down, 'one TCP connection with data both ways on lo').toBeTruthy();
