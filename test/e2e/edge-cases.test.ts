@@ -46,8 +46,13 @@ describe.skipIf(!!why)('capture edge cases', () => {
     hep.packets.length = 0;
     const [port, port2] = [await freePort(), await freePort()];
     const capture = await LoopbackCapture.start(join(dir, `${name}.pcap`), [port, port2]);
-    traffic(port, port2);
-    const wire = await capture.stop();
+    let stopping;
+    try {
+      traffic(port, port2);
+    } finally {
+      stopping = capture.stop(); // tcpdump must not outlive a failed test
+    }
+    const wire = await stopping;
     // Only SIP is forwarded: datagrams of random bytes are on the wire but not ours.
     const expected = wire.filter((m) => SIP_START.test(m.payload.toString('latin1')));
     const packets = await hep.waitFor(expected.length);

@@ -126,9 +126,10 @@ describe.skipIf(!!why)('real HEP receivers: Kamailio sipcapture and sngrep', () 
       const capture = await LoopbackCapture.start(join(dir, 'wire.pcap'), [uasPort, uacPort]);
       const uas = sippUas(uasPort, 'u1', dir);
       await new Promise((r) => setTimeout(r, 500));
-      expect(await sippUac(uasPort, uacPort, 'u1', CALLS, dir)).toBe(0);
+      const code = await sippUac(uasPort, uacPort, 'u1', CALLS, dir);
       await uas.stop();
       const wire = await capture.stop();
+      expect(code, 'sipp UAC: every call must succeed').toBe(0);
       expect(wire.length).toBeGreaterThanOrEqual(CALLS * 6);
 
       const want = wire.map((m) => `${callIdOf(m.payload)}|${m.srcIp}|${m.srcPort}|${m.dstIp}|${m.dstPort}|${m.payload.toString('latin1')}`).sort();
