@@ -18,11 +18,10 @@ export const TLS_PROGRAMS = new Set(Object.values(PROGRAMS).flatMap((p) => [p.en
 
 /**
  * Uprobes on every TLS library and executable in use on the host: found by TlsDiscovery, attached
- * once per file for every process (uprobes belong to the inode), kept until close().
+ * once per file for every process (uprobes belong to the inode), kept until the BPF object closes.
  */
 export class TlsProbes {
   private readonly discovery: TlsDiscovery;
-  private readonly files: Array<{ target: TlsTarget; links: BpfLink[] }> = [];
 
   constructor(
     private readonly obj: BpfObject,
@@ -55,16 +54,11 @@ export class TlsProbes {
       for (const l of links) l.destroy();
       throw err;
     }
-    this.files.push({ target, links });
   }
 
-  /** The files probed, for logs and doctor. */
-  probed(): Array<{ path: string; kind: string; functions: string[] }> {
-    return this.files.map(({ target }) => ({ path: target.mappedPath, kind: target.kind, functions: target.functions }));
-  }
-
+  /** Files checked, probed and failed. */
   stats() {
-    return { ...this.discovery.stats(), files: this.files.length };
+    return this.discovery.stats();
   }
 
   /** Stops discovery; the links go with the BPF object. */

@@ -5,6 +5,7 @@ import { BPF_OBJECT_PATH } from '../capture/paths.js';
 import { ADDON_PATH } from '../bpf/libbpf.js';
 import { tracefsMount } from '../bpf/tracefs.js';
 import { TlsDiscovery, type TlsTarget } from '../capture/tls-discovery.js';
+import { findCgroup2Mount } from '../enrich/cgroups.js';
 
 export interface Check {
   name: string;
@@ -18,11 +19,6 @@ export interface Check {
 function kernelAtLeast(major: number, minor: number): boolean {
   const [maj, min] = release().split('.').map((s) => parseInt(s, 10));
   return maj > major || (maj === major && min >= minor);
-}
-
-function mountOf(fsType: string): string | undefined {
-  const line = readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === fsType);
-  return line?.split(' ')[1];
 }
 
 /** The TLS libraries and executables running processes use: what the agent would probe now. */
@@ -40,7 +36,7 @@ export function runChecks(): Check[] {
     ? (/\[(\w+)\]/.exec(readFileSync('/sys/kernel/security/lockdown', 'utf8'))?.[1] ?? 'none')
     : 'none';
   const tracefs = tracefsMount();
-  const cgroup2 = mountOf('cgroup2');
+  const cgroup2 = findCgroup2Mount(readFileSync('/proc/self/mountinfo', 'utf8'))?.mountPoint;
   return [
     {
       name: 'privileges',
