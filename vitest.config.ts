@@ -6,5 +6,7 @@ export default defineConfig({
     fileParallelism: false,
     testTimeout: 120_000,
     hookTimeout: 120_000,
+    // The fuzz targets check that memory returns to its level after a run: they need a real GC.
+    execArgv: ['--expose-gc'],
   },
 });
