@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { SocketCapture } from './capture/socket-capture.js';
-import { decodeBatch, F_TLS, SRC_EXEC, SRC_TLS_CONN, type CaptureRecord } from './capture/record.js';
+import { decodeBatch, F_TLS, SRC_EXEC, SRC_TLS_CONN, type CaptureRecord, type RecordSource } from './capture/record.js';
 import { TlsAttribution } from './capture/tls-attribution.js';
 import { MonotonicClock } from './capture/clock.js';
 import { StreamAssembler } from './stream/assembler.js';
@@ -11,39 +11,31 @@ import { diameterSummary, parseDiameter, type DiameterInfo } from './protocols/d
 import { Correlator } from './enrich/correlation.js';
 import { redactDiameter, redactSip } from './enrich/redact.js';
 import { Attribution, type AttributionOptions } from './enrich/attribution.js';
-import type { ContainerIdentity, ContainerResolver } from './enrich/containers.js';
-
-/** One SIP or Diameter message, forwarded once: what every sink (HEP, tail) receives. */
-export interface CaptureEvent {
-  message: Message;
-  /** The bytes to forward: the message's own, or a copy with secrets masked. Valid during the sink call. */
-  payload: Buffer;
-  sip?: SipInfo;
-  /** Decoded from `payload`. */
-  diameter?: DiameterInfo;
-  summary: string;
-  wallUs: number;
-  correlationId: string;
-  /** The process that sent it, where it was seen sending, else the receiver (null: a host process). Set before the sink sees it. */
-  container: ContainerIdentity | null;
-  /** The other end, when it is on this host too. */
-  peerContainer: ContainerIdentity | null;
-}
+import { ContainerResolver, containerSources, type ContainerSourceOptions } from './enrich/containers.js';
+import type { CaptureEvent } from './enrich/event.js';
+import { CgroupIndex } from './enrich/cgroups.js';
+import { KubernetesPods } from './enrich/kubernetes.js';
+import { containerFilter, type ContainerFilterOptions } from './enrich/container-filter.js';
+import type { HepAgentFields } from './hep/encode.js';
+import { HepForwarder, type ForwardOptions } from './output/hep-forwarder.js';
+import { createSender } from './output/hep-sender.js';
+import type { HepTarget } from './output/target.js';
+import { ControlServer } from './output/control-server.js';
 
 export interface AgentOptions {
-  sipPorts?: number[];
+  /** Where records come from: SocketCapture on this host's kernel, or a ReplaySource of recorded records. */
+  source: RecordSource;
   /** Mask authentication secrets (default true). */
   redact?: boolean;
-  log: Logger;
   /** Names the containers of both ends; events reach the sink after it (held a bounded time when a name is not known yet). */
   containers: ContainerResolver;
   hold?: AttributionOptions;
   sink: (event: CaptureEvent) => void;
 }
 
-/** Wires the pipeline: ring buffer -> records -> streams -> SIP/Diameter messages -> dedup -> correlation, redaction -> containers -> sink. */
+/** The pipeline: record source -> records -> streams -> SIP/Diameter messages -> dedup -> correlation, redaction -> containers -> sink. */
 export class Agent {
-  private readonly capture: SocketCapture;
+  private readonly capture: RecordSource;
   private readonly clock = new MonotonicClock();
   private readonly dedup = new LocalDedup();
   private readonly assembler: StreamAssembler;
@@ -64,14 +56,17 @@ export class Agent {
     this.attribution = new Attribution(opts.containers, opts.sink, opts.hold);
     this.assembler = new StreamAssembler((m) => this.onMessage(m));
     this.tls = new TlsAttribution((r) => this.assembler.push(r));
-    this.capture = new SocketCapture({ sipPorts: opts.sipPorts, log: opts.log }, (batch) =>
-      decodeBatch(batch, (r) => this.onRecord(r)),
-    );
+    this.capture = opts.source;
+  }
+
+  /** Names the containers; `hepbpf containers` lists what it has seen. */
+  get containers(): ContainerResolver {
+    return this.opts.containers;
   }
 
   async start(): Promise<void> {
     this.opts.containers.start();
-    this.capture.start();
+    this.capture.start((batch) => decodeBatch(batch, (r) => this.onRecord(r)));
     // TLS plaintext waiting for its connection must go out even when nothing else arrives.
     this.tlsTimer = setInterval(() => this.tls.expire(process.hrtime.bigint()), 250);
     this.tlsTimer.unref();
@@ -152,5 +147,70 @@ export class Agent {
       forwarded: this.forwarded,
       containers: { ...this.attribution.stats, ...this.opts.containers.stats, ...this.attribution.sizes(), ...this.opts.containers.sizes() },
     };
+  }
+}
+
+/** What `run` and `tail` capture on this host: the kernel's records, and container names from the host's runtimes. */
+export interface HostCaptureOptions extends ContainerSourceOptions {
+  sipPorts?: number[];
+  redact?: boolean;
+  holdMs?: number;
+}
+
+/** The pipeline over this host's kernel, naming containers from its cgroups and runtimes. */
+export function hostAgent(o: HostCaptureOptions, log: Logger, sink: (event: CaptureEvent) => void): Agent {
+  return new Agent({
+    source: new SocketCapture({ sipPorts: o.sipPorts, log }),
+    redact: o.redact,
+    containers: new ContainerResolver(CgroupIndex.forThisHost(), containerSources({ ...o, kubernetes: KubernetesPods.inCluster() })),
+    hold: { holdMs: o.holdMs },
+    sink,
+  });
+}
+
+export interface ForwardingOptions extends HostCaptureOptions, ContainerFilterOptions, ForwardOptions {
+  targets: HepTarget[];
+  hep: HepAgentFields;
+}
+
+/** `hepbpf run`: every message the filters keep goes to each collector and to the control socket's tail clients. */
+export class Forwarding {
+  private readonly forwarder: HepForwarder;
+  private readonly control: ControlServer;
+  private readonly agent: Agent;
+  private statsTimer?: NodeJS.Timeout;
+
+  constructor(
+    o: ForwardingOptions,
+    private readonly log: Logger,
+  ) {
+    const keep = containerFilter(o);
+    this.forwarder = new HepForwarder(o.targets.map((t) => createSender(t, log)), o.hep, o);
+    this.agent = hostAgent(o, log, (event) => {
+      if (keep && !keep(event.container, event.peerContainer)) return;
+      this.forwarder.forward(event);
+      this.control.publish(event);
+    });
+    this.control = new ControlServer(log, () => this.agent.containers.list());
+  }
+
+  async start(): Promise<void> {
+    await this.control.start();
+    await this.agent.start();
+    this.statsTimer = setInterval(() => this.log.info(this.stats(), 'stats'), 60_000);
+    this.statsTimer.unref();
+  }
+
+  stats() {
+    return { capture: this.agent.stats(), hep: this.forwarder.stats() };
+  }
+
+  /** Detaches every probe, sends what is held, flushes the HEP queues; logs the final stats. */
+  async stop(): Promise<void> {
+    clearInterval(this.statsTimer);
+    await this.agent.stop();
+    await this.forwarder.close();
+    await this.control.close();
+    this.log.info(this.stats(), 'stopped');
   }
 }

@@ -3,6 +3,8 @@
  * A batch from src/bpf is `u32 size LE, u32 0, size bytes of record, zero padding to 8` repeated.
  */
 
+import { AF_INET, AF_INET6, formatAddr } from '../net/address.js';
+
 export const RECORD_HEADER_SIZE = 120; // sizeof(struct hepbpf_record)
 export const MAX_DATA = 65536; // HEPBPF_MAX_DATA
 
@@ -16,8 +18,6 @@ export const F_TLS = 0x04;
 export const F_NO_CONN = 0x08;
 export const SRC_TLS_CONN = 15;
 export const SRC_EXEC = 16;
-export const AF_INET = 2;
-export const AF_INET6 = 10;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
 export const IPPROTO_SCTP = 132;
@@ -184,26 +184,19 @@ function addrKind(buf: Buffer, off: number): 'unspecified' | 'mapped' | 'other' 
   return buf[off + 10] === 0 && buf[off + 11] === 0 && buf.readUInt32BE(off + 12) === 0 ? 'unspecified' : 'other';
 }
 
-/** IPv4 dotted quad, or IPv6 in RFC 5952 form (longest zero run compressed). */
-export function formatAddr(buf: Buffer, off: number, family: number): string {
-  if (family === AF_INET) return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
-  const groups: number[] = [];
-  for (let i = 0; i < 8; i++) groups.push(buf.readUInt16BE(off + i * 2));
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) [bestStart, bestLen] = [i, j - i];
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+/**
+ * Where the pipeline's records come from, in the native reader's batches (framing above): the
+ * kernel's ring buffer (SocketCapture), or recorded records (ReplaySource) to run without a kernel.
+ */
+export interface RecordSource {
+  start(onBatch: (batch: Buffer) => void): void;
+  stop(): void;
+  /** A record said pid exec'd or mapped code (SRC_EXEC): look for TLS libraries it brought. */
+  processChanged(pid: number): void;
+  /** Losses counted where the records are made (the kernel's counters). */
+  counters(): Record<string, number>;
+  /** TLS library discovery: files checked, probed and failed (undefined: none runs). */
+  tlsStats(): { filesChecked: number; attached: number; failed: number } | undefined;
 }
 
 /** Calls onRecord for every well-formed record in a batch; returns how many malformed ones were skipped. */

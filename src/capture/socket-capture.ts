@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { BpfObject, type RingBufferReader } from '../bpf/libbpf.js';
 import { ensureTracefs } from '../bpf/tracefs.js';
 import { BPF_OBJECT_PATH } from './paths.js';
-import { COUNTER_NAMES } from './record.js';
+import { COUNTER_NAMES, type RecordSource } from './record.js';
 import { TLS_PROGRAMS, TlsProbes } from './tls-probes.js';
 
 export interface SocketCaptureOptions {
@@ -23,7 +23,7 @@ function possibleCpus(): number {
 }
 
 /** The kernel-facing part of capture: loads bpf/hepbpf.bpf.c, configures it, attaches every probe, drains the ring buffer. */
-export class SocketCapture {
+export class SocketCapture implements RecordSource {
   private obj?: BpfObject;
   private reader?: RingBufferReader;
   private tls?: TlsProbes;
@@ -31,12 +31,9 @@ export class SocketCapture {
   /** Counters as they were when the object was closed, so the final stats line still has them. */
   private lastCounters: Record<string, number> = {};
 
-  constructor(
-    private readonly opts: SocketCaptureOptions,
-    private readonly onBatch: (batch: Buffer) => void,
-  ) {}
+  constructor(private readonly opts: SocketCaptureOptions) {}
 
-  start(): void {
+  start(onBatch: (batch: Buffer) => void): void {
     ensureTracefs();
     const obj = BpfObject.open(BPF_OBJECT_PATH);
     this.obj = obj;
@@ -56,7 +53,7 @@ export class SocketCapture {
       }
       for (const prog of obj.programNames()) if (!TLS_PROGRAMS.has(prog)) obj.attach(prog);
       // Reading first: processes that start while the TLS libraries are looked for are reported.
-      this.reader = obj.ringBuffer('events', this.onBatch);
+      this.reader = obj.ringBuffer('events', onBatch);
       this.tls = new TlsProbes(obj, this.opts.log);
       this.tls.start();
     } catch (err) {

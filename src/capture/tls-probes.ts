@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { BpfLink, BpfObject } from '../bpf/libbpf.js';
-import { hasCapability } from '../cli/privileges.js';
+import { hasCapability } from './privileges.js';
 import { TlsDiscovery, type TlsTarget } from './tls-discovery.js';
 
 /** Each TLS function and the programs of bpf/hepbpf.bpf.c that hook its entry and its return. */

@@ -1,8 +1,6 @@
 import type { Command } from 'commander';
-import { CgroupIndex } from '../enrich/cgroups.js';
 import type { ContainerFilterOptions } from '../enrich/container-filter.js';
-import { ContainerResolver, containerSources, DEFAULT_DOCKER_SOCKET, DEFAULT_PODMAN_ROOT, DEFAULT_PODMAN_SOCKET } from '../enrich/containers.js';
-import { KubernetesPods } from '../enrich/kubernetes.js';
+import { DEFAULT_DOCKER_SOCKET, DEFAULT_PODMAN_ROOT, DEFAULT_PODMAN_SOCKET } from '../enrich/containers.js';
 
 export interface ContainerOptions extends ContainerFilterOptions {
   dockerSocket: string;
@@ -24,11 +22,4 @@ export function addContainerOptions(cmd: Command): Command {
     .option('--podman-socket <path>', "podman's Docker-compatible API socket, when its service runs", DEFAULT_PODMAN_SOCKET)
     .option('--podman-root <dir>', "podman's storage root, read when its API socket is absent", DEFAULT_PODMAN_ROOT)
     .option('--hold-ms <ms>', 'longest a message waits for its container names before it goes out with what is known', (v) => Number(v), 500);
-}
-
-export function containerResolver(o: ContainerOptions): ContainerResolver {
-  return new ContainerResolver(
-    CgroupIndex.forThisHost(),
-    containerSources({ dockerSocket: o.dockerSocket, podmanSocket: o.podmanSocket, podmanRoot: o.podmanRoot, kubernetes: KubernetesPods.inCluster() }),
-  );
 }

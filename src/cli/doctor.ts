@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
-import { missingForCapture, REQUIRED_CAPABILITIES, effectiveCapabilities, hasCapability, type CapabilityName } from './privileges.js';
+import { missingForCapture, REQUIRED_CAPABILITIES, effectiveCapabilities, hasCapability, type CapabilityName } from '../capture/privileges.js';
 import { BPF_OBJECT_PATH } from '../capture/paths.js';
 import { ADDON_PATH } from '../bpf/libbpf.js';
 import { tracefsMount } from '../bpf/tracefs.js';

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { missingForCapture } from './privileges.js';
+import { missingForCapture } from '../capture/privileges.js';
 
 /** An expected condition that stops the agent: printed as one line, exit 1, never a stack trace. */
 export class FatalCondition extends Error {}

@@ -1,12 +1,10 @@
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
-import { Agent } from '../agent.js';
-import { HepForwarder, type DiameterPayload } from '../output/hep-forwarder.js';
+import { Forwarding } from '../agent.js';
+import type { DiameterPayload } from '../output/hep-forwarder.js';
 import { parseHepTarget } from '../output/target.js';
-import { ControlServer } from '../output/control-server.js';
 import { NodeNameTemplate } from '../output/node-name.js';
-import { containerFilter } from '../enrich/container-filter.js';
-import { containerResolver, type ContainerOptions } from './container-options.js';
+import type { ContainerOptions } from './container-options.js';
 import { preflight } from './preflight.js';
 
 export interface RunOptions extends ContainerOptions {
@@ -34,43 +32,24 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     log.warn('--hep-insecure: the HEP collector\'s certificate is not verified; decrypted SIP and Diameter may go to whoever answers');
 
   if (opts.tlsIpProto !== 22 && opts.tlsIpProto !== 6) throw new Error('--tls-ip-proto must be 22 (as Kamailio siptrace marks TLS) or 6 (TCP)');
-  const keep = containerFilter(opts);
-  const forwarder = new HepForwarder(targets, { captureId: opts.hepId, authKey: opts.authKey }, log, {
-    diameterPayload: opts.diameterPayload,
-    tlsIpProto: opts.tlsIpProto,
-    nodeName: new NodeNameTemplate(opts.nodeName),
-  });
-  const containers = containerResolver(opts);
-  const control = new ControlServer(log, () => containers.list());
-  await control.start();
-  const agent = new Agent({
-    sipPorts: opts.sipPorts,
-    redact: opts.redact,
-    log,
-    containers,
-    hold: { holdMs: opts.holdMs },
-    sink: (event) => {
-      if (keep && !keep(event.container, event.peerContainer)) return;
-      forwarder.forward(event);
-      control.publish(event);
+  const forwarding = new Forwarding(
+    {
+      ...opts,
+      targets,
+      hep: { captureId: opts.hepId, authKey: opts.authKey },
+      nodeName: new NodeNameTemplate(opts.nodeName),
     },
-  });
-  await agent.start();
+    log,
+  );
+  await forwarding.start();
   log.info({ collectors: opts.hep, sipPorts: opts.sipPorts ?? 'any', redact: opts.redact }, 'ready');
-
-  const statsTimer = setInterval(() => log.info({ capture: agent.stats(), hep: forwarder.stats() }, 'stats'), 60_000);
-  statsTimer.unref();
 
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    clearInterval(statsTimer);
     log.info({ signal }, 'stopping');
-    await agent.stop();
-    await forwarder.close();
-    await control.close();
-    log.info({ capture: agent.stats(), hep: forwarder.stats() }, 'stopped');
+    await forwarding.stop();
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('SIGINT'));

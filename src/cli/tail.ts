@@ -1,9 +1,9 @@
 import { connect } from 'node:net';
 import pino from 'pino';
-import { Agent } from '../agent.js';
+import { hostAgent } from '../agent.js';
 import { CONTROL_SOCKET_PATH, encodeControlRequest, REQUEST_TAIL, TailEventReader, type TailEventFields } from '../output/tail-protocol.js';
 import { containerFilter } from '../enrich/container-filter.js';
-import { containerResolver, type ContainerOptions } from './container-options.js';
+import type { ContainerOptions } from './container-options.js';
 import { formatTailLine, toTailEvent, toTailRecord } from '../output/tail-record.js';
 import { preflight } from './preflight.js';
 
@@ -63,14 +63,7 @@ export async function tailCommand(opts: TailOptions): Promise<void> {
 
   preflight();
   const log = pino({ level: 'warn', base: { name: 'hepbpf' } }, pino.destination({ fd: 2, sync: true }));
-  const agent = new Agent({
-    sipPorts: opts.sipPorts,
-    redact: opts.redact,
-    log,
-    containers: containerResolver(opts as ContainerOptions),
-    hold: { holdMs: opts.holdMs },
-    sink: (ev) => print(toTailEvent(ev)),
-  });
+  const agent = hostAgent(opts, log, (ev) => print(toTailEvent(ev)));
   await agent.start();
   process.stderr.write('hepbpf tail: ready, capturing SIP and Diameter on this host (Ctrl-C to stop)\n');
   const stop = async () => {

@@ -1,4 +1,4 @@
-import type { CaptureEvent } from '../agent.js';
+import type { CaptureEvent } from './event.js';
 import type { Endpoint, Message } from '../stream/message.js';
 import { parseDiameter } from '../protocols/diameter.js';
 import type { ContainerResolver } from './containers.js';

@@ -1,5 +1,5 @@
 import { CHUNK, CHUNK_HEADER_SIZE, HEP_HEADER_SIZE } from './chunks.js';
-import { formatAddr } from '../capture/record.js';
+import { AF_INET, AF_INET6, formatAddr } from '../net/address.js';
 
 export interface HepChunk {
   vendor: number;
@@ -57,10 +57,10 @@ function readGeneric(pkt: HepPacket, type: number, v: Buffer): void {
   switch (type) {
     case CHUNK.family: need(1); pkt.family = v[0]; break;
     case CHUNK.ipProto: need(1); pkt.ipProto = v[0]; break;
-    case CHUNK.srcIp4: need(4); pkt.srcIp = formatAddr(v, 0, 2); break;
-    case CHUNK.dstIp4: need(4); pkt.dstIp = formatAddr(v, 0, 2); break;
-    case CHUNK.srcIp6: need(16); pkt.srcIp = formatAddr(v, 0, 10); break;
-    case CHUNK.dstIp6: need(16); pkt.dstIp = formatAddr(v, 0, 10); break;
+    case CHUNK.srcIp4: need(4); pkt.srcIp = formatAddr(v, 0, AF_INET); break;
+    case CHUNK.dstIp4: need(4); pkt.dstIp = formatAddr(v, 0, AF_INET); break;
+    case CHUNK.srcIp6: need(16); pkt.srcIp = formatAddr(v, 0, AF_INET6); break;
+    case CHUNK.dstIp6: need(16); pkt.dstIp = formatAddr(v, 0, AF_INET6); break;
     case CHUNK.srcPort: need(2); pkt.srcPort = v.readUInt16BE(0); break;
     case CHUNK.dstPort: need(2); pkt.dstPort = v.readUInt16BE(0); break;
     case CHUNK.tsSec: need(4); pkt.tsSec = v.readUInt32BE(0); break;

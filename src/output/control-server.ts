@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import type { CaptureEvent } from '../agent.js';
+import type { CaptureEvent } from '../enrich/event.js';
 import type { ContainerSeen } from '../enrich/containers.js';
 import { CONTROL_SOCKET_PATH, ControlRequestReader, encodeContainerList, encodeTailEvent, REQUEST_CONTAINERS, REQUEST_TAIL } from './tail-protocol.js';
 import { toTailEvent } from './tail-record.js';

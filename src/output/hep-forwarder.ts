@@ -1,10 +1,8 @@
-import type { Logger } from 'pino';
-import type { CaptureEvent } from '../agent.js';
+import type { CaptureEvent } from '../enrich/event.js';
 import { HepEncoder, type HepAgentFields, type HepMessage } from '../hep/encode.js';
 import { HEP_PROTO_DIAMETER, HEP_PROTO_SIP, MAX_PACKET } from '../hep/chunks.js';
 import { diameterJson } from '../protocols/diameter.js';
-import { createSender, type HepSender } from './hep-sender.js';
-import type { HepTarget } from './target.js';
+import type { HepSender } from './hep-sender.js';
 import type { NodeNameTemplate } from './node-name.js';
 
 /** What HEP chunk 0x02 says for TLS: 22, as Kamailio siptrace marks it, unless the operator asks for 6 (TCP). */
@@ -22,7 +20,6 @@ export type DiameterPayload = 'json' | 'raw';
 
 /** Encodes each event once into a reused buffer and hands it to every collector. */
 export class HepForwarder {
-  private readonly senders: HepSender[];
   private readonly encoder: HepEncoder;
   private readonly packet = Buffer.allocUnsafe(MAX_PACKET);
   private readonly diameterPayload: DiameterPayload;
@@ -32,16 +29,14 @@ export class HepForwarder {
   private cutToFit = 0;
 
   constructor(
-    targets: HepTarget[],
+    private readonly senders: HepSender[],
     agent: HepAgentFields,
-    log: Logger,
     opts: ForwardOptions = {},
   ) {
     this.diameterPayload = opts.diameterPayload ?? 'json';
     this.nodeName = opts.nodeName;
     this.ipProto = { udp: 17, tcp: 6, tls: opts.tlsIpProto ?? HEP_IP_PROTO_TLS, sctp: 132 };
     this.encoder = new HepEncoder(agent);
-    this.senders = targets.map((t) => createSender(t, log));
   }
 
   forward(ev: CaptureEvent): void {

@@ -1,4 +1,4 @@
-import type { CaptureEvent } from '../agent.js';
+import type { CaptureEvent } from '../enrich/event.js';
 import type { ContainerIdentity } from '../enrich/containers.js';
 import type { ContainerFieldsWire, TailEventFields } from './tail-protocol.js';
 

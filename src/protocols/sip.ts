@@ -1,5 +1,3 @@
-import { startsLikeSip } from '../stream/sip-framer.js';
-
 /** What routing and display need from a SIP message; nothing more is parsed. */
 export interface SipInfo {
   method?: string;
@@ -15,7 +13,105 @@ export interface SipInfo {
 }
 
 const LF = 0x0a;
+const CR = 0x0d;
 const MAX_SCAN = 16 * 1024; // headers that matter sit near the top; bodies are never scanned
+
+// Start-line recognition, shared with the stream framer (src/stream/sip-framer.ts).
+const METHODS = ['INVITE', 'ACK', 'BYE', 'CANCEL', 'OPTIONS', 'REGISTER', 'PRACK', 'SUBSCRIBE', 'NOTIFY', 'PUBLISH', 'INFO', 'REFER', 'MESSAGE', 'UPDATE'];
+const START_TOKENS = [...METHODS.map((m) => Buffer.from(m + ' ')), Buffer.from('SIP/2.0 ')];
+// RFC 3261 says a method is any token; the list above is what a start line must begin with for us to trust it.
+
+/** True if `buf[off..]` begins like a SIP request or status line. Needs at most 10 bytes. */
+export function startsLikeSip(buf: Buffer, off = 0): boolean {
+  for (const tok of START_TOKENS) {
+    if (buf.length - off >= tok.length && buf.compare(tok, 0, tok.length, off, off + tok.length) === 0) return true;
+  }
+  return false;
+}
+
+/** Could `buf[off..]` still turn into a SIP start line once more bytes arrive? */
+function couldStartSip(buf: Buffer, off: number): boolean {
+  const n = buf.length - off;
+  return START_TOKENS.some((tok) => n < tok.length && buf.compare(tok, 0, n, off, buf.length) === 0);
+}
+
+const SIP_VERSION = Buffer.from('SIP/2.0');
+const SP = 0x20;
+/** Longest request-URI looked back over when resynchronising on a request line. */
+const MAX_URI_BYTES = 4096;
+/** Longest start line recognised: a line without its end after this many bytes is not one. */
+export const MAX_START_LINE_BYTES = MAX_URI_BYTES + 32;
+
+/**
+ * Where the first complete SIP start line at or after `from` begins, or -1. A message on a stream
+ * follows the previous body with no separator, so this looks anywhere, not only at line starts;
+ * a whole start line is required (`SIP/2.0 ddd ` or `METHOD uri SIP/2.0` CRLF), not just a token.
+ */
+export function findStartLine(buf: Buffer, from: number): number {
+  for (let p = buf.indexOf(SIP_VERSION, from); p >= 0; p = buf.indexOf(SIP_VERSION, p + 1)) {
+    if (buf[p + 7] === SP && isDigit(buf[p + 8]) && isDigit(buf[p + 9]) && isDigit(buf[p + 10]) && buf[p + 11] === SP) return p;
+    if (buf[p - 1] !== SP || buf[p + 7] !== CR || buf[p + 8] !== LF) continue;
+    let uri = p - 2;
+    while (uri > from && p - uri < MAX_URI_BYTES && buf[uri] !== SP && buf[uri] !== LF && buf[uri] !== CR) uri--;
+    if (buf[uri] !== SP || uri === p - 2) continue;
+    for (const tok of START_TOKENS) {
+      const at = uri + 1 - tok.length;
+      if (at >= from && buf.compare(tok, 0, tok.length, at, uri + 1) === 0) return at;
+    }
+  }
+  return -1;
+}
+
+/** 1: a whole SIP start line begins at `off`; 0: it may, once more bytes arrive; -1: it does not. */
+export function startLineAt(buf: Buffer, off: number): 1 | 0 | -1 {
+  if (!startsLikeSip(buf, off)) return couldStartSip(buf, off) ? 0 : -1;
+  if (buf[off] === 0x53 && buf[off + 1] === 0x49 && buf[off + 2] === 0x50 && buf[off + 3] === 0x2f) {
+    // SIP/2.0 ddd SP
+    if (buf.length - off < 12) return 0;
+    return isDigit(buf[off + 8]) && isDigit(buf[off + 9]) && isDigit(buf[off + 10]) && buf[off + 11] === SP ? 1 : -1;
+  }
+  // METHOD SP Request-URI SP SIP/2.0 CRLF
+  const lf = buf.indexOf(LF, off);
+  if (lf < 0) return buf.length - off > MAX_START_LINE_BYTES ? -1 : 0;
+  const uri = buf.indexOf(SP, off) + 1;
+  const versionAt = lf - 8;
+  if (buf[lf - 1] !== CR || buf[versionAt - 1] !== SP || versionAt - 1 <= uri) return -1;
+  if (buf.compare(SIP_VERSION, 0, SIP_VERSION.length, versionAt, lf - 1) !== 0) return -1;
+  const space = buf.indexOf(SP, uri);
+  return space === versionAt - 1 ? 1 : -1;
+}
+
+function isDigit(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
+}
+
+/** Content-Length (or compact `l`) of a header block, or -1 if absent or malformed. */
+export function contentLength(buf: Buffer, headerEnd: number): number {
+  let line = buf.indexOf(LF) + 1; // skip the start line
+  while (line > 0 && line < headerEnd) {
+    const next = buf.indexOf(LF, line) + 1 || headerEnd;
+    const c = buf[line] | 0x20;
+    if (c === 0x6c /* l */ || c === 0x63 /* c */) {
+      const colon = buf.indexOf(0x3a, line);
+      if (colon > 0 && colon < next) {
+        const name = buf.toString('latin1', line, colon).trim().toLowerCase();
+        if (name === 'content-length' || name === 'l') {
+          const value = buf.toString('latin1', colon + 1, next).trim();
+          return /^\d+$/.test(value) ? Number(value) : -1;
+        }
+      }
+    }
+    line = next;
+  }
+  return -1;
+}
+
+/** Is every byte CR or LF (a keep-alive, RFC 5626 "double CRLF")? */
+export function isKeepAlive(data: Buffer): boolean {
+  for (let i = 0; i < data.length; i++) if (data[i] !== 0x0d && data[i] !== 0x0a) return false;
+  return true;
+}
+
 
 /** Parses the start line and the Call-ID / CSeq headers (long and compact forms). Null if not SIP. */
 export function parseSip(buf: Buffer): SipInfo | null {

@@ -1,6 +1,7 @@
 import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_NO_CONN, F_NO_PEER, F_TLS, L7_DIAMETER } from '../capture/record.js';
 import type { AppProto, Endpoint, Message, Transport } from './message.js';
 import { SipFramer } from './sip-framer.js';
+import { isKeepAlive } from '../protocols/sip.js';
 import { DiameterFramer } from './diameter-framer.js';
 import type { FramerStats, StreamFramer } from './framer.js';
 
@@ -14,12 +15,6 @@ interface StreamState {
   framer: StreamFramer;
   proto: AppProto;
   lastNs: bigint;
-}
-
-/** Is every byte CR or LF (a keep-alive, RFC 5626 "double CRLF")? */
-function isKeepAlive(data: Buffer): boolean {
-  for (let i = 0; i < data.length; i++) if (data[i] !== 0x0d && data[i] !== 0x0a) return false;
-  return true;
 }
 
 /**

@@ -5,53 +5,7 @@
  * are counted as malformed and skipped up to the next plausible header.
  */
 import { MAX_MESSAGE_BYTES, StreamFramer } from './framer.js';
-
-export const DIAMETER_HEADER_BYTES = 20;
-/** A length claim beyond this is a lie or an attack (the field allows 16 MiB): resynchronise instead of waiting for it. */
-const MAX_PLAUSIBLE_BYTES = 1024 * 1024;
-/** Flag bits RFC 6733 reserves: always zero. */
-const RESERVED_FLAGS = 0x0f;
-const AVP_RESERVED_FLAGS = 0x1f;
-/** Command codes of the applications we decode, and 3GPP's range; anything else does not start a message. */
-const BASE_COMMANDS = new Set([257, 258, 265, 271, 272, 274, 275, 280, 282]);
-
-export function plausibleCommand(code: number): boolean {
-  return BASE_COMMANDS.has(code) || (code >= 300 && code <= 399) || (code >= 8388608 && code < 16777214);
-}
-
-/**
- * 1: a plausible Diameter header starts at buf[off]; 0: it may, once more bytes arrive; -1: it does not.
- * The same test as the kernel's inference (bpf/hepbpf.bpf.c looks_like_diameter).
- */
-export function headerAt(buf: Buffer, off: number): 1 | 0 | -1 {
-  const n = buf.length - off;
-  if (n < 1) return 0;
-  if (buf[off] !== 1) return -1;
-  if (n < 4) return 0;
-  const len = buf.readUIntBE(off + 1, 3);
-  if (len < DIAMETER_HEADER_BYTES || len % 4 !== 0 || len > MAX_PLAUSIBLE_BYTES) return -1;
-  if (n < 5) return 0;
-  if (buf[off + 4] & RESERVED_FLAGS) return -1;
-  if (n < 8) return 0;
-  return plausibleCommand(buf.readUIntBE(off + 5, 3)) ? 1 : -1;
-}
-
-/**
- * Could the bytes at buf[off..] be the message whose header claims `total` bytes? Its top-level AVPs
- * must end exactly where it ends; as far as bytes have arrived, each must fit inside it. Checked
- * before waiting for the rest, so a header cut short does not swallow the messages after it.
- */
-function avpsFit(buf: Buffer, off: number, total: number): boolean {
-  const end = off + total;
-  const have = Math.min(end, buf.length);
-  let p = off + DIAMETER_HEADER_BYTES;
-  while (p + 8 <= have) {
-    const len = buf.readUIntBE(p + 5, 3);
-    if (buf[p + 4] & AVP_RESERVED_FLAGS || len < (buf[p + 4] & 0x80 ? 12 : 8) || p + len > end) return false;
-    p += (len + 3) & ~3;
-  }
-  return buf.length < end || p === end;
-}
+import { avpsFit, headerAt } from '../protocols/diameter.js';
 
 export interface DiameterFramerStats {
   /** Times the stream held bytes that could not start a message and was resynchronised. */

@@ -13,7 +13,7 @@ import { Attribution } from '../../src/enrich/attribution.js';
 import { NodeNameTemplate } from '../../src/output/node-name.js';
 import { encodeTailEvent, TailEventReader, type TailEventFields } from '../../src/output/tail-protocol.js';
 import { formatTailLine, toTailRecord } from '../../src/output/tail-record.js';
-import type { CaptureEvent } from '../../src/agent.js';
+import type { CaptureEvent } from '../../src/enrich/event.js';
 import type { Message } from '../../src/stream/message.js';
 
 const ID = 'f3b0c1d2e3a4958677889900aabbccddeeff00112233445566778899aabbccdd';

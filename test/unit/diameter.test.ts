@@ -6,7 +6,7 @@ import type { FramerStats } from '../../src/stream/framer.js';
 import type { Message } from '../../src/stream/message.js';
 import { diameterJson, diameterSummary, MAX_GROUP_DEPTH, parseDiameter } from '../../src/protocols/diameter.js';
 import { avp, diameterMessage, TGPP, type AvpSpec } from '../helpers/diameter.js';
-import { batchOf, encodeRecord } from './records.js';
+import { batchOf, encodeRecord } from '../../src/capture/replay.js';
 
 const cer = diameterMessage({
   request: true,

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { CaptureRecord, decodeBatch, RECORD_HEADER_SIZE } from '../../src/capture/record.js';
 import { MonotonicClock } from '../../src/capture/clock.js';
-import { batchOf, encodeRecord, sipMessage } from './records.js';
+import { batchOf, encodeRecord } from '../../src/capture/replay.js';
+import { sipMessage } from './records.js';
 
 const mapped = (a: number, b: number, c: number, d: number) => [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d];
 

@@ -5,7 +5,8 @@ import { LocalDedup } from '../../src/stream/dedup.js';
 import type { Message } from '../../src/stream/message.js';
 import { SipFramer } from '../../src/stream/sip-framer.js';
 import type { FramerStats } from '../../src/stream/framer.js';
-import { batchOf, encodeRecord, sipMessage, type RecordSpec } from './records.js';
+import { batchOf, encodeRecord, type RecordSpec } from '../../src/capture/replay.js';
+import { sipMessage } from './records.js';
 
 function framer() {
   const stats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };

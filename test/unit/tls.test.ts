@@ -2,15 +2,17 @@
 import { createSocket } from 'node:dgram';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import type { CaptureEvent } from '../../src/agent.js';
+import type { CaptureEvent } from '../../src/enrich/event.js';
 import { decodeBatch, F_NO_CONN, F_NO_PEER, F_TLS, SRC_TLS_CONN } from '../../src/capture/record.js';
 import { TlsAttribution } from '../../src/capture/tls-attribution.js';
 import { decodeHep } from '../../src/hep/decode.js';
 import { HepForwarder } from '../../src/output/hep-forwarder.js';
+import { createSender } from '../../src/output/hep-sender.js';
 import { parseHepTarget } from '../../src/output/target.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
 import type { Message } from '../../src/stream/message.js';
-import { batchOf, encodeRecord, sipMessage, type RecordSpec } from './records.js';
+import { batchOf, encodeRecord, type RecordSpec } from '../../src/capture/replay.js';
+import { sipMessage } from './records.js';
 
 const SRC_SSL_WRITE = 11;
 const SRC_SSL_READ = 12;
@@ -121,7 +123,7 @@ describe('HEP IP protocol of TLS', () => {
     const sock = createSocket('udp4');
     await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
     const got = new Promise<Buffer>((r) => sock.once('message', r));
-    const fwd = new HepForwarder([parseHepTarget(`udp://127.0.0.1:${sock.address().port}`)], { captureId: 1 }, pino({ level: 'silent' }), { tlsIpProto });
+    const fwd = new HepForwarder([createSender(parseHepTarget(`udp://127.0.0.1:${sock.address().port}`), pino({ level: 'silent' }))], { captureId: 1 }, { tlsIpProto });
     await new Promise((r) => setTimeout(r, 50)); // the UDP sender drops (and counts) until its socket is connected
     const asm = new StreamAssembler((message) => {
       const ev: CaptureEvent = { message, payload: message.payload, summary: 'MESSAGE', wallUs: 1, correlationId: 'p' };
