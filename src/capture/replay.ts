@@ -7,6 +7,7 @@ import { RECORD_HEADER_SIZE, type RecordSource } from './record.js';
 
 export interface RecordSpec {
   tsNs?: bigint;
+  cgroupId?: bigint;
   sockId?: bigint;
   tlsId?: bigint;
   pid?: number;
@@ -30,7 +31,7 @@ export interface RecordSpec {
 export function encodeRecord(r: RecordSpec): Buffer {
   const b = Buffer.alloc(RECORD_HEADER_SIZE + r.data.length);
   b.writeBigUInt64LE(r.tsNs ?? 1_000_000n, 0);
-  b.writeBigUInt64LE(42n, 8);
+  b.writeBigUInt64LE(r.cgroupId ?? 42n, 8);
   b.writeBigUInt64LE(r.sockId ?? 0xffff888000001000n, 16);
   b.writeBigUInt64LE(r.tlsId ?? 0n, 24);
   b.writeUInt32LE(r.pid ?? 100, 32);
