@@ -3,7 +3,9 @@
  * Every figure is printed next to its baseline measured in the same run: the machines are
  * noisy, so baseline and agent runs alternate and medians are reported.
  *   --json          print the figures as JSON instead of tables
- *   --only=a,b,c    sections: (a) zero-loss rates, (b) syscall costs, (c) footprint
+ *   --only=a,b,c    sections: (a) zero-loss rates, (b) syscall costs, (c) footprint (these need root
+ *                   and load the agent's BPF programs), (pipeline) per-stage costs on recorded records,
+ *                   without kernel or root (bench/pipeline.ts)
  *   --no-agent      baselines only (also when dist/src/cli/main.js is not built)
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -11,17 +13,19 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { pipelineBench } from './pipeline.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const CLI = resolve(REPO, 'dist/src/cli/main.js');
 const args = process.argv.slice(2);
 const json = args.includes('--json');
-const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c'];
+const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'pipeline'];
+const needsKernel = only.some((s) => ['a', 'b', 'c'].includes(s));
 const withAgent = !args.includes('--no-agent') && existsSync(CLI);
 const say = (line = '') => json || process.stdout.write(line + '\n');
 
-if (process.getuid?.() !== 0) {
-  process.stderr.write('hepbpf bench: must run as root (it loads the agent\'s BPF programs): sudo npm run bench\n');
+if (needsKernel && process.getuid?.() !== 0) {
+  process.stderr.write('hepbpf bench: sections a, b and c must run as root (they load the agent\'s BPF programs): sudo npm run bench, or --only=pipeline\n');
   process.exit(1);
 }
 
@@ -331,16 +335,19 @@ async function footprint() {
 }
 
 async function main() {
-  execFileSync('cc', ['-O2', '-o', UDP_LOAD, resolve(REPO, 'bench/udp_load.c')]);
-  execFileSync('cc', ['-O2', '-o', SYSCALL_COST, resolve(REPO, 'bench/syscall_cost.c')]);
-  execFileSync('cc', ['-O2', '-o', TLS_COST, resolve(REPO, 'bench/tls_cost.c'), '-lssl', '-lcrypto']);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', TLS_KEY, '-out', TLS_CERT, '-days', '2', '-subj', '/CN=hepbpf-bench'], { stdio: 'ignore' });
+  if (needsKernel) {
+    execFileSync('cc', ['-O2', '-o', UDP_LOAD, resolve(REPO, 'bench/udp_load.c')]);
+    execFileSync('cc', ['-O2', '-o', SYSCALL_COST, resolve(REPO, 'bench/syscall_cost.c')]);
+    execFileSync('cc', ['-O2', '-o', TLS_COST, resolve(REPO, 'bench/tls_cost.c'), '-lssl', '-lcrypto']);
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', TLS_KEY, '-out', TLS_CERT, '-days', '2', '-subj', '/CN=hepbpf-bench'], { stdio: 'ignore' });
+  }
   const kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
   say(`hepbpf bench: Linux ${kernel}, ${cpus().length} CPUs, ${withAgent ? 'agent ' + CLI : 'NO AGENT (baselines only)'}`);
   results.machine = { kernel, cpus: cpus().length };
   if (only.includes('b')) await syscallCosts();
   if (only.includes('a')) await zeroLossRates();
   if (only.includes('c')) await footprint();
+  if (only.includes('pipeline')) results.pipeline = await pipelineBench({ say, table });
   if (summary.length > 1) {
     say('\nsummary');
     table(summary);

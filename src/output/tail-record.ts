@@ -2,10 +2,10 @@ import type { CaptureEvent } from '../enrich/event.js';
 import type { ContainerIdentity } from '../enrich/containers.js';
 import type { ContainerFieldsWire, TailEventFields } from './tail-protocol.js';
 
-/** DESIGN.md `container`: {id, name, runtime, pod?, namespace?, service?} (plus image and compose project when known). */
+/** `container` in `tail --json`: {id, name, runtime, pod?, namespace?, service?} (plus image and compose project when known). */
 export type ContainerRecord = Pick<ContainerIdentity, 'id' | 'name' | 'runtime' | 'image' | 'service' | 'project' | 'pod' | 'namespace'>;
 
-/** The record of DESIGN.md "Record fields", as `tail --json` prints it. */
+/** One message as `tail --json` prints it (README "Commands"). */
 export interface TailRecord {
   ts: string;
   proto: 'sip' | 'diameter';
