@@ -342,7 +342,7 @@ async function main() {
     execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', TLS_KEY, '-out', TLS_CERT, '-days', '2', '-subj', '/CN=hepbpf-bench'], { stdio: 'ignore' });
   }
   const kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
-  say(`hepbpf bench: Linux ${kernel}, ${cpus().length} CPUs, ${withAgent ? 'agent ' + CLI : 'NO AGENT (baselines only)'}`);
+  say(`hepbpf bench: Linux ${kernel}, ${cpus().length} CPUs, ${!needsKernel ? 'in-process pipeline only' : withAgent ? 'agent ' + CLI : 'NO AGENT (baselines only)'}`);
   results.machine = { kernel, cpus: cpus().length };
   if (only.includes('b')) await syscallCosts();
   if (only.includes('a')) await zeroLossRates();
