@@ -58,7 +58,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   await agent.start();
   log.info({ collectors: opts.hep, sipPorts: opts.sipPorts ?? 'any', redact: opts.redact }, 'ready');
 
-  const statsTimer = setInterval(() => log.info({ capture: agent.stats(), hep: forwarder.stats() }, 'stats'), 60_000);
+  const statsTimer = setInterval(() => log.info({ capture: agent.stats(), hep: forwarder.stats(), control: control.stats() }, 'stats'), 60_000);
   statsTimer.unref();
 
   let stopping = false;
@@ -70,7 +70,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     await agent.stop();
     await forwarder.close();
     await control.close();
-    log.info({ capture: agent.stats(), hep: forwarder.stats() }, 'stopped');
+    log.info({ capture: agent.stats(), hep: forwarder.stats(), control: control.stats() }, 'stopped');
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('SIGINT'));
