@@ -202,7 +202,7 @@ export class Forwarding {
   }
 
   stats() {
-    return { capture: this.agent.stats(), hep: this.forwarder.stats() };
+    return { capture: this.agent.stats(), hep: this.forwarder.stats(), control: this.control.stats() };
   }
 
   /** Detaches every probe, sends what is held, flushes the HEP queues; logs the final stats. */

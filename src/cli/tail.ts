@@ -2,6 +2,7 @@ import { connect } from 'node:net';
 import pino from 'pino';
 import { hostAgent } from '../agent.js';
 import { CONTROL_SOCKET_PATH, encodeControlRequest, REQUEST_TAIL, TailEventReader, type TailEventFields } from '../output/tail-protocol.js';
+import { trustedControlSocket } from '../output/control-path.js';
 import { containerFilter } from '../enrich/container-filter.js';
 import type { ContainerOptions } from './container-options.js';
 import { formatTailLine, toTailEvent, toTailRecord } from '../output/tail-record.js';
@@ -30,8 +31,12 @@ export function tailFilter(opts: TailOptions): (ev: TailEventFields) => boolean 
     (opts.port === undefined || ev.src.port === opts.port || ev.dst.port === opts.port);
 }
 
-/** Resolves with a connected socket to a running agent, or undefined when none is running. */
+/**
+ * Resolves with a connected socket to a running agent, or undefined when none is running; throws
+ * when something not owned by root sits where the agent's socket should be.
+ */
 function attachToAgent(): Promise<import('node:net').Socket | undefined> {
+  if (!trustedControlSocket(CONTROL_SOCKET_PATH)) return Promise.resolve(undefined);
   return new Promise((resolve) => {
     const sock = connect(CONTROL_SOCKET_PATH);
     sock.once('connect', () => resolve(sock));
@@ -52,7 +57,14 @@ export async function tailCommand(opts: TailOptions): Promise<void> {
   if (sock) {
     sock.write(encodeControlRequest(REQUEST_TAIL));
     const reader = new TailEventReader();
-    sock.on('data', (chunk: Buffer) => reader.push(chunk, print));
+    sock.on('data', (chunk: Buffer) => {
+      try {
+        reader.push(chunk, print);
+      } catch (err) {
+        process.stderr.write(`hepbpf tail: ${CONTROL_SOCKET_PATH}: ${(err as Error).message}\n`);
+        process.exit(1);
+      }
+    });
     sock.on('close', () => {
       process.stderr.write('hepbpf tail: the agent stopped\n');
       process.exit(0);

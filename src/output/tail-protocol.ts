@@ -99,47 +99,92 @@ export function encodeTailEvent(ev: TailEventFields): Uint8Array {
 export const encodeControlRequest = (kind: number) => ControlRequest.encodeDelimited(ControlRequest.fromObject({ kind })).finish();
 export const encodeContainerList = (containers: ContainerSeenWire[]) => ContainerList.encodeDelimited(ContainerList.fromObject({ containers })).finish();
 
+/** A peer broke the protocol (bad length or undecodable message): the connection is closed, nothing else is affected. */
+export class ControlProtocolError extends Error {}
+
+// A length prefix is a varint of at most 5 bytes (32 bits); longer is garbage, not a message.
+const MAX_PREFIX_BYTES = 5;
+
 /**
- * Splits a byte stream into length-delimited messages of one type; keeps a partial message until the
- * rest arrives.
+ * Splits a byte stream into length-delimited messages of one type, each at most `maxBytes` long.
+ * Chunks are kept as they arrive and joined once when the announced message is complete, so a
+ * message arriving in many small chunks costs linear time, and a peer announcing more than
+ * `maxBytes` is refused before anything is buffered. Throws ControlProtocolError, never anything else.
  */
 class DelimitedReader<T> {
-  private pending: Buffer = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  /** Bytes needed before parsing again is worth it (the current message's prefix and body). */
+  private wanted = 1;
 
-  constructor(private readonly type: protobuf.Type) {}
+  constructor(
+    private readonly type: protobuf.Type,
+    private readonly maxBytes: number,
+  ) {}
 
   push(chunk: Buffer, onMessage: (msg: T) => void): void {
-    this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
-    const reader = protobuf.Reader.create(this.pending);
-    let consumed = 0;
-    while (reader.pos < reader.len) {
-      try {
-        const msg = this.type.decodeDelimited(reader);
-        consumed = reader.pos;
-        onMessage(this.type.toObject(msg, { defaults: true, longs: Number }) as T);
-      } catch (err) {
-        if (err instanceof RangeError) break; // incomplete: wait for more bytes
-        throw err;
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    if (this.buffered < this.wanted) return;
+    const buf = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.buffered);
+    let pos = 0;
+    this.wanted = 1;
+    while (pos < buf.length) {
+      let length = 0;
+      let prefix = 0;
+      for (; pos + prefix < buf.length; prefix++) {
+        if (prefix === MAX_PREFIX_BYTES) throw new ControlProtocolError('length prefix longer than 5 bytes');
+        const b = buf[pos + prefix];
+        length += (b & 0x7f) * 2 ** (7 * prefix);
+        if (b < 0x80) break;
       }
+      if (pos + prefix === buf.length) {
+        this.wanted = prefix + 1; // the prefix is not complete yet
+        break;
+      }
+      prefix++;
+      if (length > this.maxBytes) throw new ControlProtocolError(`message of ${length} bytes announced, at most ${this.maxBytes} accepted`);
+      if (pos + prefix + length > buf.length) {
+        this.wanted = prefix + length;
+        break;
+      }
+      const body = buf.subarray(pos + prefix, pos + prefix + length);
+      pos += prefix + length;
+      let msg: T;
+      try {
+        msg = this.type.toObject(this.type.decode(body), { defaults: true, longs: Number }) as T;
+      } catch (err) {
+        throw new ControlProtocolError(`undecodable ${this.type.name}: ${(err as Error).message}`);
+      }
+      onMessage(msg);
     }
-    this.pending = this.pending.subarray(consumed);
+    const rest = buf.subarray(pos);
+    this.chunks = rest.length ? [rest] : [];
+    this.buffered = rest.length;
   }
 }
 
+/** Requests are one small integer: anything longer than this is not a request. */
+export const MAX_REQUEST_BYTES = 4096;
+// An event carries at most a 64 KiB payload plus its headers and names.
+const MAX_EVENT_BYTES = 1024 * 1024;
+// A list of every container seen: generous, still bounded.
+const MAX_CONTAINER_LIST_BYTES = 64 * 1024 * 1024;
+
 export class TailEventReader extends DelimitedReader<TailEventFields> {
   constructor() {
-    super(TailEvent);
+    super(TailEvent, MAX_EVENT_BYTES);
   }
 }
 
 export class ControlRequestReader extends DelimitedReader<{ kind: number }> {
   constructor() {
-    super(ControlRequest);
+    super(ControlRequest, MAX_REQUEST_BYTES);
   }
 }
 
 export class ContainerListReader extends DelimitedReader<{ containers: ContainerSeenWire[] }> {
   constructor() {
-    super(ContainerList);
+    super(ContainerList, MAX_CONTAINER_LIST_BYTES);
   }
 }

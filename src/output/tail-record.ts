@@ -2,10 +2,10 @@ import type { CaptureEvent } from '../enrich/event.js';
 import type { ContainerIdentity } from '../enrich/containers.js';
 import type { ContainerFieldsWire, TailEventFields } from './tail-protocol.js';
 
-/** `container` in `tail --json`: {id, name, runtime, pod?, namespace?, service?} (plus image and compose project when known). */
+/** A record's `container`: {id, name, runtime, pod?, namespace?, service?} (plus image and compose project when known). */
 export type ContainerRecord = Pick<ContainerIdentity, 'id' | 'name' | 'runtime' | 'image' | 'service' | 'project' | 'pod' | 'namespace'>;
 
-/** One message as `tail --json` prints it (README "Commands"). */
+/** One message's record, as `tail --json` prints it (README "Containers" names the container fields). */
 export interface TailRecord {
   ts: string;
   proto: 'sip' | 'diameter';
@@ -83,6 +83,15 @@ export function toTailRecord(ev: TailEventFields, full: boolean): TailRecord {
   return rec;
 }
 
+/**
+ * What a terminal must never receive raw from captured traffic or container labels: C0 controls
+ * (ESC, BEL, CR, LF...), DEL and C1 (0x80-0x9f, which some terminals take as CSI and the like).
+ * Each is shown as `\xNN`, so a forged line, a window title or a cleared screen shows as text.
+ * Every human formatter passes what it prints through here; `--json` needs nothing (JSON escapes them).
+ */
+export const escapeControl = (s: string): string =>
+  s.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'));
+
 const hostPort = (a: { ip: string; port: number }) => (a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`);
 
 /** How a line names a container: compose service or pod (namespace/pod) when there is one, else its name. */
@@ -101,5 +110,5 @@ export function formatTailLine(ev: TailEventFields): string {
   const own = containerLabel(ev.container);
   const peer = containerLabel(ev.peerContainer);
   const where = own || peer ? ` (${own ?? 'host'}${peer ? ' -> ' + peer : ''})` : '';
-  return `${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}]${where} ${ev.summary}${ev.truncated ? ' [truncated]' : ''}${ev.connectionUnknown ? ' [connection unknown]' : ''} ${ev.callId || (ev.proto === 'diameter' ? ev.correlationId : '') || '-'}`;
+  return escapeControl(`${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}]${where} ${ev.summary}${ev.truncated ? ' [truncated]' : ''}${ev.connectionUnknown ? ' [connection unknown]' : ''} ${ev.callId || (ev.proto === 'diameter' ? ev.correlationId : '') || '-'}`);
 }

@@ -2,42 +2,19 @@
  * The CLI as an operator uses it: `tail --json` capturing by itself and attached to a running
  * agent over the control socket, `run` without privileges, `doctor`.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kernelSuiteSkipReason, CLI, REPO, startAgent } from '../helpers/agent.js';
 import { freePort, udpCollector } from '../helpers/collector.js';
+import { tailDuring } from '../helpers/tail.js';
 import { decodeHep } from '../../src/hep/decode.js';
 
 const why = kernelSuiteSkipReason('CLI end-to-end tests');
 
 const TRAFFIC = resolve(REPO, 'test/fixtures/sip_traffic.py');
-
-/** Starts `hepbpf tail ARGS`, waits for its ready notice, runs `traffic`, and returns the NDJSON records it printed. */
-async function tailDuring(args: string[], env: NodeJS.ProcessEnv, traffic: () => void): Promise<{ notice: string; records: any[] }> {
-  const proc = spawn(process.execPath, [CLI, 'tail', '--json', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  await new Promise<void>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`tail not ready: ${err}`)), 30_000);
-    proc.stderr!.on('data', (d) => {
-      err += d;
-      if (err.includes('ready')) {
-        clearTimeout(timer);
-        res();
-      }
-    });
-  });
-  traffic();
-  await new Promise((r) => setTimeout(r, 1500));
-  const exited = new Promise((r) => proc.once('exit', r));
-  proc.kill('SIGINT');
-  await exited;
-  return { notice: err, records: out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
-}
 
 const sendTraffic = (port: number, port2: number) => () => {
   for (const mode of ['udp-unconnected', 'udp-connected']) {

@@ -1,0 +1,55 @@
+/** `hepbpf tail` as an operator runs it, for the end-to-end tests. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { CLI } from './agent.js';
+
+export interface RunningTail {
+  proc: ChildProcess;
+  /** stderr so far: the ready notice, errors. */
+  err(): string;
+  out(): string;
+  /** Resolves with stdout once `done(stdout)` holds; rejects after `timeoutMs`. */
+  waitForOutput(done: (out: string) => boolean, timeoutMs?: number): Promise<string>;
+  /** SIGINT, as Ctrl-C; resolves with the exit code. */
+  stop(): Promise<number | null>;
+}
+
+/** Starts `hepbpf tail ARGS` and resolves once it printed its ready notice. */
+export async function startTail(args: string[], env: NodeJS.ProcessEnv): Promise<RunningTail> {
+  const proc = spawn(process.execPath, [CLI, 'tail', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (err += d));
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const until = async (what: string, ok: () => boolean, timeoutMs: number) => {
+    const deadline = Date.now() + timeoutMs;
+    while (!ok()) {
+      if (Date.now() > deadline) throw new Error(`tail: no ${what} after ${timeoutMs} ms; stderr:\n${err}\nstdout:\n${out}`);
+      if (proc.exitCode !== null) throw new Error(`tail exited with ${proc.exitCode} before ${what}; stderr:\n${err}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  await until('ready notice', () => err.includes('ready'), 30_000);
+  return {
+    proc,
+    err: () => err,
+    out: () => out,
+    async waitForOutput(done, timeoutMs = 10_000) {
+      await until('expected output', () => done(out), timeoutMs);
+      return out;
+    },
+    async stop() {
+      if (proc.exitCode === null) proc.kill('SIGINT');
+      return exited;
+    },
+  };
+}
+
+/** Starts `hepbpf tail --json ARGS`, runs `traffic`, and returns the NDJSON records it printed within 1.5 s. */
+export async function tailDuring(args: string[], env: NodeJS.ProcessEnv, traffic: () => void): Promise<{ notice: string; records: any[] }> {
+  const tail = await startTail(['--json', ...args], env);
+  traffic();
+  await new Promise((r) => setTimeout(r, 1500));
+  await tail.stop();
+  return { notice: tail.err(), records: tail.out().trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
+}
