@@ -12,6 +12,7 @@ import { Correlator } from './enrich/correlation.js';
 import { redactDiameter, redactSip } from './enrich/redact.js';
 import { Attribution, type AttributionOptions } from './enrich/attribution.js';
 import type { ContainerIdentity, ContainerResolver } from './enrich/containers.js';
+import { Failures } from './failures.js';
 
 /** One SIP or Diameter message, forwarded once: what every sink (HEP, tail) receives. */
 export interface CaptureEvent {
@@ -52,6 +53,7 @@ export class Agent {
   private readonly correlator = new Correlator();
   private readonly redact: boolean;
   private readonly attribution: Attribution;
+  private readonly failures: Failures;
   private notSip = 0;
   private notDiameter = 0;
   private diameterMalformed = 0;
@@ -61,9 +63,10 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.redact = opts.redact ?? true;
-    this.attribution = new Attribution(opts.containers, opts.sink, opts.hold);
+    this.failures = new Failures(opts.log);
+    this.attribution = new Attribution(opts.containers, (ev) => this.deliver(ev), opts.hold);
     this.assembler = new StreamAssembler((m) => this.onMessage(m));
-    this.tls = new TlsAttribution((r) => this.assembler.push(r));
+    this.tls = new TlsAttribution((r) => this.assemble(r));
     this.capture = new SocketCapture({ sipPorts: opts.sipPorts, log: opts.log }, (batch) =>
       decodeBatch(batch, (r) => this.onRecord(r)),
     );
@@ -88,10 +91,38 @@ export class Agent {
   private onRecord(r: CaptureRecord): void {
     if (r.source === SRC_EXEC) this.capture.processChanged(r.pid);
     else if (r.flags & F_TLS || r.source === SRC_TLS_CONN) this.tls.push(r);
-    else this.assembler.push(r);
+    else this.assemble(r);
+  }
+
+  // No input may take the agent down: a throw is contained to its stream (assemble), its message
+  // (onMessage) or its event (deliver), counted by that stage and logged rate-limited (Failures).
+
+  private assemble(r: CaptureRecord): void {
+    try {
+      this.assembler.push(r);
+    } catch (err) {
+      this.assembler.forget(r);
+      this.failures.failed('stream', err);
+    }
   }
 
   private onMessage(message: Message): void {
+    try {
+      this.processMessage(message);
+    } catch (err) {
+      this.failures.failed('message', err);
+    }
+  }
+
+  private deliver(ev: CaptureEvent): void {
+    try {
+      this.opts.sink(ev);
+    } catch (err) {
+      this.failures.failed('sink', err);
+    }
+  }
+
+  private processMessage(message: Message): void {
     this.attribution.learn(message);
     if (!this.dedup.accept(message)) {
       this.duplicates++;
@@ -150,6 +181,7 @@ export class Agent {
       redacted: this.redacted,
       correlation: this.correlator.stats(),
       forwarded: this.forwarded,
+      failures: this.failures.counts,
       containers: { ...this.attribution.stats, ...this.opts.containers.stats, ...this.attribution.sizes(), ...this.opts.containers.sizes() },
     };
   }

@@ -1,4 +1,4 @@
-import { startsLikeSip } from '../stream/sip-framer.js';
+import { colonInLine, startsLikeSip } from '../stream/sip-framer.js';
 
 /** What routing and display need from a SIP message; nothing more is parsed. */
 export interface SipInfo {
@@ -45,8 +45,8 @@ export function parseSip(buf: Buffer): SipInfo | null {
     if (next - line <= 1) break; // empty line: end of headers
     // Only Call-ID/i, CSeq and Content-Length/l matter: look at the first letter before decoding a name.
     const c = buf[line] | 0x20;
-    const colon = c === 0x63 || c === 0x69 || c === 0x6c ? buf.indexOf(0x3a, line) : -1;
-    if (colon > line && colon < next) {
+    const colon = c === 0x63 || c === 0x69 || c === 0x6c ? colonInLine(buf, line, next) : -1;
+    if (colon > line) {
       const name = buf.toString('latin1', line, colon).trim().toLowerCase();
       const value = () => buf.toString('latin1', colon + 1, next).trim();
       if (name === 'call-id' || name === 'i') info.callId = value();

@@ -40,17 +40,19 @@ export function headerAt(buf: Buffer, off: number): 1 | 0 | -1 {
  * Could the bytes at buf[off..] be the message whose header claims `total` bytes? Its top-level AVPs
  * must end exactly where it ends; as far as bytes have arrived, each must fit inside it. Checked
  * before waiting for the rest, so a header cut short does not swallow the messages after it.
+ * Walks from buf[off + from] (an AVP boundary already checked); returns the boundary it reached,
+ * relative to off, or -1 when the bytes cannot be that message.
  */
-function avpsFit(buf: Buffer, off: number, total: number): boolean {
+function avpsFit(buf: Buffer, off: number, total: number, from = DIAMETER_HEADER_BYTES): number {
   const end = off + total;
   const have = Math.min(end, buf.length);
-  let p = off + DIAMETER_HEADER_BYTES;
+  let p = off + from;
   while (p + 8 <= have) {
     const len = buf.readUIntBE(p + 5, 3);
-    if (buf[p + 4] & AVP_RESERVED_FLAGS || len < (buf[p + 4] & 0x80 ? 12 : 8) || p + len > end) return false;
+    if (buf[p + 4] & AVP_RESERVED_FLAGS || len < (buf[p + 4] & 0x80 ? 12 : 8) || p + len > end) return -1;
     p += (len + 3) & ~3;
   }
-  return buf.length < end || p === end;
+  return buf.length < end || p === end ? p - off : -1;
 }
 
 export interface DiameterFramerStats {
@@ -71,8 +73,13 @@ export class DiameterFramer extends StreamFramer {
     super(stats, sink);
   }
 
+  /** How far the AVPs of the message waiting at the start of the held bytes were checked: each push walks only new ones. */
+  private avpsChecked = DIAMETER_HEADER_BYTES;
+
   protected frame(buf: Buffer): number {
     let off = 0;
+    const checked = this.avpsChecked;
+    this.avpsChecked = DIAMETER_HEADER_BYTES;
     while (off < buf.length) {
       const at = headerAt(buf, off);
       if (at === 0) return off;
@@ -83,7 +90,8 @@ export class DiameterFramer extends StreamFramer {
         continue;
       }
       const total = buf.readUIntBE(off + 1, 3);
-      if (!avpsFit(buf, off, total)) {
+      const fit = avpsFit(buf, off, total, off === 0 ? checked : DIAMETER_HEADER_BYTES);
+      if (fit < 0) {
         // A header cut short and followed by the next message, or an AVP running past the end.
         const next = this.resync(buf, off + 1);
         this.stats.discardedBytes += next - off;
@@ -92,15 +100,21 @@ export class DiameterFramer extends StreamFramer {
       }
       if (total > MAX_MESSAGE_BYTES) {
         const next = this.emitLong(buf, off, total);
-        if (next < 0) return off;
+        if (next < 0) return this.wait(off, fit);
         off = next;
         continue;
       }
-      if (off + total > buf.length) return off;
+      if (off + total > buf.length) return this.wait(off, fit);
       this.resyncing = false;
       this.emit(buf.subarray(off, off + total), total);
       off += total;
     }
+    return off;
+  }
+
+  /** Stops at the incomplete message at buf[off], whose AVPs are checked up to `checked`; returns off. */
+  private wait(off: number, checked: number): number {
+    this.avpsChecked = checked;
     return off;
   }
 
@@ -113,6 +127,7 @@ export class DiameterFramer extends StreamFramer {
   }
 
   protected cut(rest: Buffer, missing: number): void {
+    this.avpsChecked = DIAMETER_HEADER_BYTES;
     if (rest.length < 4 || headerAt(rest, 0) < 0) {
       this.stats.discardedBytes += rest.length;
       return;
