@@ -5,6 +5,8 @@
  */
 import { createServer, type AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent.js';
+import type { ContainerResolver } from '../../src/enrich/containers.js';
 import { Correlator } from '../../src/enrich/correlation.js';
 import { getJson } from '../../src/enrich/http-json.js';
 import { redactSip } from '../../src/enrich/redact.js';
@@ -20,7 +22,7 @@ import type { FramerStats } from '../../src/stream/framer.js';
 import type { Message } from '../../src/stream/message.js';
 import { SipFramer } from '../../src/stream/sip-framer.js';
 import { diameterMessage } from '../helpers/diameter.js';
-import { sipMessage } from './records.js';
+import { batchOf, encodeRecord, sipMessage } from './records.js';
 
 /** Best of 3, in ms. */
 function costMs(work: () => void): number {
@@ -257,5 +259,30 @@ describe('contained failures', () => {
     again.failed('sink', 1);
     again.failed('sink', 2);
     expect(lines.length).toBe(4);
+  });
+});
+
+describe('the agent contains a failure to its event', () => {
+  it('a sink that throws: counted under sink, logged once, the next message still delivered', () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const log = { error: (obj: Record<string, unknown>) => lines.push(obj), info() {}, warn() {}, debug() {} } as never;
+    const containers = {
+      stats: {}, onResolved() {}, onForgotten() {}, lookup: () => null, best: () => null, count() {}, start() {}, stop() {}, sizes: () => ({}),
+    } as unknown as ContainerResolver;
+    const delivered: string[] = [];
+    const agent = new Agent({
+      log, containers, hold: { holdMs: 0 },
+      sink: (ev) => {
+        if (ev.sip?.callId === 'boom') throw new Error('HEP packet limit smaller than its headers');
+        delivered.push(ev.sip!.callId!);
+      },
+    });
+    // The ring-buffer callback, as the native reader calls it: one UDP datagram per record.
+    const onBatch = (agent as unknown as { capture: { onBatch(b: Buffer): void } }).capture.onBatch;
+    const udp = (callId: string, port: number) => encodeRecord({ data: sipMessage(callId), localPort: port, remoteAddr: [10, 0, 0, 2] });
+    expect(() => onBatch(batchOf([udp('boom', 5060), udp('boom', 5062), udp('next', 5064)]))).not.toThrow();
+    expect(delivered).toEqual(['next']);
+    expect(agent.stats().failures).toEqual({ sink: 2 });
+    expect(lines.map((l) => [l.cause, l.failures])).toEqual([['sink', 1]]);
   });
 });
