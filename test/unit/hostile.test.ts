@@ -4,8 +4,8 @@
  * and far below what the quadratic code took, so a busy machine does not make them flaky.
  */
 import { createServer, type AddressInfo } from 'node:net';
-import { describe, expect, it } from 'vitest';
-import { Agent } from '../../src/agent.js';
+import { describe, expect, it, vi } from 'vitest';
+import { Agent, type CaptureEvent } from '../../src/agent.js';
 import type { ContainerResolver } from '../../src/enrich/containers.js';
 import { Correlator } from '../../src/enrich/correlation.js';
 import { getJson } from '../../src/enrich/http-json.js';
@@ -262,23 +262,42 @@ describe('contained failures', () => {
   });
 });
 
-describe('the agent contains a failure to its event', () => {
-  it('a sink that throws: counted under sink, logged once, the next message still delivered', () => {
+describe('the agent contains a failure to its stream or event', () => {
+  /** An agent whose containers are all host processes; `onBatch` is the ring-buffer callback, as the native reader calls it. */
+  function agentWith(sink: (ev: CaptureEvent) => void) {
     const lines: Array<Record<string, unknown>> = [];
     const log = { error: (obj: Record<string, unknown>) => lines.push(obj), info() {}, warn() {}, debug() {} } as never;
     const containers = {
       stats: {}, onResolved() {}, onForgotten() {}, lookup: () => null, best: () => null, count() {}, start() {}, stop() {}, sizes: () => ({}),
     } as unknown as ContainerResolver;
+    const agent = new Agent({ log, containers, hold: { holdMs: 0 }, sink });
+    return { agent, lines, onBatch: (agent as unknown as { capture: { onBatch(b: Buffer): void } }).capture.onBatch };
+  }
+
+  it('a framer that throws: its stream is forgotten and counted under stream; the stream frames afresh', () => {
     const delivered: string[] = [];
-    const agent = new Agent({
-      log, containers, hold: { holdMs: 0 },
-      sink: (ev) => {
-        if (ev.sip?.callId === 'boom') throw new Error('HEP packet limit smaller than its headers');
-        delivered.push(ev.sip!.callId!);
-      },
+    const { agent, onBatch } = agentWith((ev) => delivered.push(ev.sip!.callId!));
+    const tcp = (callId: string) => encodeRecord({ data: sipMessage(callId), ipProto: 6, remoteAddr: [10, 0, 0, 2] });
+    const frame = vi.spyOn(SipFramer.prototype as unknown as { frame(b: Buffer): number }, 'frame').mockImplementationOnce(() => {
+      throw new Error('framing bug');
     });
-    // The ring-buffer callback, as the native reader calls it: one UDP datagram per record.
-    const onBatch = (agent as unknown as { capture: { onBatch(b: Buffer): void } }).capture.onBatch;
+    try {
+      expect(() => onBatch(batchOf([tcp('lost'), tcp('after')]))).not.toThrow();
+    } finally {
+      frame.mockRestore();
+    }
+    expect(delivered).toEqual(['after']);
+    expect(agent.stats().failures).toEqual({ stream: 1 });
+    expect(agent.stats().streams.expiredStreams).toBe(1);
+  });
+
+  it('a sink that throws: counted under sink, logged once, the next message still delivered', () => {
+    const delivered: string[] = [];
+    const { agent, lines, onBatch } = agentWith((ev) => {
+      if (ev.sip?.callId === 'boom') throw new Error('HEP packet limit smaller than its headers');
+      delivered.push(ev.sip!.callId!);
+    });
+    // One UDP datagram per record.
     const udp = (callId: string, port: number) => encodeRecord({ data: sipMessage(callId), localPort: port, remoteAddr: [10, 0, 0, 2] });
     expect(() => onBatch(batchOf([udp('boom', 5060), udp('boom', 5062), udp('next', 5064)]))).not.toThrow();
     expect(delivered).toEqual(['next']);
