@@ -5,6 +5,7 @@
  * before it), then the whole pipeline (src/agent.ts over a ReplaySource) up to the HEP encoder's
  * output. Then hostile inputs, in ns per byte.
  */
+import { pino } from 'pino';
 import { GCProfiler, getHeapStatistics } from 'node:v8';
 import { Agent } from '../src/agent.js';
 import { decodeBatch, type CaptureRecord } from '../src/capture/record.js';
@@ -140,7 +141,7 @@ const forwarder = () => new HepForwarder([memorySender()], { captureId: 2001 }, 
 function replayAgent(resolver: ContainerResolver) {
   const source = new ReplaySource();
   const hep = forwarder();
-  const agent = new Agent({ source, containers: resolver, sink: (ev) => hep.forward(ev) });
+  const agent = new Agent({ source, log: pino({ level: 'silent' }), containers: resolver, sink: (ev) => hep.forward(ev) });
   void agent.start();
   return { source, agent };
 }

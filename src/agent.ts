@@ -21,12 +21,15 @@ import { HepForwarder, type ForwardOptions } from './output/hep-forwarder.js';
 import { createSender } from './output/hep-sender.js';
 import type { HepTarget } from './output/target.js';
 import { ControlServer } from './output/control-server.js';
+import { Failures } from './failures.js';
 
 export interface AgentOptions {
   /** Where records come from: SocketCapture on this host's kernel, or a ReplaySource of recorded records. */
   source: RecordSource;
   /** Mask authentication secrets (default true). */
   redact?: boolean;
+  /** Where contained failures are reported. */
+  log: Logger;
   /** Names the containers of both ends; events reach the sink after it (held a bounded time when a name is not known yet). */
   containers: ContainerResolver;
   hold?: AttributionOptions;
@@ -44,6 +47,7 @@ export class Agent {
   private readonly correlator = new Correlator();
   private readonly redact: boolean;
   private readonly attribution: Attribution;
+  private readonly failures: Failures;
   private notSip = 0;
   private notDiameter = 0;
   private diameterMalformed = 0;
@@ -53,9 +57,10 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.redact = opts.redact ?? true;
-    this.attribution = new Attribution(opts.containers, opts.sink, opts.hold);
+    this.failures = new Failures(opts.log);
+    this.attribution = new Attribution(opts.containers, (ev) => this.deliver(ev), opts.hold);
     this.assembler = new StreamAssembler((m) => this.onMessage(m));
-    this.tls = new TlsAttribution((r) => this.assembler.push(r));
+    this.tls = new TlsAttribution((r) => this.assemble(r));
     this.capture = opts.source;
   }
 
@@ -83,10 +88,38 @@ export class Agent {
   private onRecord(r: CaptureRecord): void {
     if (r.source === SRC_EXEC) this.capture.processChanged(r.pid);
     else if (r.flags & F_TLS || r.source === SRC_TLS_CONN) this.tls.push(r);
-    else this.assembler.push(r);
+    else this.assemble(r);
+  }
+
+  // No input may take the agent down: a throw is contained to its stream (assemble), its message
+  // (onMessage) or its event (deliver), counted by that stage and logged rate-limited (Failures).
+
+  private assemble(r: CaptureRecord): void {
+    try {
+      this.assembler.push(r);
+    } catch (err) {
+      this.assembler.forget(r);
+      this.failures.failed('stream', err);
+    }
   }
 
   private onMessage(message: Message): void {
+    try {
+      this.processMessage(message);
+    } catch (err) {
+      this.failures.failed('message', err);
+    }
+  }
+
+  private deliver(ev: CaptureEvent): void {
+    try {
+      this.opts.sink(ev);
+    } catch (err) {
+      this.failures.failed('sink', err);
+    }
+  }
+
+  private processMessage(message: Message): void {
     this.attribution.learn(message);
     if (!this.dedup.accept(message)) {
       this.duplicates++;
@@ -145,6 +178,7 @@ export class Agent {
       redacted: this.redacted,
       correlation: this.correlator.stats(),
       forwarded: this.forwarded,
+      failures: this.failures.counts,
       containers: { ...this.attribution.stats, ...this.opts.containers.stats, ...this.attribution.sizes(), ...this.opts.containers.sizes() },
     };
   }
@@ -161,6 +195,7 @@ export interface HostCaptureOptions extends ContainerSourceOptions {
 export function hostAgent(o: HostCaptureOptions, log: Logger, sink: (event: CaptureEvent) => void): Agent {
   return new Agent({
     source: new SocketCapture({ sipPorts: o.sipPorts, log }),
+    log,
     redact: o.redact,
     containers: new ContainerResolver(CgroupIndex.forThisHost(), containerSources({ ...o, kubernetes: KubernetesPods.inCluster() })),
     hold: { holdMs: o.holdMs },

@@ -13,11 +13,15 @@
  * 5. The Session-Id.
  * 6. Base-protocol messages without a Session-Id (CER/CEA, DWR/DWA, DPR/DPA): `diameter:` and the
  *    two ends of the peer connection, lower address first.
+ *
+ * Every id is at most MAX_TEXT_CHUNK_BYTES of UTF-8: a longer Call-ID or Session-Id is cut between
+ * characters (and counted), so it fits a HEP chunk and a table key stays small.
  */
 import type { SipInfo } from '../protocols/sip.js';
 import { findAllAvps, findAvp, find3gpp, type DiameterInfo } from '../protocols/diameter.js';
 import { VENDOR_3GPP } from '../protocols/diameter-dictionary.js';
 import type { Endpoint, Message } from '../stream/message.js';
+import { boundedText } from '../hep/chunks.js';
 
 /** How long a SIP fact (icid, REGISTER user) or an unanswered request is remembered. */
 const REMEMBER_NS = 300_000_000_000n;
@@ -85,10 +89,34 @@ export function identityKey(id: string): string {
   return s.toLowerCase();
 }
 
-const ICID = /p-charging-vector[ \t]*:[^\r\n]*?icid-value[ \t]*=[ \t]*"?([^;"\s,]+)/i;
 const TO = /\r\n(?:to|t)[ \t]*:([^\r\n]*)/i;
-const AUTH_USER = /\r\nauthorization[ \t]*:[^\r\n]*?\busername[ \t]*=[ \t]*"([^"]*)"/i;
+const AUTH_USER = /\r\nauthorization[ \t]*:[^\r\n]*?\busername[ \t]*=[ \t]*"([^"\r\n]*)"/i;
 const ICID_NEEDLE = Buffer.from('icid-value');
+const PCV = 'p-charging-vector';
+const PCV_COLON = /^[ \t]*:/;
+const ICID_VALUE = /icid-value[ \t]*=[ \t]*"?([^;"\s,]+)/i;
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+
+/**
+ * The icid-value of a P-Charging-Vector header. Looked for line by line in the header block, each
+ * line read once: one regex over the whole message (a lazy scan per header name) was quadratic on a
+ * message repeating the header name.
+ */
+function icidOf(payload: Buffer): string | undefined {
+  let end = payload.indexOf(CRLFCRLF);
+  if (end < 0) end = payload.length;
+  for (let line = 0; line < end; ) {
+    let next = payload.indexOf(0x0a, line);
+    if (next < 0 || next > end) next = end;
+    if ((payload[line] | 0x20) === 0x70 && next - line > PCV.length && payload.toString('latin1', line, line + PCV.length).toLowerCase() === PCV) {
+      const rest = payload.toString('latin1', line + PCV.length, next);
+      const icid = PCV_COLON.test(rest) ? ICID_VALUE.exec(rest)?.[1] : undefined;
+      if (icid) return icid;
+    }
+    line = next + 1;
+  }
+  return undefined;
+}
 
 export interface DiameterCorrelation {
   id: string;
@@ -102,15 +130,23 @@ export class Correlator {
   private readonly sessions = new ExpiringMap<string>();
   private readonly pending = new ExpiringMap<{ id: string; tsNs: bigint }>();
   private sinceSweep = 0;
+  /** Ids cut to MAX_TEXT_CHUNK_BYTES. */
+  private idsCut = 0;
+
+  private bounded(id: string): string {
+    const b = boundedText(id);
+    if (b !== id) this.idsCut++;
+    return b;
+  }
 
   /** The id of a SIP message; learns the icid and REGISTER users that Diameter messages may refer to. */
   sip(m: Message, sip: SipInfo): string {
-    const id = sip.callId || flowId(m);
+    const id = this.bounded(sip.callId || flowId(m));
     const now = m.tsNs;
     this.maybeSweep(now);
     if (m.payload.indexOf(ICID_NEEDLE) >= 0) {
-      const icid = ICID.exec(m.payload.toString('latin1'))?.[1];
-      if (icid) this.icids.set(icid, id, now + REMEMBER_NS);
+      const icid = icidOf(m.payload);
+      if (icid) this.icids.set(boundedText(icid), id, now + REMEMBER_NS);
     }
     if (sip.method === 'REGISTER') {
       const head = m.payload.toString('latin1', 0, Math.min(m.payload.length, 16 * 1024));
@@ -140,7 +176,7 @@ export class Correlator {
   }
 
   private diameterId(m: Message, d: DiameterInfo, now: bigint): string {
-    const sid = d.sessionId;
+    const sid = d.sessionId && this.bounded(d.sessionId);
     if (sid) {
       const known = this.sessions.get(sid, now);
       if (known) return known;
@@ -159,7 +195,7 @@ export class Correlator {
   private callIdOf(d: DiameterInfo, now: bigint): string | undefined {
     const charging = find3gpp(d.avps, 505) ?? find3gpp(d.avps, 841); // AF-Charging-Identifier, IMS-Charging-Identifier
     if (charging) {
-      const hit = this.icids.get(charging.data.toString('latin1'), now);
+      const hit = this.icids.get(boundedText(charging.data.toString('latin1')), now);
       if (hit) return hit;
     }
     if (d.applicationId === APP_CX || d.applicationId === APP_SH) {
@@ -182,6 +218,6 @@ export class Correlator {
   }
 
   stats() {
-    return { icids: this.icids.size, registering: this.registering.size, sessions: this.sessions.size, pendingRequests: this.pending.size };
+    return { idsCut: this.idsCut, icids: this.icids.size, registering: this.registering.size, sessions: this.sessions.size, pendingRequests: this.pending.size };
   }
 }

@@ -40,22 +40,26 @@ export function redactDiameter(payload: Buffer, avps: Avp[]): Buffer | undefined
   return copy;
 }
 
-const CRYPTO = Buffer.from('a=crypto:');
-/** SDES key material (RFC 4568): `inline:` followed by the base64 key||salt, up to `|`, `;` or whitespace. */
-const INLINE_KEY = /inline:([A-Za-z0-9+/=]+)/g;
+/** An SDP crypto attribute line (RFC 4568); SDP attribute names and `inline` are case-insensitive. */
+const CRYPTO_LINE = /a=crypto:[^\n]*/gi;
+/** SDES key material: `inline:` followed by the base64 key||salt, up to `|`, `;` or whitespace. */
+const INLINE_KEY = /inline:([A-Za-z0-9+/=]+)/gi;
+const INLINE_LENGTH = 'inline:'.length;
 
-/** A copy of a SIP message with SDP `a=crypto` keys masked, or undefined when it has none. */
+/**
+ * A copy of a SIP message with SDP `a=crypto` keys masked, or undefined when it has none. Linear:
+ * each crypto line is read once, up to its end (a message with no line feed is one line).
+ */
 export function redactSip(payload: Buffer): Buffer | undefined {
-  let at = payload.indexOf(CRYPTO);
-  if (at < 0) return undefined;
+  const text = payload.toString('latin1');
+  CRYPTO_LINE.lastIndex = 0;
+  let line = CRYPTO_LINE.exec(text);
+  if (!line) return undefined;
   const copy = Buffer.from(payload);
-  for (; at >= 0; at = payload.indexOf(CRYPTO, at + CRYPTO.length)) {
-    let eol = payload.indexOf(0x0a, at);
-    if (eol < 0) eol = payload.length;
-    const line = payload.toString('latin1', at, eol);
-    for (const m of line.matchAll(INLINE_KEY)) {
-      const start = at + m.index + 'inline:'.length;
-      copy.fill(MASK, start, start + m[1].length);
+  for (; line; line = CRYPTO_LINE.exec(text)) {
+    for (const key of line[0].matchAll(INLINE_KEY)) {
+      const start = line.index + key.index + INLINE_LENGTH;
+      copy.fill(MASK, start, start + key[1].length);
     }
   }
   return copy;

@@ -25,3 +25,28 @@ export const CHUNK_HEADER_SIZE = 6; // u16 vendor, u16 type, u16 length (header 
 /** Largest HEP packet that fits one UDP datagram. */
 export const MAX_UDP_PACKET = 65507;
 export const MAX_PACKET = 65535; // the u16 total length
+
+/**
+ * Longest text chunk (correlation id 0x11, node name 0x13, auth key 0x0e) the agent sends. Real
+ * Call-IDs and Session-Ids are well under it; a longer one is hostile or broken and is cut, so the
+ * fixed chunks of a packet never crowd out its payload or overflow the 16-bit packet length.
+ */
+export const MAX_TEXT_CHUNK_BYTES = 1024;
+
+/** The longest prefix of UTF-8 `buf` of at most `max` bytes that does not split a character. */
+export function utf8Prefix(buf: Buffer, max = MAX_TEXT_CHUNK_BYTES): Buffer {
+  if (buf.length <= max) return buf;
+  let end = max;
+  // Step back over continuation bytes (10xxxxxx) to the start of the character that does not fit.
+  while (end > 0 && (buf[end] & 0xc0) === 0x80) end--;
+  return buf.subarray(0, end);
+}
+
+/**
+ * `text` if its UTF-8 fits in `max` bytes, else its longest prefix that does (cut between
+ * characters). Strings are always valid UTF-8 once encoded (a lone surrogate becomes U+FFFD).
+ */
+export function boundedText(text: string, max = MAX_TEXT_CHUNK_BYTES): string {
+  if (text.length * 3 <= max || Buffer.byteLength(text) <= max) return text;
+  return utf8Prefix(Buffer.from(text.slice(0, max)), max).toString('utf8');
+}

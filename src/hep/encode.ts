@@ -1,5 +1,5 @@
 import { isIPv6 } from 'node:net';
-import { CHUNK, CHUNK_HEADER_SIZE, HEP_HEADER_SIZE, MAX_PACKET } from './chunks.js';
+import { CHUNK, CHUNK_HEADER_SIZE, HEP_HEADER_SIZE, MAX_PACKET, MAX_TEXT_CHUNK_BYTES } from './chunks.js';
 
 /** What changes per message. */
 export interface HepMessage {
@@ -79,6 +79,8 @@ export class HepEncoder {
   private readonly tailChunks: Buffer;
 
   constructor(agent: HepAgentFields) {
+    for (const [name, text] of [['auth key', agent.authKey], ['node name', agent.nodeName]] as const)
+      if (text && Buffer.byteLength(text) > MAX_TEXT_CHUNK_BYTES) throw new Error(`HEP ${name} is longer than ${MAX_TEXT_CHUNK_BYTES} bytes`);
     this.agentChunks = Buffer.concat([
       chunk(CHUNK.captureId, u32(agent.captureId)),
       ...(agent.authKey ? [chunk(CHUNK.authKey, Buffer.from(agent.authKey))] : []),
@@ -104,7 +106,8 @@ export class HepEncoder {
 
   /**
    * Writes one packet at out[off..]; returns its length. The payload is cut to fit `maxPacket`
-   * (65507 for UDP); `payloadBytes` on the result says how much of it went.
+   * (65507 for UDP); `payloadBytes` on the result says how much of it went. The correlation id and
+   * node name must be bounded by the caller (MAX_TEXT_CHUNK_BYTES): then the headers always fit.
    */
   encode(m: HepMessage, out: Buffer, off: number, maxPacket = MAX_PACKET): { length: number; payloadBytes: number } {
     const payloadBytes = Math.min(m.payload.length, maxPacket - this.overhead(m));

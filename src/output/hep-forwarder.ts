@@ -73,6 +73,6 @@ export class HepForwarder {
   }
 
   stats() {
-    return { cutToFit: this.cutToFit, collectors: Object.fromEntries(this.senders.map((s) => [s.target.url, s.stats()])) };
+    return { cutToFit: this.cutToFit, nodeNamesCut: this.nodeName?.cut ?? 0, collectors: Object.fromEntries(this.senders.map((s) => [s.target.url, s.stats()])) };
   }
 }

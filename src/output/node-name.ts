@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import type { ContainerIdentity } from '../enrich/containers.js';
+import { MAX_TEXT_CHUNK_BYTES, utf8Prefix } from '../hep/chunks.js';
 
 /** The default HEP node name: the container's name, the host's for host processes. */
 export const DEFAULT_NODE_NAME = '{container}';
@@ -9,11 +10,14 @@ const FIELDS = ['host', 'container', 'id', 'runtime', 'service', 'project', 'pod
 /**
  * HEP node name (chunk 0x13) from a template such as `{container}`, `{project}/{service}` or
  * `{namespace}/{pod}`: homer 7 (heplify-server) shows and searches it as the node. Rendered once
- * per container and kept with it: the hot path copies a ready buffer.
+ * per container and kept with it: the hot path copies a ready buffer. At most MAX_TEXT_CHUNK_BYTES,
+ * cut between characters.
  */
 export class NodeNameTemplate {
   private readonly cache = new WeakMap<ContainerIdentity, Buffer>();
   private readonly forHost: Buffer;
+  /** Names cut to MAX_TEXT_CHUNK_BYTES (a runtime API can return a name or label of any length). */
+  cut = 0;
 
   constructor(
     private readonly template: string,
@@ -49,6 +53,9 @@ export class NodeNameTemplate {
       return value[f] ?? '';
     });
     // A template none of whose fields apply (`{namespace}/{pod}` for a host process) names the host.
-    return Buffer.from(filled ? text : this.host);
+    const name = Buffer.from(filled ? text : this.host);
+    if (name.length <= MAX_TEXT_CHUNK_BYTES) return name;
+    this.cut++;
+    return utf8Prefix(name);
   }
 }

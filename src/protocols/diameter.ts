@@ -40,17 +40,19 @@ export function headerAt(buf: Buffer, off: number): 1 | 0 | -1 {
  * Could the bytes at buf[off..] be the message whose header claims `total` bytes? Its top-level AVPs
  * must end exactly where it ends; as far as bytes have arrived, each must fit inside it. Checked
  * before waiting for the rest, so a header cut short does not swallow the messages after it.
+ * Walks from buf[off + from] (an AVP boundary already checked); returns the boundary it reached,
+ * relative to off, or -1 when the bytes cannot be that message.
  */
-export function avpsFit(buf: Buffer, off: number, total: number): boolean {
+export function avpsFit(buf: Buffer, off: number, total: number, from = DIAMETER_HEADER_BYTES): number {
   const end = off + total;
   const have = Math.min(end, buf.length);
-  let p = off + DIAMETER_HEADER_BYTES;
+  let p = off + from;
   while (p + 8 <= have) {
     const len = buf.readUIntBE(p + 5, 3);
-    if (buf[p + 4] & AVP_RESERVED_FLAGS || len < (buf[p + 4] & 0x80 ? 12 : 8) || p + len > end) return false;
+    if (buf[p + 4] & AVP_RESERVED_FLAGS || len < (buf[p + 4] & 0x80 ? 12 : 8) || p + len > end) return -1;
     p += (len + 3) & ~3;
   }
-  return buf.length < end || p === end;
+  return buf.length < end || p === end ? p - off : -1;
 }
 
 /** Grouped AVPs nested deeper than this are kept as hex and counted: real dictionaries nest about 5 deep. */

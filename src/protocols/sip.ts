@@ -85,15 +85,21 @@ function isDigit(c: number): boolean {
   return c >= 0x30 && c <= 0x39;
 }
 
-/** Content-Length (or compact `l`) of a header block, or -1 if absent or malformed. */
+/** Where the header name of the line buf[line..next) ends (its colon), or -1: looks no further than the line. */
+export function colonInLine(buf: Buffer, line: number, next: number): number {
+  for (let p = line; p < next; p++) if (buf[p] === 0x3a) return p;
+  return -1;
+}
+
+/** Content-Length (or compact `l`) of a header block, or -1 if absent or malformed. Reads each line once. */
 export function contentLength(buf: Buffer, headerEnd: number): number {
   let line = buf.indexOf(LF) + 1; // skip the start line
   while (line > 0 && line < headerEnd) {
     const next = buf.indexOf(LF, line) + 1 || headerEnd;
     const c = buf[line] | 0x20;
     if (c === 0x6c /* l */ || c === 0x63 /* c */) {
-      const colon = buf.indexOf(0x3a, line);
-      if (colon > 0 && colon < next) {
+      const colon = colonInLine(buf, line, next);
+      if (colon > 0) {
         const name = buf.toString('latin1', line, colon).trim().toLowerCase();
         if (name === 'content-length' || name === 'l') {
           const value = buf.toString('latin1', colon + 1, next).trim();
@@ -141,8 +147,8 @@ export function parseSip(buf: Buffer): SipInfo | null {
     if (next - line <= 1) break; // empty line: end of headers
     // Only Call-ID/i, CSeq and Content-Length/l matter: look at the first letter before decoding a name.
     const c = buf[line] | 0x20;
-    const colon = c === 0x63 || c === 0x69 || c === 0x6c ? buf.indexOf(0x3a, line) : -1;
-    if (colon > line && colon < next) {
+    const colon = c === 0x63 || c === 0x69 || c === 0x6c ? colonInLine(buf, line, next) : -1;
+    if (colon > line) {
       const name = buf.toString('latin1', line, colon).trim().toLowerCase();
       const value = () => buf.toString('latin1', colon + 1, next).trim();
       if (name === 'call-id' || name === 'i') info.callId = value();

@@ -17,6 +17,11 @@ interface StreamState {
   lastNs: bigint;
 }
 
+/** A TLS connection's plaintext is its own stream: the socket may not be known yet. */
+function streamKey(rec: CaptureRecord): string {
+  return rec.flags & F_TLS ? `tls:${rec.pid}:${rec.tlsId}:${rec.direction}` : `${rec.sockId}:${rec.direction}`;
+}
+
 /**
  * Turns records into messages: a UDP record is one datagram; TCP (and SCTP) records are
  * reassembled per socket and direction, TLS plaintext per TLS connection and direction, then framed.
@@ -54,8 +59,7 @@ export class StreamAssembler {
     }
     const tls = (rec.flags & F_TLS) !== 0;
     this.currentTransport = tls ? 'tls' : rec.ipProto === IPPROTO_TCP ? 'tcp' : 'sctp';
-    // A TLS connection's plaintext is its own stream: the socket may not be known yet.
-    const key = tls ? `tls:${rec.pid}:${rec.tlsId}:${rec.direction}` : `${rec.sockId}:${rec.direction}`;
+    const key = streamKey(rec);
     let stream = this.streams.get(key);
     if (!stream) {
       if (this.streams.size >= MAX_STREAMS) this.expire(rec.tsNs, true);
@@ -74,6 +78,11 @@ export class StreamAssembler {
     stream.lastNs = rec.tsNs;
     this.currentProto = stream.proto;
     stream.framer.push(rec.data, rec.origLen - rec.dataLen);
+  }
+
+  /** Forgets the stream of `rec` (its framing failed): the next bytes start afresh. */
+  forget(rec: CaptureRecord): void {
+    if (this.streams.delete(streamKey(rec))) this.expired++;
   }
 
   /** Forgets streams idle for STREAM_IDLE_NS (or, when full, the oldest quarter). */
@@ -134,6 +143,13 @@ export class StreamAssembler {
     return {
       ...this.framerStats,
       diameter: { ...this.diameterStats, ...this.diameterMalformed },
-      keepAlives: this.keepAlives, streams: this.streams.size, expiredStreams: this.expired };
+      keepAlives: this.keepAlives, streams: this.streams.size, expiredStreams: this.expired, streamBufferBytes: this.bufferBytes() };
+  }
+
+  /** Memory the streams hold for partial messages (read with the stats, not per record). */
+  private bufferBytes(): number {
+    let bytes = 0;
+    for (const s of this.streams.values()) bytes += s.framer.allocated;
+    return bytes;
   }
 }

@@ -5,7 +5,7 @@
  * are counted as malformed and skipped up to the next plausible header.
  */
 import { MAX_MESSAGE_BYTES, StreamFramer } from './framer.js';
-import { avpsFit, headerAt } from '../protocols/diameter.js';
+import { avpsFit, DIAMETER_HEADER_BYTES, headerAt } from '../protocols/diameter.js';
 
 export interface DiameterFramerStats {
   /** Times the stream held bytes that could not start a message and was resynchronised. */
@@ -25,8 +25,13 @@ export class DiameterFramer extends StreamFramer {
     super(stats, sink);
   }
 
+  /** How far the AVPs of the message waiting at the start of the held bytes were checked: each push walks only new ones. */
+  private avpsChecked = DIAMETER_HEADER_BYTES;
+
   protected frame(buf: Buffer): number {
     let off = 0;
+    const checked = this.avpsChecked;
+    this.avpsChecked = DIAMETER_HEADER_BYTES;
     while (off < buf.length) {
       const at = headerAt(buf, off);
       if (at === 0) return off;
@@ -37,7 +42,8 @@ export class DiameterFramer extends StreamFramer {
         continue;
       }
       const total = buf.readUIntBE(off + 1, 3);
-      if (!avpsFit(buf, off, total)) {
+      const fit = avpsFit(buf, off, total, off === 0 ? checked : DIAMETER_HEADER_BYTES);
+      if (fit < 0) {
         // A header cut short and followed by the next message, or an AVP running past the end.
         const next = this.resync(buf, off + 1);
         this.stats.discardedBytes += next - off;
@@ -46,15 +52,21 @@ export class DiameterFramer extends StreamFramer {
       }
       if (total > MAX_MESSAGE_BYTES) {
         const next = this.emitLong(buf, off, total);
-        if (next < 0) return off;
+        if (next < 0) return this.wait(off, fit);
         off = next;
         continue;
       }
-      if (off + total > buf.length) return off;
+      if (off + total > buf.length) return this.wait(off, fit);
       this.resyncing = false;
       this.emit(buf.subarray(off, off + total), total);
       off += total;
     }
+    return off;
+  }
+
+  /** Stops at the incomplete message at buf[off], whose AVPs are checked up to `checked`; returns off. */
+  private wait(off: number, checked: number): number {
+    this.avpsChecked = checked;
     return off;
   }
 
@@ -67,6 +79,7 @@ export class DiameterFramer extends StreamFramer {
   }
 
   protected cut(rest: Buffer, missing: number): void {
+    this.avpsChecked = DIAMETER_HEADER_BYTES;
     if (rest.length < 4 || headerAt(rest, 0) < 0) {
       this.stats.discardedBytes += rest.length;
       return;

@@ -7,9 +7,12 @@
 /**
  * A message is held whole up to this size (the kernel's per-record cut, and about what one HEP
  * packet carries); a longer one is emitted cut here, flagged, and the rest of it is skipped.
- * With a protocol's header bound this bounds what a stream buffers to about 128 KiB.
+ * With a protocol's header bound this bounds what a stream holds between pushes to about 64 KiB.
  */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
+/** A stream's buffer is kept at up to this size; a larger one is given back once it holds less than a quarter of it. */
+const KEEP_BUFFER_BYTES = 4096;
+const EMPTY = Buffer.alloc(0);
 
 export interface FramerStats {
   messages: number;
@@ -22,7 +25,7 @@ export type FrameSink = (payload: Buffer, size: number, truncated: boolean) => v
 /** Frames one direction of one connection. */
 export abstract class StreamFramer {
   /** Unframed bytes carried over between pushes, at pending[0..pendingLen). */
-  private pending: Buffer = Buffer.alloc(0);
+  private pending: Buffer = EMPTY;
   private pendingLen = 0;
   /** Bytes of a cut message still to arrive; they are skipped so framing resumes on the next boundary. */
   protected skipping = 0;
@@ -37,6 +40,11 @@ export abstract class StreamFramer {
     return this.pendingLen;
   }
 
+  /** Bytes allocated to hold them. */
+  get allocated(): number {
+    return this.pending.length;
+  }
+
   /**
    * Feeds `data`; `missing` is how many bytes followed it on the wire that the kernel did not copy.
    * Emitted payloads are views, valid only during the sink call.
@@ -45,10 +53,10 @@ export abstract class StreamFramer {
     data = this.skip(data);
     let buf = data;
     if (this.pendingLen) {
-      // Grow by doubling, so a message arriving in many small reads costs linear copying.
+      // Grow by doubling up to a whole message, so one arriving in many small reads costs linear copying.
       const need = this.pendingLen + data.length;
       if (need > this.pending.length) {
-        const grown = Buffer.allocUnsafe(Math.max(need, 2 * this.pending.length));
+        const grown = Buffer.allocUnsafe(Math.max(need, Math.min(2 * this.pending.length, MAX_MESSAGE_BYTES)));
         this.pending.copy(grown, 0, 0, this.pendingLen);
         this.pending = grown;
       }
@@ -62,14 +70,31 @@ export abstract class StreamFramer {
       // Still inside a message emitted cut: the missing bytes were part of what is to be skipped.
       if (this.skipping > 0) this.skipping = Math.max(0, this.skipping - missing);
       else this.cut(rest, missing);
+      this.shrink();
       return;
     }
     if (buf === data) {
       // `data` is a view into a batch that is reused: keep a copy of its unframed tail.
-      if (rest.length > this.pending.length) this.pending = Buffer.allocUnsafe(Math.max(rest.length, 4096));
+      if (rest.length > this.pending.length) this.pending = Buffer.allocUnsafe(Math.max(rest.length, KEEP_BUFFER_BYTES));
       rest.copy(this.pending);
     } else if (used > 0) this.pending.copy(this.pending, 0, used, buf.length);
     this.pendingLen = rest.length;
+    if (used > 0) this.shrink();
+  }
+
+  /**
+   * After a message left: a buffer grown for a large message is given back when it holds much less,
+   * so an idle stream (up to 65536 of them) keeps about what it still waits for, not its largest message.
+   */
+  private shrink(): void {
+    if (this.pending.length <= KEEP_BUFFER_BYTES || this.pendingLen * 4 > this.pending.length) return;
+    if (this.pendingLen === 0) {
+      this.pending = EMPTY;
+      return;
+    }
+    const smaller = Buffer.allocUnsafe(Math.max(this.pendingLen, KEEP_BUFFER_BYTES));
+    this.pending.copy(smaller, 0, 0, this.pendingLen);
+    this.pending = smaller;
   }
 
   /** Emits every complete message in buf; returns the bytes consumed. */

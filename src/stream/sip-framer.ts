@@ -18,10 +18,19 @@ const RESYNC_TAIL = MAX_START_LINE_BYTES;
 
 /** Frames one direction of one SIP connection. */
 export class SipFramer extends StreamFramer {
+  // Of the message waiting at the start of the held bytes (frame() returned at it), so that each
+  // push reads only the new bytes: how far its header was searched for CRLFCRLF, and its length
+  // once its header is complete.
+  private headerSearched = 0;
+  private waitingTotal = -1;
+
   /** The kernel cut the stream after `rest`: emit the message it starts, flagged, and find the next boundary. */
   protected cut(rest: Buffer, missing: number): void {
+    this.headerSearched = 0;
+    this.waitingTotal = -1;
     const headerEnd = rest.indexOf(CRLFCRLF);
-    if (rest.length === 0 || !startsLikeSip(rest) || headerEnd < 0) {
+    // The same start-line test as frame(): bytes it kept as a possible start are not a message yet.
+    if (headerEnd < 0 || startLineAt(rest, 0) !== 1) {
       // Nothing we can frame: drop it; garbage skipping resynchronises on the next start line.
       this.stats.discardedBytes += rest.length;
       return;
@@ -35,7 +44,12 @@ export class SipFramer extends StreamFramer {
   /** Emits every complete message in buf; returns the bytes consumed. */
   protected frame(buf: Buffer): number {
     let off = 0;
-    for (;;) {
+    // What is known of a message at buf[0], from the pushes before this one.
+    let searched = this.headerSearched;
+    let known = this.waitingTotal;
+    this.headerSearched = 0;
+    this.waitingTotal = -1;
+    for (;; searched = 0, known = -1) {
       while (off < buf.length && (buf[off] === CR || buf[off] === LF)) off++;
       if (off >= buf.length) return off;
       const start = startLineAt(buf, off);
@@ -48,26 +62,38 @@ export class SipFramer extends StreamFramer {
         if (next < 0) return off;
         continue;
       }
-      const headerEnd = buf.indexOf(CRLFCRLF, off);
-      if (headerEnd < 0) {
-        if (buf.length - off <= MAX_HEADER_BYTES) return off;
-        this.stats.discardedBytes += buf.length - off;
-        return buf.length;
-      }
-      const cl = contentLength(buf.subarray(off, headerEnd + 4), headerEnd - off);
-      const total = headerEnd + 4 - off + Math.max(cl, 0);
-      if (total > MAX_PLAUSIBLE_BYTES) {
-        this.stats.discardedBytes += headerEnd + 4 - off;
-        off = headerEnd + 4;
-        continue;
+      let total = off === 0 ? known : -1;
+      if (total < 0) {
+        const headerEnd = buf.indexOf(CRLFCRLF, off + (off === 0 ? searched : 0));
+        if (headerEnd < 0) {
+          if (buf.length - off > MAX_HEADER_BYTES) {
+            this.stats.discardedBytes += buf.length - off;
+            return buf.length;
+          }
+          this.headerSearched = Math.max(0, buf.length - off - 3);
+          return off;
+        }
+        const cl = contentLength(buf.subarray(off, headerEnd + 4), headerEnd - off);
+        total = headerEnd + 4 - off + Math.max(cl, 0);
+        if (total > MAX_PLAUSIBLE_BYTES) {
+          this.stats.discardedBytes += headerEnd + 4 - off;
+          off = headerEnd + 4;
+          continue;
+        }
       }
       if (total > MAX_MESSAGE_BYTES) {
         const next = this.emitLong(buf, off, total);
-        if (next < 0) return off;
+        if (next < 0) {
+          this.waitingTotal = total;
+          return off;
+        }
         off = next;
         continue;
       }
-      if (off + total > buf.length) return off;
+      if (off + total > buf.length) {
+        this.waitingTotal = total;
+        return off;
+      }
       this.emit(buf.subarray(off, off + total), total);
       off += total;
     }

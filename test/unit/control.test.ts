@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CaptureEvent } from '../../src/agent.js';
+import type { CaptureEvent } from '../../src/enrich/event.js';
 import { formatContainers } from '../../src/cli/containers.js';
 import { prepareControlDir, trustedControlSocket, UntrustedControlPath } from '../../src/output/control-path.js';
 import { ControlServer, MAX_CONTROL_CLIENTS } from '../../src/output/control-server.js';

@@ -1,3 +1,4 @@
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent.js';
 import { ReplaySource } from '../../src/capture/replay.js';
@@ -22,7 +23,7 @@ describe('the composition root over recorded records (no kernel)', () => {
     const packets: Buffer[] = [];
     const forwarder = new HepForwarder([memorySender(packets)], { captureId: 2001 }, { diameterPayload: 'raw', nodeName: new NodeNameTemplate('{project}/{container}') });
     const source = new ReplaySource();
-    const agent = new Agent({ source, containers: memoryContainers(), sink: (ev) => forwarder.forward(ev) });
+    const agent = new Agent({ source, log: pino({ level: 'silent' }), containers: memoryContainers(), sink: (ev) => forwarder.forward(ev) });
     await agent.start();
     for (const batch of rec.batches(3)) source.replay(batch);
     // Names come from the (in-memory) runtime asynchronously; the hold releases each message once they are known.

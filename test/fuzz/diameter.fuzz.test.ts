@@ -1,0 +1,37 @@
+/** Diameter framer and decoder: any bytes, in any writes, with kernel cuts, frame and decode without throwing. */
+import fc from 'fast-check';
+import { expect, it } from 'vitest';
+import { diameterJson, parseDiameter } from '../../src/protocols/diameter.js';
+import { DiameterFramer } from '../../src/stream/diameter-framer.js';
+import { MAX_MESSAGE_BYTES, type FramerStats } from '../../src/stream/framer.js';
+import { fuzz, fuzzTimeoutMs } from './harness.js';
+import { hostileDiameter, nearDiameter, randomBytes, splits, writes } from './inputs.js';
+
+const input = fc.record({
+  stream: fc.oneof(
+    { arbitrary: fc.array(fc.oneof({ arbitrary: nearDiameter, weight: 8 }, { arbitrary: randomBytes(64), weight: 1 }), { maxLength: 6 }).map((m) => Buffer.concat(m)), weight: 8 },
+    { arbitrary: randomBytes(), weight: 2 },
+    { arbitrary: hostileDiameter, weight: 1 },
+  ),
+  points: splits,
+  cut: fc.option(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 100_000 })), { freq: 4 }),
+});
+
+it('Diameter framer and decoder', () => {
+  const report = fuzz(input, (i) => i.stream.length, ({ stream, points, cut }) => {
+    const stats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
+    const framer = new DiameterFramer(stats, { malformed: 0 }, (payload, size, truncated) => {
+      if (payload.length > size || (!truncated && payload.length !== size)) throw new Error(`emitted ${payload.length} bytes of a ${size}-byte message`);
+      const d = parseDiameter(payload);
+      if (d) JSON.stringify(diameterJson(d));
+    });
+    const parts = writes(stream, points);
+    parts.forEach((w, n) => {
+      framer.push(w, cut && cut[0] % parts.length === n ? cut[1] : 0);
+      if (framer.buffered > MAX_MESSAGE_BYTES) throw new Error(`holds ${framer.buffered} bytes`);
+    });
+    const whole = parseDiameter(stream);
+    if (whole) JSON.stringify(diameterJson(whole));
+  });
+  expect(report.runs).toBeGreaterThan(0);
+}, fuzzTimeoutMs());
