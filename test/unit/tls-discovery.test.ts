@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { definedFunctions, type ElfFunctions } from '../../src/capture/elf-symbols.js';
 import { TLS_FUNCTIONS, TlsDiscovery, type TlsTarget } from '../../src/capture/tls-discovery.js';
+import { mapsKey } from '../helpers/maps.js';
 
 /** A library's path from the loader cache (Debian: libssl3, libgnutls30, freediameterd, libc6). */
 function systemLibrary(soname: string): string {
@@ -150,6 +151,12 @@ describe('definedFunctions', () => {
       expect(performance.now() - t0, what).toBeLessThan(100);
       expect(result, what).toEqual({ refused: expect.stringMatching(reason) });
     }
+  });
+
+  it('refuses, never throws, when the file cannot be read at all', () => {
+    const fd = openSync(LIBSSL, 'r');
+    closeSync(fd);
+    expect(definedFunctions(fd, ALL)).toEqual({ refused: expect.stringMatching(/EBADF/) });
   });
 
   it('reads a 4 MiB file of 65,535 symbol tables in linear time (only the first .dynsym)', () => {
@@ -445,14 +452,6 @@ describe('TlsDiscovery.processChanged', () => {
     expect(d.stats().filesChecked).toBe(0);
   });
 });
-
-/** Device and inode as /proc/PID/maps prints them ("fe:00:260689"). */
-function mapsKey(path: string): string {
-  const { dev, ino } = statSync(path);
-  const major = (dev >> 8) & 0xfff;
-  const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
-  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${ino}`;
-}
 
 describe('TlsDiscovery on real processes', () => {
   let server: Server;
