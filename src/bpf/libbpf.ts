@@ -34,6 +34,7 @@ interface Addon {
   ringBuffer(map: Handle, onBatch: (batch: Buffer) => void, batchBytes: number, maxLatencyMs: number): Handle;
   ringBufferStop(reader: Handle): void;
   ringBufferStats(reader: Handle): RingBufferStats;
+  openInRoot(rootPath: string, path: string): number;
 }
 
 // The addon is built in place (src/bpf/native/build); the compiled wrapper in dist/ loads the same file.
@@ -44,6 +45,17 @@ let addon: Addon | undefined;
 function native(): Addon {
   addon ??= createRequire(import.meta.url)(ADDON_PATH) as Addon;
   return addon;
+}
+
+/**
+ * Opens `path` for reading as it resolves inside the directory `rootPath` (e.g. /proc/PID/root, a
+ * process's own root): symlinks and '..' never leave it, magic links are refused (openat2 with
+ * RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS). Only a regular file is opened, non-blocking; anything
+ * else (FIFO, device, directory) throws EINVAL without being opened. Returns the fd; the caller
+ * closes it. Throws ENOSYS on kernels without openat2.
+ */
+export function openInRoot(rootPath: string, path: string): number {
+  return native().openInRoot(rootPath, path);
 }
 
 /** Attach a program as a uprobe (or uretprobe) on a function of an executable or shared library. */

@@ -1,14 +1,32 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { fstatSync, readSync } from 'node:fs';
 
 // ELF64 little-endian only: the layout of x86-64 and aarch64 files.
 const ELF_HEADER_SIZE = 64;
 const SECTION_HEADER_SIZE = 64;
 const SYMBOL_SIZE = 24;
 const SHT_SYMTAB = 2;
+const SHT_STRTAB = 3;
 const SHT_DYNSYM = 11;
 const SHN_UNDEF = 0;
 const STT_FUNC = 2;
 const STT_GNU_IFUNC = 10;
+
+// The files read belong to other processes, any of which may be hostile: every limit below makes a
+// crafted file cost little, and is far above real files (node: 41 sections, 110k symbols in
+// .symtab, a 7.5 MB .strtab).
+const MAX_SECTIONS = 4096;
+const MAX_SYMBOLS = 4_000_000;
+const MAX_STRING_TABLE_BYTES = 64 << 20;
+/** Everything read from one file, all tables together. */
+const MAX_BYTES_READ = 128 << 20;
+const TIME_BUDGET_MS = 2000;
+/** A name occurs once or twice in a real string table; thousands of copies are an attack on the lookup. */
+const MAX_NAME_OCCURRENCES = 64;
+/** Tables are read through one buffer of this size, a multiple of the symbol size. */
+const CHUNK_BYTES = SYMBOL_SIZE * 43_690;
+
+/** What a file defines, or why it was not read: too big, malformed, slow or unreadable. */
+export type ElfFunctions = { defined: Set<string> } | { refused: string };
 
 interface Section {
   type: number;
@@ -17,77 +35,85 @@ interface Section {
   link: number;
 }
 
-/** Positioned reads of one open file; `undefined` when the range is not all inside the file (truncated or corrupt). */
-class FileReader {
+/** A file the reader gives up on; its message is the reason. */
+class Refusal extends Error {}
+
+let chunkBuffer: Buffer | undefined;
+
+/** Positioned reads of one open file, inside the file's real size and the read and time budgets. */
+class BoundedReader {
+  private bytesRead = 0;
+  private readonly deadline = Date.now() + TIME_BUDGET_MS;
+
   constructor(
     private readonly fd: number,
     private readonly fileSize: number,
   ) {}
 
-  read(offset: number, length: number): Buffer | undefined {
-    if (offset < 0 || length < 0 || offset + length > this.fileSize) return undefined;
-    const buf = Buffer.allocUnsafe(length);
-    let done = 0;
-    while (done < length) {
+  /** Bytes [offset, offset + length) as a view of the shared chunk buffer (length <= CHUNK_BYTES), valid until the next read. */
+  read(offset: number, length: number, what: string): Buffer {
+    if (!Number.isSafeInteger(offset + length) || offset + length > this.fileSize) throw new Refusal(`${what} past the end of the file`);
+    if ((this.bytesRead += length) > MAX_BYTES_READ) throw new Refusal(`more than ${MAX_BYTES_READ} bytes of tables`);
+    if (Date.now() > this.deadline) throw new Refusal(`took more than ${TIME_BUDGET_MS} ms`);
+    chunkBuffer ??= Buffer.allocUnsafe(CHUNK_BYTES);
+    const buf = chunkBuffer.subarray(0, length);
+    for (let done = 0; done < length; ) {
       const n = readSync(this.fd, buf, done, length - done, offset + done);
-      if (n === 0) return undefined;
+      if (n === 0) throw new Refusal('file shorter than its size');
       done += n;
     }
     return buf;
   }
+
+  /** Calls fn for consecutive chunks of a section, each starting `overlap` bytes before the previous one ended, with its place in the section. */
+  forEachChunk(section: Section, overlap: number, what: string, fn: (chunk: Buffer, at: number) => void): void {
+    const step = CHUNK_BYTES - overlap;
+    for (let at = 0; ; at += step) {
+      const chunk = this.read(section.offset + at, Math.min(CHUNK_BYTES, section.size - at), what);
+      fn(chunk, at);
+      if (at + chunk.length >= section.size) return;
+    }
+  }
 }
 
 /**
- * Which of `names` are functions defined (not merely imported) in the ELF file at `path`, from its
- * .dynsym and .symtab. Only the headers and the symbol and string tables are read, so a 100 MB
- * executable costs its tables, not its code. A file that is not a well-formed ELF64 little-endian
- * object gives an empty set; a file that cannot be opened or read throws (the caller knows why that
- * can happen).
+ * Which of `names` are functions defined (not merely imported) in the open file `fd`, from its
+ * .dynsym and .symtab. Only the ELF header, the section headers and those symbol and string tables
+ * are read, in chunks of 1 MiB, so a 100 MB executable costs its tables, not its code, and memory
+ * stays bounded whatever sizes the file claims. A file that is not ELF64 little-endian defines
+ * nothing; one that is malformed, over a limit, too slow or unreadable is refused, with the reason.
+ * Never throws.
  */
-export function definedFunctions(path: string, names: readonly string[]): Set<string> {
-  const fd = openSync(path, 'r');
+export function definedFunctions(fd: number, names: readonly string[]): ElfFunctions {
   try {
-    const stat = fstatSync(fd);
-    if (!stat.isFile()) return new Set();
-    return definedIn(new FileReader(fd, stat.size), names);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function definedIn(file: FileReader, names: readonly string[]): Set<string> {
-  const found = new Set<string>();
-  const header = file.read(0, ELF_HEADER_SIZE);
-  // Magic, EI_CLASS 2 (64-bit), EI_DATA 1 (little-endian).
-  if (!header || header.readUInt32BE(0) !== 0x7f454c46 || header[4] !== 2 || header[5] !== 1) return found;
-  const sections = readSections(file, header);
-  for (const symbols of sections) {
-    if (found.size === names.length) break; // .dynsym comes first: a library's .symtab is then not read
-    if (symbols.type !== SHT_SYMTAB && symbols.type !== SHT_DYNSYM) continue;
-    const strings = sections[symbols.link];
-    const symbolBytes = file.read(symbols.offset, symbols.size);
-    const stringBytes = strings && file.read(strings.offset, strings.size);
-    if (!symbolBytes || !stringBytes) continue;
-    const wanted = nameOffsets(stringBytes, names);
-    for (let at = 0; at + SYMBOL_SIZE <= symbolBytes.length; at += SYMBOL_SIZE) {
-      const name = wanted.get(symbolBytes.readUInt32LE(at));
-      if (name === undefined) continue;
-      const type = symbolBytes[at + 4] & 0xf;
-      const defined = symbolBytes.readUInt16LE(at + 6) !== SHN_UNDEF;
-      if (defined && (type === STT_FUNC || type === STT_GNU_IFUNC)) found.add(name);
+    const size = fstatSync(fd).size;
+    const file = new BoundedReader(fd, size);
+    if (size < ELF_HEADER_SIZE) return { defined: new Set() };
+    const header = file.read(0, ELF_HEADER_SIZE, 'ELF header');
+    // Magic, EI_CLASS 2 (64-bit), EI_DATA 1 (little-endian).
+    if (header.readUInt32BE(0) !== 0x7f454c46 || header[4] !== 2 || header[5] !== 1) return { defined: new Set() };
+    const sections = readSections(file, header);
+    const found = new Set<string>();
+    // An ELF file has at most one of each. .dynsym first: a library's .symtab is then not read.
+    for (const type of [SHT_DYNSYM, SHT_SYMTAB]) {
+      const symbols = sections.find((s) => s.type === type);
+      if (symbols && found.size < names.length) addDefined(file, symbols, sections[symbols.link], names, found);
     }
+    return { defined: found };
+  } catch (err) {
+    // A Refusal, an I/O error, or an allocation that failed: this file is refused, the agent goes on.
+    return { refused: err instanceof Error ? err.message : String(err) };
   }
-  return found;
 }
 
-function readSections(file: FileReader, header: Buffer): Section[] {
+function readSections(file: BoundedReader, header: Buffer): Section[] {
   const tableOffset = Number(header.readBigUInt64LE(0x28));
   const entrySize = header.readUInt16LE(0x3a);
   // e_shnum 0 means more than 0xff00 sections (count in section 0): not seen in linked executables or libraries.
   const count = header.readUInt16LE(0x3c);
-  if (entrySize !== SECTION_HEADER_SIZE) return [];
-  const table = file.read(tableOffset, count * SECTION_HEADER_SIZE);
-  if (!table) return [];
+  if (entrySize !== SECTION_HEADER_SIZE) throw new Refusal(`section header size ${entrySize}`);
+  if (count === 0 || count > MAX_SECTIONS) throw new Refusal(`${count} sections (at most ${MAX_SECTIONS} read)`);
+  const table = file.read(tableOffset, count * SECTION_HEADER_SIZE, 'section headers');
   const sections: Section[] = [];
   for (let at = 0; at < table.length; at += SECTION_HEADER_SIZE) {
     sections.push({
@@ -100,16 +126,42 @@ function readSections(file: FileReader, header: Buffer): Section[] {
   return sections;
 }
 
+/** Adds to `found` the names that `symbols` defines as functions. */
+function addDefined(file: BoundedReader, symbols: Section, strings: Section | undefined, names: readonly string[], found: Set<string>): void {
+  if (!strings || strings.type !== SHT_STRTAB) throw new Refusal('symbol table without its string table');
+  if (symbols.size / SYMBOL_SIZE > MAX_SYMBOLS) throw new Refusal(`more than ${MAX_SYMBOLS} symbols`);
+  if (strings.size > MAX_STRING_TABLE_BYTES) throw new Refusal(`string table over ${MAX_STRING_TABLE_BYTES} bytes`);
+  const wanted = nameOffsets(file, strings, names);
+  if (wanted.size === 0) return;
+  file.forEachChunk({ ...symbols, size: symbols.size - (symbols.size % SYMBOL_SIZE) }, 0, 'symbol table', (chunk) => {
+    for (let at = 0; at + SYMBOL_SIZE <= chunk.length; at += SYMBOL_SIZE) {
+      const name = wanted.get(chunk.readUInt32LE(at));
+      if (name === undefined) continue;
+      const type = chunk[at + 4] & 0xf;
+      const defined = chunk.readUInt16LE(at + 6) !== SHN_UNDEF;
+      if (defined && (type === STT_FUNC || type === STT_GNU_IFUNC)) found.add(name);
+    }
+  });
+}
+
 /**
  * st_name values that name each of `names` in a string table. Linkers share string tails, so a
  * name may start inside a longer string ("SSL_write" inside "xSSL_write"): every place the name
  * occurs followed by NUL is one. Matching offsets avoids decoding every symbol name (node has ~150k).
+ * Chunks overlap by the longest name, so a name across two chunks is found (twice: same offset).
  */
-function nameOffsets(strings: Buffer, names: readonly string[]): Map<number, string> {
+function nameOffsets(file: BoundedReader, strings: Section, names: readonly string[]): Map<number, string> {
+  const needles = names.map((name) => ({ name, bytes: Buffer.from(`${name}\0`, 'latin1') }));
+  const overlap = Math.max(...needles.map((n) => n.bytes.length)) - 1;
   const offsets = new Map<number, string>();
-  for (const name of names) {
-    const needle = Buffer.from(`${name}\0`, 'latin1');
-    for (let at = strings.indexOf(needle); at !== -1; at = strings.indexOf(needle, at + 1)) offsets.set(at, name);
-  }
+  if (strings.size === 0) return offsets;
+  file.forEachChunk(strings, overlap, 'string table', (chunk, base) => {
+    for (const { name, bytes } of needles) {
+      for (let at = chunk.indexOf(bytes); at !== -1; at = chunk.indexOf(bytes, at + 1)) {
+        offsets.set(base + at, name);
+        if (offsets.size > MAX_NAME_OCCURRENCES * names.length) throw new Refusal(`more than ${MAX_NAME_OCCURRENCES} copies of a name`);
+      }
+    }
+  });
   return offsets;
 }

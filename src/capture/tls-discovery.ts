@@ -1,5 +1,6 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
+import { openInRoot } from '../bpf/libbpf.js';
 import { definedFunctions } from './elf-symbols.js';
 
 export type TlsLibraryKind = 'openssl' | 'gnutls';
@@ -18,7 +19,10 @@ const ALL_TLS_FUNCTIONS = Object.values(TLS_FUNCTIONS).flat();
 export interface TlsTarget {
   /** Device and inode of the mapped file, as in /proc/PID/maps, e.g. "fd:01:123456". */
   key: string;
-  /** Where the host opens it: `${procRoot}/${pid}/root${mappedPath}`, so files of other mount namespaces work. */
+  /**
+   * Where attach opens it: `/proc/self/fd/N` of the file discovery opened and checked, open only
+   * while attach runs, so that libbpf reads that very file and the kernel probes its inode.
+   */
   path: string;
   /** The path as the process sees it, for logs. */
   mappedPath: string;
@@ -44,9 +48,9 @@ export interface TlsDiscoveryOptions {
 // later dlopen() (Kamailio's tls.so) is reported as its own mmap.
 const FIRST_RESCAN_MS = 20;
 const SECOND_RESCAN_MS = 300;
-// Files found not to be TLS libraries. A host maps some thousands of distinct files; past this the
-// oldest are forgotten and, if still mapped, read again.
-const MAX_OTHER_FILES = 20_000;
+// Files found not to be TLS libraries, and files refused. A host maps some thousands of distinct
+// files; past this the oldest are forgotten and, if still mapped, read again.
+const MAX_REMEMBERED_FILES = 20_000;
 const DELETED_SUFFIX = ' (deleted)';
 
 interface Mapping {
@@ -63,6 +67,17 @@ function executableFileMapping(line: string): Mapping | undefined {
 }
 
 const otherFileKey = (mapping: Mapping) => `${mapping.key} ${mapping.path}`;
+/** A refusal belongs to what one process shows at a path: another process mapping the same file is checked on its own. */
+const refusedFileKey = (pid: number, mapping: Mapping) => `${pid} ${otherFileKey(mapping)}`;
+
+/** Whether the open file is the one the maps line names ("fd:01:123456": device major and minor in hex, inode). */
+function isMappedFile(fd: number, mapping: Mapping): boolean {
+  const { dev, ino } = fstatSync(fd, { bigint: true });
+  // Node reports st_dev in glibc's encoding of major and minor.
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${ino}` === mapping.key;
+}
 
 /** The code of a failed file-system call; anything else is a bug and is rethrown. */
 function ioErrorCode(err: unknown): string {
@@ -90,8 +105,10 @@ export class TlsDiscovery {
    * new file from the old one.
    */
   private readonly otherFiles = new Set<string>();
+  /** Files refused per process (refusedFileKey), oldest first: each is warned once and not opened again. */
+  private readonly refusedFiles = new Set<string>();
   private readonly pendingRescans = new Map<number, NodeJS.Timeout[]>();
-  private readonly counts = { filesChecked: 0, attached: 0, failed: 0 };
+  private readonly counts = { filesChecked: 0, attached: 0, failed: 0, refused: 0 };
   private closed = false;
 
   constructor(private readonly opts: TlsDiscoveryOptions) {
@@ -114,7 +131,8 @@ export class TlsDiscovery {
     }
     for (const line of maps.split('\n')) {
       const mapping = executableFileMapping(line);
-      if (mapping && !this.tlsFiles.has(mapping.key) && !this.otherFiles.has(otherFileKey(mapping))) this.checkFile(pid, mapping);
+      if (mapping && !this.tlsFiles.has(mapping.key) && !this.otherFiles.has(otherFileKey(mapping)) && !this.refusedFiles.has(refusedFileKey(pid, mapping)))
+        this.checkFile(pid, mapping);
     }
   }
 
@@ -131,7 +149,8 @@ export class TlsDiscovery {
     this.pendingRescans.set(pid, [first, second]);
   }
 
-  stats(): { filesChecked: number; attached: number; failed: number } {
+  /** Files read, TLS files probed, TLS files that could not be probed, files refused (unsafe, not the mapped file, or not readable as ELF). */
+  stats(): { filesChecked: number; attached: number; failed: number; refused: number } {
     return { ...this.counts };
   }
 
@@ -141,35 +160,64 @@ export class TlsDiscovery {
     this.pendingRescans.clear();
   }
 
+  /**
+   * Opens the file a maps line names as the process sees it and reads its symbols. The process
+   * controls what is at that path (it may have changed its root since it mapped the file, or be a
+   * container), so the path is resolved inside the process's root, only a regular file is opened,
+   * and only when it is the very file mapped (same device and inode) is it read, cached as "not
+   * TLS" or probed, through its open fd.
+   */
   private checkFile(pid: number, mapping: Mapping): void {
     const deleted = mapping.path.endsWith(DELETED_SUFFIX);
     const mappedPath = deleted ? mapping.path.slice(0, -DELETED_SUFFIX.length) : mapping.path;
-    const path = `${this.procRoot}/${pid}/root${mappedPath}`;
-    // A deleted file is no longer at its path; map_files still opens the mapped file itself (as root).
-    const readPath = deleted ? `${this.procRoot}/${pid}/map_files/${mapping.range}` : path;
-    let defined: Set<string>;
+    let fd: number;
     try {
-      defined = definedFunctions(readPath, ALL_TLS_FUNCTIONS);
+      // A deleted file is no longer at its path; map_files opens the mapped file itself.
+      fd = deleted
+        ? openSync(`${this.procRoot}/${pid}/map_files/${mapping.range}`, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY)
+        : openInRoot(`${this.procRoot}/${pid}/root`, mappedPath);
     } catch (err) {
       const code = ioErrorCode(err);
-      if (!vanished(code)) this.opts.log.debug({ pid, path: readPath, code }, 'tls discovery: cannot read file');
+      if (!vanished(code)) this.refuse(pid, mapping, (err as Error).message);
       return;
     }
-    this.counts.filesChecked++;
-    const targets = (Object.keys(TLS_FUNCTIONS) as TlsLibraryKind[])
-      .filter((kind) => defined.has(TLS_FUNCTIONS[kind][0]))
-      .map((kind) => ({ key: mapping.key, path, mappedPath, kind, pid, functions: TLS_FUNCTIONS[kind].filter((f) => defined.has(f)) }));
-    if (targets.length === 0) {
-      this.rememberOtherFile(otherFileKey(mapping));
-      return;
+    try {
+      if (!isMappedFile(fd, mapping)) {
+        this.refuse(pid, mapping, 'not the file the process mapped: another device or inode at that path in its root');
+        return;
+      }
+      this.counts.filesChecked++;
+      const elf = definedFunctions(fd, ALL_TLS_FUNCTIONS);
+      if ('refused' in elf) {
+        this.counts.refused++;
+        this.opts.log.warn({ pid, path: mappedPath, file: mapping.key, reason: elf.refused }, 'TLS discovery: file not read');
+        this.remember(this.otherFiles, otherFileKey(mapping));
+        return;
+      }
+      const targets = (Object.keys(TLS_FUNCTIONS) as TlsLibraryKind[])
+        .filter((kind) => elf.defined.has(TLS_FUNCTIONS[kind][0]))
+        .map((kind) => ({ key: mapping.key, path: `/proc/self/fd/${fd}`, mappedPath, kind, pid, functions: TLS_FUNCTIONS[kind].filter((f) => elf.defined.has(f)) }));
+      if (targets.length === 0) {
+        this.remember(this.otherFiles, otherFileKey(mapping));
+        return;
+      }
+      this.tlsFiles.add(mapping.key);
+      if (deleted) {
+        this.counts.failed += targets.length;
+        this.opts.log.warn({ pid, path: mappedPath }, 'TLS library cannot be probed: deleted or replaced on disk since the process mapped it (restart the process to capture its TLS)');
+        return;
+      }
+      for (const target of targets) this.attach(target);
+    } finally {
+      closeSync(fd);
     }
-    this.tlsFiles.add(mapping.key);
-    if (deleted) {
-      this.counts.failed += targets.length;
-      this.opts.log.warn({ pid, path: mappedPath }, 'TLS library cannot be probed: deleted or replaced on disk since the process mapped it (restart the process to capture its TLS)');
-      return;
-    }
-    for (const target of targets) this.attach(target);
+  }
+
+  /** A file this process shows that must not be read: warned and counted once, never cached under the file's identity. */
+  private refuse(pid: number, mapping: Mapping, reason: string): void {
+    this.counts.refused++;
+    this.remember(this.refusedFiles, refusedFileKey(pid, mapping));
+    this.opts.log.warn({ pid, path: mapping.path, file: mapping.key, reason }, 'TLS discovery: file refused');
   }
 
   private attach(target: TlsTarget): void {
@@ -177,15 +225,15 @@ export class TlsDiscovery {
       this.opts.attach(target);
     } catch (err) {
       this.counts.failed++;
-      this.opts.log.warn({ path: target.path, kind: target.kind, reason: err instanceof Error ? err.message : String(err) }, 'TLS library probes not attached');
+      this.opts.log.warn({ pid: target.pid, path: target.mappedPath, kind: target.kind, reason: err instanceof Error ? err.message : String(err) }, 'TLS library probes not attached');
       return;
     }
     this.counts.attached++;
     this.opts.log.info({ pid: target.pid, path: target.mappedPath, file: target.key, kind: target.kind, functions: target.functions }, 'TLS library probed');
   }
 
-  private rememberOtherFile(key: string): void {
-    if (this.otherFiles.size >= MAX_OTHER_FILES) this.otherFiles.delete(this.otherFiles.values().next().value!);
-    this.otherFiles.add(key);
+  private remember(files: Set<string>, key: string): void {
+    if (files.size >= MAX_REMEMBERED_FILES) files.delete(files.values().next().value!);
+    files.add(key);
   }
 }

@@ -95,14 +95,17 @@ export function runChecks(): Check[] {
       fix: 'use a kernel built with CONFIG_UPROBE_EVENTS=y: without it SIP and Diameter inside TLS are not captured',
     },
     (() => {
-      const tls = tlsInUse();
+      // Files of other processes are opened through the addon (openat2).
+      const tls = existsSync(ADDON_PATH) ? tlsInUse() : undefined;
       return {
         name: 'TLS libraries',
         ok: true,
         required: false,
-        detail: tls.length
-          ? `${tls.length} in use, probed when the agent starts: ${[...new Set(tls.map((t) => `${t.mappedPath} (${t.kind})`))].join(', ')}`
-          : 'none in use now; probed as processes start',
+        detail: !tls
+          ? 'not looked for: the libbpf addon is not built (see build)'
+          : tls.length
+            ? `${tls.length} in use, probed when the agent starts: ${[...new Set(tls.map((t) => `${t.mappedPath} (${t.kind})`))].join(', ')}`
+            : 'none in use now; probed as processes start',
       };
     })(),
     {

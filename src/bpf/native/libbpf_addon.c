@@ -5,12 +5,15 @@
  * object -> struct object_handle, link -> struct link_handle,
  * map -> struct bpf_map * (valid while its object is open),
  * ring buffer -> struct reader.
+ * openInRoot() is here too: Node has no openat2.
  *
  * The ring buffer is drained by a native thread into pooled batches; JS gets
  * one call per batch. Batch framing, per record:
  *   u32 size (LE), u32 0, size bytes, zero padding to a multiple of 8.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,6 +25,9 @@
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
 #include <node_api.h>
 #include <bpf/libbpf.h>
 
@@ -895,6 +901,64 @@ static napi_value ring_buffer_stats(napi_env env, napi_callback_info info)
 	return result;
 }
 
+/* ---------------------------------------------------------------- files of other processes */
+
+/* openInRoot(rootPath, path) -> fd of the regular file `path` resolved inside the
+ * directory rootPath (e.g. /proc/PID/root) as if it were "/": absolute symlinks and
+ * ".." stay inside it, magic links (/proc/.../fd/N) are refused. The file is first
+ * opened O_PATH and checked to be a regular file, so that a FIFO or a device planted
+ * at the path is never really opened (no blocking, no side effect of open()); then
+ * it is reopened for reading, non-blocking, close-on-exec, never a controlling tty.
+ * Throws ENOSYS on kernels without openat2 (before 5.6): no unsafe fallback. */
+static napi_value open_in_root(napi_env env, napi_callback_info info)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_CLOEXEC,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
+	char *root_path, *path, what[PATH_MAX + 64], reopen[64];
+	int root, file = -1, fd = -1, err = 0;
+	napi_value result;
+	struct stat st;
+
+	GET_ARGS(2);
+	root_path = arg_string(env, argv[0]);
+	path = arg_string(env, argv[1]);
+	snprintf(what, sizeof(what), "opening %s inside %s", path ? path : "?", root_path ? root_path : "?");
+	root = root_path ? open(root_path, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (root < 0) {
+		err = root_path ? errno : EINVAL;
+	} else {
+		file = path ? syscall(SYS_openat2, root, path, &how, sizeof(how)) : -1;
+		err = file < 0 ? (path ? errno : EINVAL) : 0;
+		close(root);
+	}
+	if (!err && fstat(file, &st) < 0)
+		err = errno;
+	if (!err && !S_ISREG(st.st_mode)) {
+		snprintf(what, sizeof(what), "opening %s inside %s (not a regular file: type %06o)", path, root_path,
+			 st.st_mode & S_IFMT);
+		err = EINVAL;
+	}
+	if (!err) {
+		snprintf(reopen, sizeof(reopen), "/proc/self/fd/%d", file);
+		fd = open(reopen, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+		err = fd < 0 ? errno : 0;
+	}
+	if (file >= 0)
+		close(file);
+	free(root_path);
+	free(path);
+	if (err) {
+		if (err == ENOSYS)
+			strncat(what, " (openat2 needs Linux 5.6 or newer)", sizeof(what) - strlen(what) - 1);
+		throw_errno(env, what, err);
+		return NULL;
+	}
+	napi_create_int32(env, fd, &result);
+	return result;
+}
+
 /* ---------------------------------------------------------------- module */
 
 static napi_value init(napi_env env, napi_value exports)
@@ -920,6 +984,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "ringBuffer", ring_buffer_start },
 		{ "ringBufferStop", ring_buffer_stop },
 		{ "ringBufferStats", ring_buffer_stats },
+		{ "openInRoot", open_in_root },
 	};
 	napi_value fn;
 
