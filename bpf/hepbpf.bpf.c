@@ -476,7 +476,6 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	struct scratch_buf *s = scratch_slot();
 	struct hepbpf_record *r;
 	struct gather g = {};
-	enum rx_copy rx;
 	__u16 lport, rport;
 	__u32 len;
 	__u8 l7 = 0;
@@ -554,14 +553,9 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	}
 	if (m->proto == IPPROTO_UDP) {
 		r->msg_hash = msg_hash(s->data, len);
-		if (r->direction == HEPBPF_DIR_INGRESS) {
-			rx = udp_rx_copy(r);
-			if (rx == RX_SKIP)
-				return 0;
-			if (rx == RX_HEADER) {
-				r->flags |= HEPBPF_F_COUNTERPART;
-				r->data_len = len = 0;
-			}
+		if (r->direction == HEPBPF_DIR_INGRESS && udp_sender_emitted(r)) {
+			r->flags |= HEPBPF_F_COUNTERPART;
+			r->data_len = len = 0;
 		}
 	}
 	if (bpf_ringbuf_output(&events, s, sizeof(*r) + len, 0)) {
@@ -569,12 +563,8 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		return 0;
 	}
 	count(HEPBPF_CNT_EMITTED);
-	if (m->proto == IPPROTO_UDP) {
-		if (r->direction == HEPBPF_DIR_EGRESS)
-			udp_sent_remember(r);
-		else
-			udp_rx_reported(r);
-	}
+	if (m->proto == IPPROTO_UDP && r->direction == HEPBPF_DIR_EGRESS)
+		udp_sent_remember(r);
 	return 0;
 }
 

@@ -55,9 +55,8 @@
 #define HEPBPF_CNT_EMITTED 3 /* records written to the ring buffer */
 #define HEPBPF_CNT_INFLIGHT_FULL 4 /* no room to remember a syscall between enter and exit */
 /* Receiver's copies of UDP datagrams (see bpf/local_copies.bpf.h) */
-#define HEPBPF_CNT_RX_REDUCED 5 /* sent header only: the sender's copy was emitted */
-#define HEPBPF_CNT_RX_SKIPPED 6 /* not sent: sender's copy emitted, receiver already named */
-#define HEPBPF_CNT_RX_WHOLE 7 /* sent whole: no sender's copy known (remote sender, lost, no peer address) */
+#define HEPBPF_CNT_RX_REDUCED 5 /* sent header only: the sender's record was emitted */
+#define HEPBPF_CNT_RX_WHOLE 6 /* sent whole: no sender's record known (remote sender, lost, no peer address) */
 #define HEPBPF_CNT_MAX 8
 
 struct hepbpf_record {

@@ -26,7 +26,7 @@ export const IPPROTO_SCTP = 132;
 
 /** Names of the `counters` map entries, by HEPBPF_CNT_* index. */
 export const COUNTER_NAMES = [
-  'ringbufFull', 'truncated', 'readFault', 'emitted', 'inflightFull', 'receiverCopyReduced', 'receiverCopySkipped', 'receiverCopyWhole',
+  'ringbufFull', 'truncated', 'readFault', 'emitted', 'inflightFull', 'receiverCopyReduced', 'receiverCopyWhole',
 ] as const;
 
 // struct hepbpf_record field offsets

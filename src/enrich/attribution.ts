@@ -166,8 +166,6 @@ export class Attribution {
     while (this.size) {
       const h = this.queue[this.head];
       const m = h.ev.message;
-      // The receiver may have been learnt since (the kernel does not send every receiver's copy).
-      if (h.awaitingCounterpart && m.peerCgroupId === undefined && !this.needsCounterpart(m)) h.awaitingCounterpart = false;
       if (h.awaitingCounterpart && m.peerCgroupId === undefined && this.latestTsNs - m.tsNs >= this.windowNs) this.missedCounterpart(h);
       const ready = (!h.awaitingCounterpart || m.peerCgroupId !== undefined) && this.namesKnown(m);
       if (!ready && now < h.deadlineMs) break;

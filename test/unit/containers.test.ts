@@ -242,32 +242,6 @@ describe('attribution: names without waiting on the hot path, bounded hold other
     expect(out[1].container).toMatchObject({ id: ID, runtime: 'docker' });
   });
 
-  it('a message waiting for a receiver\'s copy the kernel did not send goes out once an earlier copy named the receiver', async () => {
-    const { resolver, open } = fakeResolver({ '1': `/docker/${ID}`, '2': `/docker/${ID2}` });
-    const out: CaptureEvent[] = [];
-    const a = new Attribution(resolver, (ev) => out.push(ev), { holdMs: 10_000 });
-    resolver.lookup(1n, 10);
-    resolver.lookup(2n, 20);
-    await open();
-    // Two datagrams sent to a receiver not seen yet: both wait for their receiver's copies.
-    const first = message({ payload: Buffer.from('MESSAGE 1') });
-    const second = message({ payload: Buffer.from('MESSAGE 2') });
-    for (const m of [first, second]) {
-      a.learn(m);
-      a.submit(event(m));
-    }
-    expect(out).toEqual([]);
-    // The kernel sent the first one's copy (header only) and skipped the second's: the receiver is named now.
-    const header = message({ direction: 'ingress', cgroupId: 2n, pid: 20, payload: Buffer.alloc(0), payloadOmitted: true });
-    a.learn(header);
-    a.counterpart(first, header);
-    expect(out.map((e) => [e.payload.toString(), e.container?.id, e.peerContainer?.id])).toEqual([
-      ['MESSAGE 1', ID, ID2],
-      ['MESSAGE 2', ID, ID2],
-    ]);
-    expect(a.stats).toMatchObject({ peerFromCounterpart: 1, peerFromTable: 1, counterpartMissed: 0 });
-  });
-
   it('the hold is bounded: past maxHeld the oldest goes early, in order', async () => {
     const { resolver } = fakeResolver({});
     const out: string[] = [];
