@@ -63,7 +63,7 @@ function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
  * Messages are bucketed by what both sides always know (transport, destination port, size, payload
  * hash); addresses are then compared allowing for what a side does not know. For a local UDP datagram
  * whose sender's copy went out, the kernel sends the receiver's copy header only (payloadOmitted, paired
- * by the kernel's hash) or not at all (bpf/local_copies.bpf.h): this is the safety net for the rest.
+ * by the kernel's hash, bpf/local_copies.bpf.h); whole copies of the rest are paired as before.
  */
 export class LocalDedup {
   private readonly buckets = new Map<string, Bucket>();
