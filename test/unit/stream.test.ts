@@ -260,6 +260,18 @@ describe('records to messages', () => {
     expect(collect([{ data: Buffer.alloc(0) }])).toEqual([]);
   });
 
+  it('pairs a recorded sender\'s record with the receiver\'s header-only record: one message forwarded, the receiver named', () => {
+    const data = sipMessage('header-only');
+    const [sent, header] = collect([
+      { pid: 100, localPort: 40000, remotePort: 5060, data, msgHash: 0xabcdef },
+      { pid: 200, direction: 1, localAddr: [0, 0, 0, 0], localPort: 5060, remotePort: 40000, data: Buffer.alloc(0), origLen: data.length, flags: F_COUNTERPART, msgHash: 0xabcdef },
+    ]);
+    const d = new LocalDedup();
+    const kept = [sent, header].filter((m) => d.accept({ ...m, payload: Buffer.from(m.text) }));
+    expect(kept.map((m) => [m.direction, m.text])).toEqual([['egress', data.toString()]]);
+    expect([d.matched?.pid, header.pid, header.dst]).toEqual([100, 200, { ip: '127.0.0.1', port: 5060 }]);
+  });
+
   it('skips a malformed record and decodes the rest of the batch', () => {
     const good = encodeRecord({ data: sipMessage('ok') });
     const bad = Buffer.from(good);
