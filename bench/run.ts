@@ -228,6 +228,9 @@ async function searchRate(step: (rate: number) => Promise<{ f: Flood; forwarded?
   return steps;
 }
 
+/** Ring-buffer records the kernel wrote per message the agent forwarded, over one agent's run (from its final stats). */
+const recordsPerMessage: Record<string, number[]> = {};
+
 /** One agent for the whole search, as it would run: each step's HEP packets are counted once delivery settles. */
 async function searchWithAgent(transport: 'udp' | 'tcp'): Promise<Step[]> {
   const hepPort = port();
@@ -243,6 +246,9 @@ async function searchWithAgent(transport: 'udp' | 'tcp'): Promise<Step[]> {
       return { f, forwarded };
     });
     const stats = await agent.stop();
+    const emitted = stats.capture?.kernel?.emitted;
+    const forwarded = stats.capture?.forwarded;
+    if (emitted !== undefined && forwarded) (recordsPerMessage[transport] ??= []).push(emitted / forwarded);
     const last = steps[steps.length - 1];
     if (!last.ok && last.forwarded !== undefined) {
       // Earlier steps were lossless, so the agent's loss counters belong to this one.
@@ -292,11 +298,13 @@ async function zeroLossRates() {
     rows.push([run.label, ...rates.map(show), show(medians[run.id])]);
   }
   table(rows);
+  const perMessage = Object.values(recordsPerMessage).flat();
+  if (perMessage.length) say(`  ring-buffer records per forwarded message (median over the agent runs): ${median(perMessage).toFixed(2)}`);
   if (withAgent) {
     summary.push(['zero-loss rate, HEP/UDP (median)', show(medians.noAgent), show(medians.hepUdp), '>= 100k/s']);
     summary.push(['zero-loss rate, HEP/TCP (median)', show(medians.noAgent), show(medians.hepTcp), '>= 150k/s']);
   }
-  results.zeroLoss = { medianRate: medians, passes };
+  results.zeroLoss = { medianRate: medians, passes, recordsPerMessage };
 }
 
 /** (c) One agent: idle, then 5 s at 1k and at 10k SIP messages/s. */

@@ -214,6 +214,8 @@ static __always_inline struct scratch_buf *scratch_slot(void)
 	return bpf_map_lookup_elem(&scratch, &cpu);
 }
 
+#include "local_copies.bpf.h"
+
 /* Reinterprets a kernel address as a typed, read-only pointer: field loads
  * through it are plain loads the verifier guards, not helper calls. */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
@@ -382,7 +384,7 @@ static __always_inline void fill_addrs(struct hepbpf_record *r, const struct soc
 	struct sock_common *skc = &sk->__sk_common;
 	__u16 family;
 
-	r->_pad2 = 0;
+	r->msg_hash = 0;
 	if (!m->sk) {
 		__builtin_memset(r->local_addr, 0, sizeof(r->local_addr));
 		__builtin_memset(r->remote_addr, 0, sizeof(r->remote_addr));
@@ -549,10 +551,20 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		r->flags |= HEPBPF_F_TRUNCATED;
 		count(HEPBPF_CNT_TRUNCATED);
 	}
-	if (bpf_ringbuf_output(&events, s, sizeof(*r) + len, 0))
+	if (m->proto == IPPROTO_UDP) {
+		r->msg_hash = msg_hash(s->data, len);
+		if (r->direction == HEPBPF_DIR_INGRESS && udp_sender_emitted(r)) {
+			r->flags |= HEPBPF_F_COUNTERPART;
+			r->data_len = len = 0;
+		}
+	}
+	if (bpf_ringbuf_output(&events, s, sizeof(*r) + len, 0)) {
 		count(HEPBPF_CNT_RINGBUF_FULL);
-	else
-		count(HEPBPF_CNT_EMITTED);
+		return 0;
+	}
+	count(HEPBPF_CNT_EMITTED);
+	if (m->proto == IPPROTO_UDP && r->direction == HEPBPF_DIR_EGRESS)
+		udp_sent_remember(r);
 	return 0;
 }
 

@@ -122,8 +122,9 @@ export class Agent {
   private processMessage(message: Message): void {
     this.attribution.learn(message);
     if (!this.dedup.accept(message)) {
+      if (!this.dedup.matched) return; // a header-only receiver's copy with no sender's copy: counted by dedup
       this.duplicates++;
-      this.attribution.counterpart(this.dedup.matched!, message);
+      this.attribution.counterpart(this.dedup.matched, message);
       return;
     }
     if (message.proto === 'diameter') this.onDiameter(message);
@@ -172,6 +173,7 @@ export class Agent {
       streams: this.assembler.stats(),
       tls: { ...this.capture.tlsStats(), attributedLate: this.tls.attributedLate, unattributed: this.tls.unattributed },
       duplicates: this.duplicates,
+      unpairedReceiverCopies: this.dedup.unpaired,
       notSip: this.notSip,
       notDiameter: this.notDiameter,
       diameterMalformed: this.diameterMalformed,

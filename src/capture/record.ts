@@ -16,6 +16,8 @@ export const F_TRUNCATED = 0x01;
 export const F_NO_PEER = 0x02;
 export const F_TLS = 0x04;
 export const F_NO_CONN = 0x08;
+/** Receiver's copy of a local UDP datagram whose sender's copy was emitted: header only, it names the receiver. */
+export const F_COUNTERPART = 0x10;
 export const SRC_TLS_CONN = 15;
 export const SRC_EXEC = 16;
 export const IPPROTO_TCP = 6;
@@ -23,7 +25,9 @@ export const IPPROTO_UDP = 17;
 export const IPPROTO_SCTP = 132;
 
 /** Names of the `counters` map entries, by HEPBPF_CNT_* index. */
-export const COUNTER_NAMES = ['ringbufFull', 'truncated', 'readFault', 'emitted', 'inflightFull'] as const;
+export const COUNTER_NAMES = [
+  'ringbufFull', 'truncated', 'readFault', 'emitted', 'inflightFull', 'receiverCopyReduced', 'receiverCopyWhole',
+] as const;
 
 // struct hepbpf_record field offsets
 const OFF_TS = 0;
@@ -47,6 +51,7 @@ const OFF_LOCAL_ADDR = 64;
 const OFF_REMOTE_ADDR = 80;
 const OFF_COMM = 96;
 const OFF_NETNS = 112;
+const OFF_MSG_HASH = 116;
 
 /**
  * One record, decoded in place. The decoder reuses a single instance: every field, and `data`
@@ -75,6 +80,8 @@ export class CaptureRecord {
   fd = 0;
   /** Inode of the socket's network namespace; 0 when unknown (TLS before its socket is known). */
   netns = 0;
+  /** UDP: hash of the first 512 payload bytes, the same in the sender's and the receiver's copy; 0 otherwise. */
+  msgHash = 0;
   data: Buffer = this.buf;
   /** 4 or 6. A dual-stack socket talking IPv4 reports IPv4-mapped IPv6 addresses: folded to IPv4, as on the wire. */
   ipVersion: 4 | 6 = 4;
@@ -108,6 +115,7 @@ export class CaptureRecord {
     this.remotePort = buf.readUInt16LE(base + OFF_REMOTE_PORT);
     this.fd = buf.readUInt32LE(base + OFF_FD);
     this.netns = buf.readUInt32LE(base + OFF_NETNS);
+    this.msgHash = buf.readUInt32LE(base + OFF_MSG_HASH);
     this.data = buf.subarray(base + RECORD_HEADER_SIZE, base + RECORD_HEADER_SIZE + dataLen);
     this.local = this.remote = undefined;
     if (this.family === AF_INET) this.ipVersion = 4;

@@ -22,6 +22,8 @@ export interface RecordSpec {
   remotePort?: number;
   comm?: string;
   netns?: number;
+  /** msg_hash: the kernel's hash of a UDP payload's first bytes (0: none, userspace hashes the payload). */
+  msgHash?: number;
   data: Buffer;
   origLen?: number;
   /** Defaults to HEPBPF_F_TRUNCATED when origLen > data length. */
@@ -51,6 +53,7 @@ export function encodeRecord(r: RecordSpec): Buffer {
   Buffer.from(r.remoteAddr ?? [127, 0, 0, 1]).copy(b, 80);
   b.write(r.comm ?? 'sipp', 96, 'latin1');
   b.writeUInt32LE(r.netns ?? 4026531840, 112);
+  b.writeUInt32LE(r.msgHash ?? 0, 116);
   r.data.copy(b, RECORD_HEADER_SIZE);
   return b;
 }

@@ -1,4 +1,4 @@
-import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_NO_CONN, F_NO_PEER, F_TLS, L7_DIAMETER } from '../capture/record.js';
+import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_COUNTERPART, F_NO_CONN, F_NO_PEER, F_TLS, L7_DIAMETER } from '../capture/record.js';
 import type { AppProto, Endpoint, Message, Transport } from './message.js';
 import { SipFramer } from './sip-framer.js';
 import { isKeepAlive } from '../protocols/sip.js';
@@ -48,6 +48,12 @@ export class StreamAssembler {
       this.expire(rec.tsNs);
     }
     if (rec.ipProto === IPPROTO_UDP) {
+      if (rec.flags & F_COUNTERPART) {
+        this.currentTransport = 'udp';
+        this.currentProto = 'sip';
+        this.emit(rec.data, rec.origLen, false);
+        return;
+      }
       if (rec.dataLen === 0 || isKeepAlive(rec.data)) {
         this.keepAlives++;
         return;
@@ -120,6 +126,8 @@ export class StreamAssembler {
       truncated,
       peerUnknown: (r.flags & F_NO_PEER) !== 0,
       connectionUnknown: (r.flags & F_NO_CONN) !== 0,
+      msgHash: r.msgHash,
+      payloadOmitted: (r.flags & F_COUNTERPART) !== 0,
     });
   }
 

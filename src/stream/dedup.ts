@@ -61,12 +61,16 @@ function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
  * the other (ingress). Keep the first copy, drop its counterpart from the other side. Two copies
  * from the same side are distinct wire messages (UDP retransmissions) and are both kept.
  * Messages are bucketed by what both sides always know (transport, destination port, size, payload
- * hash); addresses are then compared allowing for what a side does not know.
+ * hash); addresses are then compared allowing for what a side does not know. For a local UDP datagram
+ * whose sender's copy went out, the kernel sends the receiver's copy header only (payloadOmitted, paired
+ * by the kernel's hash, bpf/local_copies.bpf.h); whole copies of the rest are paired as before.
  */
 export class LocalDedup {
   private readonly buckets = new Map<string, Bucket>();
   dropped = 0;
-  /** After accept() returned false: the accepted copy it was paired with (its counterpart names the other end). */
+  /** Header-only receiver's copies (payloadOmitted) whose sender's copy was not here: the receiver stays unnamed. */
+  unpaired = 0;
+  /** After accept() returned false: the accepted copy it was paired with (its counterpart names the other end), or undefined. */
   matched?: Message;
 
   constructor(
@@ -77,8 +81,10 @@ export class LocalDedup {
   /** True if the message should be forwarded. */
   accept(m: Message): boolean {
     this.expire(m.tsNs);
-    const key = `${m.transport}|${m.dst.port}|${m.size}|${hashPayload(m.payload)}`;
+    // A UDP copy carries the kernel's hash of its first bytes; a header-only copy has nothing else to hash.
+    const key = `${m.transport}|${m.dst.port}|${m.size}|${m.msgHash ? `k${m.msgHash}` : hashPayload(m.payload)}`;
     const bucket = this.buckets.get(key);
+    if (!bucket && m.payloadOmitted) return this.unpairedCopy();
     if (!bucket) {
       this.buckets.set(key, { tsNs: m.tsNs, entries: [{ direction: m.direction, src: m.src, dst: m.dst, copies: [m] }] });
       return true;
@@ -94,6 +100,7 @@ export class LocalDedup {
         return false;
       }
     }
+    if (m.payloadOmitted) return this.unpairedCopy();
     const same = entries.find((e) => e.direction === m.direction && e.src.ip === m.src.ip && e.src.port === m.src.port && e.dst.ip === m.dst.ip);
     if (same) same.copies.push(m);
     else entries.push({ direction: m.direction, src: m.src, dst: m.dst, copies: [m] });
@@ -102,6 +109,13 @@ export class LocalDedup {
     this.buckets.delete(key);
     this.buckets.set(key, bucket);
     return true;
+  }
+
+  /** A header-only copy is never forwarded, nor waited for by anything. */
+  private unpairedCopy(): false {
+    this.matched = undefined;
+    this.unpaired++;
+    return false;
   }
 
   /** Buckets are in order of last use: drop from the front. */

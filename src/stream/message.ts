@@ -35,6 +35,13 @@ export interface Message {
   /** The cgroup (and a pid in it) of the other end when it is on this host: set by LocalDedup or src/enrich/attribution.ts. */
   peerCgroupId?: bigint;
   peerPid?: number;
+  /** UDP: the kernel's hash of the first payload bytes, the same in both copies of a local datagram (0: none). */
+  msgHash?: number;
+  /**
+   * The receiver's copy of a local datagram whose sender's copy was captured: the kernel sent its header
+   * only (payload empty, size kept). It names the receiver and is never forwarded.
+   */
+  payloadOmitted?: boolean;
   /** TLS plaintext whose socket could not be determined: src and dst are 0.0.0.0:0, not guessed. */
   connectionUnknown: boolean;
 }

@@ -42,9 +42,9 @@ describe.skipIf(!!why)('capture edge cases', () => {
   });
 
   /** Runs `traffic(port, port2)` under a capture; returns what crossed lo and what the agent forwarded. */
-  async function exchange(name: string, traffic: (port: number, port2: number) => void) {
+  async function exchange(name: string, traffic: (port: number, port2: number) => void, ports?: [number, number]) {
     hep.packets.length = 0;
-    const [port, port2] = [await freePort(), await freePort()];
+    const [port, port2] = ports ?? [await freePort(), await freePort()];
     const capture = await LoopbackCapture.start(join(dir, `${name}.pcap`), [port, port2]);
     let stopping;
     try {
@@ -133,5 +133,21 @@ describe.skipIf(!!why)('capture edge cases', () => {
     expect(ids).toEqual(expect.arrayContaining(['after-garbage-udp', 'tcp-first', 'after-garbage-tcp']));
     expectExactly(expected, forwarded);
     expect(agent.proc.exitCode).toBeNull();
+  });
+
+  // Last: it restarts the agent with its ports only, so that the kernel counters are this exchange's.
+  it('local UDP: the receiver\'s copy crosses the ring buffer header only, whole when it gave no address buffer', async () => {
+    expect((await agent.stop()).code).toBe(0);
+    const ports: [number, number] = [await freePort(), await freePort()];
+    agent = await startAgent(['run', '--hep', hep.url, '--sip-ports', ports.join(',')]);
+    const { expected, forwarded } = await exchange('udp-local-copies', py('udp-local-copies'), ports);
+    expect(expected.length).toBe(41);
+    expectExactly(expected, forwarded);
+    const { code, final } = await agent.stop();
+    expect(code).toBe(0);
+    const stats = final!.capture as { kernel: Record<string, number>; duplicates: number; forwarded: number; unpairedReceiverCopies: number };
+    // 20 to a bound and 20 to a wildcard-bound receiver: header only; the recv() without address: whole.
+    expect(stats.kernel).toMatchObject({ receiverCopyReduced: 40, receiverCopyWhole: 1, emitted: 41 + 40 + 1, ringbufFull: 0 });
+    expect([stats.forwarded, stats.duplicates, stats.unpairedReceiverCopies]).toEqual([41, 41, 0]);
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CaptureRecord, decodeBatch, RECORD_HEADER_SIZE } from '../../src/capture/record.js';
+import { readFileSync } from 'node:fs';
+import { CaptureRecord, COUNTER_NAMES, decodeBatch, F_COUNTERPART, RECORD_HEADER_SIZE } from '../../src/capture/record.js';
 import { MonotonicClock } from '../../src/capture/clock.js';
 import { batchOf, encodeRecord } from '../../src/capture/replay.js';
 import { sipMessage } from './records.js';
@@ -26,6 +27,21 @@ describe('ring-buffer records', () => {
     });
     expect(got).toBeDefined();
     expect(fields).toEqual({ tsNs: 123456789012345n, cgroupId: 42n, sockId: 0xffff8880deadbeefn, pid: 4242, tid: 4242, origLen: data.length + 5, dataLen: data.length, direction: 1, family: 2, ipProto: 6, l7: 1, source: 3, flags: 1, truncated: true, localPort: 5060, remotePort: 40000, fd: 7, comm: 'kamailio', local: '127.0.0.1', remote: '127.0.0.1' });
+  });
+
+  it('decodes a header-only receiver\'s copy: counterpart flag, message hash, size without data', () => {
+    const rec = encodeRecord({ direction: 1, data: Buffer.alloc(0), origLen: 800, flags: F_COUNTERPART, msgHash: 0x9e3779b9 });
+    const seen: Array<Record<string, unknown>> = [];
+    const malformed = decodeBatch(batchOf([rec]), (r) => seen.push({ flags: r.flags, msgHash: r.msgHash, origLen: r.origLen, dataLen: r.dataLen, truncated: r.truncated }));
+    expect(malformed).toBe(0);
+    expect(seen).toEqual([{ flags: F_COUNTERPART, msgHash: 0x9e3779b9, origLen: 800, dataLen: 0, truncated: false }]);
+  });
+
+  it('names the kernel counters in the order of HEPBPF_CNT_*', () => {
+    const h = readFileSync(new URL('../../bpf/hepbpf.h', import.meta.url), 'utf8');
+    const names = [...h.matchAll(/#define HEPBPF_CNT_(\w+) (\d+)/g)].filter(([, n]) => n !== 'MAX').map(([, , i]) => Number(i));
+    expect(names).toEqual(COUNTER_NAMES.map((_, i) => i));
+    expect(COUNTER_NAMES.slice(5)).toEqual(['receiverCopyReduced', 'receiverCopyWhole']);
   });
 
   it('exposes the raw 16-byte addresses', () => {

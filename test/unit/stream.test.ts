@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeBatch } from '../../src/capture/record.js';
+import { decodeBatch, F_COUNTERPART } from '../../src/capture/record.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
 import { LocalDedup } from '../../src/stream/dedup.js';
 import type { Message } from '../../src/stream/message.js';
@@ -252,6 +252,27 @@ describe('records to messages', () => {
     expect([m.src, m.dst, m.family]).toEqual([{ ip: '::1', port: 5070 }, { ip: '::1', port: 5060 }, 6]);
   });
 
+  it('turns a header-only receiver\'s copy into a message without payload that keeps its size, hash and ends', () => {
+    const [m] = collect([{ direction: 1, localPort: 5070, remotePort: 5060, data: Buffer.alloc(0), origLen: 812, flags: F_COUNTERPART, msgHash: 77 }]);
+    expect([m.payloadOmitted, m.text, m.size, m.truncated, m.msgHash, m.src, m.dst, m.transport]).toEqual([
+      true, '', 812, false, 77, { ip: '127.0.0.1', port: 5060 }, { ip: '127.0.0.1', port: 5070 }, 'udp',
+    ]);
+    // An empty datagram without the flag is still a keep-alive.
+    expect(collect([{ data: Buffer.alloc(0) }])).toEqual([]);
+  });
+
+  it('pairs a recorded sender\'s record with the receiver\'s header-only record: one message forwarded, the receiver named', () => {
+    const data = sipMessage('header-only');
+    const [sent, header] = collect([
+      { pid: 100, localPort: 40000, remotePort: 5060, data, msgHash: 0xabcdef },
+      { pid: 200, direction: 1, localAddr: [0, 0, 0, 0], localPort: 5060, remotePort: 40000, data: Buffer.alloc(0), origLen: data.length, flags: F_COUNTERPART, msgHash: 0xabcdef },
+    ]);
+    const d = new LocalDedup();
+    const kept = [sent, header].filter((m) => d.accept({ ...m, payload: Buffer.from(m.text) }));
+    expect(kept.map((m) => [m.direction, m.text])).toEqual([['egress', data.toString()]]);
+    expect([d.matched?.pid, header.pid, header.dst]).toEqual([100, 200, { ip: '127.0.0.1', port: 5060 }]);
+  });
+
   it('skips a malformed record and decodes the rest of the batch', () => {
     const good = encodeRecord({ data: sipMessage('ok') });
     const bad = Buffer.from(good);
@@ -319,6 +340,28 @@ describe('local dedup', () => {
       expect(kept.filter(Boolean).length, order.join('')).toBe(2);
       expect(d.size).toBe(0);
     }
+  });
+
+  it('pairs a header-only receiver\'s copy with the sender\'s copy by the kernel\'s hash', () => {
+    const d = new LocalDedup();
+    const sent = { ...msg('egress', 'INVITE'), msgHash: 1234 };
+    const header = { ...msg('ingress', ''), size: 6, msgHash: 1234, payloadOmitted: true };
+    expect([d.accept(sent), d.accept(header)]).toEqual([true, false]);
+    expect([d.matched, d.unpaired, d.size]).toEqual([sent, 0, 0]);
+    // A whole receiver's copy (the kernel's fallback) pairs by the same hash.
+    const again = { ...msg('egress', 'INVITE'), msgHash: 99 };
+    expect([d.accept(again), d.accept({ ...msg('ingress', 'INVITE'), msgHash: 99 })]).toEqual([true, false]);
+    expect(d.matched).toBe(again);
+  });
+
+  it('never forwards nor keeps a header-only copy whose sender\'s copy is not there; counts it', () => {
+    const d = new LocalDedup();
+    const header = (hash: number) => ({ ...msg('ingress', ''), size: 6, msgHash: hash, payloadOmitted: true });
+    expect(d.accept(header(5))).toBe(false);
+    // Same bucket, other direction missing: a second sender's copy elsewhere does not make it pair.
+    expect(d.accept({ ...msg('egress', 'OTHER'), msgHash: 6, dst: { ip: '10.9.9.9', port: 5070 } })).toBe(true);
+    expect(d.accept(header(6))).toBe(false);
+    expect([d.matched, d.unpaired, d.size]).toEqual([undefined, 2, 1]);
   });
 
   it('holds at most maxKeys messages', () => {
