@@ -15,8 +15,11 @@ const why = kernelSuiteSkipReason('CLI end-to-end tests');
 
 const TRAFFIC = resolve(REPO, 'test/fixtures/sip_traffic.py');
 
-/** Starts `hepbpf tail ARGS`, waits for its ready notice, runs `traffic`, and returns the NDJSON records it printed. */
-async function tailDuring(args: string[], env: NodeJS.ProcessEnv, traffic: () => void): Promise<{ notice: string; records: any[] }> {
+/**
+ * Starts `hepbpf tail ARGS`, waits for its ready notice, runs `traffic`, and returns the NDJSON records
+ * it printed once it printed `count` of them (and a settle more, so an extra one would be seen too).
+ */
+async function tailDuring(args: string[], env: NodeJS.ProcessEnv, traffic: () => void, count: number): Promise<{ notice: string; records: any[] }> {
   const proc = spawn(process.execPath, [CLI, 'tail', '--json', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
@@ -32,7 +35,9 @@ async function tailDuring(args: string[], env: NodeJS.ProcessEnv, traffic: () =>
     });
   });
   traffic();
-  await new Promise((r) => setTimeout(r, 1500));
+  const lines = () => out.split('\n').length - 1; // complete lines only
+  for (let i = 0; i < 300 && lines() < count; i++) await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 500));
   const exited = new Promise((r) => proc.once('exit', r));
   proc.kill('SIGINT');
   await exited;
@@ -56,7 +61,7 @@ describe.skipIf(!!why)('hepbpf CLI', () => {
   it('tail --json captures by itself, filters by Call-ID and prints the documented record', async () => {
     const [port, port2] = [await freePort(), await freePort()];
     const env = { ...process.env, HEPBPF_SOCKET: join(dir, 'none.sock') };
-    const { notice, records } = await tailDuring(['--call-id', 'udp-unconnected-sendto', '--full'], env, sendTraffic(port, port2));
+    const { notice, records } = await tailDuring(['--call-id', 'udp-unconnected-sendto', '--full'], env, sendTraffic(port, port2), 1);
     expect(notice).toMatch(/ready, capturing/);
     expect(records.length).toBe(1);
     const r = records[0];
@@ -89,7 +94,7 @@ describe.skipIf(!!why)('hepbpf CLI', () => {
     try {
       expect(statSync(socket).mode & 0o777).toBe(0o600);
       expect(statSync(join(dir, 'run')).mode & 0o777).toBe(0o700);
-      const { notice, records } = await tailDuring(['--port', String(port)], env, sendTraffic(port, port2));
+      const { notice, records } = await tailDuring(['--port', String(port)], env, sendTraffic(port, port2), 3);
       expect(notice).toMatch(/ready, attached to the running agent/);
       expect(records.map((r) => r.callId).sort()).toEqual(['udp-connected-send', 'udp-connected-write', 'udp-unconnected-sendto']);
       expect((await agent.stop()).code).toBe(0);
