@@ -195,7 +195,7 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
     const [clientPort, npmPort] = [await freePort(), await freePort()];
     let server: Awaited<ReturnType<typeof startServerPeer>> | undefined;
     let relay: FreeDiameter | undefined;
-    const uas = sippUas(sipUas, 'u1', dir);
+    const uas = await sippUas(sipUas, 'u1', dir);
     // A registrar that answers the REGISTER after a second, like one waiting for the HSS.
     writeFileSync(join(dir, 'uas-reg.xml'), UAS_REGISTER);
     writeFileSync(join(dir, 'uac-reg.xml'), UAC_REGISTER);

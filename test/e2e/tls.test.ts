@@ -299,9 +299,8 @@ describe.skipIf(!!why)('SIP in TLS, plaintext from the TLS libraries', () => {
     const viaTls = await startAgent(['run', '--hep', collector.url, '--hep-ca', collectorCert]);
     const [uasPort, uacPort] = [await freePort(), await freePort()];
     const wire = await LoopbackCapture.start(join(dir, 'hep-tls.pcap'), [uasPort]);
-    const uas = sippUas(uasPort, 'u1', dir);
+    const uas = await sippUas(uasPort, 'u1', dir);
     try {
-      await new Promise((r) => setTimeout(r, 500));
       expect(await sippUac(uasPort, uacPort, 'u1', 10, dir)).toBe(0);
     } finally {
       await uas.stop();

@@ -198,7 +198,10 @@ require_certificate = no
   );
 
   const collector: HepCollector = await udpCollector();
-  const uas = sippUas(uasPort, 'u1', dir);
+  const uas = await sippUas(uasPort, 'u1', dir).catch(async (err) => {
+    await collector.close();
+    throw err;
+  });
   const started: KamailioProcess[] = [];
   let stopped: Promise<void> | undefined;
   const stopAll = () =>
