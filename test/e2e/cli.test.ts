@@ -33,7 +33,7 @@ describe.skipIf(!!why)('hepbpf CLI', () => {
   it('tail --json captures by itself, filters by Call-ID and prints the documented record', async () => {
     const [port, port2] = [await freePort(), await freePort()];
     const env = { ...process.env, HEPBPF_SOCKET: join(dir, 'none.sock') };
-    const { notice, records } = await tailDuring(['--call-id', 'udp-unconnected-sendto', '--full'], env, sendTraffic(port, port2));
+    const { notice, records } = await tailDuring(['--call-id', 'udp-unconnected-sendto', '--full'], env, sendTraffic(port, port2), 1);
     expect(notice).toMatch(/ready, capturing/);
     expect(records.length).toBe(1);
     const r = records[0];
@@ -66,7 +66,7 @@ describe.skipIf(!!why)('hepbpf CLI', () => {
     try {
       expect(statSync(socket).mode & 0o777).toBe(0o600);
       expect(statSync(join(dir, 'run')).mode & 0o777).toBe(0o700);
-      const { notice, records } = await tailDuring(['--port', String(port)], env, sendTraffic(port, port2));
+      const { notice, records } = await tailDuring(['--port', String(port)], env, sendTraffic(port, port2), 3);
       expect(notice).toMatch(/ready, attached to the running agent/);
       expect(records.map((r) => r.callId).sort()).toEqual(['udp-connected-send', 'udp-connected-write', 'udp-unconnected-sendto']);
       expect((await agent.stop()).code).toBe(0);

@@ -14,8 +14,8 @@ import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, kernelSuiteSkipReason, startAgent, type RunningAgent } from '../helpers/agent.js';
 import { udpCollector, type HepCollector } from '../helpers/collector.js';
-import { captureInNetns, cannotRunDocker, cgroupParentsBefore, containerPid, Dockerd, Podman, sippRootfsTar, vethBetween } from '../helpers/containers.js';
-import type { WireMessage } from '../helpers/wire.js';
+import { cannotRunDocker, cgroupParentsBefore, containerPid, Dockerd, Podman, sippRootfsTar, vethBetween } from '../helpers/containers.js';
+import { LoopbackCapture, type WireMessage } from '../helpers/wire.js';
 import type { TailRecord } from '../../src/output/tail-record.js';
 
 const hepjs = createRequire(import.meta.url)('hep-js') as { decapsulate(b: Buffer): { rcinfo: Record<string, unknown>; payload: string } };
@@ -31,6 +31,16 @@ function skipReason(): string | undefined {
 const why = skipReason();
 const CALLS = 20;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `cond` for up to 10 s; fails naming `what` if it never holds. */
+async function until(what: string, cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !cond(); i++) await sleep(50);
+  expect(cond(), what).toBe(true);
+}
+
+/** Whether a socket in the network namespace of `pid` listens on `port` (TCP) or is bound to it (UDP). */
+const listening = (pid: number, transport: 'udp' | 'tcp', port: number) =>
+  execFileSync('nsenter', ['-t', String(pid), '-n', 'ss', transport === 'udp' ? '-Hlun' : '-Hltn', `sport = :${port}`], { encoding: 'utf8' }).trim() !== '';
 
 interface Expected {
   sender: string;
@@ -110,14 +120,14 @@ describe.skipIf(!!why)('containers: docker and podman', () => {
     const uacId = run('ims-scscf-1', 'scscf');
     const pid = (n: string) => containerPid((f) => dockerd.docker('inspect', '-f', f, n));
     vethBetween(pid('ims-scscf-1'), '10.231.0.1', pid('ims-pcscf-1'), '10.231.0.2', 'hbc0');
-    const capture = await captureInNetns(pid('ims-pcscf-1'), 'hbc0b', join(dir, 'docker.pcap'));
+    const capture = await LoopbackCapture.inNetns(pid('ims-pcscf-1'), 'hbc0b', '10.231.0.1', join(dir, 'docker.pcap'));
     records.length = 0;
     hep.packets.length = 0;
     let code: unknown;
     let stopping;
     try {
       dockerd.docker('exec', '-d', 'ims-pcscf-1', '/usr/bin/sipp', '-sn', 'uas', '-i', '10.231.0.2', '-p', '5060', '-t', 'u1', '-nostdin');
-      await sleep(500);
+      await until('sipp UAS bound', () => listening(pid('ims-pcscf-1'), 'udp', 5060));
       const uac = spawn('/usr/bin/docker', ['-H', `unix://${dockerd.socket}`, 'exec', 'ims-scscf-1', '/usr/bin/sipp', '-sn', 'uac', '10.231.0.2:5060', '-i', '10.231.0.1', '-p', '5070', '-t', 'u1', '-m', String(CALLS), '-r', '20', '-nostdin', '-timeout', '60', '-timeout_error'], { stdio: 'ignore' });
       code = await new Promise((r) => uac.once('exit', r));
     } finally {
@@ -140,8 +150,7 @@ describe.skipIf(!!why)('containers: docker and podman', () => {
     }
 
     // HEP: the same messages once, each with the sender's name as node name, read by an independent decoder.
-    await hep.waitFor(wire.length);
-    await sleep(300);
+    await hep.waitFor(wire.length); // it settles, so extra packets would be seen too
     const viaHep = hep.packets.map((p) => hepjs.decapsulate(p));
     expect(viaHep.map((h) => `${h.rcinfo.srcIp}>${h.rcinfo.dstIp} ${h.rcinfo.hepNodeName} ${h.payload}`).sort()).toEqual(
       wire.map((m) => `${m.srcIp}>${m.dstIp} ${who(m.srcIp)} ${m.payload.toString('latin1')}`).sort(),
@@ -170,37 +179,34 @@ describe.skipIf(!!why)('containers: docker and podman', () => {
       p.stdout!.on('data', (d: Buffer) => out.push(d));
       return () => Buffer.concat(out);
     };
-    const until = async (cond: () => boolean) => {
-      for (let i = 0; i < 200 && !cond(); i++) await sleep(50);
-      expect(cond()).toBe(true);
-    };
     records.length = 0;
     const server = exec('ims-pcscf-1', '/usr/bin/openssl', 's_server', '-accept', '10.231.0.2:5061', '-cert', '/cert.pem', '-key', '/key.pem', '-quiet', '-naccept', '1');
     const serverOut = output(server);
     const pid = containerPid((f) => dockerd.docker('inspect', '-f', f, 'ims-pcscf-1'));
-    await until(() => execFileSync('nsenter', ['-t', String(pid), '-n', 'ss', '-Hltn', 'sport = :5061'], { encoding: 'utf8' }).trim() !== '');
+    await until('openssl s_server listening', () => listening(pid, 'tcp', 5061));
     const client = exec('ims-scscf-1', '/usr/bin/openssl', 's_client', '-connect', '10.231.0.2:5061', '-quiet', '-no_ign_eof');
     const clientOut = output(client);
-    await sleep(1000); // started after the agent: its image's libssl must be found before it talks
+    // Started after the agent: its image's libssl (a file in dockerd's overlay layers, not the host's)
+    // must be probed before the client talks.
+    const layers = join(dir, 'docker', 'data', 'overlay2');
+    const imageLibssl = execFileSync('find', [layers, '-path', '*/diff/*', '-name', 'libssl.so.3', '-type', 'f'], { encoding: 'utf8' }).trim().split('\n')[0];
+    const inode = statSync(imageLibssl).ino;
+    const probed = () => agent.logs.filter((l) => l.msg === 'TLS library probed').map((l) => String(l.file));
+    await until(`image libssl (inode ${inode}) probed`, () => probed().some((f) => f.endsWith(`:${inode}`)));
     client.stdin!.write(request);
-    await until(() => serverOut().equals(request));
+    await until('request decrypted by the server', () => serverOut().equals(request));
     server.stdin!.write(response);
-    await until(() => clientOut().equals(response));
+    await until('response decrypted by the client', () => clientOut().equals(response));
     client.stdin!.end();
     await Promise.all([server, client].map((p) => new Promise((r) => (p.exitCode === null ? p.once('exit', r) : r(null)))));
-    await sleep(700);
+    await until('both TLS messages in tail', () => records.filter((r) => r.transport === 'tls').length >= 2);
+    await sleep(700); // anything beyond them would show now
 
     const tls = records.filter((r) => r.transport === 'tls');
     expect(tls.map((r) => [r.payload, r.container?.name, r.peerContainer?.name, r.dst.ip, r.dst.port])).toEqual([
       [request.toString('latin1'), 'ims-scscf-1', 'ims-pcscf-1', '10.231.0.2', 5061],
       [response.toString('latin1'), 'ims-pcscf-1', 'ims-scscf-1', '10.231.0.1', tls[0].src.port],
     ]);
-    // The image's own libssl (a file in dockerd's overlay layers, not the host's) was probed.
-    const layers = join(dir, 'docker', 'data', 'overlay2');
-    const imageLibssl = execFileSync('find', [layers, '-path', '*/diff/*', '-name', 'libssl.so.3', '-type', 'f'], { encoding: 'utf8' }).trim().split('\n')[0];
-    const inode = statSync(imageLibssl).ino;
-    const probed = agent.logs.filter((l) => l.msg === 'TLS library probed').map((l) => String(l.file));
-    expect(probed.some((f) => f.endsWith(`:${inode}`)), `probed ${probed.join(', ')}; image libssl inode ${inode}`).toBe(true);
   });
 
   it('podman: a sipp call inside one container is attributed to it at both ends', async () => {
@@ -209,12 +215,12 @@ describe.skipIf(!!why)('containers: docker and podman', () => {
     const pid = Number(podman.podman('inspect', '-f', '{{.State.Pid}}', name));
     expect(readFileSync(`/proc/${pid}/cgroup`, 'utf8')).toContain(`0::/libpod_parent/libpod-${id}`);
     execFileSync('nsenter', ['-t', String(pid), '-n', 'ip', 'link', 'set', 'lo', 'up']);
-    const capture = await captureInNetns(pid, 'lo', join(dir, 'podman.pcap'));
+    const capture = await LoopbackCapture.inNetns(pid, 'lo', '127.0.0.1', join(dir, 'podman.pcap'));
     records.length = 0;
     let stopping;
     try {
       podman.podman('exec', '-d', name, '/usr/bin/sipp', '-sn', 'uas', '-i', '127.0.0.1', '-p', '5060', '-t', 'u1', '-nostdin');
-      await sleep(500);
+      await until('sipp UAS bound', () => listening(pid, 'udp', 5060));
       podman.podman('exec', name, '/usr/bin/sipp', '-sn', 'uac', '127.0.0.1:5060', '-i', '127.0.0.1', '-p', '5070', '-t', 'u1', '-m', '5', '-r', '10', '-nostdin', '-timeout', '60', '-timeout_error');
     } finally {
       stopping = capture.stop(); // tcpdump must not outlive a failed test
@@ -222,7 +228,7 @@ describe.skipIf(!!why)('containers: docker and podman', () => {
     const wire = await stopping;
     expect(wire.length).toBeGreaterThanOrEqual(5 * 6);
     for (let i = 0; i < 100 && records.length < wire.length; i++) await sleep(100);
-    await sleep(700);
+    await sleep(700); // anything beyond the wire's messages would show now
     expect(recordKeys(records)).toEqual(wireKeys(wire, () => name));
     for (const r of records) expect(r.container).toMatchObject({ id, name, runtime: 'podman', image: 'localhost/local/sipp:1' });
   });

@@ -70,6 +70,19 @@ const connectionId = (m: { srcIp: string; srcPort: number; dstIp: string; dstPor
 const wireKey = (m: WireMessage) => `${m.srcIp}|${m.srcPort}|${m.dstIp}|${m.dstPort}|${m.payload.toString('hex')}`;
 const hepKey = (p: HepPacket) => `${p.srcIp}|${p.srcPort}|${p.dstIp}|${p.dstPort}|${p.payload!.toString('hex')}`;
 
+/**
+ * Resolves once `collector` got a DWA on a connection to one of `ports`: a watchdog round is over (Tw is
+ * 6 s, and freeDiameter adds up to 2 s of jitter). Only a signal to go on: the test then compares
+ * everything the agent forwarded with the wire, which must hold the DWR and DWA.
+ */
+async function watchdogAnswered(collector: HepCollector, ports: number[], timeoutMs = 30_000): Promise<void> {
+  const dwa = (raw: Buffer) => {
+    const p = decodeHep(raw);
+    return (ports.includes(p.srcPort!) || ports.includes(p.dstPort!)) && p.payload!.length >= 20 && p.payload!.readUIntBE(5, 3) === 280 && !(p.payload![4] & 0x80);
+  };
+  for (const deadline = Date.now() + timeoutMs; !collector.packets.some(dwa) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 100));
+}
+
 describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
   let dir: string;
   let raw: RunningAgent;
@@ -104,8 +117,8 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
     try {
       fdB = await startFreeDiameter(dir, b, [a]);
       fdA = await startFreeDiameter(dir, a, [b]);
-      // Tw is 6 s: wait for one watchdog round, then stop (DPR/DPA on the way out).
-      await new Promise((r) => setTimeout(r, 8000));
+      // One watchdog round, then stop (DPR/DPA on the way out).
+      await watchdogAnswered(hepRaw, [portA, portB]);
     } finally {
       await fdA?.stop();
       await fdB?.stop();
@@ -156,7 +169,7 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
     try {
       fdB = await startFreeDiameter(dir, b, [a], { ca, keyLog });
       fdA = await startFreeDiameter(dir, a, [b], { ca, keyLog });
-      await new Promise((r) => setTimeout(r, 8000)); // one watchdog round (Tw 6 s), then DPR/DPA on the way out
+      await watchdogAnswered(hepRaw, [a.tlsPort, b.tlsPort]); // one watchdog round, then DPR/DPA on the way out
     } finally {
       await fdA?.stop();
       await fdB?.stop();
@@ -195,7 +208,7 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
     const [clientPort, npmPort] = [await freePort(), await freePort()];
     let server: Awaited<ReturnType<typeof startServerPeer>> | undefined;
     let relay: FreeDiameter | undefined;
-    const uas = sippUas(sipUas, 'u1', dir);
+    const uas = await sippUas(sipUas, 'u1', dir);
     // A registrar that answers the REGISTER after a second, like one waiting for the HSS.
     writeFileSync(join(dir, 'uas-reg.xml'), UAS_REGISTER);
     writeFileSync(join(dir, 'uac-reg.xml'), UAC_REGISTER);
@@ -236,7 +249,9 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
       // Alice's REGISTER is in progress while the S-CSCF asks the HSS for her vectors.
       const reg = spawn('sipp', ['-sf', 'uac-reg.xml', `127.0.0.1:${regUas}`, '-i', '127.0.0.1', '-p', String(regUac), '-t', 'u1', '-m', '1', '-nostdin', '-timeout', '20', '-timeout_error'], { cwd: dir, stdio: 'ignore' });
       const regDone = new Promise((r) => reg.once('exit', r));
-      await new Promise((r) => setTimeout(r, 300));
+      // In progress: the agent has seen it (the registrar answers only after a second).
+      const registerSeen = () => hepRaw.packets.some((p) => decodeHep(p).payload!.toString('latin1').startsWith('REGISTER '));
+      for (let i = 0; i < 200 && !registerSeen(); i++) await new Promise((r) => setTimeout(r, 50));
       const maa = await client.request(req(303, APP.cx, 'client.test;cx;1', [{ code: 1, value: 'alice@test' }, { code: 601, vendor: TGPP, value: 'sip:alice@test' }]));
       expect(maa.bytes.includes(Buffer.alloc(32, 0xa5)), 'the MAA really carries the vector').toBe(true);
       expect(await regDone, 'sipp REGISTER').toBe(0);
@@ -354,12 +369,15 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
       }
       await client.write(tooDeep);
       await client.write(dwr(4));
-      await new Promise((r) => setTimeout(r, 300));
+      // The agent forwards the client's messages from its writes: once the last one is out, the rest are.
+      const last = dwr(4).toString('hex');
+      for (let i = 0; i < 200 && !hepRaw.packets.some((p) => decodeHep(p).payload!.toString('hex') === last); i++) await new Promise((r) => setTimeout(r, 50));
     } finally {
       client.close();
       await server.close();
     }
-    const forwarded = (await hepRaw.waitFor(0, 5000, 1500)).map((p) => decodeHep(p)).filter((p) => p.srcPort === serverPort || p.dstPort === serverPort);
+    // A settle, so anything forwarded beyond the expected messages would be seen too.
+    const forwarded = (await hepRaw.waitFor(0, 0, 1000)).map((p) => decodeHep(p)).filter((p) => p.srcPort === serverPort || p.dstPort === serverPort);
     const payloads = forwarded.map((p) => p.payload!.toString('hex'));
     for (const m of [dwr(1), dwr(2), dwr(3), tooDeep, dwr(4)]) expect(payloads.filter((x) => x === m.toString('hex')).length).toBe(1);
     // From the client exactly its CER, the four DWRs and the deep CCR (no garbage); from the server only answers.

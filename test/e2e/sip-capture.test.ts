@@ -83,8 +83,7 @@ describe.skipIf(!!why)('SIP over UDP and TCP, sipp to sipp', () => {
       const uacPort = await freePort();
       const startUs = Date.now() * 1000;
       const capture = await LoopbackCapture.start(join(dir, `${transport}.pcap`), [uasPort, uacPort]);
-      const uas = sippUas(uasPort, transport, dir);
-      await new Promise((r) => setTimeout(r, 500));
+      const uas = await sippUas(uasPort, transport, dir);
       const code = await sippUac(uasPort, uacPort, transport, CALLS, dir);
       await uas.stop();
       const wire = await capture.stop();
@@ -124,8 +123,7 @@ describe.skipIf(!!why)('real HEP receivers: Kamailio sipcapture and sngrep', () 
     try {
       const [uasPort, uacPort] = [await freePort(), await freePort()];
       const capture = await LoopbackCapture.start(join(dir, 'wire.pcap'), [uasPort, uacPort]);
-      const uas = sippUas(uasPort, 'u1', dir);
-      await new Promise((r) => setTimeout(r, 500));
+      const uas = await sippUas(uasPort, 'u1', dir);
       const code = await sippUac(uasPort, uacPort, 'u1', CALLS, dir);
       await uas.stop();
       const wire = await capture.stop();

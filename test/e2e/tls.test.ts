@@ -65,6 +65,7 @@ async function writeInChunks(proc: ChildProcess, data: Buffer): Promise<void> {
     const n = CHUNKS[i % CHUNKS.length];
     proc.stdin!.write(data.subarray(off, off + n));
     off += n;
+    // Part of the scenario: paced so the peer reads, and encrypts, each chunk on its own.
     await new Promise((r) => setTimeout(r, 15));
   }
 }
@@ -153,7 +154,8 @@ describe.skipIf(!!why)('SIP in TLS, plaintext from the TLS libraries', () => {
       const cli = client(port);
       pids.client = cli.proc.pid!;
       peers.push(cli);
-      // A late-started process: its TLS library must be found and probed before it talks.
+      // A late-started process: its TLS library must be found and probed before it talks. Part of the
+      // scenario, not a guess: settleMs is the delay within which README promises that.
       if (settleMs) await new Promise((r) => setTimeout(r, settleMs));
       const sent = Buffer.concat(reqs);
       await writeInChunks(cli.proc, sent);
@@ -299,9 +301,8 @@ describe.skipIf(!!why)('SIP in TLS, plaintext from the TLS libraries', () => {
     const viaTls = await startAgent(['run', '--hep', collector.url, '--hep-ca', collectorCert]);
     const [uasPort, uacPort] = [await freePort(), await freePort()];
     const wire = await LoopbackCapture.start(join(dir, 'hep-tls.pcap'), [uasPort]);
-    const uas = sippUas(uasPort, 'u1', dir);
+    const uas = await sippUas(uasPort, 'u1', dir);
     try {
-      await new Promise((r) => setTimeout(r, 500));
       expect(await sippUac(uasPort, uacPort, 'u1', 10, dir)).toBe(0);
     } finally {
       await uas.stop();

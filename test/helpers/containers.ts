@@ -6,7 +6,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { sipMessagesFromPcap, type WireMessage } from './wire.js';
 
 /** The Debian package's client (a newer one is also installed at /usr/local/bin). */
 export const DOCKER = '/usr/bin/docker';
@@ -115,36 +114,6 @@ export function vethBetween(pidA: number, ipA: string, pidB: number, ipB: string
     inNs('link', 'set', ifc, 'up');
     inNs('link', 'set', 'lo', 'up');
   }
-}
-
-/** tcpdump on an interface inside a namespace; stop() returns the SIP messages seen. */
-export async function captureInNetns(pid: number, ifc: string, file: string): Promise<{ stop(): Promise<WireMessage[]> }> {
-  const proc = spawn('nsenter', ['-t', String(pid), '-n', 'tcpdump', '-i', ifc, '--immediate-mode', '-U', '-n', '-s', '0', '-w', file, 'udp or tcp'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`tcpdump did not start: ${err}`)), 10_000);
-    proc.stderr!.on('data', (d: Buffer) => {
-      err += d;
-      if (err.includes('listening on')) {
-        clearTimeout(timer);
-        setTimeout(resolve, 300);
-      }
-    });
-    proc.once('exit', (code) => reject(new Error(`tcpdump exited ${code}: ${err}`)));
-  });
-  return {
-    async stop() {
-      await sleep(500); // -U writes each packet as it comes: let the last ones land
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGINT');
-      await exited;
-      const dropped = Number(/(\d+) packets? dropped by kernel/.exec(err)?.[1] ?? 'NaN');
-      if (dropped !== 0) throw new Error(`tcpdump lost packets (${err.trim()}): the ground truth is incomplete`);
-      return sipMessagesFromPcap(readFileSync(file));
-    },
-  };
 }
 
 /** Every cgroup hierarchy's mount point (v1 controllers and v2), from mountinfo. */

@@ -62,8 +62,12 @@ interface KamailioProcess {
 }
 
 function kamailioConfig(opts: { captureId: number; listen: string[]; hepPort: number; tlsCfg: string; route: string }): string {
+  // One UDP worker: sipp sends back to back (the UAS its 180 and 200, the UAC its ACK and BYE), and two
+  // workers, each taking one datagram, race to forward them over TLS; sipp fails a call on a message
+  // that arrives after the one it was sent before. Each proxy's TLS connection is still used by two
+  // processes: the UDP worker writes it, a TCP reader reads it.
   return `#!KAMAILIO
-children=2
+children=1
 tcp_children=2
 enable_tls=yes
 ${opts.listen.map((l) => `listen=${l}`).join('\n')}
@@ -194,7 +198,10 @@ require_certificate = no
   );
 
   const collector: HepCollector = await udpCollector();
-  const uas = sippUas(uasPort, 'u1', dir);
+  const uas = await sippUas(uasPort, 'u1', dir).catch(async (err) => {
+    await collector.close();
+    throw err;
+  });
   const started: KamailioProcess[] = [];
   let stopped: Promise<void> | undefined;
   const stopAll = () =>

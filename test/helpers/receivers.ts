@@ -3,7 +3,7 @@
  * and sngrep's HEP listener. Both run on 127.0.0.1 and are stopped by PID.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sipMessagesFromPcap, type WireMessage } from './wire.js';
 
@@ -17,6 +17,42 @@ export function stopByPid(proc: ChildProcess, timeoutMs = 5000): Promise<void> {
     });
     proc.kill('SIGTERM');
   });
+}
+
+/** Whether process `pid` holds a socket bound to `port` (UDP) or listening on it (TCP), in its own network namespace. */
+function holdsSocket(pid: number, port: number, transport: 'udp' | 'tcp'): boolean {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const state = transport === 'tcp' ? '0A' : '07'; // TCP_LISTEN; TCP_CLOSE is how an unconnected UDP socket shows
+  try {
+    const inodes = new Set(
+      [transport, `${transport}6`]
+        .flatMap((f) => readFileSync(`/proc/${pid}/net/${f}`, 'utf8').split('\n').slice(1))
+        .map((line) => line.trim().split(/\s+/))
+        .filter((f) => f[1]?.endsWith(`:${hexPort}`) && f[3] === state)
+        .map((f) => `socket:[${f[9]}]`),
+    );
+    return inodes.size > 0 && readdirSync(`/proc/${pid}/fd`).some((fd) => inodes.has(safeReadlink(`/proc/${pid}/fd/${fd}`)));
+  } catch {
+    return false; // not started yet, or gone
+  }
+}
+
+const safeReadlink = (path: string) => {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return ''; // closed while we looked
+  }
+};
+
+/** Resolves once `proc` is bound to `port`, for peers that print nothing when they are ready (sipp, sngrep). */
+export async function waitForSocket(proc: ChildProcess, port: number, transport: 'udp' | 'tcp', timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!holdsSocket(proc.pid!, port, transport)) {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${proc.spawnfile} exited (${proc.exitCode ?? proc.signalCode}) before binding ${transport} port ${port}`);
+    if (Date.now() > deadline) throw new Error(`${proc.spawnfile} did not bind ${transport} port ${port} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 // The Homer-5 sip_capture columns that sipcapture inserts (Debian ships no sqlite schema).
@@ -51,7 +87,10 @@ export interface SipCapture {
 /** Kamailio 5.6 sipcapture on udp:127.0.0.1:port, storing into dir/homer.db. */
 export async function startSipCapture(dir: string, port: number): Promise<SipCapture> {
   const db = join(dir, 'homer.db');
-  execFileSync('sqlite3', [db, `CREATE TABLE sip_capture (${SIP_CAPTURE_COLUMNS.join(', ')});`]);
+  // WAL: the test reads the table while Kamailio inserts. In the default rollback journal a reader's
+  // lock makes an insert fail at once (Kamailio's db_sqlite sets no busy timeout: the row is lost) and
+  // an insert makes the reader fail ("database is locked"); in WAL neither blocks the other.
+  execFileSync('sqlite3', [db, `PRAGMA journal_mode=WAL; CREATE TABLE sip_capture (${SIP_CAPTURE_COLUMNS.join(', ')});`]);
   const cfg = join(dir, 'sipcapture.cfg');
   writeFileSync(
     cfg,
@@ -77,29 +116,19 @@ onreply_route { sip_capture(); drop; }
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      void stopByPid(proc);
-      reject(new Error(`sipcapture did not start:\n${log}`));
-    }, 15_000);
-    const onOutput = (d: Buffer) => {
-      log += d;
-      // Kamailio prints its listening sockets once it is bound.
-      if (log.includes(`udp: 127.0.0.1:${port}`)) {
-        clearTimeout(timer);
-        setTimeout(resolve, 300);
-      }
-    };
-    // Kamailio lists its sockets on stdout, logs on stderr.
-    proc.stdout!.on('data', onOutput);
-    proc.stderr!.on('data', onOutput);
-    proc.once('exit', (code) => reject(new Error(`kamailio exited ${code}:\n${log}`)));
+  // Kamailio lists its sockets on stdout, logs on stderr.
+  proc.stdout!.on('data', (d: Buffer) => (log += d));
+  proc.stderr!.on('data', (d: Buffer) => (log += d));
+  // Ready once the socket is bound (datagrams then queue for the worker), whatever the log says.
+  await waitForSocket(proc, port, 'udp', 15_000).catch(async (err) => {
+    await stopByPid(proc);
+    throw new Error(`sipcapture did not start (${err.message}):\n${log}`);
   });
   return {
     port,
     rows: () => {
-      // Kamailio may be inserting while we read: wait for its write lock (busy timeout) instead of failing with SQLITE_BUSY.
-      const out = execFileSync('sqlite3', ['-json', '-cmd', '.timeout 5000', db, 'SELECT callid, correlation_id, source_ip, source_port, destination_ip, destination_port, proto, msg FROM sip_capture'], { encoding: 'utf8' });
+      // The busy timeout covers the brief moments WAL still locks a reader out (recovery, the last connection closing).
+      const out = execFileSync('sqlite3', ['-json', '-cmd', '.timeout 10000', db, 'SELECT callid, correlation_id, source_ip, source_port, destination_ip, destination_port, proto, msg FROM sip_capture'], { encoding: 'utf8' });
       return out.trim() ? (JSON.parse(out) as SipCaptureRow[]) : [];
     },
     stop: () => stopByPid(proc),
@@ -117,10 +146,10 @@ export async function startSngrep(dir: string, port: number): Promise<Sngrep> {
   const pcap = join(dir, 'sngrep.pcap');
   const proc = spawn('sngrep', ['-N', '-q', '-F', '-L', `udp:127.0.0.1:${port}`, '-O', pcap], { stdio: ['ignore', 'ignore', 'pipe'] });
   // sngrep says nothing when it is ready: wait until its HEP socket is bound.
-  for (let i = 0; i < 100; i++) {
-    if (readFileSync('/proc/net/udp', 'utf8').includes(`:${port.toString(16).toUpperCase().padStart(4, '0')} `)) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitForSocket(proc, port, 'udp').catch(async (err) => {
+    await stopByPid(proc);
+    throw err;
+  });
   return {
     port,
     stop: async () => {

@@ -1,17 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { stopByPid, waitForSocket } from './receivers.js';
 
-/** Starts a sipp UAS (Debian's sip-tester) on 127.0.0.1:port; stop() ends it by PID. */
-export function sippUas(port: number, transport: 'u1' | 't1', cwd: string): { proc: ChildProcess; stop(): Promise<void> } {
+/** Starts a sipp UAS (Debian's sip-tester) on 127.0.0.1:port, resolving once it listens there; stop() ends it by PID. */
+export async function sippUas(port: number, transport: 'u1' | 't1', cwd: string): Promise<{ proc: ChildProcess; stop(): Promise<void> }> {
   const proc = spawn('sipp', ['-sn', 'uas', '-i', '127.0.0.1', '-p', String(port), '-t', transport, '-nostdin'], { cwd, stdio: 'ignore' });
-  return {
-    proc,
-    stop: () =>
-      new Promise((r) => {
-        if (proc.exitCode !== null) return r();
-        proc.once('exit', () => r());
-        proc.kill('SIGTERM');
-      }),
-  };
+  const stop = () => stopByPid(proc);
+  await waitForSocket(proc, port, transport === 'u1' ? 'udp' : 'tcp').catch(async (err) => {
+    await stop();
+    throw err;
+  });
+  return { proc, stop };
 }
 
 /** Runs a sipp UAC for `calls` calls to 127.0.0.1:uasPort; resolves with its exit code (0: every call succeeded). */

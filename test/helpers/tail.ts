@@ -45,11 +45,16 @@ export async function startTail(args: string[], env: NodeJS.ProcessEnv): Promise
   };
 }
 
-/** Starts `hepbpf tail --json ARGS`, runs `traffic`, and returns the NDJSON records it printed within 1.5 s. */
-export async function tailDuring(args: string[], env: NodeJS.ProcessEnv, traffic: () => void): Promise<{ notice: string; records: any[] }> {
+/**
+ * Starts `hepbpf tail --json ARGS`, runs `traffic`, and returns the NDJSON records it printed once it
+ * printed `count` of them (and a settle more, so an extra one would be seen too).
+ */
+export async function tailDuring(args: string[], env: NodeJS.ProcessEnv, traffic: () => void, count: number): Promise<{ notice: string; records: any[] }> {
   const tail = await startTail(['--json', ...args], env);
   traffic();
-  await new Promise((r) => setTimeout(r, 1500));
+  const lines = (out: string) => out.split('\n').length - 1; // complete lines only
+  await tail.waitForOutput((out) => lines(out) >= count, 15_000).catch(() => undefined); // fewer: the assertions say what is missing
+  await new Promise((r) => setTimeout(r, 500));
   await tail.stop();
   return { notice: tail.err(), records: tail.out().trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
 }

@@ -5,7 +5,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 
 export interface WireMessage {
   transport: 'udp' | 'tcp';
@@ -17,56 +17,99 @@ export interface WireMessage {
   payload: Buffer;
 }
 
+/** tcpdump writing a pcap file, on lo (start) or on an interface in another network namespace (inNetns). */
 export class LoopbackCapture {
+  /** Sentinels that tcpdump wrote, left out of what stop() returns. */
+  private readonly sentinels: Buffer[] = [];
+
   private constructor(
     private readonly proc: ChildProcess,
     readonly file: string,
-    private readonly ports: number[],
+    private readonly sendSentinel: (sentinel: Buffer) => Promise<void> | void,
     private readonly stderr: () => string,
   ) {}
 
   /** Starts tcpdump on lo for traffic to or from `ports`, resolving once it is capturing. */
   static start(file: string, ports: number[]): Promise<LoopbackCapture> {
     const filter = ports.map((p) => `port ${p}`).join(' or ');
+    const send = async (sentinel: Buffer) => {
+      const sock = createSocket('udp4');
+      await new Promise<void>((r) => sock.send(sentinel, ports[0], '127.0.0.1', () => r()));
+      sock.close();
+    };
     // Immediate mode gives one ring slot per snaplen-sized frame: -B makes the ring big enough for bursts.
-    const proc = spawn('tcpdump', ['-i', 'lo', '--immediate-mode', '-B', '262144', '-U', '-n', '-s', '0', '-w', file, filter], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    return new Promise((resolve, reject) => {
-      let err = '';
+    return LoopbackCapture.spawn(['tcpdump', '-i', 'lo', '--immediate-mode', '-B', '262144', '-U', '-n', '-s', '0', '-w', file, filter], file, send);
+  }
+
+  /**
+   * Starts tcpdump on `ifc` in the network namespace of `pid`, for all UDP and TCP; its sentinels go to
+   * `sentinelIp` (an address reached over `ifc`), port 9, where nothing needs to listen.
+   */
+  static inNetns(pid: number, ifc: string, sentinelIp: string, file: string): Promise<LoopbackCapture> {
+    const send = (sentinel: Buffer) =>
+      void execFileSync('nsenter', ['-t', String(pid), '-n', 'python3', '-c', 'import socket,sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(sys.argv[1].encode(), (sys.argv[2], 9))', sentinel.toString(), sentinelIp]);
+    return LoopbackCapture.spawn(['nsenter', '-t', String(pid), '-n', 'tcpdump', '-i', ifc, '--immediate-mode', '-U', '-n', '-s', '0', '-w', file, 'udp or tcp'], file, send);
+  }
+
+  private static async spawn(argv: string[], file: string, send: (sentinel: Buffer) => Promise<void> | void): Promise<LoopbackCapture> {
+    const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`tcpdump did not start: ${err}`)), 10_000);
       proc.stderr!.on('data', (d: Buffer) => {
         err += d;
         if (err.includes('listening on')) {
           clearTimeout(timer);
-          // tcpdump says "listening" just before its socket is live: a short settle avoids losing the first packet.
-          setTimeout(() => resolve(new LoopbackCapture(proc, file, ports, () => err)), 300);
+          resolve();
         }
       });
       proc.once('exit', (code) => reject(new Error(`tcpdump exited ${code}: ${err}`)));
     });
+    const capture = new LoopbackCapture(proc, file, send, () => err);
+    // tcpdump says "listening" just before its socket is live: it captures once a sentinel is in its file.
+    if (!(await capture.sentinelWritten())) {
+      proc.kill('SIGKILL');
+      throw new Error(`tcpdump did not capture a sentinel within 5 s: ${err}`);
+    }
+    return capture;
+  }
+
+  private async sentinelWritten(): Promise<boolean> {
+    const sentinel = await untilSentinelWritten(this.file, this.sendSentinel);
+    if (sentinel) this.sentinels.push(sentinel);
+    return !!sentinel;
   }
 
   /**
-   * Stops tcpdump and returns the SIP messages that crossed lo. Packets still queued in tcpdump's
-   * socket are lost if it stops first, so a sentinel datagram is sent last and tcpdump is stopped
-   * only once the sentinel is in the file (-U writes packet by packet).
+   * Stops tcpdump and returns the SIP messages it captured. Packets still queued in tcpdump's socket
+   * are lost if it stops first, so a sentinel datagram is sent last and tcpdump is stopped only once
+   * the sentinel is in the file.
    */
   async stop(split: (stream: Buffer) => Buffer[] = splitSip): Promise<WireMessage[]> {
-    const sentinel = Buffer.from(`hepbpf-capture-sentinel-${randomUUID()}`);
-    const sock = createSocket('udp4');
-    await new Promise<void>((r) => sock.send(sentinel, this.ports[0], '127.0.0.1', () => r()));
-    sock.close();
-    for (let i = 0; i < 100 && !readFileSync(this.file).includes(sentinel); i++) await new Promise((r) => setTimeout(r, 50));
+    const complete = await this.sentinelWritten();
     const exited = new Promise((r) => this.proc.once('exit', r));
     this.proc.kill('SIGINT');
     await exited;
-    const pcap = readFileSync(this.file);
-    if (!pcap.includes(sentinel)) throw new Error('tcpdump did not capture the sentinel: the capture is incomplete');
+    if (!complete) throw new Error('tcpdump did not capture the sentinel: the capture is incomplete');
     const dropped = Number(/(\d+) packets? dropped by kernel/.exec(this.stderr())?.[1] ?? 'NaN');
     if (dropped !== 0) throw new Error(`tcpdump lost packets (${this.stderr().trim()}): the ground truth is incomplete`);
-    return sipMessagesFromPcap(pcap, split).filter((m) => !m.payload.equals(sentinel));
+    return sipMessagesFromPcap(readFileSync(this.file), split).filter((m) => !this.sentinels.some((s) => m.payload.equals(s)));
   }
+}
+
+/**
+ * Sends a fresh sentinel datagram with `send`, again every 100 ms until tcpdump has written it to
+ * `file` (with -U it writes packet by packet): then everything sent before it is in the file, and
+ * tcpdump is capturing. Resolves with the sentinel, or undefined if it was not written within 5 s.
+ */
+async function untilSentinelWritten(file: string, send: (sentinel: Buffer) => Promise<void> | void): Promise<Buffer | undefined> {
+  const sentinel = Buffer.from(`hepbpf-capture-sentinel-${randomUUID()}`);
+  for (let i = 0; i < 250; i++) {
+    if (i % 5 === 0) await send(sentinel);
+    if (existsSync(file) && readFileSync(file).includes(sentinel)) return sentinel;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return undefined;
 }
 
 interface Segment {
