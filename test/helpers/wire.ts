@@ -87,9 +87,10 @@ export class LoopbackCapture {
    */
   async stop(split: (stream: Buffer) => Buffer[] = splitSip): Promise<WireMessage[]> {
     const complete = await this.sentinelWritten();
-    const exited = new Promise((r) => this.proc.once('exit', r));
+    // 'close', not 'exit': tcpdump's last words (its drop count) may still be in the stderr pipe at exit.
+    const closed = new Promise((r) => this.proc.once('close', r));
     this.proc.kill('SIGINT');
-    await exited;
+    await closed;
     if (!complete) throw new Error('tcpdump did not capture the sentinel: the capture is incomplete');
     const dropped = Number(/(\d+) packets? dropped by kernel/.exec(this.stderr())?.[1] ?? 'NaN');
     if (dropped !== 0) throw new Error(`tcpdump lost packets (${this.stderr().trim()}): the ground truth is incomplete`);
