@@ -5,7 +5,7 @@ import { DockerApi, type ContainerMetadata } from './docker-api.js';
 import type { KubernetesPods } from './kubernetes.js';
 import { PodmanStorage } from './podman-storage.js';
 
-/** The container a message belongs to: DESIGN.md "Record fields" `container`. */
+/** The container a message belongs to: the `container` and `peerContainer` of a tail record. */
 export interface ContainerIdentity {
   id: string;
   /** The runtime's name for it; its short id when the runtime did not say. */

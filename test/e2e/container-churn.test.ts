@@ -1,5 +1,5 @@
 /**
- * Container churn with the light-weight stand-in for a runtime (PEERS.md): cgroup v2 directories
+ * Container churn with the light-weight stand-in for a runtime: cgroup v2 directories
  * named as Docker's systemd driver names them, each with a process moved into it that sends SIP
  * while others are created and removed. Every message must name the cgroup its sender was in
  * (never a neighbour, never a removed one), and the agent's caches must shrink back once they are gone.

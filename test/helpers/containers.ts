@@ -86,7 +86,7 @@ export class Dockerd {
   }
 }
 
-/** podman with storage, run state and events under `dir`, as PEERS.md says it runs here. */
+/** podman with storage, run state and events under `dir` (runc, cgroupfs, file events: no systemd here). */
 export class Podman {
   readonly root: string;
   private readonly args: string[];
