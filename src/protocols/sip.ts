@@ -24,7 +24,8 @@ const START_TOKENS = [...METHODS.map((m) => Buffer.from(m + ' ')), Buffer.from('
 /** True if `buf[off..]` begins like a SIP request or status line. Needs at most 10 bytes. */
 export function startsLikeSip(buf: Buffer, off = 0): boolean {
   for (const tok of START_TOKENS) {
-    if (buf.length - off >= tok.length && buf.compare(tok, 0, tok.length, off, off + tok.length) === 0) return true;
+    // The first byte first: compare() costs about 100 ns a call, and garbage calls this on every push.
+    if (buf[off] === tok[0] && buf.length - off >= tok.length && buf.compare(tok, 0, tok.length, off, off + tok.length) === 0) return true;
   }
   return false;
 }
@@ -32,7 +33,7 @@ export function startsLikeSip(buf: Buffer, off = 0): boolean {
 /** Could `buf[off..]` still turn into a SIP start line once more bytes arrive? */
 function couldStartSip(buf: Buffer, off: number): boolean {
   const n = buf.length - off;
-  return START_TOKENS.some((tok) => n < tok.length && buf.compare(tok, 0, n, off, buf.length) === 0);
+  return START_TOKENS.some((tok) => n < tok.length && (n === 0 || buf[off] === tok[0]) && buf.compare(tok, 0, n, off, buf.length) === 0);
 }
 
 const SIP_VERSION = Buffer.from('SIP/2.0');
