@@ -3,6 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { CaptureEvent } from '../enrich/event.js';
 import type { ContainerSeen } from '../enrich/containers.js';
+import { LogLimiter } from '../failures.js';
 import { prepareControlDir, UntrustedControlPath } from './control-path.js';
 import { CONTROL_SOCKET_PATH, ControlProtocolError, ControlRequestReader, encodeContainerList, encodeTailEvent, REQUEST_CONTAINERS, REQUEST_TAIL } from './tail-protocol.js';
 import { toTailEvent } from './tail-record.js';
@@ -39,7 +40,8 @@ export class ControlServer {
   private readonly connections = new Set<Socket>();
   private server?: Server;
   private readonly counters = { refusedClients: 0, badRequests: 0, idleClosed: 0, slowTailClients: 0, tailBytesDropped: 0 };
-  private readonly lastWarnMs = new Map<string, number>();
+  /** One line per kind of trouble per WARN_INTERVAL_MS, whatever a hostile client does; the counters say how many. */
+  private readonly warnings = new LogLimiter(WARN_INTERVAL_MS);
 
   constructor(
     private readonly log: Logger,
@@ -129,12 +131,8 @@ export class ControlServer {
     return { tailClients: this.clients.size, ...this.counters };
   }
 
-  /** One line per kind of trouble per WARN_INTERVAL_MS, whatever a hostile client does; the counters say how many. */
   private warn(kind: string, msg: string, count: number): void {
-    const now = Date.now();
-    if (now - (this.lastWarnMs.get(kind) ?? -Infinity) < WARN_INTERVAL_MS) return;
-    this.lastWarnMs.set(kind, now);
-    this.log.warn({ count }, msg);
+    if (this.warnings.due(kind, count)) this.log.warn({ count }, msg);
   }
 
   private containerList() {

@@ -55,6 +55,77 @@ export function avpsFit(buf: Buffer, off: number, total: number, from = DIAMETER
   return buf.length < end || p === end ? p - off : -1;
 }
 
+/**
+ * The AVP chains of one buffer, shared by the header candidates tried while resynchronising. From
+ * an AVP boundary the next one is fixed by the AVP's length, so the chains of different candidates
+ * join and then run the same course: a crafted input makes every candidate's chain run to the end
+ * of the buffer, and walking each would cost quadratic time. Here each boundary is read once and
+ * linked toward the end of the buffer, with jump pointers (Myers' skew-binary scheme), so that a
+ * candidate skips the course it shares in O(log n) steps.
+ */
+export class AvpChains {
+  /** Boundary -> node; per node: its boundary, the next node (itself where the chain ends), a jump further on, and how far the end is. */
+  private readonly node = new Map<number, number>();
+  private readonly at: number[] = [];
+  private readonly parent: number[] = [];
+  private readonly jump: number[] = [];
+  private readonly depth: number[] = [];
+
+  constructor(private readonly buf: Buffer) {}
+
+  /** The same as avpsFit(buf, off, total). */
+  fit(off: number, total: number): number {
+    const have = Math.min(off + total, this.buf.length);
+    let n = this.nodeAt(off + DIAMETER_HEADER_BYTES);
+    // Every AVP up to a boundary at or before `have` fits whatever the message's length: skip them.
+    const { at, parent, jump } = this;
+    while (parent[n] !== n && at[parent[n]] <= have) n = at[jump[n]] <= have ? jump[n] : parent[n];
+    // The last AVP or two, checked against this message's end.
+    return avpsFit(this.buf, off, total, at[n] - off);
+  }
+
+  /** The boundary an AVP whose header fits at `p` leads to, if it is well-formed and ends inside the buffer; else -1. */
+  private next(p: number): number {
+    const buf = this.buf;
+    if (p + 8 > buf.length) return -1;
+    const len = buf.readUIntBE(p + 5, 3);
+    const to = p + ((len + 3) & ~3);
+    return buf[p + 4] & AVP_RESERVED_FLAGS || len < (buf[p + 4] & 0x80 ? 12 : 8) || to > buf.length ? -1 : to;
+  }
+
+  private nodeAt(boundary: number): number {
+    let n = this.node.get(boundary);
+    if (n !== undefined) return n;
+    // Read on to a known boundary or the end of the chain, then link the new ones from there back.
+    const fresh = [boundary];
+    for (let next = this.next(boundary); next >= 0; next = this.next(next)) {
+      n = this.node.get(next);
+      if (n !== undefined) break;
+      fresh.push(next);
+    }
+    for (let i = fresh.length - 1; i >= 0; i--) n = this.add(fresh[i], n);
+    return n!;
+  }
+
+  private add(boundary: number, parent: number | undefined): number {
+    const n = this.at.length;
+    this.node.set(boundary, n);
+    this.at.push(boundary);
+    if (parent === undefined) {
+      this.parent.push(n);
+      this.jump.push(n);
+      this.depth.push(0);
+      return n;
+    }
+    const { jump, depth } = this;
+    const j = jump[parent];
+    this.parent.push(parent);
+    this.depth.push(depth[parent] + 1);
+    this.jump.push(depth[parent] - depth[j] === depth[j] - depth[jump[j]] ? jump[j] : parent);
+    return n;
+  }
+}
+
 /** Grouped AVPs nested deeper than this are kept as hex and counted: real dictionaries nest about 5 deep. */
 export const MAX_GROUP_DEPTH = 8;
 

@@ -5,7 +5,7 @@
  * are counted as malformed and skipped up to the next plausible header.
  */
 import { MAX_MESSAGE_BYTES, StreamFramer } from './framer.js';
-import { avpsFit, DIAMETER_HEADER_BYTES, headerAt } from '../protocols/diameter.js';
+import { AvpChains, avpsFit, DIAMETER_HEADER_BYTES, headerAt } from '../protocols/diameter.js';
 
 export interface DiameterFramerStats {
   /** Times the stream held bytes that could not start a message and was resynchronised. */
@@ -32,6 +32,9 @@ export class DiameterFramer extends StreamFramer {
     let off = 0;
     const checked = this.avpsChecked;
     this.avpsChecked = DIAMETER_HEADER_BYTES;
+    // Once a candidate failed, the rest of this buffer is read through shared AVP chains, so that
+    // candidates whose chains join do not each walk to the end of the buffer.
+    let chains: AvpChains | undefined;
     while (off < buf.length) {
       const at = headerAt(buf, off);
       if (at === 0) return off;
@@ -42,9 +45,10 @@ export class DiameterFramer extends StreamFramer {
         continue;
       }
       const total = buf.readUIntBE(off + 1, 3);
-      const fit = avpsFit(buf, off, total, off === 0 ? checked : DIAMETER_HEADER_BYTES);
+      const fit = off === 0 ? avpsFit(buf, off, total, checked) : chains ? chains.fit(off, total) : avpsFit(buf, off, total);
       if (fit < 0) {
         // A header cut short and followed by the next message, or an AVP running past the end.
+        chains ??= new AvpChains(buf);
         const next = this.resync(buf, off + 1);
         this.stats.discardedBytes += next - off;
         off = next;

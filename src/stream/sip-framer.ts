@@ -4,7 +4,7 @@
  */
 
 import { MAX_MESSAGE_BYTES, StreamFramer } from './framer.js';
-import { contentLength, findStartLine, MAX_START_LINE_BYTES, startLineAt, startsLikeSip } from '../protocols/sip.js';
+import { contentLength, findStartLine, MAX_START_LINE_BYTES, START_LINE_LOOKAHEAD, startLineAt } from '../protocols/sip.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const CR = 0x0d;
@@ -23,11 +23,18 @@ export class SipFramer extends StreamFramer {
   // once its header is complete.
   private headerSearched = 0;
   private waitingTotal = -1;
+  // Of the held bytes, whatever is at their start, so that garbage arriving a byte at a time is not
+  // searched again on each push: no start line's SIP/2.0 lies before `startSearched`; no LF lies in
+  // [lineFrom, lineEnd), and lineEnd is an LF or the end of the bytes searched.
+  private startSearched = 0;
+  private lineFrom = 0;
+  private lineEnd = 0;
 
   /** The kernel cut the stream after `rest`: emit the message it starts, flagged, and find the next boundary. */
   protected cut(rest: Buffer, missing: number): void {
     this.headerSearched = 0;
     this.waitingTotal = -1;
+    this.startSearched = this.lineFrom = this.lineEnd = 0;
     const headerEnd = rest.indexOf(CRLFCRLF);
     // The same start-line test as frame(): bytes it kept as a possible start are not a message yet.
     if (headerEnd < 0 || startLineAt(rest, 0) !== 1) {
@@ -43,6 +50,24 @@ export class SipFramer extends StreamFramer {
 
   /** Emits every complete message in buf; returns the bytes consumed. */
   protected frame(buf: Buffer): number {
+    const used = this.frameMessages(buf);
+    // What was searched stays searched, counted from the bytes held after this push.
+    this.startSearched = Math.max(0, this.startSearched - used);
+    this.lineFrom = Math.max(0, this.lineFrom - used);
+    this.lineEnd = Math.max(0, this.lineEnd - used);
+    return used;
+  }
+
+  /** The first LF at or after `off`, or -1: each byte is searched once while `off` only moves forward. */
+  private lfFrom(buf: Buffer, off: number): number {
+    const known = this.lineFrom <= off && off <= this.lineEnd;
+    const lf = buf.indexOf(LF, known ? this.lineEnd : off);
+    if (!known) this.lineFrom = off;
+    this.lineEnd = lf < 0 ? buf.length : lf;
+    return lf;
+  }
+
+  private frameMessages(buf: Buffer): number {
     let off = 0;
     // What is known of a message at buf[0], from the pushes before this one.
     let searched = this.headerSearched;
@@ -52,15 +77,16 @@ export class SipFramer extends StreamFramer {
     for (;; searched = 0, known = -1) {
       while (off < buf.length && (buf[off] === CR || buf[off] === LF)) off++;
       if (off >= buf.length) return off;
-      const start = startLineAt(buf, off);
+      const start = startLineAt(buf, off, this.lfFrom(buf, off));
       if (start === 0) return off;
       if (start < 0) {
-        const next = findStartLine(buf, off + 1);
+        const next = findStartLine(buf, off + 1, Math.max(off + 1, this.startSearched));
         const to = next >= 0 ? next : Math.max(off, buf.length - RESYNC_TAIL);
         this.stats.discardedBytes += to - off;
         off = to;
-        if (next < 0) return off;
-        continue;
+        if (next >= 0) continue;
+        this.startSearched = Math.max(0, buf.length - START_LINE_LOOKAHEAD);
+        return off;
       }
       let total = off === 0 ? known : -1;
       if (total < 0) {

@@ -1,7 +1,7 @@
 /** Diameter framer and decoder: any bytes, in any writes, with kernel cuts, frame and decode without throwing. */
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
-import { diameterJson, parseDiameter } from '../../src/protocols/diameter.js';
+import { AvpChains, avpsFit, diameterJson, headerAt, parseDiameter } from '../../src/protocols/diameter.js';
 import { DiameterFramer } from '../../src/stream/diameter-framer.js';
 import { MAX_MESSAGE_BYTES, type FramerStats } from '../../src/stream/framer.js';
 import { fuzz, fuzzTimeoutMs } from './harness.js';
@@ -13,23 +13,32 @@ const input = fc.record({
     { arbitrary: randomBytes(), weight: 2 },
     { arbitrary: hostileDiameter, weight: 1 },
   ),
-  points: splits,
+  how: splits,
   cut: fc.option(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 100_000 })), { freq: 4 }),
 });
 
 it('Diameter framer and decoder', () => {
-  const report = fuzz(input, (i) => i.stream.length, ({ stream, points, cut }) => {
+  const report = fuzz(input, (i) => i.stream.length, ({ stream, how, cut }) => {
     const stats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
     const framer = new DiameterFramer(stats, { malformed: 0 }, (payload, size, truncated) => {
       if (payload.length > size || (!truncated && payload.length !== size)) throw new Error(`emitted ${payload.length} bytes of a ${size}-byte message`);
       const d = parseDiameter(payload);
       if (d) JSON.stringify(diameterJson(d));
     });
-    const parts = writes(stream, points);
+    const parts = writes(stream, how);
     parts.forEach((w, n) => {
       framer.push(w, cut && cut[0] % parts.length === n ? cut[1] : 0);
       if (framer.buffered > MAX_MESSAGE_BYTES) throw new Error(`holds ${framer.buffered} bytes`);
     });
+    // The shared chains the framer resynchronises with answer as a walk of each candidate's AVPs would.
+    const chains = new AvpChains(stream);
+    for (let off = stream.indexOf(1), n = 0; off >= 0 && n < 8; off = stream.indexOf(1, off + 1)) {
+      if (headerAt(stream, off) !== 1) continue;
+      n++;
+      const total = stream.readUIntBE(off + 1, 3);
+      const walked = avpsFit(stream, off, total);
+      if (chains.fit(off, total) !== walked) throw new Error(`AvpChains.fit(${off}, ${total}) is ${chains.fit(off, total)}, a walk ${walked}`);
+    }
     const whole = parseDiameter(stream);
     if (whole) JSON.stringify(diameterJson(whole));
   });

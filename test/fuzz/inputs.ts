@@ -3,7 +3,7 @@
  * that were found to crash or to cost quadratic time, and random splits of a stream into writes.
  */
 import fc from 'fast-check';
-import { diameterMessage, TGPP, type AvpSpec } from '../helpers/diameter.js';
+import { diameterMessage, diameterResyncChain, TGPP, type AvpSpec } from '../helpers/diameter.js';
 
 export const randomBytes = (maxLength = 4096) => fc.uint8Array({ maxLength }).map((a) => Buffer.from(a));
 
@@ -32,11 +32,13 @@ export const hostileSip = fc.constantFrom(
     `INVITE sip:b@x SIP/2.0\r\nContent-Length: 65000\r\n\r\n${repeat('a=crypto:inline:A', 65_000)}`,
     `MESSAGE sip:b@x SIP/2.0\r\n${repeat('cxxxxxxxxxxxxxxxxxx\r\n', 30_000)}Content-Length: 30000\r\n\r\n${'b'.repeat(30_000)}`,
     `INVITE sip:b@x SIP/2.0\r\nCall-ID: pcv\r\n${repeat('P-Charging-Vector: ', 64_000)}\r\nX: icid-value\r\n\r\n`,
-    `REGISTER sip:x SIP/2.0\r\nAuthorization: ${repeat('username="', 16_000)}\r\n\r\n`,
+    `REGISTER sip:x SIP/2.0\r\nAuthorization: ${repeat('username="', 64_000)}\r\n\r\n`,
     `INVITE sip:b@x SIP/2.0\r\nCall-ID: ${'\u00ff'.repeat(60_000)}\r\n\r\n`,
     `SIP/2.0 x\r\n\r\n${repeat('SIP/2.0 ', 60_000)}`,
     repeat('INVITE sip:b', 64_000),
     repeat('\r\n', 64_000),
+    // garbage with start-line-like pieces and no LF: the resync once searched its 4 KiB tail on every push
+    repeat('INVITE sip:b@x SIP/2.1 SIP/2.0 ', 65_000),
   ].map((s) => Buffer.from(s, 'latin1')),
 );
 
@@ -90,17 +92,29 @@ export const nearDiameter = fc
 
 /** Diameter messages that cost quadratic time or crashed before they were fixed. */
 export const hostileDiameter = fc.constantFrom(
-  diameterMessage({ request: true, command: 272, app: 4, hopByHop: 1, endToEnd: 1, avps: [{ code: 263, value: Buffer.alloc(22_000, 0xff) }] }),
+  diameterMessage({ request: true, command: 272, app: 4, hopByHop: 1, endToEnd: 1, avps: [{ code: 263, value: Buffer.alloc(65_000, 0xff) }] }),
   diameterMessage({ request: true, command: 272, app: 4, hopByHop: 2, endToEnd: 2, avps: [{ code: 263, value: 'a'.repeat(65_480) }] }),
   diameterMessage({ request: true, command: 272, app: 4, hopByHop: 3, endToEnd: 3, avps: Array.from({ length: 5400 }, (_, i) => ({ code: 1000 + (i % 50), value: i })) }),
+  // every header's AVP chain runs to one bad AVP at the end: resynchronising once walked each chain
+  diameterResyncChain(65_536),
 );
 
-/** Where a stream of `length` bytes is cut into writes: up to 32 points. */
-export const splits = fc.array(fc.nat(), { maxLength: 32 });
+/**
+ * How a stream is cut into writes: at up to 32 points, or (one time in 4) into chunks of 1 to 16
+ * bytes. A chunk is at least 1/4096 of the stream (16 bytes for 64 KiB): pushing 64 KiB a byte at
+ * a time costs about 20 ms in per-push overhead alone, over the cost ceiling however linear the framing.
+ */
+export const splits = fc.oneof({ arbitrary: fc.array(fc.nat(), { maxLength: 32 }), weight: 3 }, { arbitrary: fc.integer({ min: 1, max: 16 }), weight: 1 });
 
-/** The writes of `stream` cut at `points` (taken modulo its length). */
-export function writes(stream: Buffer, points: number[]): Buffer[] {
-  const cuts = [...new Set(points.map((p) => (stream.length ? p % stream.length : 0)))].sort((a, b) => a - b);
+/** The writes of `stream` cut as `how` says: at points (taken modulo its length) or into chunks of a size. */
+export function writes(stream: Buffer, how: number[] | number): Buffer[] {
+  if (typeof how === 'number') {
+    const chunk = Math.max(how, Math.ceil(stream.length / 4096));
+    const out: Buffer[] = [];
+    for (let at = 0; at < stream.length; at += chunk) out.push(stream.subarray(at, at + chunk));
+    return out;
+  }
+  const cuts = [...new Set(how.map((p) => (stream.length ? p % stream.length : 0)))].sort((a, b) => a - b);
   const out: Buffer[] = [];
   let from = 0;
   for (const c of cuts) {

@@ -9,19 +9,19 @@ import { hostileSip, randomBytes, sipStream, splits, writes } from './inputs.js'
 
 const input = fc.record({
   stream: fc.oneof({ arbitrary: sipStream, weight: 8 }, { arbitrary: randomBytes(), weight: 2 }, { arbitrary: hostileSip, weight: 1 }),
-  points: splits,
+  how: splits,
   /** A write the kernel cut (its record flagged), and how many bytes it did not copy. */
   cut: fc.option(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 100_000 })), { freq: 4 }),
 });
 
 it('SIP framer and parser', () => {
-  const report = fuzz(input, (i) => i.stream.length, ({ stream, points, cut }) => {
+  const report = fuzz(input, (i) => i.stream.length, ({ stream, how, cut }) => {
     const stats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
     const framer = new SipFramer(stats, (payload, size, truncated) => {
       if (payload.length > size || (!truncated && payload.length !== size)) throw new Error(`emitted ${payload.length} bytes of a ${size}-byte message`);
       parseSip(payload);
     });
-    const parts = writes(stream, points);
+    const parts = writes(stream, how);
     parts.forEach((w, n) => {
       framer.push(w, cut && cut[0] % parts.length === n ? cut[1] : 0);
       if (framer.buffered > MAX_MESSAGE_BYTES) throw new Error(`holds ${framer.buffered} bytes`);

@@ -52,3 +52,27 @@ export function diameterMessage(m: MessageSpec): Buffer {
 }
 
 export const TGPP = 10415;
+
+/**
+ * About `bytes` bytes that made the framer's resynchronisation quadratic: 32-byte units, each a
+ * plausible header claiming 1 MiB. Every header's AVP chain runs through all the units after it
+ * (its 20-byte AVP ends inside the next header, whose hop-by-hop id reads as a 32-byte AVP, and so
+ * on) to an AVP with reserved flags at the very end, so no header is a message and each one's chain
+ * is as long as the rest of the input.
+ */
+export function diameterResyncChain(bytes: number): Buffer {
+  const units = Math.max(1, Math.floor((bytes - 16) / 32));
+  const out = Buffer.alloc(units * 32 + 16);
+  for (let u = 0; u < units; u++) {
+    const at = u * 32;
+    out[at] = 1;
+    out.writeUIntBE(1024 * 1024, at + 1, 3);
+    out[at + 4] = 0x80;
+    out.writeUIntBE(272, at + 5, 3);
+    out.writeUInt32BE(32, at + 12); // read as an AVP from at + 8: flags 0, length 32
+    out.writeUIntBE(20, at + 25, 3); // the AVP at at + 20: flags 0, length 20
+  }
+  out[units * 32 + 12] = 0x1f; // the AVP at the end: reserved flags
+  out.writeUIntBE(8, units * 32 + 13, 3);
+  return out;
+}

@@ -5,7 +5,7 @@ import { DiameterFramer } from '../../src/stream/diameter-framer.js';
 import type { FramerStats } from '../../src/stream/framer.js';
 import type { Message } from '../../src/stream/message.js';
 import { diameterJson, diameterSummary, MAX_GROUP_DEPTH, parseDiameter } from '../../src/protocols/diameter.js';
-import { avp, diameterMessage, TGPP, type AvpSpec } from '../helpers/diameter.js';
+import { avp, diameterMessage, diameterResyncChain, TGPP, type AvpSpec } from '../helpers/diameter.js';
 import { batchOf, encodeRecord } from '../../src/capture/replay.js';
 
 const cer = diameterMessage({
@@ -101,6 +101,17 @@ describe('Diameter framing by the 24-bit length', () => {
     const junk = Buffer.from(Array.from({ length: 300 }, (_, i) => (i * 37 + 11) & 0xff));
     f.push(Buffer.concat([junk, cer]));
     expect(out.map((m) => m.bytes)).toEqual([cer]);
+  });
+
+  it('messages among header candidates that share AVP chains: each framed, the candidates counted once per run', () => {
+    // Resynchronising over the crafted candidates reads AVPs through shared chains; the messages
+    // after them, between them and a second run, and after that are framed as a walk would frame them.
+    const { f, out, dstats, stats } = framer();
+    const chain = diameterResyncChain(4096);
+    f.push(Buffer.concat([chain, cer, chain, aar, cer]));
+    expect(out.map((m) => m.bytes)).toEqual([cer, aar, cer]);
+    expect(dstats.malformed).toBe(2);
+    expect(stats.discardedBytes).toBe(2 * chain.length);
   });
 
   it('a message over 64 KiB is emitted cut and flagged; the next one is framed whole', () => {

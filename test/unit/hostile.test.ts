@@ -23,7 +23,7 @@ import { DiameterFramer } from '../../src/stream/diameter-framer.js';
 import type { FramerStats } from '../../src/stream/framer.js';
 import type { Message } from '../../src/stream/message.js';
 import { SipFramer } from '../../src/stream/sip-framer.js';
-import { diameterMessage } from '../helpers/diameter.js';
+import { diameterMessage, diameterResyncChain } from '../helpers/diameter.js';
 import { sipMessage } from './records.js';
 
 /** Best of 3, in ms. */
@@ -160,6 +160,47 @@ describe('linear work on one message', () => {
       expect(out[0].equals(m)).toBe(true);
     });
     expect(ms).toBeLessThan(300);
+  });
+
+  it('Diameter framer: 64 KB of 1 MiB header claims whose AVP chains all run to one bad AVP at the end (was 2M AVPs read)', () => {
+    const input = diameterResyncChain(65_536);
+    const lengthsRead = vi.spyOn(Buffer.prototype, 'readUIntBE');
+    try {
+      const stats = newStats();
+      const diameterStats = { malformed: 0 };
+      const out: Buffer[] = [];
+      new DiameterFramer(stats, diameterStats, (p) => out.push(p)).push(input);
+      expect(out).toEqual([]);
+      expect(stats.discardedBytes).toBe(input.length);
+      expect(diameterStats.malformed).toBe(1);
+      // Every length field (header or AVP) is read a bounded number of times: about 4 per 32-byte unit.
+      expect(lengthsRead.mock.calls.length).toBeLessThan(input.length / 2);
+    } finally {
+      lengthsRead.mockRestore();
+    }
+  });
+
+  it('SIP framer: 64 KB of garbage one byte per write, start-line-like and with no LF (was 4 KiB searched per byte)', () => {
+    const garbage = Buffer.from('INVITE sip:b@x SIP/2.1 SIP/2.0 '.repeat(2114));
+    const original = Buffer.prototype.indexOf;
+    let searched = 0;
+    const indexOf = vi.spyOn(Buffer.prototype, 'indexOf').mockImplementation(function (this: Buffer, value, from, encoding) {
+      const at = original.call(this, value, from, encoding);
+      searched += Math.max(0, (at < 0 ? this.length : at + 1) - ((from as number | undefined) ?? 0));
+      return at;
+    });
+    try {
+      const { f, out, stats } = sipFramer();
+      pushBytewise(f, garbage);
+      expect(out).toEqual([]);
+      expect(stats.discardedBytes + f.buffered).toBe(garbage.length);
+      expect(f.buffered).toBeLessThanOrEqual(4096 + 32);
+      // Each byte is searched a bounded number of times, not once per push while it is held: about
+      // 13 per byte here, as the last START_LINE_LOOKAHEAD bytes are searched again on the next push.
+      expect(searched).toBeLessThan(16 * garbage.length);
+    } finally {
+      indexOf.mockRestore();
+    }
   });
 
   it('P-Charging-Vector: a 64 KB message repeating the header name on one line (was 100 ms)', () => {
