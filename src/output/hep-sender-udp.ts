@@ -4,7 +4,7 @@ import { getSystemErrorName } from 'node:util';
 import type { Logger } from 'pino';
 import { SENDMMSG_MAX, UdpBatchSocket, type UdpBatchResult } from '../bpf/udp-batch.js';
 import { MAX_UDP_PACKET } from '../hep/chunks.js';
-import type { HepSender, SenderStats } from './hep-sender.js';
+import { afterTurn, type HepSender, type SenderStats } from './hep-sender.js';
 import type { HepTarget } from './target.js';
 
 /** Packets queued between two sendmmsg() calls: a ring-buffer batch's worth at high rates. */
@@ -25,7 +25,7 @@ export class UdpHepSender implements HepSender {
   private readonly lengths = new Uint32Array(SENDMMSG_MAX);
   private queued = 0;
   private queuedBytes = 0;
-  private sendScheduled = false;
+  private readonly scheduleSend = afterTurn(() => this.sendQueued());
   private readonly counters = { sent: 0, dropped: 0, errors: 0 };
   private lastWarnMs = -Infinity;
 
@@ -61,12 +61,7 @@ export class UdpHepSender implements HepSender {
     packet.copy(this.queue, this.queuedBytes);
     this.lengths[this.queued++] = packet.length;
     this.queuedBytes += packet.length;
-    if (this.sendScheduled) return;
-    this.sendScheduled = true;
-    setImmediate(() => {
-      this.sendScheduled = false;
-      this.sendQueued();
-    });
+    this.scheduleSend();
   }
 
   private sendQueued(): void {
