@@ -98,7 +98,8 @@ onreply_route { sip_capture(); drop; }
   return {
     port,
     rows: () => {
-      const out = execFileSync('sqlite3', ['-json', db, 'SELECT callid, correlation_id, source_ip, source_port, destination_ip, destination_port, proto, msg FROM sip_capture'], { encoding: 'utf8' });
+      // Kamailio may be writing a row right now: wait for its lock (busy timeout) instead of failing with SQLITE_BUSY.
+      const out = execFileSync('sqlite3', ['-json', '-cmd', '.timeout 5000', db, 'SELECT callid, correlation_id, source_ip, source_port, destination_ip, destination_port, proto, msg FROM sip_capture'], { encoding: 'utf8' });
       return out.trim() ? (JSON.parse(out) as SipCaptureRow[]) : [];
     },
     stop: () => stopByPid(proc),
