@@ -2,7 +2,7 @@ import { isIP, Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { MAX_PACKET } from '../hep/chunks.js';
-import type { HepSender, SenderStats } from './hep-sender.js';
+import { afterTurn, type HepSender, type SenderStats } from './hep-sender.js';
 import { Slab } from './hep-sender-slab.js';
 import type { HepTarget } from './target.js';
 
@@ -45,7 +45,7 @@ export class TcpHepSender implements HepSender {
   private openPackets = 0;
   private queuedBytes = 0;
   private queuedPackets = 0;
-  private flushScheduled = false;
+  private readonly scheduleFlush = afterTurn(() => this.write());
   /** Writes handed to the socket whose callback has not run yet. */
   private writing = 0;
   private idle: Array<() => void> = [];
@@ -114,15 +114,6 @@ export class TcpHepSender implements HepSender {
     this.runs.push({ bytes: this.slab.view(this.openFrom), packets: this.openPackets });
     this.openFrom = this.slab.offset;
     this.openPackets = 0;
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      this.write();
-    });
   }
 
   private write(): void {

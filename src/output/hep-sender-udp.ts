@@ -1,80 +1,102 @@
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import { lookup } from 'node:dns';
+import { isIP } from 'node:net';
+import { getSystemErrorName } from 'node:util';
 import type { Logger } from 'pino';
+import { SENDMMSG_MAX, UdpBatchSocket, type UdpBatchResult } from '../bpf/udp-batch.js';
 import { MAX_UDP_PACKET } from '../hep/chunks.js';
-import type { HepSender, SenderStats } from './hep-sender.js';
-import { Slab } from './hep-sender-slab.js';
+import { afterTurn, type HepSender, type SenderStats } from './hep-sender.js';
 import type { HepTarget } from './target.js';
 
-// Sends not yet completed by the kernel; past this the collector (or loopback) is not keeping up: drop and count.
-const MAX_UDP_INFLIGHT = 16384;
+/** Packets queued between two sendmmsg() calls: a ring-buffer batch's worth at high rates. */
+const QUEUE_BYTES = 1 << 20;
 const ERROR_LOG_INTERVAL_MS = 10_000;
-const CLOSE_WAIT_MS = 1000;
 
-/** HEP over UDP: one datagram per packet, never blocks, drops and counts when it cannot send. */
+/**
+ * HEP over UDP: packets sent while the agent works through one ring-buffer batch (one event-loop
+ * turn) are queued in one reused buffer and leave together, in one sendmmsg() per 1024, right after
+ * the batch (setImmediate) or as soon as the queue is full. Never blocks; what cannot be sent is
+ * counted, never thrown.
+ */
 export class UdpHepSender implements HepSender {
   readonly maxPacket = MAX_UDP_PACKET;
-  private readonly sock: UdpSocket;
-  private readonly slab = new Slab();
+  private sock?: UdpBatchSocket;
+  private closed = false;
+  private readonly queue = Buffer.allocUnsafe(QUEUE_BYTES);
+  private readonly lengths = new Uint32Array(SENDMMSG_MAX);
+  private queued = 0;
+  private queuedBytes = 0;
+  private readonly scheduleSend = afterTurn(() => this.sendQueued());
   private readonly counters = { sent: 0, dropped: 0, errors: 0 };
-  private inflight = 0;
-  private inflightBytes = 0;
-  private connected = false;
   private lastWarnMs = -Infinity;
-  private idle: Array<() => void> = [];
 
   constructor(
     readonly target: HepTarget,
     private readonly log: Logger,
   ) {
-    this.sock = createSocket(isIPv6(target.host) ? 'udp6' : 'udp4');
-    // A collector that is down answers with ICMP port unreachable: an error on the next send, counted, never fatal.
-    this.sock.on('error', (err) => this.failed(err));
-    this.sock.connect(target.port, target.host, () => (this.connected = true));
+    if (isIP(target.host)) this.connect(target.host);
+    else lookup(target.host, (err, address) => (err ? this.connectFailed(err) : this.connect(address)));
+  }
+
+  /** Until connected (a name being resolved) or when connecting failed, packets are dropped and counted. */
+  private connect(ip: string): void {
+    if (this.closed) return;
+    try {
+      this.sock = new UdpBatchSocket(ip, this.target.port);
+    } catch (err) {
+      this.connectFailed(err as Error);
+    }
+  }
+
+  private connectFailed(err: Error): void {
+    this.counters.errors++;
+    this.log.error({ collector: this.target.url, err: err.message }, 'HEP UDP collector unreachable: its packets are dropped');
   }
 
   send(packet: Buffer): void {
-    if (!this.connected || this.inflight >= MAX_UDP_INFLIGHT || packet.length > MAX_UDP_PACKET) {
+    if (!this.sock || packet.length > MAX_UDP_PACKET) {
       this.counters.dropped++;
       return;
     }
-    this.inflight++;
-    this.inflightBytes += packet.length;
-    const size = packet.length;
-    this.sock.send(this.slab.copy(packet), (err) => this.onSent(err, size));
+    if (this.queued === SENDMMSG_MAX || this.queuedBytes + packet.length > QUEUE_BYTES) this.sendQueued();
+    packet.copy(this.queue, this.queuedBytes);
+    this.lengths[this.queued++] = packet.length;
+    this.queuedBytes += packet.length;
+    this.scheduleSend();
   }
 
-  private onSent(err: Error | null, size: number): void {
-    this.inflight--;
-    this.inflightBytes -= size;
-    if (err) this.failed(err);
-    else this.counters.sent++;
-    if (this.inflight === 0) for (const resolve of this.idle.splice(0)) resolve();
+  private sendQueued(): void {
+    if (this.queued === 0 || !this.sock) return;
+    const r: UdpBatchResult = this.sock.send(this.queue, this.lengths, this.queued);
+    this.queued = this.queuedBytes = 0;
+    this.counters.sent += r.sent;
+    // A send error (the collector's ICMP port unreachable) is an error; a full socket buffer drops what was left.
+    this.counters.errors += r.failed;
+    this.counters.dropped += r.unsent;
+    if (r.errno) this.warn(getSystemErrorName(-r.errno));
   }
 
-  /** Counts every failure; a collector that stays down gets one log line per ERROR_LOG_INTERVAL_MS, not one per packet. */
-  private failed(err: Error): void {
-    this.counters.errors++;
+  /** A collector that stays down gets one log line per ERROR_LOG_INTERVAL_MS, not one per packet. */
+  private warn(err: string): void {
     const now = Date.now();
     if (now - this.lastWarnMs < ERROR_LOG_INTERVAL_MS) return;
     this.lastWarnMs = now;
-    this.log.warn({ collector: this.target.url, err: err.message, errors: this.counters.errors }, 'HEP UDP sends failing');
+    this.log.warn({ collector: this.target.url, err, ...this.counters }, 'HEP UDP sends failing');
   }
 
+  /** Hands the queue to the kernel now: once it resolves, every packet is sent or counted. */
   flush(): Promise<void> {
-    if (this.inflight === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idle.push(resolve));
+    this.sendQueued();
+    return Promise.resolve();
   }
 
   async close(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.flush(), new Promise((r) => (timer = setTimeout(r, CLOSE_WAIT_MS)))]);
-    clearTimeout(timer);
-    this.counters.dropped += this.inflight;
-    await new Promise<void>((resolve) => this.sock.close(() => resolve()));
+    this.sendQueued();
+    this.closed = true;
+    this.sock?.close();
+    this.sock = undefined;
   }
 
   stats(): SenderStats {
-    return { ...this.counters, queued: this.inflight, queuedBytes: this.inflightBytes };
+    return { ...this.counters, queued: this.queued, queuedBytes: this.queuedBytes };
   }
 }

@@ -125,6 +125,80 @@ describe('HEP senders', () => {
     await new Promise<void>((r) => rx.close(() => r()));
   });
 
+  describe.each(['127.0.0.1', '::1'])('UDP to %s: sendmmsg batches', (ip) => {
+    const url = (port: number) => `udp://${ip.includes(':') ? `[${ip}]` : ip}:${port}`;
+    /** Packet i: its own length (32 to 1400 bytes), its number at byte 6, a pattern derived from it. */
+    const numbered = (i: number) => {
+      const b = Buffer.alloc(32 + ((i * 97) % 1369));
+      for (let j = 10; j < b.length; j++) b[j] = (i + j) & 0xff;
+      b.write('HEP3', 0, 'latin1');
+      b.writeUInt16BE(b.length, 4);
+      b.writeUInt32BE(i, 6);
+      return b;
+    };
+
+    it('every packet arrives once, byte for byte, in order: batches of 1, of many, and past one sendmmsg call', async () => {
+      const rx = await udpCollector(ip);
+      const sender = new UdpHepSender(parseHepTarget(url(rx.port)), log);
+      const reused = Buffer.alloc(1400);
+      let next = 0;
+      const batch = (n: number) => {
+        for (let i = 0; i < n; i++) {
+          const p = numbered(next++);
+          p.copy(reused);
+          sender.send(reused.subarray(0, p.length));
+          reused.fill(0); // copied at send(): reusing the buffer changes nothing
+        }
+      };
+      batch(1);
+      expect(sender.stats()).toMatchObject({ sent: 0, queued: 1 }); // leaves after the current turn
+      await rx.until(1);
+      batch(300);
+      await rx.until(301);
+      batch(2500); // past the queue's 1024 datagrams (one sendmmsg call): sent at once, the rest after the turn
+      expect(sender.stats()).toMatchObject({ sent: 301 + 2048, queued: 452, dropped: 0, errors: 0 });
+      await sender.flush();
+      expect(sender.stats()).toEqual({ sent: 2801, dropped: 0, errors: 0, queued: 0, queuedBytes: 0 });
+      await rx.until(2801);
+      expect(rx.got.length).toBe(2801);
+      expect(rx.got.every((p, i) => p.equals(numbered(i)))).toBe(true);
+      await sender.close();
+      await rx.close();
+    });
+
+    it('close() sends what is queued; send() after close is dropped and counted', async () => {
+      const rx = await udpCollector(ip);
+      const sender = new UdpHepSender(parseHepTarget(url(rx.port)), log);
+      for (let i = 0; i < 50; i++) sender.send(numbered(i));
+      await sender.close();
+      expect(sender.stats()).toEqual({ sent: 50, dropped: 0, errors: 0, queued: 0, queuedBytes: 0 });
+      sender.send(numbered(50));
+      expect(sender.stats().dropped).toBe(1);
+      await rx.until(50);
+      expect(rx.got.every((p, i) => p.equals(numbered(i)))).toBe(true);
+      await rx.close();
+    });
+
+    it('a collector that is down: every packet is counted sent or as an error, nothing throws', async () => {
+      const rx = await udpCollector(ip);
+      const port = rx.port;
+      await rx.close();
+      const sender = new UdpHepSender(parseHepTarget(url(port)), log);
+      let offered = 0;
+      // the port's ICMP unreachable fails a later send: batches until one has
+      for (let i = 0; i < 200 && sender.stats().errors === 0; i++) {
+        for (let j = 0; j < 10; j++, offered++) sender.send(numbered(offered));
+        await sender.flush();
+        await new Promise((r) => setImmediate(r));
+      }
+      const s = sender.stats();
+      expect(s.errors).toBeGreaterThan(0);
+      expect(s.sent + s.errors).toBe(offered);
+      expect(s).toMatchObject({ dropped: 0, queued: 0 });
+      await sender.close();
+    });
+  });
+
   it('TCP: delivers 5000 packets across slab boundaries in order, byte for byte', async () => {
     const { port, received, close } = await tcpCollector();
     const sender = new TcpHepSender(parseHepTarget(`tcp://127.0.0.1:${port}`), log);
@@ -218,6 +292,23 @@ describe('HEP over TLS', () => {
     expect((await deliver({ insecure: true })).received).toBe(3);
   });
 });
+
+/** A UDP receiver on `ip` with a receive buffer that holds a few sendmmsg calls' worth. */
+async function udpCollector(ip: string) {
+  const rx = createSocket({ type: ip.includes(':') ? 'udp6' : 'udp4', recvBufferSize: 4 << 20 });
+  const got: Buffer[] = [];
+  rx.on('message', (m) => got.push(m));
+  await new Promise<void>((r) => rx.bind(0, ip, r));
+  return {
+    port: rx.address().port,
+    got,
+    /** Waits until n packets arrived (at most 5 s). */
+    async until(n: number) {
+      for (let i = 0; i < 500 && got.length < n; i++) await sleep(10);
+    },
+    close: () => new Promise<void>((r) => rx.close(() => r())),
+  };
+}
 
 /** A HEP-over-TCP (or, with a certificate, TLS) receiver on 127.0.0.1 that splits the stream into packets. */
 async function tcpCollector(port = 0, tls?: { cert: Buffer; key: Buffer }) {

@@ -28,6 +28,10 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <linux/openat2.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <node_api.h>
 #include <bpf/libbpf.h>
 
@@ -959,6 +963,153 @@ static napi_value open_in_root(napi_env env, napi_callback_info info)
 	return result;
 }
 
+/* ---------------------------------------------------------------- batched UDP sends */
+
+/* HEP over UDP: a connected, non-blocking UDP socket owned by the addon, so
+ * that the datagrams produced while JS handles one ring-buffer batch leave in
+ * one sendmmsg() instead of one send (syscall and receiver wakeup) each. */
+
+#define UDP_SNDBUF (4 << 20) /* a whole queued batch fits: EAGAIN only when the link really lags */
+
+struct udp_handle {
+	int fd; /* -1 once closed */
+};
+
+static void udp_finalize(napi_env env, void *data, void *hint)
+{
+	struct udp_handle *h = data;
+
+	if (h->fd >= 0)
+		close(h->fd);
+	free(h);
+}
+
+/* udpConnect(ip, port) -> socket. ip is a numeric IPv4 or IPv6 address. */
+static napi_value udp_connect(napi_env env, napi_callback_info info)
+{
+	struct sockaddr_storage addr = { 0 };
+	struct sockaddr_in *in4 = (struct sockaddr_in *)&addr;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&addr;
+	int size = UDP_SNDBUF, fd, err;
+	struct udp_handle *h;
+	uint32_t port = 0;
+	socklen_t len;
+	napi_value result;
+	char *ip;
+
+	GET_ARGS(2);
+	ip = arg_string(env, argv[0]);
+	napi_get_value_uint32(env, argv[1], &port);
+	if (ip && inet_pton(AF_INET, ip, &in4->sin_addr) == 1) {
+		in4->sin_family = AF_INET;
+		in4->sin_port = htons(port);
+		len = sizeof(*in4);
+	} else if (ip && inet_pton(AF_INET6, ip, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons(port);
+		len = sizeof(*in6);
+	} else {
+		free(ip);
+		throw_errno(env, "inet_pton", EINVAL);
+		return NULL;
+	}
+	free(ip);
+	fd = socket(addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, len)) {
+		err = errno;
+		if (fd >= 0)
+			close(fd);
+		throw_errno(env, "udp connect", err);
+		return NULL;
+	}
+	/* FORCE needs CAP_NET_ADMIN; without it the size is capped at wmem_max */
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)))
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	h = malloc(sizeof(*h));
+	h->fd = fd;
+	napi_create_external(env, h, udp_finalize, NULL, &result);
+	return result;
+}
+
+/* udpSend(socket, packets, lengths, count, result): sends count datagrams,
+ * laid end to end in packets (lengths[i] bytes each), in order, with as few
+ * sendmmsg() calls as the kernel allows (UIO_MAXIOV per call), never blocking.
+ * result (Uint32Array of 4) gets: [0] sent; [1] failed: a send error (e.g.
+ * ECONNREFUSED, the ICMP of a collector that is down) costs that datagram and
+ * the rest goes on; [2] unsent: the socket buffer is full (EAGAIN, ENOBUFS),
+ * so the rest is not tried; [3] the errno of the last failure, 0 if none. */
+static napi_value udp_send(napi_env env, napi_callback_info info)
+{
+	struct mmsghdr msgs[UIO_MAXIOV];
+	struct iovec iov[UIO_MAXIOV];
+	uint32_t count = 0, *lengths = NULL, *result = NULL, sent = 0, failed = 0, last_err = 0;
+	size_t data_len, lengths_len = 0, result_len = 0, off = 0;
+	uint32_t done = 0, n, at;
+	struct udp_handle *h;
+	char *data;
+	int k;
+
+	GET_ARGS(5);
+	h = arg_external(env, argv[0]);
+	data = arg_buffer(env, argv[1], &data_len);
+	napi_get_typedarray_info(env, argv[2], NULL, &lengths_len, (void **)&lengths, NULL, NULL);
+	napi_get_value_uint32(env, argv[3], &count);
+	napi_get_typedarray_info(env, argv[4], NULL, &result_len, (void **)&result, NULL, NULL);
+	if (!h || h->fd < 0 || !lengths || !result || count > lengths_len || result_len < 4) {
+		throw_errno(env, "udpSend", h && h->fd < 0 ? EBADF : EINVAL);
+		return NULL;
+	}
+	while (done < count) {
+		for (n = 0; n < UIO_MAXIOV && done + n < count; n++) {
+			if (lengths[done + n] > data_len - off)
+				break; /* runs past the buffer: not sent */
+			iov[n] = (struct iovec){ data + off, lengths[done + n] };
+			msgs[n] = (struct mmsghdr){ .msg_hdr = { .msg_iov = &iov[n], .msg_iovlen = 1 } };
+			off += lengths[done + n];
+		}
+		for (at = 0; at < n;) {
+			k = sendmmsg(h->fd, msgs + at, n - at, MSG_DONTWAIT);
+			if (k > 0) {
+				/* short of n - at: the next datagram failed; the next call retries it
+				 * and reports its error, if it still has one */
+				at += k;
+				sent += k;
+				continue;
+			}
+			last_err = errno;
+			if (last_err == EINTR)
+				continue;
+			if (last_err == EAGAIN || last_err == EWOULDBLOCK || last_err == ENOBUFS)
+				goto out;
+			at++;
+			failed++;
+		}
+		done += n;
+		if (n < UIO_MAXIOV)
+			break;
+	}
+out:
+	result[0] = sent;
+	result[1] = failed;
+	result[2] = count - sent - failed;
+	result[3] = last_err;
+	return NULL;
+}
+
+/* udpClose(socket). Idempotent. */
+static napi_value udp_close(napi_env env, napi_callback_info info)
+{
+	struct udp_handle *h;
+
+	GET_ARGS(1);
+	h = arg_external(env, argv[0]);
+	if (h && h->fd >= 0) {
+		close(h->fd);
+		h->fd = -1;
+	}
+	return NULL;
+}
+
 /* ---------------------------------------------------------------- module */
 
 static napi_value init(napi_env env, napi_value exports)
@@ -985,6 +1136,9 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "ringBufferStop", ring_buffer_stop },
 		{ "ringBufferStats", ring_buffer_stats },
 		{ "openInRoot", open_in_root },
+		{ "udpConnect", udp_connect },
+		{ "udpSend", udp_send },
+		{ "udpClose", udp_close },
 	};
 	napi_value fn;
 
