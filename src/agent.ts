@@ -17,8 +17,8 @@ import { CgroupIndex } from './enrich/cgroups.js';
 import { KubernetesPods } from './enrich/kubernetes.js';
 import { containerFilter, type ContainerFilterOptions } from './enrich/container-filter.js';
 import type { HepAgentFields } from './hep/encode.js';
-import { HepForwarder, type ForwardOptions } from './output/hep-forwarder.js';
-import { createSender } from './output/hep-sender.js';
+import { createSender, HepForwarder, type ForwardOptions } from './output/hep-forwarder.js';
+
 import type { HepTarget } from './output/target.js';
 import { ControlServer } from './output/control-server.js';
 import { Failures } from './failures.js';

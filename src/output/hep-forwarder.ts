@@ -2,7 +2,11 @@ import type { CaptureEvent } from '../enrich/event.js';
 import { HepEncoder, type HepAgentFields, type HepMessage } from '../hep/encode.js';
 import { HEP_PROTO_DIAMETER, HEP_PROTO_SIP, MAX_PACKET } from '../hep/chunks.js';
 import { diameterJson } from '../protocols/diameter.js';
+import type { Logger } from 'pino';
 import type { HepSender } from './hep-sender.js';
+import { TcpHepSender } from './hep-sender-tcp.js';
+import { UdpHepSender } from './hep-sender-udp.js';
+import type { HepTarget } from './target.js';
 import type { NodeNameTemplate } from './node-name.js';
 
 /** What HEP chunk 0x02 says for TLS: 22, as Kamailio siptrace marks it, unless the operator asks for 6 (TCP). */
@@ -75,4 +79,9 @@ export class HepForwarder {
   stats() {
     return { cutToFit: this.cutToFit, nodeNamesCut: this.nodeName?.cut ?? 0, collectors: Object.fromEntries(this.senders.map((s) => [s.target.url, s.stats()])) };
   }
+}
+
+/** udp:// one datagram per packet; tcp:// and tls:// a stream. */
+export function createSender(target: HepTarget, log: Logger): HepSender {
+  return target.transport === 'udp' ? new UdpHepSender(target, log) : new TcpHepSender(target, log);
 }

@@ -2,7 +2,8 @@ import { isIP, Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { MAX_PACKET } from '../hep/chunks.js';
-import { afterTurn, type HepSender, type SenderStats } from './hep-sender.js';
+import { afterTurn } from './after-turn.js';
+import type { HepSender, SenderStats } from './hep-sender.js';
 import { Slab } from './hep-sender-slab.js';
 import type { HepTarget } from './target.js';
 

@@ -4,7 +4,8 @@ import { getSystemErrorName } from 'node:util';
 import type { Logger } from 'pino';
 import { SENDMMSG_MAX, UdpBatchSocket, type UdpBatchResult } from '../bpf/udp-batch.js';
 import { MAX_UDP_PACKET } from '../hep/chunks.js';
-import { afterTurn, type HepSender, type SenderStats } from './hep-sender.js';
+import { afterTurn } from './after-turn.js';
+import type { HepSender, SenderStats } from './hep-sender.js';
 import type { HepTarget } from './target.js';
 
 /** Packets queued between two sendmmsg() calls: a ring-buffer batch's worth at high rates. */

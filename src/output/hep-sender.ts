@@ -1,7 +1,4 @@
-import type { Logger } from 'pino';
 import type { HepTarget } from './target.js';
-import { UdpHepSender } from './hep-sender-udp.js';
-import { TcpHepSender } from './hep-sender-tcp.js';
 
 export interface SenderStats {
   /** Packets the kernel accepted. */
@@ -26,26 +23,4 @@ export interface HepSender {
   /** Flushes, then closes; what still cannot be written is counted as dropped. */
   close(): Promise<void>;
   stats(): SenderStats;
-}
-
-/**
- * Returns a function that runs `fn` once after the current event-loop turn however often it is
- * called in that turn: what a sender is given while the agent works through one batch of kernel
- * records leaves together, right after it.
- */
-export function afterTurn(fn: () => void): () => void {
-  let scheduled = false;
-  return () => {
-    if (scheduled) return;
-    scheduled = true;
-    setImmediate(() => {
-      scheduled = false;
-      fn();
-    });
-  };
-}
-
-/** udp:// one datagram per packet; tcp:// and tls:// a stream. */
-export function createSender(target: HepTarget, log: Logger): HepSender {
-  return target.transport === 'udp' ? new UdpHepSender(target, log) : new TcpHepSender(target, log);
 }

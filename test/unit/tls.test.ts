@@ -7,7 +7,7 @@ import { decodeBatch, F_NO_CONN, F_NO_PEER, F_TLS, SRC_TLS_CONN } from '../../sr
 import { TlsAttribution } from '../../src/capture/tls-attribution.js';
 import { decodeHep } from '../../src/hep/decode.js';
 import { HepForwarder } from '../../src/output/hep-forwarder.js';
-import { createSender } from '../../src/output/hep-sender.js';
+import { createSender } from '../../src/output/hep-forwarder.js';
 import { parseHepTarget } from '../../src/output/target.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
 import type { Message } from '../../src/stream/message.js';
