@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep, type HepPacket } from '../../src/hep/decode.js';
-import { kernelSuiteSkipReason, REPO, startAgent } from '../helpers/agent.js';
+import { kernelSuiteSkipReason, REPO, startAgent, until } from '../helpers/agent.js';
 import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
 import { LoopbackCapture } from '../helpers/wire.js';
 
@@ -36,14 +36,6 @@ interface Stats {
   duplicates: number;
   streams: { discardedBytes: number };
   tls: { unattributed: number };
-}
-
-async function until(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe.skipIf(!!why)('SIP keep-alives', () => {
