@@ -42,6 +42,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define GATHER_STEPS (2 * MAX_IOV + HEPBPF_MAX_DATA / GATHER_CHUNK)
 #define SIP_PREFIX 10 /* bytes looks_like_sip() reads: "SUBSCRIBE " */
 #define TCP_MAX_MISSES 4 /* payloads neither SIP nor Diameter before a TCP/SCTP connection is not ours */
+/* Leading CR/LF bytes skipped before the SIP start-line test: RFC 5626 keep-alives
+ * (CRLFCRLF ping, CRLF pong) may be written in front of a message (RFC 3261 7.5). */
+#define KEEPALIVE_SKIP 8
 #define L7_NOT_OURS 0xff
 #define PROT_EXEC 4
 /* A memory-BIO application writes the ciphertext right after SSL_write: a
@@ -505,13 +508,20 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		l7 = known->l7;
 	} else {
 		/* A stream is judged by its first payloads. */
-		g.limit = len < SIP_PREFIX ? len : SIP_PREFIX;
+		__u32 skip = 0;
+
+		g.limit = len < KEEPALIVE_SKIP + SIP_PREFIX ? len : KEEPALIVE_SKIP + SIP_PREFIX;
 		bpf_loop(GATHER_STEPS, gather_step, &g, 0);
 		if (g.fault) {
 			count(HEPBPF_CNT_READ_FAULT);
 			return 0;
 		}
-		if (looks_like_sip(s->data, g.off))
+		while (skip < KEEPALIVE_SKIP && skip < g.off && (s->data[skip] == '\r' || s->data[skip] == '\n'))
+			skip++;
+		/* Only keep-alives: neither a verdict nor a miss. */
+		if (skip && skip == m->orig_len)
+			return 0;
+		if (looks_like_sip(s->data + skip, g.off - skip))
 			l7 = HEPBPF_L7_SIP;
 		else if (known && looks_like_diameter(s->data, g.off, g.off == m->orig_len))
 			l7 = HEPBPF_L7_DIAMETER;

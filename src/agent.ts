@@ -53,6 +53,8 @@ export class Agent {
   private diameterMalformed = 0;
   private redacted = 0;
   private duplicates = 0;
+  /** Keep-alives (RFC 5626 CR/LF), each counted once even when both ends are on this host. */
+  private keepAlives = 0;
   private forwarded = 0;
 
   constructor(private readonly opts: AgentOptions) {
@@ -123,8 +125,13 @@ export class Agent {
     this.attribution.learn(message);
     if (!this.dedup.accept(message)) {
       if (!this.dedup.matched) return; // a header-only receiver's copy with no sender's copy: counted by dedup
+      if (message.keepAlive) return; // the other side's copy of a keep-alive: counted once, below
       this.duplicates++;
       this.attribution.counterpart(this.dedup.matched, message);
+      return;
+    }
+    if (message.keepAlive) {
+      this.keepAlives++;
       return;
     }
     if (message.proto === 'diameter') this.onDiameter(message);
@@ -173,6 +180,7 @@ export class Agent {
       streams: this.assembler.stats(),
       tls: { ...this.capture.tlsStats(), attributedLate: this.tls.attributedLate, unattributed: this.tls.unattributed },
       duplicates: this.duplicates,
+      keepAlives: this.keepAlives,
       unpairedReceiverCopies: this.dedup.unpaired,
       notSip: this.notSip,
       notDiameter: this.notDiameter,

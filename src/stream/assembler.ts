@@ -25,13 +25,13 @@ function streamKey(rec: CaptureRecord): string {
 /**
  * Turns records into messages: a UDP record is one datagram; TCP (and SCTP) records are
  * reassembled per socket and direction, TLS plaintext per TLS connection and direction, then framed.
+ * Keep-alives (CR/LF only) are messages with `keepAlive` set: the agent pairs their two local copies and counts them.
  */
 export class StreamAssembler {
   private readonly streams = new Map<string, StreamState>();
   private readonly framerStats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
   private readonly diameterStats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
   private readonly diameterMalformed = { malformed: 0 };
-  private keepAlives = 0;
   private expired = 0;
   private sinceExpire = 0;
   /** The record being assembled: the framer's sink reads its metadata. */
@@ -54,13 +54,9 @@ export class StreamAssembler {
         this.emit(rec.data, rec.origLen, false);
         return;
       }
-      if (rec.dataLen === 0 || isKeepAlive(rec.data)) {
-        this.keepAlives++;
-        return;
-      }
       this.currentTransport = 'udp';
       this.currentProto = 'sip';
-      this.emit(rec.data, rec.origLen, rec.truncated);
+      this.emit(rec.data, rec.origLen, rec.truncated, rec.dataLen === 0 || isKeepAlive(rec.data));
       return;
     }
     const tls = (rec.flags & F_TLS) !== 0;
@@ -74,7 +70,7 @@ export class StreamAssembler {
       stream =
         rec.l7 === L7_DIAMETER
           ? { framer: new DiameterFramer(this.diameterStats, this.diameterMalformed, sink), proto: 'diameter', lastNs: rec.tsNs }
-          : { framer: new SipFramer(this.framerStats, sink), proto: 'sip', lastNs: rec.tsNs };
+          : { framer: new SipFramer(this.framerStats, sink, (run) => this.emit(run, run.length, false, true)), proto: 'sip', lastNs: rec.tsNs };
       this.streams.set(key, stream);
     } else {
       // Refresh insertion order so the oldest-idle streams stay at the front for expire().
@@ -102,7 +98,7 @@ export class StreamAssembler {
     }
   }
 
-  private emit(payload: Buffer, size: number, truncated: boolean): void {
+  private emit(payload: Buffer, size: number, truncated: boolean, keepAlive = false): void {
     const r = this.current;
     const local = this.localEndpoint(r);
     const remote: Endpoint = { ip: r.remoteAddr(), port: r.remotePort };
@@ -128,6 +124,7 @@ export class StreamAssembler {
       connectionUnknown: (r.flags & F_NO_CONN) !== 0,
       msgHash: r.msgHash,
       payloadOmitted: (r.flags & F_COUNTERPART) !== 0,
+      keepAlive,
     });
   }
 
@@ -151,7 +148,7 @@ export class StreamAssembler {
     return {
       ...this.framerStats,
       diameter: { ...this.diameterStats, ...this.diameterMalformed },
-      keepAlives: this.keepAlives, streams: this.streams.size, expiredStreams: this.expired, streamBufferBytes: this.bufferBytes() };
+      streams: this.streams.size, expiredStreams: this.expired, streamBufferBytes: this.bufferBytes() };
   }
 
   /** Memory the streams hold for partial messages (read with the stats, not per record). */

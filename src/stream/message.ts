@@ -42,6 +42,8 @@ export interface Message {
    * only (payload empty, size kept). It names the receiver and is never forwarded.
    */
   payloadOmitted?: boolean;
+  /** Keep-alive CR/LF bytes (RFC 5626), not a message: paired like one, counted, never forwarded. */
+  keepAlive?: boolean;
   /** TLS plaintext whose socket could not be determined: src and dst are 0.0.0.0:0, not guessed. */
   connectionUnknown: boolean;
 }

@@ -1,9 +1,10 @@
 /**
  * SIP framing on a byte stream (RFC 3261 18.3): a header block up to CRLFCRLF, then Content-Length
- * bytes of body. Skips keep-alive CRLFs; resynchronises on garbage at the next SIP start line.
+ * bytes of body. Reports each run of keep-alive CR/LF bytes (RFC 5626 CRLFCRLF ping, CRLF pong) at a
+ * message boundary and skips it; resynchronises on garbage at the next SIP start line.
  */
 
-import { MAX_MESSAGE_BYTES, StreamFramer } from './framer.js';
+import { FrameSink, FramerStats, MAX_MESSAGE_BYTES, StreamFramer } from './framer.js';
 import { contentLength, findStartLine, MAX_START_LINE_BYTES, START_LINE_LOOKAHEAD, startLineAt } from '../protocols/sip.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
@@ -29,6 +30,11 @@ export class SipFramer extends StreamFramer {
   private startSearched = 0;
   private lineFrom = 0;
   private lineEnd = 0;
+
+  /** keepAlive receives each run of CR/LF bytes between messages (a view, valid during the call). */
+  constructor(stats: FramerStats, sink: FrameSink, private readonly keepAlive: (run: Buffer) => void = () => {}) {
+    super(stats, sink);
+  }
 
   /** The kernel cut the stream after `rest`: emit the message it starts, flagged, and find the next boundary. */
   protected cut(rest: Buffer, missing: number): void {
@@ -75,7 +81,9 @@ export class SipFramer extends StreamFramer {
     this.headerSearched = 0;
     this.waitingTotal = -1;
     for (;; searched = 0, known = -1) {
+      const run = off;
       while (off < buf.length && (buf[off] === CR || buf[off] === LF)) off++;
+      if (off > run) this.keepAlive(buf.subarray(run, off));
       if (off >= buf.length) return off;
       const start = startLineAt(buf, off, this.lfFrom(buf, off));
       if (start === 0) return off;

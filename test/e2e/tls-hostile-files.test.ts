@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep } from '../../src/hep/decode.js';
-import { kernelSuiteSkipReason, startAgent, type RunningAgent } from '../helpers/agent.js';
+import { kernelSuiteSkipReason, startAgent, until, type RunningAgent } from '../helpers/agent.js';
 import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
 import { mapsKey } from '../helpers/maps.js';
 
@@ -27,14 +27,6 @@ const SIP = Buffer.from(
   'OPTIONS sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1;branch=z9hG4bK-hostile\r\nFrom: <sip:alice@127.0.0.1>;tag=1\r\n' +
     'To: <sip:bob@127.0.0.1>\r\nCall-ID: hostile-files@tls.test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n',
 );
-
-async function until(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe.skipIf(!!why)('TLS discovery on files a traced process controls', () => {
   let dir: string;

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep, type HepPacket } from '../../src/hep/decode.js';
-import { CLI, kernelSuiteSkipReason, REPO, startAgent, type RunningAgent } from '../helpers/agent.js';
+import { CLI, kernelSuiteSkipReason, REPO, startAgent, until, type RunningAgent } from '../helpers/agent.js';
 import { freePort, tcpCollector, udpCollector, type HepCollector } from '../helpers/collector.js';
 import { sippUac, sippUas } from '../helpers/sipp.js';
 import { callIdOf, LoopbackCapture, type WireMessage } from '../helpers/wire.js';
@@ -92,14 +92,6 @@ function startPeer(cmd: string, args: string[], env: NodeJS.ProcessEnv = process
         proc.kill('SIGTERM');
       }),
   };
-}
-
-async function until(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const listening = (port: number) => execFileSync('ss', ['-Hltn', `sport = :${port}`]).toString().trim() !== '';

@@ -5,7 +5,8 @@ import { ReplaySource } from '../../src/capture/replay.js';
 import { decodeHep } from '../../src/hep/decode.js';
 import { HepForwarder } from '../../src/output/hep-forwarder.js';
 import { NodeNameTemplate } from '../../src/output/node-name.js';
-import { aaa, aar, invite, maa, memoryContainers, memorySender, ok, Recorder, record } from '../../bench/traffic.js';
+import { aaa, aar, invite, maa, memoryContainers, memorySender, ok, PCSCF, Recorder, record, SCSCF } from '../../bench/traffic.js';
+import { L7_SIP } from '../../src/capture/record.js';
 
 /** The recorded INVITE with its SDES key masked, spelt out here rather than by the redaction code. */
 const maskedInvite = (callId: string, icid: string) => {
@@ -52,5 +53,34 @@ describe('the composition root over recorded records (no kernel)', () => {
       { at: 90, family: 2, ipProto: 6, src: '127.0.0.1:3868', dst: '127.0.0.1:40000', protoType: 56, captureId: 2001, correlationId: 'pcscf.ims.test;0;cx', nodeName: 'ims/scscf', payload: maa('pcscf.ims.test;0;cx', 2, 0x58).toString('latin1'), chunks: [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 17, 15, 19] },
     ]);
     expect(agent.stats()).toMatchObject({ forwarded: 5, duplicates: 5, redacted: 2, notSip: 0, notDiameter: 0, containers: { unnamed: 0, counterpartMissed: 0 } });
+  });
+
+  it('counts RFC 5626 keep-alives in front of, between and apart from TCP messages once each, and forwards every message', async () => {
+    const rec = new Recorder(process.hrtime.bigint());
+    const sip = { from: PCSCF, to: SCSCF, fromPort: 40000, toPort: 5060, ipProto: 6 as const, l7: L7_SIP };
+    const back = { from: SCSCF, to: PCSCF, fromPort: 5060, toPort: 40000, ipProto: 6 as const, l7: L7_SIP };
+    const ping = Buffer.from('\r\n\r\n');
+    const pong = Buffer.from('\r\n');
+    const [a, b, c] = ['ka-a', 'ka-b', 'ka-c'].map((id) => invite(id, 'icid-ka'));
+    // Both ends are local: each write is recorded leaving one socket and entering the other.
+    rec.exchange({ ...sip, writes: [Buffer.concat([ping, a])], messages: 1 });
+    rec.exchange({ ...back, writes: [Buffer.concat([pong, ok('ka-a')])], messages: 1 });
+    rec.exchange({ ...sip, writes: [Buffer.concat([b, ping, c])], messages: 2 });
+    rec.exchange({ ...sip, writes: [ping], messages: 0 });
+    rec.exchange({ ...back, writes: [pong], messages: 0 });
+    const packets: Buffer[] = [];
+    const forwarder = new HepForwarder([memorySender(packets)], { captureId: 1 }, { diameterPayload: 'raw', nodeName: new NodeNameTemplate('{container}') });
+    const source = new ReplaySource();
+    const agent = new Agent({ source, log: pino({ level: 'silent' }), containers: memoryContainers(), sink: (ev) => forwarder.forward(ev) });
+    await agent.start();
+    for (const batch of rec.batches()) source.replay(batch);
+    while (packets.length < 4) await new Promise((r) => setImmediate(r));
+    await agent.stop();
+
+    expect(packets.map((p) => decodeHep(p).payload!.toString('latin1'))).toEqual(
+      // The INVITEs' SDES keys are masked (redaction is on by default).
+      [maskedInvite('ka-a', 'icid-ka'), ok('ka-a'), maskedInvite('ka-b', 'icid-ka'), maskedInvite('ka-c', 'icid-ka')].map((m) => m.toString('latin1')),
+    );
+    expect(agent.stats()).toMatchObject({ forwarded: 4, duplicates: 4, keepAlives: 5, notSip: 0, streams: { discardedBytes: 0 } });
   });
 });

@@ -195,13 +195,25 @@ describe('records to messages', () => {
     expect([inn.src, inn.dst]).toEqual([{ ip: '::1', port: 5070 }, { ip: '2001:db8::1', port: 5060 }]);
   });
 
-  it('names the loopback source of a wildcard-bound UDP socket, and drops keep-alives', () => {
+  it('names the loopback source of a wildcard-bound UDP socket, and marks keep-alives', () => {
     const out = collect([
       { localAddr: [0, 0, 0, 0], data: sipMessage('w') },
       { data: Buffer.from('\r\n\r\n') },
     ]);
-    expect(out.length).toBe(1);
+    expect(out.map((m) => m.keepAlive)).toEqual([false, true]);
     expect(out[0].src).toEqual({ ip: '127.0.0.1', port: 5060 });
+  });
+
+  it('reports the keep-alive CR/LF runs of a TCP stream apart from its messages', () => {
+    const m1 = sipMessage('ka1');
+    const m2 = sipMessage('ka2');
+    const out = collect([
+      { ipProto: 6, data: Buffer.concat([Buffer.from('\r\n\r\n'), m1, Buffer.from('\r\n'), m2]) },
+      { ipProto: 6, data: Buffer.from('\r\n\r\n') },
+    ]);
+    expect(out.map((m) => [m.keepAlive, m.text])).toEqual([
+      [true, '\r\n\r\n'], [false, m1.toString()], [true, '\r\n'], [false, m2.toString()], [true, '\r\n\r\n'],
+    ]);
   });
 
   it('reassembles TCP per socket and direction', () => {
@@ -258,7 +270,7 @@ describe('records to messages', () => {
       true, '', 812, false, 77, { ip: '127.0.0.1', port: 5060 }, { ip: '127.0.0.1', port: 5070 }, 'udp',
     ]);
     // An empty datagram without the flag is still a keep-alive.
-    expect(collect([{ data: Buffer.alloc(0) }])).toEqual([]);
+    expect(collect([{ data: Buffer.alloc(0) }]).map((m) => m.keepAlive)).toEqual([true]);
   });
 
   it('pairs a recorded sender\'s record with the receiver\'s header-only record: one message forwarded, the receiver named', () => {
