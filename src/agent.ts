@@ -6,8 +6,8 @@ import { MonotonicClock } from './capture/clock.js';
 import { StreamAssembler } from './stream/assembler.js';
 import { LocalDedup } from './stream/dedup.js';
 import type { Message } from './stream/message.js';
-import { parseSip, type SipInfo } from './protocols/sip.js';
-import { diameterSummary, parseDiameter, type DiameterInfo } from './protocols/diameter.js';
+import { parseSip } from './protocols/sip.js';
+import { diameterSummary, parseDiameter } from './protocols/diameter.js';
 import { Correlator } from './enrich/correlation.js';
 import { redactDiameter, redactSip } from './enrich/redact.js';
 import { Attribution, type AttributionOptions } from './enrich/attribution.js';
@@ -18,7 +18,6 @@ import { KubernetesPods } from './enrich/kubernetes.js';
 import { containerFilter, type ContainerFilterOptions } from './enrich/container-filter.js';
 import type { HepAgentFields } from './hep/encode.js';
 import { createSender, HepForwarder, type ForwardOptions } from './output/hep-forwarder.js';
-
 import type { HepTarget } from './output/target.js';
 import { ControlServer } from './output/control-server.js';
 import { Failures } from './failures.js';

@@ -48,15 +48,11 @@ export class StreamAssembler {
       this.expire(rec.tsNs);
     }
     if (rec.ipProto === IPPROTO_UDP) {
-      if (rec.flags & F_COUNTERPART) {
-        this.currentTransport = 'udp';
-        this.currentProto = 'sip';
-        this.emit(rec.data, rec.origLen, false);
-        return;
-      }
       this.currentTransport = 'udp';
       this.currentProto = 'sip';
-      this.emit(rec.data, rec.origLen, rec.truncated, rec.dataLen === 0 || isKeepAlive(rec.data));
+      // A header-only receiver's copy (counterpart) carries no bytes by design: neither cut nor a keep-alive.
+      const whole = (rec.flags & F_COUNTERPART) === 0;
+      this.emit(rec.data, rec.origLen, whole && rec.truncated, whole && (rec.dataLen === 0 || isKeepAlive(rec.data)));
       return;
     }
     const tls = (rec.flags & F_TLS) !== 0;
