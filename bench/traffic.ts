@@ -68,7 +68,7 @@ export function memorySender(keep?: Buffer[]): HepSender & { packets: number; by
     flush: async () => {},
     close: async () => {},
     stats() {
-      return { sent: this.packets, dropped: 0, errors: 0, queued: 0, queuedBytes: 0 };
+      return { sent: this.packets, dropped: 0, errors: 0, queued: 0, queuedBytes: 0, up: 1 };
     },
   };
 }

@@ -20,6 +20,7 @@ import type { HepAgentFields } from './hep/encode.js';
 import { createSender, HepForwarder, type ForwardOptions } from './output/hep-forwarder.js';
 import type { HepTarget } from './output/target.js';
 import { ControlServer } from './output/control-server.js';
+import { MetricsServer } from './output/metrics.js';
 import { Failures } from './failures.js';
 
 export interface AgentOptions {
@@ -55,6 +56,11 @@ export class Agent {
   /** Keep-alives (RFC 5626 CR/LF), each counted once even when both ends are on this host. */
   private keepAlives = 0;
   private forwarded = 0;
+  /** Forwarded messages by protocol and transport (the metrics' hepbpf_messages_total). */
+  private readonly messages: Record<Message['proto'], Record<Message['transport'], number>> = {
+    sip: { udp: 0, tcp: 0, tls: 0, sctp: 0 },
+    diameter: { udp: 0, tcp: 0, tls: 0, sctp: 0 },
+  };
 
   constructor(private readonly opts: AgentOptions) {
     this.redact = opts.redact ?? true;
@@ -147,6 +153,7 @@ export class Agent {
     const masked = this.redact ? redactSip(message.payload) : undefined;
     if (masked) this.redacted++;
     this.forwarded++;
+    this.messages.sip[message.transport]++;
     const wallUs = this.clock.toWallMicros(message.tsNs);
     this.attribution.submit({ message, payload: masked ?? message.payload, sip, summary: sip.summary, wallUs, correlationId, container: null, peerContainer: null });
   }
@@ -167,6 +174,7 @@ export class Agent {
       diameter = parseDiameter(masked)!;
     }
     this.forwarded++;
+    this.messages.diameter[message.transport]++;
     const wallUs = this.clock.toWallMicros(message.tsNs);
     this.attribution.submit({
       message, payload, diameter, summary: diameterSummary(diameter, latencyMs), wallUs, correlationId: id, container: null, peerContainer: null,
@@ -187,6 +195,7 @@ export class Agent {
       redacted: this.redacted,
       correlation: this.correlator.stats(),
       forwarded: this.forwarded,
+      messages: { sip: { ...this.messages.sip }, diameter: { ...this.messages.diameter } },
       failures: this.failures.counts,
       containers: { ...this.attribution.stats, ...this.opts.containers.stats, ...this.attribution.sizes(), ...this.opts.containers.sizes() },
     };
@@ -215,6 +224,8 @@ export function hostAgent(o: HostCaptureOptions, log: Logger, sink: (event: Capt
 export interface ForwardingOptions extends HostCaptureOptions, ContainerFilterOptions, ForwardOptions {
   targets: HepTarget[];
   hep: HepAgentFields;
+  /** IP:PORT for /metrics, /healthz and /readyz over HTTP; none without it. */
+  metricsListen?: string;
 }
 
 /** `hepbpf run`: every message the filters keep goes to each collector and to the control socket's tail clients. */
@@ -222,10 +233,13 @@ export class Forwarding {
   private readonly forwarder: HepForwarder;
   private readonly control: ControlServer;
   private readonly agent: Agent;
+  private readonly metrics?: MetricsServer;
+  /** Every probe attached, until stop. */
+  private capturing = false;
   private statsTimer?: NodeJS.Timeout;
 
   constructor(
-    o: ForwardingOptions,
+    private readonly o: ForwardingOptions,
     private readonly log: Logger,
   ) {
     const keep = containerFilter(o);
@@ -236,11 +250,20 @@ export class Forwarding {
       this.control.publish(event);
     });
     this.control = new ControlServer(log, () => this.agent.containers.list());
+    if (o.metricsListen)
+      this.metrics = new MetricsServer({
+        stats: () => this.stats(),
+        containers: () => this.agent.containers.list().map((c) => ({ name: c.container.name, messages: c.messages })),
+        notReady: () => this.notReady(),
+      });
   }
 
   async start(): Promise<void> {
+    // Listening first: /healthz answers and /readyz says why not while the probes attach.
+    if (this.metrics) this.log.info({ address: await this.metrics.listen(this.o.metricsListen!) }, 'metrics listening');
     await this.control.start();
     await this.agent.start();
+    this.capturing = true;
     this.statsTimer = setInterval(() => this.log.info(this.stats(), 'stats'), 60_000);
     this.statsTimer.unref();
   }
@@ -249,12 +272,21 @@ export class Forwarding {
     return { capture: this.agent.stats(), hep: this.forwarder.stats(), control: this.control.stats() };
   }
 
+  private notReady(): string | undefined {
+    if (!this.capturing) return 'probes not attached';
+    const collectors = Object.values(this.forwarder.stats().collectors);
+    if (!collectors.some((c) => c.up)) return 'no collector reachable';
+    return undefined;
+  }
+
   /** Detaches every probe, sends what is held, flushes the HEP queues; logs the final stats. */
   async stop(): Promise<void> {
     clearInterval(this.statsTimer);
+    this.capturing = false;
     await this.agent.stop();
     await this.forwarder.close();
     await this.control.close();
+    await this.metrics?.close();
     this.log.info(this.stats(), 'stopped');
   }
 }

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { ContainerFilterOptions } from '../enrich/container-filter.js';
 import { DEFAULT_DOCKER_SOCKET, DEFAULT_PODMAN_ROOT, DEFAULT_PODMAN_SOCKET } from '../enrich/containers.js';
+import { collect, integer } from './config.js';
 
 export interface ContainerOptions extends ContainerFilterOptions {
   dockerSocket: string;
@@ -8,8 +9,6 @@ export interface ContainerOptions extends ContainerFilterOptions {
   podmanRoot: string;
   holdMs: number;
 }
-
-const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 /** Where names come from and which containers to keep: the same options for `run` and `tail`. */
 export function addContainerOptions(cmd: Command): Command {
@@ -21,5 +20,5 @@ export function addContainerOptions(cmd: Command): Command {
     .option('--docker-socket <path>', 'Docker Engine API socket (container names, compose labels)', DEFAULT_DOCKER_SOCKET)
     .option('--podman-socket <path>', "podman's Docker-compatible API socket, when its service runs", DEFAULT_PODMAN_SOCKET)
     .option('--podman-root <dir>', "podman's storage root, read when its API socket is absent", DEFAULT_PODMAN_ROOT)
-    .option('--hold-ms <ms>', 'longest a message waits for its container names before it goes out with what is known', (v) => Number(v), 500);
+    .option('--hold-ms <ms>', 'longest a message waits for its container names before it goes out with what is known', integer('--hold-ms', 0, 60_000), 500);
 }

@@ -118,11 +118,17 @@ export function runChecks(): Check[] {
   ];
 }
 
-export function doctor(out: NodeJS.WritableStream = process.stdout): number {
+/** Prints the checks (one line each, or one JSON document); 1 when a required one fails. */
+export function doctor(out: NodeJS.WritableStream = process.stdout, json = false): number {
   const checks = runChecks();
+  const ok = !checks.some((c) => c.required && !c.ok);
+  if (json) {
+    out.write(`${JSON.stringify({ ok, checks }, null, 2)}\n`);
+    return ok ? 0 : 1;
+  }
   for (const c of checks) {
     const mark = c.ok ? 'ok  ' : c.required ? 'FAIL' : 'warn';
     out.write(`${mark}  ${c.name.padEnd(20)} ${c.detail}${c.ok || !c.fix ? '' : `\n      fix: ${c.fix}`}\n`);
   }
-  return checks.some((c) => c.required && !c.ok) ? 1 : 0;
+  return ok ? 0 : 1;
 }

@@ -1,17 +1,22 @@
 #!/usr/bin/env node
-import { Command, Option } from 'commander';
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { doctor } from './doctor.js';
 import { runCommand } from './run.js';
 import { tailCommand } from './tail.js';
 import { containersCommand } from './containers.js';
 import { addContainerOptions } from './container-options.js';
 import { DEFAULT_NODE_NAME } from '../output/node-name.js';
+import { parseListenAddress } from '../output/metrics.js';
+import { applyConfig, collect, integer } from './config.js';
+
+const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 const program = new Command('hepbpf')
   .description('eBPF host-wide SIP and Diameter tracing agent: forwards every message once as HEPv3')
+  .version(version)
   .showHelpAfterError();
 
-const collect = (v: string, prev: string[]) => [...prev, v];
 const ports = (v: string) =>
   v.split(',').map((p) => {
     const n = Number(p);
@@ -25,14 +30,17 @@ addContainerOptions(program
   .option('--hep <url>', 'collector: udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT (repeatable)', collect, [])
   .option('--hep-ca <file>', 'PEM CA certificates a tls:// collector\'s certificate must chain to (default: the system\'s)')
   .option('--hep-insecure', 'do not verify tls:// collectors\' certificates')
-  .option('--hep-id <n>', 'HEP capture agent id (chunk 0x0c)', (v) => Number(v), 2001)
+  .option('--hep-id <n>', 'HEP capture agent id (chunk 0x0c)', integer('--hep-id', 0, 0xffffffff), 2001)
   .option('--node-name <template>', 'HEP node name (chunk 0x13): {container} {service} {project} {pod} {namespace} {runtime} {id} {image} {host}', DEFAULT_NODE_NAME)
   .option('--auth-key <key>', 'HEP auth key (chunk 0x0e)')
   .option('--sip-ports <list>', 'only sockets with one of these ports (comma separated); default: SIP on any port', ports)
   .addOption(new Option('--diameter-payload <form>', 'HEP payload of Diameter messages: decoded JSON or the exact bytes').choices(['json', 'raw']).default('json'))
-  .option('--tls-ip-proto <n>', 'HEP IP protocol (chunk 0x02) of messages that travelled in TLS: 22 as Kamailio siptrace, or 6', (v) => Number(v), 22)
+  .option('--tls-ip-proto <n>', 'HEP IP protocol (chunk 0x02) of messages that travelled in TLS: 22 as Kamailio siptrace, or 6', tlsIpProto, 22)
   .option('--no-redact', 'forward authentication secrets (AKA vectors, SDP a=crypto keys) unmasked')
-  .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info')))
+  .option('--metrics-listen <ip:port>', 'serve Prometheus /metrics, /healthz and /readyz over HTTP, e.g. 127.0.0.1:9464', listenAddress)
+  .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+  .option('--config <file>', 'YAML file of options (keys are the long flag names); flags, then HEPBPF_* environment variables, take precedence'))
+  .hook('preAction', (cmd) => applyConfig(cmd))
   .action(runCommand);
 
 addContainerOptions(program
@@ -43,7 +51,7 @@ addContainerOptions(program
   .option('--call-id <id>', 'only this Call-ID')
   .option('--session-id <id>', 'only Diameter messages with this Session-Id')
   .option('--method <method>', 'only requests with this method and their responses')
-  .option('--port <n>', 'only messages with this source or destination port', (v) => Number(v))
+  .option('--port <n>', 'only messages with this source or destination port', integer('--port', 1, 65535))
   .option('--sip-ports <list>', 'capture only sockets with one of these ports', ports)
   .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)'))
   .action(tailCommand);
@@ -57,9 +65,25 @@ program
 program
   .command('doctor')
   .description('what this host supports, what is missing and how to fix it')
-  .action(() => {
-    process.exitCode = doctor();
+  .option('--json', 'one JSON document: {ok, checks: [{name, ok, required, detail, fix}]}')
+  .action((opts: { json?: boolean }) => {
+    process.exitCode = doctor(process.stdout, opts.json);
   });
+
+function tlsIpProto(v: string): number {
+  const n = integer('--tls-ip-proto', 0, 255)(v);
+  if (n !== 22 && n !== 6) throw new InvalidArgumentError('--tls-ip-proto must be 22 (as Kamailio siptrace marks TLS) or 6 (TCP)');
+  return n;
+}
+
+function listenAddress(v: string): string {
+  try {
+    parseListenAddress(v);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  return v;
+}
 
 program.parseAsync().catch((err: Error) => {
   process.stderr.write(`hepbpf: ${err.message}\n`);

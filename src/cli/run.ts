@@ -19,6 +19,7 @@ export interface RunOptions extends ContainerOptions {
   tlsIpProto: number;
   redact: boolean;
   logLevel: string;
+  metricsListen?: string;
 }
 
 export async function runCommand(opts: RunOptions): Promise<void> {
@@ -26,12 +27,9 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   if (opts.hep.length === 0) throw new Error('at least one --hep collector is required, e.g. --hep udp://127.0.0.1:9060');
   const ca = opts.hepCa === undefined ? undefined : readCa(opts.hepCa);
   const targets = opts.hep.map((url) => parseHepTarget(url, { ca, insecure: opts.hepInsecure }));
-  if (!Number.isInteger(opts.hepId) || opts.hepId < 0 || opts.hepId > 0xffffffff) throw new Error('--hep-id must be a 32-bit unsigned integer');
   preflight();
   if (opts.hepInsecure && targets.some((t) => t.transport === 'tls'))
     log.warn('--hep-insecure: the HEP collector\'s certificate is not verified; decrypted SIP and Diameter may go to whoever answers');
-
-  if (opts.tlsIpProto !== 22 && opts.tlsIpProto !== 6) throw new Error('--tls-ip-proto must be 22 (as Kamailio siptrace marks TLS) or 6 (TCP)');
   const forwarding = new Forwarding(
     {
       ...opts,

@@ -237,6 +237,6 @@ export class Attribution {
   }
 
   sizes() {
-    return { held: this.size, localEndpoints: this.local.size, remoteEndpoints: this.remote.size };
+    return { holding: this.size, localEndpoints: this.local.size, remoteEndpoints: this.remote.size };
   }
 }

@@ -6,6 +6,7 @@ import { afterTurn } from './after-turn.js';
 import type { HepSender, SenderStats } from './hep-sender.js';
 import { Slab } from './hep-sender-slab.js';
 import type { HepTarget } from './target.js';
+import { LogLimiter } from '../failures.js';
 
 const MAX_QUEUE_BYTES = 64 * 1024 * 1024;
 const RECONNECT_MIN_MS = 100;
@@ -52,6 +53,8 @@ export class TcpHepSender implements HepSender {
   private idle: Array<() => void> = [];
   private readonly counters = { sent: 0, dropped: 0, errors: 0 };
   private readonly maxQueueBytes: number;
+  /** A collector that stays down fails every reconnect: one line per interval, with how many. */
+  private readonly warnings = new LogLimiter(10_000);
 
   constructor(
     readonly target: HepTarget,
@@ -78,8 +81,8 @@ export class TcpHepSender implements HepSender {
       this.scheduleFlush();
     });
     sock.on('error', (err) => {
-      this.counters.errors++;
-      this.log.warn({ collector: this.target.url, err: err.message }, 'HEP TCP error');
+      const since = this.warnings.due('error', ++this.counters.errors);
+      if (since) this.log.warn({ collector: this.target.url, err: err.message, errors: since }, 'HEP TCP error');
     });
     sock.on('close', () => {
       this.up = false;
@@ -171,6 +174,6 @@ export class TcpHepSender implements HepSender {
   }
 
   stats(): SenderStats {
-    return { ...this.counters, queued: this.queuedPackets, queuedBytes: this.queuedBytes };
+    return { ...this.counters, queued: this.queuedPackets, queuedBytes: this.queuedBytes, up: this.up ? 1 : 0 };
   }
 }

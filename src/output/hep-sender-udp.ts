@@ -11,6 +11,7 @@ import type { HepTarget } from './target.js';
 /** Packets queued between two sendmmsg() calls: a ring-buffer batch's worth at high rates. */
 const QUEUE_BYTES = 1 << 20;
 const ERROR_LOG_INTERVAL_MS = 10_000;
+const UP_AFTER_MS = 10_000;
 
 /**
  * HEP over UDP: packets sent while the agent works through one ring-buffer batch (one event-loop
@@ -29,6 +30,8 @@ export class UdpHepSender implements HepSender {
   private readonly scheduleSend = afterTurn(() => this.sendQueued());
   private readonly counters = { sent: 0, dropped: 0, errors: 0 };
   private lastWarnMs = -Infinity;
+  /** When a datagram was last refused (the collector's ICMP port unreachable): up is no refusal within UP_AFTER_MS. */
+  private lastRefusedMs = -Infinity;
 
   constructor(
     readonly target: HepTarget,
@@ -73,6 +76,7 @@ export class UdpHepSender implements HepSender {
     // A send error (the collector's ICMP port unreachable) is an error; a full socket buffer drops what was left.
     this.counters.errors += r.failed;
     this.counters.dropped += r.unsent;
+    if (r.failed) this.lastRefusedMs = Date.now();
     if (r.errno) this.warn(getSystemErrorName(-r.errno));
   }
 
@@ -98,6 +102,6 @@ export class UdpHepSender implements HepSender {
   }
 
   stats(): SenderStats {
-    return { ...this.counters, queued: this.queued, queuedBytes: this.queuedBytes };
+    return { ...this.counters, queued: this.queued, queuedBytes: this.queuedBytes, up: this.sock && Date.now() - this.lastRefusedMs > UP_AFTER_MS ? 1 : 0 };
   }
 }

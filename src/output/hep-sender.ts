@@ -10,6 +10,8 @@ export interface SenderStats {
   /** Packets waiting to be written. */
   queued: number;
   queuedBytes: number;
+  /** 1 when the collector is reachable: TCP/TLS connected; UDP the last send was not refused. */
+  up: number;
 }
 
 export interface HepSender {

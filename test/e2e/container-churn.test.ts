@@ -116,7 +116,7 @@ describe.skipIf(!!why)('container churn', () => {
     await tail.stop();
     const { final } = await agent.stop();
     const sizes = (final!.capture as { containers: Record<string, number> }).containers;
-    expect(sizes).toMatchObject({ containers: 0, held: 0 });
+    expect(sizes).toMatchObject({ containers: 0, holding: 0 });
     // What stays: the host receiver's loopback endpoint, and host cgroups the test's own processes
     // ran in (the receiver, the shell before it moved); every container's endpoints are forgotten.
     expect(sizes.localEndpoints).toBeLessThanOrEqual(1);

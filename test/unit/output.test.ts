@@ -118,7 +118,7 @@ describe('HEP senders', () => {
       sender.send(packet);
     }
     await sender.flush();
-    expect(sender.stats()).toEqual({ sent: 100, dropped: 0, errors: 0, queued: 0, queuedBytes: 0 });
+    expect(sender.stats()).toEqual({ sent: 100, dropped: 0, errors: 0, queued: 0, queuedBytes: 0, up: 1 });
     for (let i = 0; i < 50 && got.length < 100; i++) await sleep(10);
     expect(got.map((p) => p[10])).toEqual(Array.from({ length: 100 }, (_, i) => i));
     await sender.close();
@@ -158,7 +158,7 @@ describe('HEP senders', () => {
       batch(2500); // past the queue's 1024 datagrams (one sendmmsg call): sent at once, the rest after the turn
       expect(sender.stats()).toMatchObject({ sent: 301 + 2048, queued: 452, dropped: 0, errors: 0 });
       await sender.flush();
-      expect(sender.stats()).toEqual({ sent: 2801, dropped: 0, errors: 0, queued: 0, queuedBytes: 0 });
+      expect(sender.stats()).toEqual({ sent: 2801, dropped: 0, errors: 0, queued: 0, queuedBytes: 0, up: 1 });
       await rx.until(2801);
       expect(rx.got.length).toBe(2801);
       expect(rx.got.every((p, i) => p.equals(numbered(i)))).toBe(true);
@@ -171,7 +171,7 @@ describe('HEP senders', () => {
       const sender = new UdpHepSender(parseHepTarget(url(rx.port)), log);
       for (let i = 0; i < 50; i++) sender.send(numbered(i));
       await sender.close();
-      expect(sender.stats()).toEqual({ sent: 50, dropped: 0, errors: 0, queued: 0, queuedBytes: 0 });
+      expect(sender.stats()).toEqual({ sent: 50, dropped: 0, errors: 0, queued: 0, queuedBytes: 0, up: 0 });
       sender.send(numbered(50));
       expect(sender.stats().dropped).toBe(1);
       await rx.until(50);
