@@ -181,7 +181,8 @@ export class MetricsServer {
 
   constructor(private readonly source: MetricsSource) {
     this.registry = metricsRegistry(source);
-    this.server = createServer((req, res) => void this.handle(req, res));
+    // A scrape that fails (a stats source throwing) answers 500; it never takes the agent down.
+    this.server = createServer((req, res) => this.handle(req, res).catch((err: Error) => this.reply(res, 500, `metrics failed: ${err.message}\n`)));
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -105,6 +105,20 @@ describe('Prometheus metrics over the stats tree', () => {
     }
   });
 
+  it('a scrape whose stats source throws answers 500, and the next scrape works', async () => {
+    let broken = true;
+    const server = new MetricsServer(source({}, { stats: () => (broken ? (() => { throw new Error('boom'); })() : { capture: { forwarded: 1 } }) }));
+    const addr = await server.listen('127.0.0.1:0');
+    try {
+      const r = await fetch(`http://${addr}/metrics`);
+      expect([r.status, await r.text()]).toEqual([500, 'metrics failed: boom\n']);
+      broken = false;
+      expect((await (await fetch(`http://${addr}/metrics`)).text()).split('\n')).toContain('hepbpf_forwarded_total 1');
+    } finally {
+      await server.close();
+    }
+  });
+
   it('refuses a listen address it cannot use, naming the option', async () => {
     for (const bad of ['9464', 'localhost:9464', '127.0.0.1:99999', '::1:9464', '127.0.0.1:'])
       expect(() => parseListenAddress(bad), bad).toThrow(`--metrics-listen "${bad}": expected IP:PORT`);
