@@ -45,7 +45,8 @@ const collector = createServer((conn) => {
 });
 const collectorPort = await listen(collector);
 
-// ---- the traffic: both ends in this process, so the agent sees each message leave and arrive
+// ---- the traffic: both ends in this process, so the agent sees each message leave and arrive;
+// Diameter requests are answered, SIP requests are not (nothing in the agent waits for them)
 let seq = 0;
 const sip = (transport) => {
   const id = `soak-${transport}-${seq++}`;
@@ -63,15 +64,20 @@ const avp = (code, value) => {
   value.copy(b, 8);
   return b;
 };
-const diameter = () => {
-  const n = seq++;
-  const avps = Buffer.concat([avp(263, Buffer.from(`soak.test;cc;${n}`)), avp(264, Buffer.from('load.soak.test')), avp(296, Buffer.from('soak.test')), avp(258, Buffer.from([0, 0, 0, 4]))]);
+/** A Credit-Control request, or the answer to the last one (as a real peer answers: the agent pairs them). */
+let lastRequest = 0;
+const diameter = (request) => {
+  const n = request ? (lastRequest = seq++) : lastRequest;
+  const avps = Buffer.concat([
+    avp(263, Buffer.from(`soak.test;cc;${n}`)), avp(264, Buffer.from(request ? 'load.soak.test' : 'server.soak.test')), avp(296, Buffer.from('soak.test')),
+    avp(258, Buffer.from([0, 0, 0, 4])), ...(request ? [] : [avp(268, Buffer.from([0, 0, 0x07, 0xd1]))]),
+  ]);
   const h = Buffer.alloc(20);
   h.writeUInt32BE((1 << 24) | (20 + avps.length), 0);
-  h.writeUInt32BE((0x80 << 24) | 272, 4); // request, Credit-Control
+  h.writeUInt32BE((request ? 0x80000000 : 0) + 272, 4); // Credit-Control
   h.writeUInt32BE(4, 8);
-  h.writeUInt32BE(n, 12);
-  h.writeUInt32BE(n, 16);
+  h.writeUInt32BE(n >>> 0, 12);
+  h.writeUInt32BE(n >>> 0, 16);
   return Buffer.concat([h, avps]);
 };
 
@@ -86,7 +92,9 @@ await new Promise((r) => udpTx.once('connect', r));
 const drain = (sock) => sock.on('data', () => {}).on('error', () => {});
 const tcpServer = createServer(drain);
 const tcpPort = await listen(tcpServer);
-const diameterServer = createServer(drain);
+let diameterPeer;
+const diameterAccepted = new Promise((r) => (diameterPeer = r));
+const diameterServer = createServer((s) => diameterPeer(drain(s)));
 const diameterPort = await listen(diameterServer);
 const cert = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=soak', '-days', '2',
   '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { encoding: 'utf8' });
@@ -96,6 +104,7 @@ const tlsPort = await listen(tlsServer);
 const opened = (sock, event) => new Promise((r) => sock.once(event, () => r(sock)));
 const tcpClient = await opened(connect(tcpPort, '127.0.0.1'), 'connect');
 const diameterClient = await opened(connect(diameterPort, '127.0.0.1'), 'connect');
+const diameterServerSide = await diameterAccepted;
 
 // ---- the agent
 const probe = createServer(); // a free port for the agent's /metrics
@@ -104,6 +113,11 @@ await new Promise((r) => probe.close(r));
 const sipPorts = [udpRx.address().port, udpTx.address().port, tcpPort, tlsPort, diameterPort];
 const agent = spawn(process.execPath, [join(REPO, 'dist/src/cli/main.js'), 'run', '--hep', `tcp://127.0.0.1:${collectorPort}`, '--sip-ports', sipPorts.join(','),
   '--metrics-listen', `127.0.0.1:${metricsPort}`], { env: { ...process.env, HEPBPF_SOCKET: join(dir, 'hepbpf.sock') }, stdio: ['ignore', 'ignore', 'pipe'] });
+// Should this script fail, the agent goes with it (its probes detach on SIGTERM), and so do its files.
+process.on('exit', () => {
+  if (agent.exitCode === null) agent.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+});
 const logs = [];
 let partial = '';
 agent.stderr.on('data', (d) => {
@@ -135,7 +149,7 @@ const senders = {
   'sip/udp': () => udpTx.send(sip('udp')),
   'sip/tcp': () => tcpClient.write(sip('tcp')),
   'sip/tls': () => tlsClient.write(sip('tls')),
-  'diameter/tcp': () => diameterClient.write(diameter()),
+  'diameter/tcp': () => (sent['diameter/tcp'] % 2 === 0 ? diameterClient.write(diameter(true)) : diameterServerSide.write(diameter(false))),
 };
 process.stderr.write(`soak: ${SECONDS} s at ${RATE} msg/s (${KINDS.join(', ')}), warm-up ${WARMUP} s, agent pid ${agent.pid}\n`);
 await new Promise((done) => {
@@ -178,6 +192,7 @@ for (const line of metrics.split('\n')) {
   const m = /^(hepbpf_(?:kernel_lost|kernel_truncated|failures|messages_dropped|hep_dropped|container_hold_overflow|tls_unattributed|unpaired_receiver_copies|tail_bytes_dropped)_total)(\{[^}]*\})? (\d+)/.exec(line);
   if (m && Number(m[3]) > 0) lossCauses[`${m[1]}${m[2] ?? ''}`] = Number(m[3]);
 }
+const tables = Object.fromEntries([...metrics.matchAll(/^hepbpf_correlation_entries\{table="(\w+)"\} (\d+)/gm)].map((m) => [m[1], Number(m[2])]));
 const report = {
   date: new Date().toISOString(),
   seconds: Math.round(loadSeconds),
@@ -190,13 +205,13 @@ const report = {
   rssGrowthAfterWarmupMiB: +(after.at(-1).rss - after[0].rss).toFixed(1),
   rssSlopeMiBPerMin: +slope.toFixed(3),
   cpuPercentOfOneCore: +((100 * (cpuEnd.cpu - samples[0].cpu)) / (cpuEnd.t - samples[0].t)).toFixed(1),
+  correlationEntries: tables,
   agentExit: agent.exitCode,
   forwarded: final?.capture?.forwarded,
 };
 process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 
 for (const s of [udpRx, udpTx]) s.close();
-for (const s of [tcpClient, diameterClient, tlsClient]) s.destroy();
+for (const s of [tcpClient, diameterClient, diameterServerSide, tlsClient]) s.destroy();
 for (const s of [tcpServer, diameterServer, tlsServer, collector]) s.close();
-rmSync(dir, { recursive: true, force: true });
 process.exit(count(received) === total && agent.exitCode === 0 ? 0 : 1);
