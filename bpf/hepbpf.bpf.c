@@ -470,6 +470,8 @@ static __always_inline void stamp(struct hepbpf_record *r)
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 }
 
+#include "websocket.bpf.h"
+
 /* Turns one message into a record if it is SIP or Diameter, and submits it.
  * known: what the connection carries so far, updated here; NULL for a
  * datagram, which is judged alone (SIP only: no Diameter over UDP).
@@ -504,7 +506,7 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 
 	if (known && known->l7 == L7_NOT_OURS)
 		return 0;
-	if (known && (known->l7 == HEPBPF_L7_SIP || known->l7 == HEPBPF_L7_DIAMETER)) {
+	if (known && known->l7) { /* decided: SIP, Diameter or SIP over WebSocket */
 		l7 = known->l7;
 	} else {
 		/* A stream is judged by its first payloads. */
@@ -525,6 +527,8 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 			l7 = HEPBPF_L7_SIP;
 		else if (known && looks_like_diameter(s->data, g.off, g.off == m->orig_len))
 			l7 = HEPBPF_L7_DIAMETER;
+		else if (known && ws_sip_upgrade(s, &g, len))
+			l7 = HEPBPF_L7_WEBSOCKET;
 		if (known) {
 			if (l7)
 				known->l7 = l7;
@@ -625,13 +629,13 @@ static __always_inline void mark_not_ours(struct sock *sk)
 		known->l7 = L7_NOT_OURS;
 }
 
-/* Does sk carry SIP or Diameter in the clear? Then it is not a TLS socket. */
+/* Does sk carry SIP (also over WebSocket) or Diameter in the clear? Then it is not a TLS socket. */
 static __always_inline bool carries_plaintext(struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct sock_l7 *known = bpf_map_lookup_elem(&sock_l7, &key);
 
-	return known && (known->l7 == HEPBPF_L7_SIP || known->l7 == HEPBPF_L7_DIAMETER);
+	return known && known->l7 && known->l7 != L7_NOT_OURS;
 }
 
 /* The TLS connection conn of process tgid, created empty when first seen. */

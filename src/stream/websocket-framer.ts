@@ -75,6 +75,11 @@ export class WebSocketFramer extends StreamFramer {
     super(stats, sink);
   }
 
+  /** Bytes allocated to hold a partial frame header or handshake, and the message being assembled. */
+  override get allocated(): number {
+    return super.allocated + this.message.length;
+  }
+
   protected frame(buf: Buffer): number {
     if (this.state === State.Start) {
       if (buf.length < 4) return 0;
