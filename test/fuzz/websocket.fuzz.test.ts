@@ -11,22 +11,10 @@ import { MAX_MESSAGE_BYTES, type FramerStats } from '../../src/stream/framer.js'
 import { WebSocketFramer } from '../../src/stream/websocket-framer.js';
 import { fuzz, fuzzTimeoutMs } from './harness.js';
 import { nearSip, randomBytes, splits, writes } from './inputs.js';
+import { encodeFrame } from '../helpers/websocket.js';
 
 const REQUEST = 'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: sip\r\n\r\n';
 const RESPONSE = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: sip\r\n\r\n';
-
-/** One frame as given: any first byte, any length form and claim, masked or not. */
-function frame(b0: number, payload: Buffer, form: 7 | 16 | 64, claimDelta: number, mask: number | null): Buffer {
-  const claim = Math.max(0, payload.length + claimDelta);
-  const len = form === 7 ? [Math.min(claim, 125)] : form === 16 ? [126, (claim >> 8) & 0xff, claim & 0xff] : [127, 0, 0, 0, 0, ...[24, 16, 8, 0].map((s) => (claim >>> s) & 0xff)];
-  const head = Buffer.from([b0, ...len]);
-  if (mask !== null) head[1] |= 0x80;
-  const key = Buffer.alloc(mask === null ? 0 : 4);
-  if (mask !== null) key.writeUInt32BE(mask >>> 0);
-  const body = Buffer.from(payload);
-  if (mask !== null) for (let i = 0; i < body.length; i++) body[i] ^= key[i & 3];
-  return Buffer.concat([head, key, body]);
-}
 
 const anyFrame = fc
   .record({
@@ -38,15 +26,15 @@ const anyFrame = fc
     claimDelta: fc.constantFrom(0, 0, 0, 0, -1, 3, 70_000, 2 ** 31),
     mask: fc.option(fc.nat(), { freq: 2 }),
   })
-  .map((f) => frame((f.fin ? 0x80 : 0) | f.rsv | f.opcode, f.payload, f.form, f.claimDelta, f.mask));
+  .map((f) => encodeFrame((f.fin ? 0x80 : 0) | f.rsv | f.opcode, f.payload, f));
 
 /** Many tiny fragments of one message, pings between them: the per-frame cost over 64 KiB. */
 const tinyFragments = fc.constantFrom(
   Buffer.concat([
     Buffer.from(RESPONSE),
-    frame(0x01, Buffer.from('MESSAGE sip:b SIP/2.0\r\n'), 7, 0, 1),
-    ...Array.from({ length: 6000 }, (_, i) => (i % 2 ? frame(0x89, Buffer.alloc(0), 7, 0, 7) : frame(0x00, Buffer.from('ab'), 7, 0, 0x01020304))),
-    frame(0x80, Buffer.alloc(0), 7, 0, null),
+    encodeFrame(0x01, Buffer.from('MESSAGE sip:b SIP/2.0\r\n'), { mask: 1 }),
+    ...Array.from({ length: 6000 }, (_, i) => (i % 2 ? encodeFrame(0x89, Buffer.alloc(0), { mask: 7 }) : encodeFrame(0x00, Buffer.from('ab'), { mask: 0x01020304 }))),
+    encodeFrame(0x80, Buffer.alloc(0)),
   ]),
 );
 

@@ -9,6 +9,7 @@ import { MAX_MESSAGE_BYTES, type FramerStats } from '../../src/stream/framer.js'
 import { MAX_FRAME_BYTES, WebSocketFramer, type WebSocketStats } from '../../src/stream/websocket-framer.js';
 import { isSipHandshake, handshakeEnd } from '../../src/protocols/websocket.js';
 import { sipMessage } from './records.js';
+import { encodeFrame } from '../helpers/websocket.js';
 
 const TEXT = 1;
 const BINARY = 2;
@@ -20,16 +21,6 @@ const CLOSE = 8;
 export function wsFrame(data: Buffer, opts: { opcode?: number; fin?: boolean; mask?: boolean } = {}): Buffer {
   const parts = Sender.frame(data, { fin: opts.fin ?? true, opcode: opts.opcode ?? TEXT, mask: opts.mask ?? false, readOnly: true, rsv1: false });
   return Buffer.concat(parts);
-}
-
-/** A frame whose length is written in the 64-bit form whatever its size (RFC 6455 asks for the shortest; readers take any). */
-function frame64(data: Buffer, opcode = TEXT): Buffer {
-  const h = Buffer.alloc(10);
-  h[0] = 0x80 | opcode;
-  h[1] = 127;
-  h.writeUInt32BE(0, 2);
-  h.writeUInt32BE(data.length, 6);
-  return Buffer.concat([h, data]);
 }
 
 const REQUEST = Buffer.from(
@@ -115,7 +106,7 @@ describe('SIP over WebSocket framing', () => {
     const medium = sipMessage('m', body);
     const long = sipMessage('l', 'y'.repeat(70_000));
     const { f, out, stats } = framer();
-    f.push(Buffer.concat([REQUEST, wsFrame(a, { mask: true }), wsFrame(medium, { mask: true }), frame64(b), wsFrame(long, { mask: true })]));
+    f.push(Buffer.concat([REQUEST, wsFrame(a, { mask: true }), wsFrame(medium, { mask: true }), encodeFrame(0x80 | TEXT, b, { form: 64 }), wsFrame(long, { mask: true })]));
     expect(out.slice(0, 3).map((m) => m.payload)).toEqual([a, medium, b]);
     expect(out[3]).toEqual({ payload: long.subarray(0, MAX_MESSAGE_BYTES), size: long.length, truncated: true });
     expect(stats.truncatedMessages).toBe(1);
@@ -148,7 +139,7 @@ describe('SIP over WebSocket framing', () => {
     expect(ws.resyncs).toBe(1);
     // A frame just over the bound is refused the same way.
     const over = framer();
-    over.f.push(Buffer.concat([RESPONSE, frame64(Buffer.alloc(0)).fill(0, 2, 10)]));
+    over.f.push(RESPONSE);
     const claim = Buffer.from([0x81, 127, 0, 0, 0, 0, 0, 0, 0, 0]);
     claim.writeUInt32BE(MAX_FRAME_BYTES + 1, 6);
     over.f.push(claim);
