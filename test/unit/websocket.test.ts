@@ -10,6 +10,10 @@ import { MAX_FRAME_BYTES, WebSocketFramer, type WebSocketStats } from '../../src
 import { isSipHandshake, handshakeEnd } from '../../src/protocols/websocket.js';
 import { sipMessage } from './records.js';
 import { encodeFrame } from '../helpers/websocket.js';
+import { decodeBatch, F_TLS, L7_SIP, L7_WEBSOCKET } from '../../src/capture/record.js';
+import { batchOf, encodeRecord } from '../../src/capture/replay.js';
+import { StreamAssembler } from '../../src/stream/assembler.js';
+import type { Message } from '../../src/stream/message.js';
 
 const TEXT = 1;
 const BINARY = 2;
@@ -219,5 +223,21 @@ describe('SIP over WebSocket framing', () => {
         }
       }),
     );
+  });
+});
+
+describe('StreamAssembler and SIP over WebSocket', () => {
+  it('frames a connection the kernel marked WebSocket, as ws over TCP and wss over TLS, and leaves others to the SIP framer', () => {
+    const out: Message[] = [];
+    const asm = new StreamAssembler((m) => out.push({ ...m, payload: Buffer.from(m.payload) }));
+    const ws = { ipProto: 6 as const, l7: L7_WEBSOCKET, direction: 1 as const, localPort: 8080, remotePort: 40000 };
+    const records = [
+      encodeRecord({ ...ws, sockId: 1n, data: Buffer.concat([REQUEST, wsFrame(a, { mask: true })]) }),
+      encodeRecord({ ...ws, sockId: 2n, tlsId: 9n, flags: F_TLS, source: 12, data: Buffer.concat([REQUEST, wsFrame(b, { mask: true })]) }),
+      encodeRecord({ ...ws, sockId: 3n, l7: L7_SIP, data: c }),
+    ];
+    decodeBatch(batchOf(records), (r) => asm.push(r));
+    expect(out.map((m) => [m.transport, m.payload])).toEqual([['ws', a], ['wss', b], ['tcp', c]]);
+    expect(asm.stats().websocket).toMatchObject({ handshakes: 2, resyncs: 0 });
   });
 });
