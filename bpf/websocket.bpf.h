@@ -49,12 +49,14 @@ static int ws_scan_step(__u32 i, void *arg)
 			      ((name[2] | FOLD) & MASK(7)) == STR8('o', 't', 'o', 'c', 'o', 'l', ':', 0);
 		return 0;
 	}
-	if (d[0] == '\r')
+	if (d[0] == '\r') {
 		w->in_value = false;
-	else if (w->in_value && d[0] == 's' && d[1] == 'i' && d[2] == 'p' && ws_delim(d[3]) &&
-		 ws_delim(s->data[(i - 1) & (WS_SCAN_BYTES - 1)]))
+	} else if (w->in_value && d[0] == 's' && d[1] == 'i' && d[2] == 'p' && ws_delim(d[3]) &&
+		   ws_delim(s->data[(i - 1) & (WS_SCAN_BYTES - 1)])) {
 		w->found = true;
-	return w->found;
+		return 1;
+	}
+	return 0;
 }
 
 /* Does the payload, whose first g->off bytes are in scratch, start a SIP over
