@@ -330,6 +330,18 @@ static __always_inline bool buffer_looks_like_sip(const void *buf, __u64 n)
 	return looks_like_sip(head, n);
 }
 
+/* Starts gathering m: from its iovec array or its one buffer. */
+static __always_inline void gather_init(struct gather *g, const struct sock_msg *m)
+{
+	if (m->iov) {
+		g->iov = m->iov;
+		g->iovcnt = m->len;
+	} else {
+		g->base = m->buf;
+		g->left = m->len;
+	}
+}
+
 /* Copies the next piece of the message into scratch: loads the next iovec when
  * the current segment is used up, then at most GATHER_CHUNK bytes. */
 static int gather_step(__u32 i, void *arg)
@@ -496,13 +508,7 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		return 0;
 
 	len = m->orig_len < HEPBPF_MAX_DATA ? m->orig_len : HEPBPF_MAX_DATA;
-	if (m->iov) {
-		g.iov = m->iov;
-		g.iovcnt = m->len;
-	} else {
-		g.base = m->buf;
-		g.left = m->len;
-	}
+	gather_init(&g, m);
 
 	if (known && known->l7 == L7_NOT_OURS)
 		return 0;
@@ -527,7 +533,7 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 			l7 = HEPBPF_L7_SIP;
 		else if (known && looks_like_diameter(s->data, g.off, g.off == m->orig_len))
 			l7 = HEPBPF_L7_DIAMETER;
-		else if (known && ws_sip_upgrade(s, &g, len))
+		else if (known && looks_like_get(s->data, g.off) && ws_sip_upgrade(m))
 			l7 = HEPBPF_L7_WEBSOCKET;
 		if (known) {
 			if (l7)

@@ -59,19 +59,28 @@ static int ws_scan_step(__u32 i, void *arg)
 	return 0;
 }
 
-/* Does the payload, whose first g->off bytes are in scratch, start a SIP over
- * WebSocket handshake? Gathers up to WS_SCAN_BYTES of it (g goes on from there). */
-static __always_inline bool ws_sip_upgrade(struct scratch_buf *s, struct gather *g, __u32 len)
+/* Does the payload start "GET "? n: how many bytes at d are valid. */
+static __always_inline bool looks_like_get(const __u8 *d, __u32 n)
 {
+	return n >= 4 && d[0] == 'G' && d[1] == 'E' && d[2] == 'T' && d[3] == ' ';
+}
+
+/* Does m, a payload starting "GET ", offer the sip subprotocol? Gathers up to
+ * WS_SCAN_BYTES of it into scratch (the same bytes emit() goes on gathering).
+ * Global, so the verifier checks it once and apart from emit(). */
+__noinline int ws_sip_upgrade(const struct sock_msg *m)
+{
+	struct gather g = {};
 	struct ws_scan w = {};
 
-	if (g->off < 4 || s->data[0] != 'G' || s->data[1] != 'E' || s->data[2] != 'T' || s->data[3] != ' ')
-		return false;
-	g->limit = len < WS_SCAN_BYTES ? len : WS_SCAN_BYTES;
-	bpf_loop(GATHER_STEPS, gather_step, g, 0);
-	if (g->fault)
-		return false;
-	w.n = g->off;
+	if (!m)
+		return 0;
+	gather_init(&g, m);
+	g.limit = m->orig_len < WS_SCAN_BYTES ? m->orig_len : WS_SCAN_BYTES;
+	bpf_loop(GATHER_STEPS, gather_step, &g, 0);
+	if (g.fault)
+		return 0;
+	w.n = g.off;
 	bpf_loop(WS_SCAN_BYTES, ws_scan_step, &w, 0);
 	return w.found;
 }
