@@ -293,7 +293,7 @@ export async function pipelineBench(out: Report): Promise<Record<string, unknown
   out.say('\n(pipeline) ns per forwarded message per stage, recorded records, no kernel and no socket');
   out.say(`    (each message seen on both sides, two records; median of ${PASSES} passes over ${MESSAGES_PER_SCENARIO} messages per scenario,`);
   out.say('     between two containers whose names are known; stream/framing is timed with decode and decode taken off)');
-  const perMessage: Record<Scenario, number> = { 'SIP/UDP': 2, 'SIP/TCP': 4, 'SIP/TLS': 4, Diameter: 3 };
+  const perMessage: Record<Scenario, number> = { 'SIP/UDP': 2, 'SIP/TCP': 4, 'SIP/TLS': 4, 'SIP/WS': 2, Diameter: 3 };
   const columns: Record<string, Record<Stage, Figure>> = {};
   const mixed = new Recorder();
   for (const s of SCENARIOS) {

@@ -5,7 +5,7 @@
  * entering the receiver, as on a real host. Built with src/capture/replay.ts.
  */
 import { batchOf, encodeRecord, type RecordSpec } from '../src/capture/replay.js';
-import { F_TLS, L7_DIAMETER, L7_SIP } from '../src/capture/record.js';
+import { F_TLS, L7_DIAMETER, L7_SIP, L7_WEBSOCKET } from '../src/capture/record.js';
 import { ContainerResolver } from '../src/enrich/containers.js';
 import type { CgroupIndex } from '../src/enrich/cgroups.js';
 import type { DockerApi } from '../src/enrich/docker-api.js';
@@ -13,6 +13,7 @@ import type { HepSender } from '../src/output/hep-sender.js';
 import { parseHepTarget } from '../src/output/target.js';
 import { MAX_UDP_PACKET } from '../src/hep/chunks.js';
 import { diameterMessage, TGPP } from '../test/helpers/diameter.js';
+import { encodeFrame } from '../test/helpers/websocket.js';
 
 /** One end: a process in a Docker container (compose project `ims`). */
 export interface Peer {
@@ -184,8 +185,17 @@ export class Recorder {
 const split = (buf: Buffer, parts: number) =>
   Array.from({ length: parts }, (_, i) => buf.subarray(Math.floor((buf.length * i) / parts), Math.floor((buf.length * (i + 1)) / parts)));
 
-export type Scenario = 'SIP/UDP' | 'SIP/TCP' | 'SIP/TLS' | 'Diameter';
-export const SCENARIOS: Scenario[] = ['SIP/UDP', 'SIP/TCP', 'SIP/TLS', 'Diameter'];
+export type Scenario = 'SIP/UDP' | 'SIP/TCP' | 'SIP/TLS' | 'SIP/WS' | 'Diameter';
+export const SCENARIOS: Scenario[] = ['SIP/UDP', 'SIP/TCP', 'SIP/TLS', 'SIP/WS', 'Diameter'];
+
+const WS_UPGRADE = Buffer.from(
+  'GET / HTTP/1.1\r\nHost: scscf.ims.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n' +
+    'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n',
+);
+const WS_ACCEPT = Buffer.from(
+  'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n' +
+    'Sec-WebSocket-Protocol: sip\r\n\r\n',
+);
 
 /** `calls` rounds of one scenario between PCSCF and SCSCF; `tag` keeps Call-IDs and sessions apart between recordings. */
 export function record(rec: Recorder, scenario: Scenario, calls: number, tag = ''): void {
@@ -205,6 +215,13 @@ export function record(rec: Recorder, scenario: Scenario, calls: number, tag = '
       rec.exchange({ ...sip, toPort: port, ipProto: 6, tls, writes: [both], reads: split(both, 3), messages: 2 });
       const answers = [ok(`${id}a`), ok(`${id}b`)];
       rec.exchange({ ...back, fromPort: port, ipProto: 6, tls, writes: answers, reads: [Buffer.concat(answers)], messages: 2 });
+    } else if (scenario === 'SIP/WS') {
+      // One connection, opened by the handshake before the first request.
+      const ws = { ...sip, toPort: 8080, ipProto: 6 as const, l7: L7_WEBSOCKET };
+      const request = encodeFrame(0x81, invite(id, icid), { mask: 0x5a17c0de }); // a client masks its frames, a server does not
+      const answer = encodeFrame(0x81, ok(id));
+      rec.exchange({ ...ws, writes: [i === 0 ? Buffer.concat([WS_UPGRADE, request]) : request], messages: 1 });
+      rec.exchange({ ...ws, from: SCSCF, to: PCSCF, fromPort: 8080, toPort: 5070, writes: [i === 0 ? Buffer.concat([WS_ACCEPT, answer]) : answer], messages: 1 });
     } else {
       const dia = { from: PCSCF, to: SCSCF, fromPort: 40000, toPort: 3868, ipProto: 6 as const, l7: L7_DIAMETER };
       const diaBack = { from: SCSCF, to: PCSCF, fromPort: 3868, toPort: 40000, ipProto: 6 as const, l7: L7_DIAMETER };

@@ -330,6 +330,18 @@ static __always_inline bool buffer_looks_like_sip(const void *buf, __u64 n)
 	return looks_like_sip(head, n);
 }
 
+/* Starts gathering m: from its iovec array or its one buffer. */
+static __always_inline void gather_init(struct gather *g, const struct sock_msg *m)
+{
+	if (m->iov) {
+		g->iov = m->iov;
+		g->iovcnt = m->len;
+	} else {
+		g->base = m->buf;
+		g->left = m->len;
+	}
+}
+
 /* Copies the next piece of the message into scratch: loads the next iovec when
  * the current segment is used up, then at most GATHER_CHUNK bytes. */
 static int gather_step(__u32 i, void *arg)
@@ -470,6 +482,8 @@ static __always_inline void stamp(struct hepbpf_record *r)
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 }
 
+#include "websocket.bpf.h"
+
 /* Turns one message into a record if it is SIP or Diameter, and submits it.
  * known: what the connection carries so far, updated here; NULL for a
  * datagram, which is judged alone (SIP only: no Diameter over UDP).
@@ -494,17 +508,11 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		return 0;
 
 	len = m->orig_len < HEPBPF_MAX_DATA ? m->orig_len : HEPBPF_MAX_DATA;
-	if (m->iov) {
-		g.iov = m->iov;
-		g.iovcnt = m->len;
-	} else {
-		g.base = m->buf;
-		g.left = m->len;
-	}
+	gather_init(&g, m);
 
 	if (known && known->l7 == L7_NOT_OURS)
 		return 0;
-	if (known && (known->l7 == HEPBPF_L7_SIP || known->l7 == HEPBPF_L7_DIAMETER)) {
+	if (known && known->l7) { /* decided: SIP, Diameter or SIP over WebSocket */
 		l7 = known->l7;
 	} else {
 		/* A stream is judged by its first payloads. */
@@ -525,6 +533,8 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 			l7 = HEPBPF_L7_SIP;
 		else if (known && looks_like_diameter(s->data, g.off, g.off == m->orig_len))
 			l7 = HEPBPF_L7_DIAMETER;
+		else if (known && looks_like_get(s->data, g.off) && ws_sip_upgrade(m))
+			l7 = HEPBPF_L7_WEBSOCKET;
 		if (known) {
 			if (l7)
 				known->l7 = l7;
@@ -625,13 +635,13 @@ static __always_inline void mark_not_ours(struct sock *sk)
 		known->l7 = L7_NOT_OURS;
 }
 
-/* Does sk carry SIP or Diameter in the clear? Then it is not a TLS socket. */
+/* Does sk carry SIP (also over WebSocket) or Diameter in the clear? Then it is not a TLS socket. */
 static __always_inline bool carries_plaintext(struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct sock_l7 *known = bpf_map_lookup_elem(&sock_l7, &key);
 
-	return known && (known->l7 == HEPBPF_L7_SIP || known->l7 == HEPBPF_L7_DIAMETER);
+	return known && known->l7 && known->l7 != L7_NOT_OURS;
 }
 
 /* The TLS connection conn of process tgid, created empty when first seen. */

@@ -19,6 +19,7 @@
 #define HEPBPF_L7_UNKNOWN 0
 #define HEPBPF_L7_SIP 1
 #define HEPBPF_L7_DIAMETER 2
+#define HEPBPF_L7_WEBSOCKET 3 /* SIP over WebSocket: the connection began with a GET offering the sip subprotocol */
 
 /* source: the hook that produced the record */
 #define HEPBPF_SRC_WRITE 1

@@ -12,6 +12,8 @@ export const DIR_EGRESS = 0;
 export const DIR_INGRESS = 1;
 export const L7_SIP = 1;
 export const L7_DIAMETER = 2;
+/** SIP over WebSocket (RFC 7118): the connection began with a handshake offering the `sip` subprotocol. */
+export const L7_WEBSOCKET = 3;
 export const F_TRUNCATED = 0x01;
 export const F_NO_PEER = 0x02;
 export const F_TLS = 0x04;

@@ -39,7 +39,9 @@ export class HepForwarder {
   ) {
     this.diameterPayload = opts.diameterPayload ?? 'json';
     this.nodeName = opts.nodeName;
-    this.ipProto = { udp: 17, tcp: 6, tls: opts.tlsIpProto ?? HEP_IP_PROTO_TLS, sctp: 132 };
+    // Kamailio siptrace marks WebSocket (ws and wss) with the same 22 as TLS; --tls-ip-proto 6 makes all three TCP.
+    const tls = opts.tlsIpProto ?? HEP_IP_PROTO_TLS;
+    this.ipProto = { udp: 17, tcp: 6, tls, sctp: 132, ws: tls, wss: tls };
     this.encoder = new HepEncoder(agent);
   }
 

@@ -1,8 +1,9 @@
-import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_COUNTERPART, F_NO_CONN, F_NO_PEER, F_TLS, L7_DIAMETER } from '../capture/record.js';
+import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_COUNTERPART, F_NO_CONN, F_NO_PEER, F_TLS, L7_DIAMETER, L7_WEBSOCKET } from '../capture/record.js';
 import type { AppProto, Endpoint, Message, Transport } from './message.js';
 import { SipFramer } from './sip-framer.js';
 import { isKeepAlive } from '../protocols/sip.js';
 import { DiameterFramer } from './diameter-framer.js';
+import { WebSocketFramer, type WebSocketStats } from './websocket-framer.js';
 import type { FramerStats, StreamFramer } from './framer.js';
 
 /** A stream that has been silent this long is forgotten (its partial message with it). */
@@ -14,6 +15,8 @@ const EXPIRE_EVERY = 4096;
 interface StreamState {
   framer: StreamFramer;
   proto: AppProto;
+  /** Set for SIP over WebSocket, whose transport is ws or wss rather than tcp or tls. */
+  websocket: boolean;
   lastNs: bigint;
 }
 
@@ -32,6 +35,7 @@ export class StreamAssembler {
   private readonly framerStats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
   private readonly diameterStats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
   private readonly diameterMalformed = { malformed: 0 };
+  private readonly websocketStats: WebSocketStats = { handshakes: 0, rejectedHandshakes: 0, resyncs: 0, controlFrames: 0, notSip: 0 };
   private expired = 0;
   private sinceExpire = 0;
   /** The record being assembled: the framer's sink reads its metadata. */
@@ -63,10 +67,14 @@ export class StreamAssembler {
       if (this.streams.size >= MAX_STREAMS) this.expire(rec.tsNs, true);
       // The kernel's inference decides once per connection which framing applies.
       const sink = (p: Buffer, size: number, cut: boolean) => this.emit(p, size, cut);
-      stream =
+      const keepAlive = (run: Buffer) => this.emit(run, run.length, false, true);
+      const framer =
         rec.l7 === L7_DIAMETER
-          ? { framer: new DiameterFramer(this.diameterStats, this.diameterMalformed, sink), proto: 'diameter', lastNs: rec.tsNs }
-          : { framer: new SipFramer(this.framerStats, sink, (run) => this.emit(run, run.length, false, true)), proto: 'sip', lastNs: rec.tsNs };
+          ? new DiameterFramer(this.diameterStats, this.diameterMalformed, sink)
+          : rec.l7 === L7_WEBSOCKET
+            ? new WebSocketFramer(this.framerStats, this.websocketStats, sink, keepAlive)
+            : new SipFramer(this.framerStats, sink, keepAlive);
+      stream = { framer, proto: rec.l7 === L7_DIAMETER ? 'diameter' : 'sip', websocket: rec.l7 === L7_WEBSOCKET, lastNs: rec.tsNs };
       this.streams.set(key, stream);
     } else {
       // Refresh insertion order so the oldest-idle streams stay at the front for expire().
@@ -75,6 +83,7 @@ export class StreamAssembler {
     }
     stream.lastNs = rec.tsNs;
     this.currentProto = stream.proto;
+    if (stream.websocket) this.currentTransport = tls ? 'wss' : 'ws';
     stream.framer.push(rec.data, rec.origLen - rec.dataLen);
   }
 
@@ -144,6 +153,7 @@ export class StreamAssembler {
     return {
       ...this.framerStats,
       diameter: { ...this.diameterStats, ...this.diameterMalformed },
+      websocket: { ...this.websocketStats },
       streams: this.streams.size, expiredStreams: this.expired, streamBufferBytes: this.bufferBytes() };
   }
 

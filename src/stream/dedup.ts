@@ -13,7 +13,7 @@ const MAX_KEYS = 1 << 18;
  */
 const HASHED_PREFIX = 512;
 
-const TRANSPORT_SEED: Record<Message['transport'], number> = { udp: 1, tcp: 2, tls: 3, sctp: 4 };
+const TRANSPORT_SEED: Record<Message['transport'], number> = { udp: 1, tcp: 2, tls: 3, sctp: 4, ws: 5, wss: 6 };
 
 /**
  * A message's bucket key: two independent 32-bit FNV-1a variants over the first payload bytes,

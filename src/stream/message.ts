@@ -3,7 +3,8 @@ export interface Endpoint {
   port: number;
 }
 
-export type Transport = 'udp' | 'tcp' | 'tls' | 'sctp';
+/** ws and wss: SIP over WebSocket (RFC 7118) on TCP and on TLS. */
+export type Transport = 'udp' | 'tcp' | 'tls' | 'sctp' | 'ws' | 'wss';
 export type AppProto = 'sip' | 'diameter';
 
 /**

@@ -53,9 +53,9 @@ const CORE_CAPTURE_ID = 2;
 /** siptrace's HEP IP protocol for TLS. */
 const HEP_PROTO_TLS = 22;
 
-const MODULES = '/usr/lib/x86_64-linux-gnu/kamailio/modules/';
+export const MODULES = '/usr/lib/x86_64-linux-gnu/kamailio/modules/';
 
-interface KamailioProcess {
+export interface KamailioProcess {
   proc: ChildProcess;
   cfg: string;
   pids: number[];
@@ -98,7 +98,7 @@ function childrenOf(pid: number): number[] {
   );
 }
 
-async function startKamailio(dir: string, name: string, cfgText: string, readyLine: string): Promise<KamailioProcess> {
+export async function startKamailio(dir: string, name: string, cfgText: string, readyLine: string): Promise<KamailioProcess> {
   const cfg = join(dir, `${name}.cfg`);
   writeFileSync(cfg, cfgText);
   const run = join(dir, `${name}-run`);
@@ -150,7 +150,7 @@ function runsConfig(pid: number, cfg: string): boolean {
 }
 
 /** Stops a Kamailio instance by its main pid; a worker still alive afterwards is killed by its own pid. */
-async function stopKamailio(k: KamailioProcess): Promise<void> {
+export async function stopKamailio(k: KamailioProcess): Promise<void> {
   await stopByPid(k.proc);
   const left = () => k.pids.slice(1).filter((pid) => runsConfig(pid, k.cfg));
   for (const pid of left()) process.kill(pid, 'SIGKILL');
