@@ -17,7 +17,8 @@ import { CgroupIndex } from './enrich/cgroups.js';
 import { KubernetesPods } from './enrich/kubernetes.js';
 import { containerFilter, type ContainerFilterOptions } from './enrich/container-filter.js';
 import type { HepAgentFields } from './hep/encode.js';
-import { createSender, HepForwarder, type ForwardOptions } from './output/hep-forwarder.js';
+import { createSenders, HepForwarder, type ForwardOptions } from './output/hep-forwarder.js';
+import type { SpoolOptions } from './output/spool.js';
 import type { HepTarget } from './output/target.js';
 import { ControlServer } from './output/control-server.js';
 import { Failures } from './failures.js';
@@ -213,7 +214,9 @@ export function hostAgent(o: HostCaptureOptions, log: Logger, sink: (event: Capt
 }
 
 export interface ForwardingOptions extends HostCaptureOptions, ContainerFilterOptions, ForwardOptions {
-  targets: HepTarget[];
+  /** One entry per --hep: a collector, or a failover group (primary first). */
+  targets: HepTarget[][];
+  spool?: SpoolOptions;
   hep: HepAgentFields;
 }
 
@@ -229,7 +232,7 @@ export class Forwarding {
     private readonly log: Logger,
   ) {
     const keep = containerFilter(o);
-    this.forwarder = new HepForwarder(o.targets.map((t) => createSender(t, log)), o.hep, o);
+    this.forwarder = new HepForwarder(createSenders(o.targets, log, o.spool), o.hep, o);
     this.agent = hostAgent(o, log, (event) => {
       if (keep && !keep(event.container, event.peerContainer)) return;
       this.forwarder.forward(event);

@@ -20,6 +20,7 @@ const ERROR_LOG_INTERVAL_MS = 10_000;
  */
 export class UdpHepSender implements HepSender {
   readonly maxPacket = MAX_UDP_PACKET;
+  readonly name: string;
   private sock?: UdpBatchSocket;
   private closed = false;
   private readonly queue = Buffer.allocUnsafe(QUEUE_BYTES);
@@ -34,6 +35,7 @@ export class UdpHepSender implements HepSender {
     readonly target: HepTarget,
     private readonly log: Logger,
   ) {
+    this.name = target.url;
     if (isIP(target.host)) this.connect(target.host);
     else lookup(target.host, (err, address) => (err ? this.connectFailed(err) : this.connect(address)));
   }

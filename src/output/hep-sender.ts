@@ -1,3 +1,4 @@
+import type { SpoolStats } from './spool.js';
 import type { HepTarget } from './target.js';
 
 export interface SenderStats {
@@ -10,10 +11,19 @@ export interface SenderStats {
   /** Packets waiting to be written. */
   queued: number;
   queuedBytes: number;
+  /** TCP/TLS: packets written again because the collector had not acknowledged them when its connection ended. */
+  resent?: number;
+  /** TCP/TLS: switches to another collector of the group; whether one is connected, and which. */
+  failovers?: number;
+  up?: boolean;
+  active?: string | null;
+  spool?: SpoolStats;
 }
 
 export interface HepSender {
   readonly target: HepTarget;
+  /** The --hep value it sends to: a URL, or a failover group `URL|URL...`. */
+  readonly name: string;
   /** Largest packet this transport carries. */
   readonly maxPacket: number;
   /** Takes a copy of `packet`: the caller may reuse its buffer as soon as this returns. Never throws, never blocks. */
