@@ -94,7 +94,7 @@ export function createSenders(groups: HepTarget[][], log: Logger, spool?: SpoolO
   return groups.map((g) =>
     g[0].transport === 'udp'
       ? new UdpHepSender(g[0], log)
-      : new TcpHepSender(g, log, { spool: spool && new Spool(join(spool.dir, spoolName(g[0])), Math.floor(spool.maxBytes / streams)) }),
+      : new TcpHepSender(g, log, { spool: spool && new Spool(join(spool.dir, spoolName(g[0])), Math.floor(spool.maxBytes / streams), log) }),
   );
 }
 

@@ -1,6 +1,7 @@
 import { chmodSync, close, closeSync, fdatasync, fdatasyncSync, ftruncateSync, lstatSync, mkdirSync, openSync, read, readdirSync, readSync, unlinkSync, writev, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import type { Logger } from 'pino';
 import { MAX_PACKET } from '../hep/chunks.js';
 import { afterTurn } from './after-turn.js';
 
@@ -112,6 +113,7 @@ export class Spool {
   constructor(
     readonly dir: string,
     private readonly maxBytes: number,
+    private readonly log?: Logger,
   ) {
     ensurePrivateDir(dir);
     // Several segments fit in the bound, so dropping the oldest frees a fraction of it, never all.
@@ -150,6 +152,7 @@ export class Spool {
       this.nextId = id + 1;
     }
     while (this.segments.length > 1 && this.totalBytes() > this.maxBytes) this.dropOldest();
+    if (this.segments.length > 0) this.log?.info({ spool: this.dir, records: this.records, bytes: this.bytes, torn: this.counters.torn }, 'HEP spool: sending what an earlier run kept');
   }
 
   private path(id: number): string {
@@ -217,6 +220,7 @@ export class Spool {
     const seg = this.segments.shift()!;
     seg.dropped = true;
     this.counters.droppedOldest += seg.records - seg.readRecords;
+    this.log?.warn({ spool: this.dir, records: seg.records - seg.readRecords, droppedOldest: this.counters.droppedOldest }, 'HEP spool full: oldest segment dropped');
     if (seg.fd >= 0) closeSync(seg.fd);
     seg.fd = -1;
     if (this.readFdSeg === seg) this.closeReader();
@@ -357,11 +361,16 @@ export class Spool {
     this.readFdSeg = undefined;
   }
 
-  /** A full segment read to its end whose packets are all in the kernel: deleted. */
+  /**
+   * A segment read to its end whose packets are all in the kernel is deleted: a full one, or the
+   * one being written once nothing of it waits in memory (the next append starts a new one).
+   */
   private maybeRelease(seg: Segment): void {
-    if (!seg.full || seg.readRecords < seg.records || seg.inFlight > 0 || this.closed) return;
+    if (seg.readRecords < seg.records || seg.inFlight > 0 || this.closed) return;
+    if (!seg.full && (seg.diskBytes < seg.bytes || this.chunks.some((c) => c.seg === seg))) return;
     const i = this.segments.indexOf(seg);
     if (i < 0) return;
+    seg.full = true;
     this.segments.splice(i, 1);
     if (this.readFdSeg === seg) this.closeReader();
     if (seg.fd >= 0) closeSync(seg.fd);
