@@ -96,10 +96,22 @@ class Connection {
     return packets;
   }
 
-  /** Unacknowledged runs, oldest first; the connection keeps none. */
+  /**
+   * Unacknowledged runs, oldest first; the connection keeps none. The packets of the first run that
+   * the peer acknowledged whole are left out (it read them); one it got only part of is sent again whole.
+   */
   takeUnacked(): Run[] {
     this.final = true;
-    return this.unacked.splice(0).map((u) => u.run);
+    const runs = this.unacked.splice(0);
+    if (runs.length === 0) return [];
+    const first = runs[0];
+    let at = 0;
+    let skipped = 0;
+    const ackedInRun = this.acked - (first.end - first.run.bytes.length);
+    for (let len = 0; at + 6 <= first.run.bytes.length && at + (len = first.run.bytes.readUInt16BE(at + 4)) <= ackedInRun; at += len) skipped++;
+    const out = runs.map((u) => u.run);
+    if (skipped > 0) out[0] = { bytes: first.run.bytes.subarray(at), packets: first.run.packets - skipped, done: first.run.done };
+    return out.filter((r) => r.packets > 0);
   }
 }
 

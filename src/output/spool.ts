@@ -327,10 +327,13 @@ export class Spool {
       this.counters.replayed += records;
       if (records === 0) continue;
       seg.inFlight++;
+      let released = false;
       return {
         packets: out.subarray(0, used),
         records,
         done: () => {
+          if (released) return; // written again after a lost connection
+          released = true;
           seg.inFlight--;
           this.maybeRelease(seg);
         },
