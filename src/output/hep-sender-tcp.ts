@@ -86,7 +86,7 @@ class Connection {
     this.final = final;
     const outq = tcpUnacked(this.tcp);
     if (outq === undefined) return 0;
-    const acked = this.target.tls ? (outq === 0 && this.inKernel === this.submitted ? this.submitted : this.acked) : this.inKernel - outq;
+    const acked = this.target.tls ? (outq === 0 && this.inKernel === this.submitted ? this.submitted : this.acked) : this.kernelBytes() - outq;
     if (acked > this.acked) {
       this.acked = acked;
       this.lastProgressMs = Date.now();
@@ -94,6 +94,26 @@ class Connection {
     let packets = 0;
     while (this.unacked.length > 0 && this.unacked[0].end <= this.acked) packets += this.unacked.shift()!.run.packets;
     return packets;
+  }
+
+  /**
+   * Bytes the kernel took: what Node dispatched to libuv minus what libuv still queues (a write in
+   * progress is partly in the kernel); the write callbacks' count where Node does not say.
+   */
+  private kernelBytes(): number {
+    const tcp = this.tcp as unknown as { _bytesDispatched?: number; _handle?: { writeQueueSize?: number } | null };
+    const queued = tcp._handle?.writeQueueSize;
+    return tcp._bytesDispatched === undefined || queued === undefined ? this.inKernel : tcp._bytesDispatched - queued;
+  }
+
+  /**
+   * Drops the connection now, after a last reading of what was acknowledged: over TCP with a reset,
+   * so the kernel does not go on sending what is then sent again elsewhere.
+   */
+  abort(): void {
+    this.checkAcks(true);
+    if (this.target.tls) this.sock.destroy();
+    else this.tcp.resetAndDestroy();
   }
 
   /**
@@ -263,8 +283,7 @@ export class TcpHepSender implements HepSender {
       conn.checkAcks();
       if (conn.unacked.length > 0 && Date.now() - conn.lastProgressMs > STALL_MS) {
         this.log.warn({ collector: conn.target.url, ms: STALL_MS }, 'HEP TCP collector acknowledges nothing: failing over');
-        conn.checkAcks(true);
-        conn.sock.destroy();
+        conn.abort();
         return;
       }
     }
@@ -285,7 +304,7 @@ export class TcpHepSender implements HepSender {
     if (backup) {
       this.retiring = backup;
       backup.sock.end();
-      setTimeout(() => backup.sock.destroy(), RETIRE_WAIT_MS).unref();
+      setTimeout(() => backup.sock.destroyed || backup.abort(), RETIRE_WAIT_MS).unref();
     }
     this.connected(primary);
   }
@@ -427,9 +446,11 @@ export class TcpHepSender implements HepSender {
     }
     await this.spool?.close();
     const sock = conn?.sock;
-    if (sock && conn.up) await Promise.race([new Promise<void>((r) => sock.end(r)), timeout]);
+    // What was not acknowledged is in the spool (or counted dropped): the connection must not deliver it after all.
+    if (left.length > 0) conn?.abort();
+    else if (sock && conn.up) await Promise.race([new Promise<void>((r) => sock.end(r)), timeout]);
     sock?.destroy();
-    this.retiring?.sock.destroy();
+    this.retiring?.abort();
     clearTimeout(timer);
   }
 
