@@ -4,10 +4,12 @@
  * test/e2e/spool.test.ts.
  */
 import { appendFileSync, chownSync, closeSync, lstatSync, openSync, writeSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { splitHepStream } from '../../src/hep/decode.js';
 import { TcpHepSender } from '../../src/output/hep-sender-tcp.js';
 import { Spool } from '../../src/output/spool.js';
 import { parseHepGroup, parseHepTarget } from '../../src/output/target.js';
@@ -183,4 +185,50 @@ describe('failover group', () => {
       await backup.close();
     }
   });
+
+  it('a primary that stops reading (silent): after 0.5 s without acknowledgements the backup gets the rest; what the primary had acknowledged it still reads; none lost or twice', async () => {
+    // The silent primary: it reads 2000 packets, then nothing until told to go on.
+    const got: Buffer[] = [];
+    let stalled: import('node:net').Socket | undefined;
+    const silent = createServer((c) => {
+      let pending = Buffer.alloc(0);
+      c.on('error', () => {}); // the sender resets the connection it gave up on
+      c.on('data', (d: Buffer) => {
+        pending = Buffer.concat([pending, d]);
+        pending = pending.subarray(splitHepStream(pending, (p) => got.push(Buffer.from(p))));
+        if (got.length >= 2000 && !stalled) {
+          stalled = c;
+          c.pause();
+        }
+      });
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const backup = await tcpCollector();
+    const sender = new TcpHepSender(parseHepGroup(`tcp://127.0.0.1:${(silent.address() as AddressInfo).port}|${backup.url}`), log);
+    let n = 0;
+    const pump = setInterval(() => {
+      for (let i = 0; i < 100; i++) sender.send(packet(n++, 1000)); // 10,000/s of 1000 bytes: fills the primary's buffers
+    }, 10);
+    try {
+      await until('the primary stops reading', () => !!stalled);
+      const stalledAt = Date.now();
+      await until('the backup takes over', () => backup.packets.length > 0, 10_000);
+      const switchMs = Date.now() - stalledAt;
+      await until('the backup carries a while', () => backup.packets.length > 2000);
+      clearInterval(pump);
+      await sender.flush();
+      await until('the backup has the rest', () => sender.stats().queued === 0 && backup.packets.length > 0);
+      stalled!.resume(); // what its kernel acknowledged is still there to read
+      await until('all arrived', () => got.length + backup.packets.length >= n, 10_000);
+      expect(ids([...got, ...backup.packets]).sort((a, b) => a - b)).toEqual(range(0, n));
+      // The switch waited for the buffers to fill (they are several MB on loopback) and then 0.5 s.
+      expect(switchMs).toBeLessThan(5000);
+    } finally {
+      clearInterval(pump);
+      await sender.close();
+      await backup.close();
+      await new Promise<void>((r) => silent.close(() => r()));
+    }
+  });
 });
+
