@@ -262,6 +262,7 @@ describe.skipIf(!!why)('spool and failover on the real agent', () => {
     await spooled.up();
     await until('every spooled message', () => spooled.count(port) >= sent, 30_000);
     expect(exactlyOnce(sent, [spooled.sequences(port)])).toEqual({ missing: [], twice: [], extra: [] });
+    console.log(`phase 3: ${sent} messages spooled, agent killed with SIGKILL, restarted: ${spooled.count(port)} delivered`);
   }, 120_000);
 
   it('a full spool drops its oldest segments and counts exactly what they held; the newest arrive, once each', async () => {
