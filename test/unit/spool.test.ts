@@ -3,7 +3,8 @@
  * 127.0.0.1 and real files. The agent-level tests (real kernel, real traffic) are in
  * test/e2e/spool.test.ts.
  */
-import { appendFileSync, chownSync, closeSync, lstatSync, openSync, writeSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, readFileSync, chownSync, closeSync, lstatSync, openSync, writeSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -141,6 +142,28 @@ describe('TCP sender with a spool', () => {
     expect(sender.stats()).toMatchObject({ dropped: 0, resent: 0, spool: { records: 0, droppedOldest: 0, torn: 0 } });
     await sender.close();
     expect(readdirSync(dir).length).toBeLessThanOrEqual(1); // replayed segments are deleted
+    await c2.close();
+  });
+});
+
+describe('TLS sender with a spool', () => {
+  it('collector down, then back: the spool is replayed in order over TLS, none twice', async () => {
+    const dir = tempDir();
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'k'), '-out', join(dir, 'c'), '-days', '2', '-subj', '/CN=collector', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const id = { cert: readFileSync(join(dir, 'c')), key: readFileSync(join(dir, 'k')) };
+    const c1 = await tcpCollector(id);
+    const sender = new TcpHepSender(parseHepTarget(c1.url, { ca: id.cert }), log, { spool: new Spool(join(dir, 'spool'), 64 << 20) });
+    for (let i = 0; i < 100; i++) sender.send(packet(i));
+    await until('first 100', () => c1.packets.length === 100);
+    await c1.close();
+    await until('the sender sees the collector gone', () => sender.stats().up === false);
+    for (let i = 100; i < 5100; i++) sender.send(packet(i, 500));
+    await until('all spooled', () => sender.stats().spool!.records === 5000);
+    const c2 = await tcpCollector(id, c1.port);
+    await until('everything delivered', () => c2.packets.length >= 5000, 20_000);
+    expect(ids([...c1.packets, ...c2.packets])).toEqual(range(0, 5100));
+    expect(sender.stats()).toMatchObject({ dropped: 0, spool: { records: 0, droppedOldest: 0, torn: 0 } });
+    await sender.close();
     await c2.close();
   });
 });
