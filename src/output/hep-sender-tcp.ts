@@ -152,6 +152,7 @@ export class TcpHepSender implements HepSender {
   /** Switching back to the primary: the backup's connection ends first, and nothing is written until it has. */
   private retiring?: Connection;
   private probe?: Connection;
+  private lastProbeMs = 0;
   private closing = false;
   private backoffMs = RECONNECT_MIN_MS;
   private failedInRow = 0;
@@ -293,8 +294,6 @@ export class TcpHepSender implements HepSender {
       this.probe = this.open(0, (p) => this.switchBack(p), (p) => this.lost(p));
     }
   }
-
-  private lastProbeMs = 0;
 
   /** The primary answers again: the backup's connection is ended (it gets what was written to it), then writing goes on to the primary. */
   private switchBack(primary: Connection): void {
