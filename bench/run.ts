@@ -14,6 +14,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pipelineBench } from './pipeline.js';
+import { spoolBench } from './spool.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const CLI = resolve(REPO, 'dist/src/cli/main.js');
@@ -356,6 +357,7 @@ async function main() {
   if (only.includes('a')) await zeroLossRates();
   if (only.includes('c')) await footprint();
   if (only.includes('pipeline')) results.pipeline = await pipelineBench({ say, table });
+  if (only.includes('spool')) results.spool = await spoolBench({ say, table });
   if (summary.length > 1) {
     say('\nsummary');
     table(summary);

@@ -17,7 +17,8 @@ import { CgroupIndex } from './enrich/cgroups.js';
 import { KubernetesPods } from './enrich/kubernetes.js';
 import { containerFilter, type ContainerFilterOptions } from './enrich/container-filter.js';
 import type { HepAgentFields } from './hep/encode.js';
-import { createSender, HepForwarder, type ForwardOptions } from './output/hep-forwarder.js';
+import { createSenders, HepForwarder, type ForwardOptions } from './output/hep-forwarder.js';
+import type { SpoolOptions } from './output/spool.js';
 import type { HepTarget } from './output/target.js';
 import { ControlServer } from './output/control-server.js';
 import { MetricsServer } from './output/metrics.js';
@@ -58,8 +59,8 @@ export class Agent {
   private forwarded = 0;
   /** Forwarded messages by protocol and transport (the metrics' hepbpf_messages_total). */
   private readonly messages: Record<Message['proto'], Record<Message['transport'], number>> = {
-    sip: { udp: 0, tcp: 0, tls: 0, sctp: 0 },
-    diameter: { udp: 0, tcp: 0, tls: 0, sctp: 0 },
+    sip: { udp: 0, tcp: 0, tls: 0, sctp: 0, ws: 0, wss: 0 },
+    diameter: { udp: 0, tcp: 0, tls: 0, sctp: 0, ws: 0, wss: 0 },
   };
 
   constructor(private readonly opts: AgentOptions) {
@@ -222,7 +223,9 @@ export function hostAgent(o: HostCaptureOptions, log: Logger, sink: (event: Capt
 }
 
 export interface ForwardingOptions extends HostCaptureOptions, ContainerFilterOptions, ForwardOptions {
-  targets: HepTarget[];
+  /** One entry per --hep: a collector, or a failover group (primary first). */
+  targets: HepTarget[][];
+  spool?: SpoolOptions;
   hep: HepAgentFields;
   /** IP:PORT for /metrics, /healthz and /readyz over HTTP; none without it. */
   metricsListen?: string;
@@ -243,7 +246,7 @@ export class Forwarding {
     private readonly log: Logger,
   ) {
     const keep = containerFilter(o);
-    this.forwarder = new HepForwarder(o.targets.map((t) => createSender(t, log)), o.hep, o);
+    this.forwarder = new HepForwarder(createSenders(o.targets, log, o.spool), o.hep, o);
     this.agent = hostAgent(o, log, (event) => {
       if (keep && !keep(event.container, event.peerContainer)) return;
       this.forwarder.forward(event);

@@ -27,7 +27,9 @@ const ports = (v: string) =>
 addContainerOptions(program
   .command('run')
   .description('capture and forward as HEPv3')
-  .option('--hep <url>', 'collector: udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT (repeatable)', collect, [])
+  .option('--hep <url>', 'collector: udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT (repeatable: each gets every message); a failover group: \'tcp://PRIMARY:PORT|tcp://BACKUP:PORT\'', collect, [])
+  .option('--spool-dir <dir>', 'TCP/TLS collectors: keep what they cannot take now on disk here (created 0700), sent in order once they are back, also after a restart')
+  .option('--spool-max-mb <n>', 'bound of the spool, all collectors together; when full the oldest is dropped (counted)', integer('--spool-max-mb', 1, 1_048_576), 1024)
   .option('--hep-ca <file>', 'PEM CA certificates a tls:// collector\'s certificate must chain to (default: the system\'s)')
   .option('--hep-insecure', 'do not verify tls:// collectors\' certificates')
   .option('--hep-id <n>', 'HEP capture agent id (chunk 0x0c)', integer('--hep-id', 0, 0xffffffff), 2001)

@@ -2,13 +2,15 @@ import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { Forwarding } from '../agent.js';
 import type { DiameterPayload } from '../output/hep-forwarder.js';
-import { parseHepTarget } from '../output/target.js';
+import { parseHepGroup } from '../output/target.js';
 import { NodeNameTemplate } from '../output/node-name.js';
 import type { ContainerOptions } from './container-options.js';
 import { preflight } from './preflight.js';
 
 export interface RunOptions extends ContainerOptions {
   hep: string[];
+  spoolDir?: string;
+  spoolMaxMb: number;
   hepCa?: string;
   hepInsecure?: boolean;
   hepId: number;
@@ -26,14 +28,17 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   const log = pino({ level: opts.logLevel, base: { name: 'hepbpf' } }, pino.destination({ fd: 2, sync: true }));
   if (opts.hep.length === 0) throw new Error('at least one --hep collector is required, e.g. --hep udp://127.0.0.1:9060');
   const ca = opts.hepCa === undefined ? undefined : readCa(opts.hepCa);
-  const targets = opts.hep.map((url) => parseHepTarget(url, { ca, insecure: opts.hepInsecure }));
+  const targets = opts.hep.map((v) => parseHepGroup(v, { ca, insecure: opts.hepInsecure }));
+  const spool = opts.spoolDir === undefined ? undefined : { dir: opts.spoolDir, maxBytes: Math.floor(opts.spoolMaxMb * 1024 * 1024) };
+  if (spool && targets.every((g) => g[0].transport === 'udp')) throw new Error('--spool-dir needs a tcp:// or tls:// collector (HEP over UDP is never spooled)');
   preflight();
-  if (opts.hepInsecure && targets.some((t) => t.transport === 'tls'))
+  if (opts.hepInsecure && targets.some((g) => g.some((t) => t.transport === 'tls')))
     log.warn('--hep-insecure: the HEP collector\'s certificate is not verified; decrypted SIP and Diameter may go to whoever answers');
   const forwarding = new Forwarding(
     {
       ...opts,
       targets,
+      spool,
       hep: { captureId: opts.hepId, authKey: opts.authKey },
       nodeName: new NodeNameTemplate(opts.nodeName),
     },

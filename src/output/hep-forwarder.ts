@@ -6,7 +6,9 @@ import type { Logger } from 'pino';
 import type { HepSender } from './hep-sender.js';
 import { TcpHepSender } from './hep-sender-tcp.js';
 import { UdpHepSender } from './hep-sender-udp.js';
+import { Spool, ensurePrivateDir, type SpoolOptions } from './spool.js';
 import type { HepTarget } from './target.js';
+import { join } from 'node:path';
 import type { NodeNameTemplate } from './node-name.js';
 
 /** What HEP chunk 0x02 says for TLS: 22, as Kamailio siptrace marks it, unless the operator asks for 6 (TCP). */
@@ -79,11 +81,26 @@ export class HepForwarder {
   }
 
   stats() {
-    return { cutToFit: this.cutToFit, nodeNamesCut: this.nodeName?.cut ?? 0, collectors: Object.fromEntries(this.senders.map((s) => [s.target.url, s.stats()])) };
+    return { cutToFit: this.cutToFit, nodeNamesCut: this.nodeName?.cut ?? 0, collectors: Object.fromEntries(this.senders.map((s) => [s.name, s.stats()])) };
   }
 }
 
-/** udp:// one datagram per packet; tcp:// and tls:// a stream. */
-export function createSender(target: HepTarget, log: Logger): HepSender {
-  return target.transport === 'udp' ? new UdpHepSender(target, log) : new TcpHepSender(target, log);
+/**
+ * One sender per --hep value: udp:// one datagram per packet; tcp:// and tls:// (or a failover
+ * group of them) a stream, with its own spool under `spool.dir` when given; the spool bound is
+ * shared equally by the TCP/TLS senders.
+ */
+export function createSenders(groups: HepTarget[][], log: Logger, spool?: SpoolOptions): HepSender[] {
+  const streams = groups.filter((g) => g[0].transport !== 'udp').length;
+  if (spool) ensurePrivateDir(spool.dir);
+  return groups.map((g) =>
+    g[0].transport === 'udp'
+      ? new UdpHepSender(g[0], log)
+      : new TcpHepSender(g, log, { spool: spool && new Spool(join(spool.dir, spoolName(g[0])), Math.floor(spool.maxBytes / streams), log) }),
+  );
+}
+
+/** The spool directory of a group: named after its primary, so changing the backups keeps the spool. */
+function spoolName(primary: HepTarget): string {
+  return `${primary.transport}_${primary.host.replace(/[^0-9A-Za-z.-]/g, '_')}_${primary.port}`;
 }

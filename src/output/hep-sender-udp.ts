@@ -21,6 +21,7 @@ const UP_AFTER_MS = 10_000;
  */
 export class UdpHepSender implements HepSender {
   readonly maxPacket = MAX_UDP_PACKET;
+  readonly name: string;
   private sock?: UdpBatchSocket;
   private closed = false;
   private readonly queue = Buffer.allocUnsafe(QUEUE_BYTES);
@@ -37,6 +38,7 @@ export class UdpHepSender implements HepSender {
     readonly target: HepTarget,
     private readonly log: Logger,
   ) {
+    this.name = target.url;
     if (isIP(target.host)) this.connect(target.host);
     else lookup(target.host, (err, address) => (err ? this.connectFailed(err) : this.connect(address)));
   }

@@ -1,3 +1,4 @@
+import type { SpoolStats } from './spool.js';
 import type { HepTarget } from './target.js';
 
 export interface SenderStats {
@@ -12,10 +13,18 @@ export interface SenderStats {
   queuedBytes: number;
   /** 1 when the collector is reachable: TCP/TLS connected; UDP the last send was not refused. */
   up: number;
+  /** TCP/TLS: packets written again because the collector had not acknowledged them when its connection ended. */
+  resent?: number;
+  /** TCP/TLS: switches to another collector of the group; whether one is connected, and which. */
+  failovers?: number;
+  active?: string | null;
+  spool?: SpoolStats;
 }
 
 export interface HepSender {
   readonly target: HepTarget;
+  /** The --hep value it sends to: a URL, or a failover group `URL|URL...`. */
+  readonly name: string;
   /** Largest packet this transport carries. */
   readonly maxPacket: number;
   /** Takes a copy of `packet`: the caller may reuse its buffer as soon as this returns. Never throws, never blocks. */

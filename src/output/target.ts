@@ -23,3 +23,14 @@ export function parseHepTarget(url: string, tls: HepTlsOptions = {}): HepTarget 
   const transport = m[1] as HepTarget['transport'];
   return { transport, host: m[2].replace(/^\[|\]$/g, ''), port, url, ...(transport === 'tls' ? { tls } : {}) };
 }
+
+/**
+ * One --hep value: a collector, or a failover group `tcp://primary:9060|tcp://backup:9060` whose
+ * members are all TCP or TLS (README "Failover").
+ */
+export function parseHepGroup(value: string, tls: HepTlsOptions = {}): HepTarget[] {
+  const group = value.split('|').map((url) => parseHepTarget(url.trim(), tls));
+  if (group.length > 1 && group.some((t) => t.transport === 'udp'))
+    throw new Error(`bad HEP collector group "${value}": failover needs tcp:// or tls:// collectors (UDP cannot tell that a collector is gone)`);
+  return group;
+}

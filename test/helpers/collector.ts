@@ -38,8 +38,8 @@ export async function udpCollector(): Promise<HepCollector> {
   };
 }
 
-/** HEP over TCP, or over TLS when given a certificate. */
-export async function tcpCollector(tls?: { cert: Buffer; key: Buffer }): Promise<HepCollector> {
+/** HEP over TCP, or over TLS when given a certificate; on `port` (a collector coming back) or an ephemeral one. */
+export async function tcpCollector(tls?: { cert: Buffer; key: Buffer }, port = 0): Promise<HepCollector> {
   const packets: Buffer[] = [];
   const conns = new Set<import('node:net').Socket>();
   const onConnection = (conn: import('node:net').Socket) => {
@@ -58,11 +58,11 @@ export async function tcpCollector(tls?: { cert: Buffer; key: Buffer }): Promise
     });
   };
   const server: Server = tls ? createTlsServer(tls, onConnection) : createServer(onConnection);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  const bound = (server.address() as AddressInfo).port;
   return {
-    port,
-    url: `${tls ? 'tls' : 'tcp'}://127.0.0.1:${port}`,
+    port: bound,
+    url: `${tls ? 'tls' : 'tcp'}://127.0.0.1:${bound}`,
     packets,
     waitFor: waiter(packets),
     close: () => {

@@ -7,7 +7,7 @@ import { decodeBatch, F_NO_CONN, F_NO_PEER, F_TLS, SRC_TLS_CONN } from '../../sr
 import { TlsAttribution } from '../../src/capture/tls-attribution.js';
 import { decodeHep } from '../../src/hep/decode.js';
 import { HepForwarder } from '../../src/output/hep-forwarder.js';
-import { createSender } from '../../src/output/hep-forwarder.js';
+import { createSenders } from '../../src/output/hep-forwarder.js';
 import { parseHepTarget } from '../../src/output/target.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
 import type { Message } from '../../src/stream/message.js';
@@ -123,7 +123,7 @@ describe('HEP IP protocol of TLS', () => {
     const sock = createSocket('udp4');
     await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
     const got = new Promise<Buffer>((r) => sock.once('message', r));
-    const fwd = new HepForwarder([createSender(parseHepTarget(`udp://127.0.0.1:${sock.address().port}`), pino({ level: 'silent' }))], { captureId: 1 }, { tlsIpProto });
+    const fwd = new HepForwarder(createSenders([[parseHepTarget(`udp://127.0.0.1:${sock.address().port}`)]], pino({ level: 'silent' })), { captureId: 1 }, { tlsIpProto });
     await new Promise((r) => setTimeout(r, 50)); // the UDP sender drops (and counts) until its socket is connected
     const asm = new StreamAssembler((message) => {
       const ev: CaptureEvent = { message, payload: message.payload, summary: 'MESSAGE', wallUs: 1, correlationId: 'p' };

@@ -30,6 +30,8 @@
 #include <linux/openat2.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <node_api.h>
@@ -1110,6 +1112,20 @@ static napi_value udp_close(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+/* tcpOutq(fd): bytes in a TCP socket's send queue the peer has not acknowledged yet (SIOCOUTQ),
+ * or -errno. The HEP sender uses it to know what a collector that went away never got. */
+static napi_value tcp_outq(napi_env env, napi_callback_info info)
+{
+	int32_t fd;
+	int outq;
+	napi_value v;
+
+	GET_ARGS(1);
+	napi_get_value_int32(env, argv[0], &fd);
+	napi_create_int32(env, ioctl(fd, SIOCOUTQ, &outq) ? -errno : outq, &v);
+	return v;
+}
+
 /* ---------------------------------------------------------------- module */
 
 static napi_value init(napi_env env, napi_value exports)
@@ -1139,6 +1155,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "udpConnect", udp_connect },
 		{ "udpSend", udp_send },
 		{ "udpClose", udp_close },
+		{ "tcpOutq", tcp_outq },
 	};
 	napi_value fn;
 
