@@ -58,7 +58,7 @@ export async function namesKnown(resolver: ContainerResolver, peers: Peer[] = [P
 export function memorySender(keep?: Buffer[]): HepSender & { packets: number; bytes: number } {
   return {
     target: parseHepTarget('udp://127.0.0.1:9060'),
-    name: 'memory',
+    name: 'udp://127.0.0.1:9060',
     maxPacket: MAX_UDP_PACKET,
     packets: 0,
     bytes: 0,

@@ -3,7 +3,13 @@ import { describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent.js';
 import { ReplaySource } from '../../src/capture/replay.js';
 import { COUNTER_NAMES } from '../../src/capture/record.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { HepForwarder } from '../../src/output/hep-forwarder.js';
+import { TcpHepSender } from '../../src/output/hep-sender-tcp.js';
+import { Spool } from '../../src/output/spool.js';
+import { parseHepGroup } from '../../src/output/target.js';
 import { ControlServer } from '../../src/output/control-server.js';
 import { metricsRegistry, MetricsServer, parseListenAddress, TOP_CONTAINERS, uncoveredStats, type MetricsSource } from '../../src/output/metrics.js';
 import { memoryContainers, memorySender, Recorder, record } from '../../bench/traffic.js';
@@ -29,7 +35,15 @@ async function realStatsTree() {
     tls: { filesChecked: 1, attached: 1, failed: 0, refused: 0, ...agent.stats().tls },
     failures: { stream: 1, message: 2, sink: 3 },
   };
-  return { capture, hep: forwarder.stats(), control: new ControlServer(silent, () => []).stats() };
+  // A failover group with a spool (nothing listens on port 9: it only has to report its counters).
+  const dir = mkdtempSync(join(tmpdir(), 'hepbpf-metrics-spool-'));
+  const spool = new Spool(dir, 1 << 20);
+  const group = new TcpHepSender(parseHepGroup('tcp://127.0.0.1:9|tcp://127.0.0.1:9'), silent, { spool });
+  const hep = { ...forwarder.stats(), collectors: { ...forwarder.stats().collectors, [group.name]: group.stats() } };
+  await group.close();
+  await spool.close();
+  rmSync(dir, { recursive: true, force: true });
+  return { capture, hep, control: new ControlServer(silent, () => []).stats() };
 }
 
 const source = (tree: object, over: Partial<MetricsSource> = {}): MetricsSource => ({ stats: () => tree, containers: () => [], notReady: () => undefined, ...over });
