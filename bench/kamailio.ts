@@ -114,7 +114,8 @@ function calls(ctx: KamailioBenchContext, proxy: number, cps: number): Promise<b
     spawn(
       'sipp',
       ['-sn', 'uac', `127.0.0.1:${proxy}`, '-i', '127.0.0.1', '-p', String(ctx.port()), '-t', 'u1', '-r', String(cps), '-m', String(cps * STEP_SECS),
-        '-nostdin', '-timeout', '40', '-timeout_error'],
+        // A call that waits 4 s for a message fails (sipp's own retransmissions give up only after 32 s).
+        '-nostdin', '-recv_timeout', '4000', '-timeout', '30', '-timeout_error'],
       { cwd: ctx.dir, stdio: 'ignore' },
     ),
   );
