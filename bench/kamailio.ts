@@ -178,7 +178,7 @@ export async function kamailioBench(ctx: KamailioBenchContext): Promise<Record<s
   for (const setup of setups) {
     const m = median(found[setup]);
     figures[setup] = { maxCps: m, rounds: found[setup], ratio: m / base };
-    rows.push([LABELS[setup], ...found[setup].map(String), String(m), setup === 'none' ? '' : (m / base).toFixed(2)]);
+    rows.push([LABELS[setup], ...found[setup].map(String), m.toFixed(0), setup === 'none' ? '' : (m / base).toFixed(2)]);
   }
   ctx.table(rows);
   return figures;
