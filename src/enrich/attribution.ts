@@ -38,7 +38,7 @@ interface LocalSocket {
 const isLoopback = (ip: string) => ip === '::1' || ip.startsWith('127.');
 const isWildcard = (ip: string) => ip === '0.0.0.0' || ip === '::';
 const TRANSPORT_INDEX: Record<Transport, number> = { udp: 0, tcp: 1, tls: 2, sctp: 3 };
-/** Key text by address, then by (netns, port, transport) as one exact number (< 2^50); cleared when full. */
+/** Key text by address, then by (netns, port, transport) as one exact number (< 2^51); cleared when full. */
 const keyText = new Map<string, Map<number, string>>();
 const KEY_TEXT_MAX = 4096;
 
@@ -49,7 +49,7 @@ const KEY_TEXT_MAX = 4096;
  */
 function endpointKey(transport: Transport, e: Endpoint, netns: number): string {
   const loopback = isLoopback(e.ip);
-  const n = ((loopback ? netns : 0) * 65536 + e.port) * 4 + TRANSPORT_INDEX[transport];
+  const n = ((loopback ? netns : 0) * 65536 + e.port) * 8 + TRANSPORT_INDEX[transport]; // room for 8 transports
   let byAddress = keyText.get(e.ip);
   if (!byAddress) {
     if (keyText.size >= KEY_TEXT_MAX) keyText.clear();
