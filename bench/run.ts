@@ -5,7 +5,9 @@
  *   --json          print the figures as JSON instead of tables
  *   --only=a,b,c    sections: (a) zero-loss rates, (b) syscall costs, (c) footprint (these need root
  *                   and load the agent's BPF programs), (pipeline) per-stage costs on recorded records,
- *                   without kernel or root (bench/pipeline.ts)
+ *                   without kernel or root (bench/pipeline.ts), (kamailio) the cost to a Kamailio
+ *                   stateless proxy, as root (bench/kamailio.ts), (start) loss right after `ready`,
+ *                   as root (bench/cold-start.ts)
  *   --no-agent      baselines only (also when dist/src/cli/main.js is not built)
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -15,13 +17,15 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pipelineBench } from './pipeline.js';
 import { spoolBench } from './spool.js';
+import { kamailioBench } from './kamailio.js';
+import { coldStartBench } from './cold-start.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const CLI = resolve(REPO, 'dist/src/cli/main.js');
 const args = process.argv.slice(2);
 const json = args.includes('--json');
-const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'pipeline'];
-const needsKernel = only.some((s) => ['a', 'b', 'c'].includes(s));
+const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'start', 'pipeline', 'kamailio'];
+const needsKernel = only.some((s) => ['a', 'b', 'c', 'start', 'kamailio'].includes(s));
 const withAgent = !args.includes('--no-agent') && existsSync(CLI);
 const say = (line = '') => json || process.stdout.write(line + '\n');
 
@@ -356,6 +360,14 @@ async function main() {
   if (only.includes('b')) await syscallCosts();
   if (only.includes('a')) await zeroLossRates();
   if (only.includes('c')) await footprint();
+  if (only.includes('start') && withAgent) {
+    const c = (results.coldStart = await coldStartBench({ say, table, startAgent, port, flood, startCounter: (p) => startCounter('udp', p) })) as { rounds: { lost: number }[] };
+    summary.push(['messages lost, 20k/s for 8 s from `ready` (worst round)', '0', String(Math.max(...c.rounds.map((r) => r.lost))), '0']);
+  }
+  if (only.includes('kamailio')) {
+    const k = (results.kamailio = await kamailioBench({ say, table, dir, port, track, stopProc, startAgent: withAgent ? startAgent : null, startCounter: (p) => startCounter('udp', p) })) as Record<string, { maxCps: number; ratio: number }>;
+    if (k.hepbpf) summary.push(['Kamailio stateless proxy, max cps with 0 failed calls', `${k.none.maxCps.toFixed(0)} cps`, `${k.hepbpf.maxCps.toFixed(0)} cps (${k.hepbpf.ratio.toFixed(2)}; siptrace ${k.siptrace.ratio.toFixed(2)})`, '>= 0.9']);
+  }
   if (only.includes('pipeline')) results.pipeline = await pipelineBench({ say, table });
   if (only.includes('spool')) results.spool = await spoolBench({ say, table });
   if (summary.length > 1) {

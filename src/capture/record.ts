@@ -56,12 +56,21 @@ const OFF_NETNS = 112;
 const OFF_MSG_HASH = 116;
 
 /**
+ * Text of what records repeat: a host talks among few IPv4 addresses and threads, and formatting
+ * them for every record was two to three strings per record. Cleared when full.
+ */
+const TEXT_CACHE_SIZE = 4096;
+const ipv4Text = new Map<number, string>();
+const commText = new Map<number, { bytes: Buffer; text: string }>();
+
+/**
  * One record, decoded in place. The decoder reuses a single instance: every field, and `data`
  * (a view into the batch), is valid only during the callback. Copy what you keep.
  */
 export class CaptureRecord {
   buf: Buffer = Buffer.alloc(0);
   private base = 0;
+  private view = new DataView(this.buf.buffer, this.buf.byteOffset, 0);
   tsNs = 0n;
   cgroupId = 0n;
   sockId = 0n;
@@ -99,10 +108,12 @@ export class CaptureRecord {
     if (buf.readUInt32LE(base + OFF_ORIG_LEN) < dataLen || buf[base + OFF_DIRECTION] > DIR_INGRESS) return false;
     this.buf = buf;
     this.base = base;
-    this.tsNs = buf.readBigUInt64LE(base + OFF_TS);
-    this.cgroupId = buf.readBigUInt64LE(base + OFF_CGROUP);
-    this.sockId = buf.readBigUInt64LE(base + OFF_SOCK);
-    this.tlsId = buf.readBigUInt64LE(base + OFF_TLS);
+    // One DataView per batch: getBigUint64 makes one BigInt, Buffer's readBigUInt64LE four.
+    if (this.view.buffer !== buf.buffer || this.view.byteOffset !== buf.byteOffset || this.view.byteLength !== buf.length) this.view = new DataView(buf.buffer, buf.byteOffset, buf.length);
+    this.tsNs = this.view.getBigUint64(base + OFF_TS, true);
+    this.cgroupId = this.view.getBigUint64(base + OFF_CGROUP, true);
+    this.sockId = this.view.getBigUint64(base + OFF_SOCK, true);
+    this.tlsId = this.view.getBigUint64(base + OFF_TLS, true);
     this.pid = buf.readUInt32LE(base + OFF_PID);
     this.tid = buf.readUInt32LE(base + OFF_TID);
     this.origLen = buf.readUInt32LE(base + OFF_ORIG_LEN);
@@ -177,13 +188,28 @@ export class CaptureRecord {
   private formatAt(field: number): string {
     const off = this.base + field;
     if (this.ipVersion === 6) return formatAddr(this.buf, off, AF_INET6);
-    return formatAddr(this.buf, this.family === AF_INET6 ? off + 12 : off, AF_INET);
+    const at = this.family === AF_INET6 ? off + 12 : off;
+    const key = this.buf.readUInt32LE(at);
+    let text = ipv4Text.get(key);
+    if (text === undefined) {
+      text = formatAddr(this.buf, at, AF_INET);
+      if (ipv4Text.size >= TEXT_CACHE_SIZE) ipv4Text.clear();
+      ipv4Text.set(key, text);
+    }
+    return text;
   }
 
+  /** The thread's name; the text of the last name seen for this tid while its bytes stay the same. */
   comm(): string {
     const start = this.base + OFF_COMM;
-    const nul = this.buf.indexOf(0, start);
-    return this.buf.toString('latin1', start, nul === -1 || nul > start + 16 ? start + 16 : nul);
+    let end = start;
+    while (end < start + 16 && this.buf[end] !== 0) end++;
+    const seen = commText.get(this.tid);
+    if (seen && seen.bytes.length === end - start && this.buf.compare(seen.bytes, 0, seen.bytes.length, start, end) === 0) return seen.text;
+    const text = this.buf.toString('latin1', start, end);
+    if (commText.size >= TEXT_CACHE_SIZE) commText.clear();
+    commText.set(this.tid, { bytes: Buffer.from(this.buf.subarray(start, end)), text });
+    return text;
   }
 }
 

@@ -1,5 +1,5 @@
 import type { CaptureEvent } from './event.js';
-import type { Endpoint, Message } from '../stream/message.js';
+import type { Endpoint, Message, Transport } from '../stream/message.js';
 import { parseDiameter } from '../protocols/diameter.js';
 import type { ContainerResolver } from './containers.js';
 import { HeldPayloads } from './held-payloads.js';
@@ -37,9 +37,32 @@ interface LocalSocket {
 
 const isLoopback = (ip: string) => ip === '::1' || ip.startsWith('127.');
 const isWildcard = (ip: string) => ip === '0.0.0.0' || ip === '::';
-/** A loopback address is one only within its network namespace; other addresses are taken as host-wide. */
-const endpointKey = (transport: string, e: Endpoint, netns: number) =>
-  isLoopback(e.ip) ? `${transport}|${netns}|${e.ip}|${e.port}` : `${transport}|${e.ip}|${e.port}`;
+const TRANSPORT_INDEX: Record<Transport, number> = { udp: 0, tcp: 1, tls: 2, sctp: 3, ws: 4, wss: 5 };
+/** Key text by address, then by (netns, port, transport) as one exact number (< 2^51); cleared when full. */
+const keyText = new Map<string, Map<number, string>>();
+const KEY_TEXT_MAX = 4096;
+
+/**
+ * A loopback address is one only within its network namespace; other addresses are taken as
+ * host-wide. Every copy of every message looks up its endpoints: the key text is made once per
+ * endpoint, not per message (it was the table's largest allocation).
+ */
+function endpointKey(transport: Transport, e: Endpoint, netns: number): string {
+  const loopback = isLoopback(e.ip);
+  const n = ((loopback ? netns : 0) * 65536 + e.port) * 8 + TRANSPORT_INDEX[transport]; // room for 8 transports
+  let byAddress = keyText.get(e.ip);
+  if (!byAddress) {
+    if (keyText.size >= KEY_TEXT_MAX) keyText.clear();
+    keyText.set(e.ip, (byAddress = new Map()));
+  }
+  let key = byAddress.get(n);
+  if (key === undefined) {
+    if (byAddress.size >= KEY_TEXT_MAX) byAddress.clear();
+    key = loopback ? `${transport}|${netns}|${e.ip}|${e.port}` : `${transport}|${e.ip}|${e.port}`;
+    byAddress.set(n, key);
+  }
+  return key;
+}
 
 /**
  * Puts the container of each end on every message before it leaves. The hot path never waits: a

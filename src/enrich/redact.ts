@@ -46,11 +46,27 @@ const CRYPTO_LINE = /a=crypto:[^\n]*/gi;
 const INLINE_KEY = /inline:([A-Za-z0-9+/=]+)/gi;
 const INLINE_LENGTH = 'inline:'.length;
 
+const CRYPTO_ATTRIBUTE = Buffer.from('=crypto:');
+
+/**
+ * Whether `=crypto:` (any case) occurs: most messages have no SDES key, and looking at the bytes
+ * after each `=` spares them a string of the whole message.
+ */
+function hasCryptoAttribute(payload: Buffer): boolean {
+  for (let at = payload.indexOf(0x3d); at >= 0 && at + CRYPTO_ATTRIBUTE.length <= payload.length; at = payload.indexOf(0x3d, at + 1)) {
+    let i = 1;
+    while (i < CRYPTO_ATTRIBUTE.length - 1 && (payload[at + i] | 0x20) === CRYPTO_ATTRIBUTE[i]) i++;
+    if (i === CRYPTO_ATTRIBUTE.length - 1 && payload[at + i] === 0x3a) return true;
+  }
+  return false;
+}
+
 /**
  * A copy of a SIP message with SDP `a=crypto` keys masked, or undefined when it has none. Linear:
  * each crypto line is read once, up to its end (a message with no line feed is one line).
  */
 export function redactSip(payload: Buffer): Buffer | undefined {
+  if (!hasCryptoAttribute(payload)) return undefined;
   const text = payload.toString('latin1');
   CRYPTO_LINE.lastIndex = 0;
   let line = CRYPTO_LINE.exec(text);

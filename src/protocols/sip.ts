@@ -99,6 +99,18 @@ export function colonInLine(buf: Buffer, line: number, next: number): number {
   return -1;
 }
 
+/** Is buf[from..to), trailing blanks aside, the header name `lower` (lower case) in any case? Compares bytes: no string per header. */
+function headerNameIs(buf: Buffer, from: number, to: number, lower: string): boolean {
+  while (to > from && (buf[to - 1] === 0x20 || buf[to - 1] === 0x09)) to--;
+  if (to - from !== lower.length) return false;
+  for (let i = 0; i < lower.length; i++) {
+    const c = buf[from + i];
+    const t = lower.charCodeAt(i);
+    if (c !== t && !(t >= 0x61 && t <= 0x7a && c === t - 0x20)) return false;
+  }
+  return true;
+}
+
 /** Content-Length (or compact `l`) of a header block, or -1 if absent or malformed. Reads each line once. */
 export function contentLength(buf: Buffer, headerEnd: number): number {
   let line = buf.indexOf(LF) + 1; // skip the start line
@@ -108,8 +120,7 @@ export function contentLength(buf: Buffer, headerEnd: number): number {
     if (c === 0x6c /* l */ || c === 0x63 /* c */) {
       const colon = colonInLine(buf, line, next);
       if (colon > 0) {
-        const name = buf.toString('latin1', line, colon).trim().toLowerCase();
-        if (name === 'content-length' || name === 'l') {
+        if (headerNameIs(buf, line, colon, 'content-length') || headerNameIs(buf, line, colon, 'l')) {
           const value = buf.toString('latin1', colon + 1, next).trim();
           return /^\d+$/.test(value) ? Number(value) : -1;
         }
@@ -157,14 +168,12 @@ export function parseSip(buf: Buffer): SipInfo | null {
     const c = buf[line] | 0x20;
     const colon = c === 0x63 || c === 0x69 || c === 0x6c ? colonInLine(buf, line, next) : -1;
     if (colon > line) {
-      const name = buf.toString('latin1', line, colon).trim().toLowerCase();
-      const value = () => buf.toString('latin1', colon + 1, next).trim();
-      if (name === 'call-id' || name === 'i') info.callId = value();
-      else if (name === 'content-length' || name === 'l') {
-        const v = value();
+      if (headerNameIs(buf, line, colon, 'call-id') || headerNameIs(buf, line, colon, 'i')) info.callId = buf.toString('latin1', colon + 1, next).trim();
+      else if (headerNameIs(buf, line, colon, 'content-length') || headerNameIs(buf, line, colon, 'l')) {
+        const v = buf.toString('latin1', colon + 1, next).trim();
         if (/^\d+$/.test(v)) info.contentLength = Number(v);
-      } else if (name === 'cseq') {
-        const m = /^(\d+)\s+(\S+)/.exec(value());
+      } else if (headerNameIs(buf, line, colon, 'cseq')) {
+        const m = /^(\d+)\s+(\S+)/.exec(buf.toString('latin1', colon + 1, next).trim());
         if (m) {
           info.cseqNumber = Number(m[1]);
           info.cseqMethod = m[2];
