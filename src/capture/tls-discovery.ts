@@ -49,9 +49,9 @@ export interface TlsDiscoveryOptions {
 // later dlopen() (Kamailio's tls.so) is reported as its own mmap.
 const FIRST_RESCAN_MS = 20;
 const SECOND_RESCAN_MS = 300;
-// Files found not to be TLS libraries, files refused, cgroups whose root was scanned. A host maps
-// some thousands of distinct files; past this the oldest are forgotten and, if still mapped, read
-// again (a forgotten cgroup has its root scanned again).
+// Files found not to be TLS libraries, files refused, roots scanned. A host maps some thousands of
+// distinct files; past this the oldest are forgotten and, if still mapped, read again (a forgotten
+// root is scanned again).
 const MAX_REMEMBERED_FILES = 20_000;
 // One root's loader paths are a few dozen opens: past this (a slow or hung file system), the rest
 // of that root is left to the maps of the processes that load from it.
@@ -123,8 +123,13 @@ export class TlsDiscovery {
   private readonly otherFiles = new Set<string>();
   /** Files refused per process (refusedFileKey), oldest first: each is warned once and not opened again. */
   private readonly refusedFiles = new Set<string>();
-  /** Cgroups whose processes' root was scanned since: a new container's first exec or mmap has its root scanned once. */
-  private readonly rootScannedCgroups = new Set<bigint>();
+  /**
+   * Roots scanned, each with the cgroup of the process it was seen through ("cgroup dev:inode"): a
+   * new container is a new cgroup, whose first process in its own root has that root scanned. A
+   * cgroup id is never reused, so a root's device and inode reused by a later container is not
+   * taken for the old one.
+   */
+  private readonly scannedRoots = new Set<string>();
   private readonly pendingRescans = new Map<number, NodeJS.Timeout[]>();
   private readonly counts = { filesChecked: 0, attached: 0, failed: 0, refused: 0 };
   private closed = false;
@@ -148,17 +153,9 @@ export class TlsDiscovery {
     const roots = new Set<string>();
     for (const name of readdirSync(this.procRoot)) {
       if (!/^\d+$/.test(name)) continue;
-      let root;
-      try {
-        root = statSync(`${this.procRoot}/${name}/root`, { bigint: true });
-      } catch (err) {
-        const code = ioErrorCode(err);
-        if (!vanished(code)) this.opts.log.debug({ pid: Number(name), code }, 'tls discovery: cannot see the root');
-        continue;
-      }
-      const id = `${root.dev}:${root.ino}`;
-      if (roots.has(id)) continue;
-      roots.add(id);
+      const root = this.rootOf(Number(name));
+      if (root === undefined || roots.has(root)) continue;
+      roots.add(root);
       this.scanRoot(Number(name));
     }
     this.opts.log.info({ roots: roots.size, ms: Date.now() - started, ...this.counts }, 'TLS libraries on the loader paths of every root probed');
@@ -183,13 +180,15 @@ export class TlsDiscovery {
 
   /**
    * The kernel saw an exec or an executable mmap in pid, in cgroup `cgroupId`: scan its root now if
-   * no process of that cgroup was seen since the start (a container that just started), and rescan
-   * its maps soon, coalescing bursts, for a library of its own.
+   * no process of that cgroup was seen in that root yet (a container that just started: its runtime
+   * joins the cgroup before it enters the root), and rescan its maps soon, coalescing bursts, for a
+   * library of its own.
    */
   processChanged(pid: number, cgroupId?: bigint): void {
     if (this.closed || pid === this.opts.selfPid) return;
-    if (cgroupId !== undefined && !this.rootScannedCgroups.has(cgroupId)) {
-      this.remember(this.rootScannedCgroups, cgroupId);
+    const root = cgroupId === undefined ? undefined : this.rootOf(pid);
+    if (root !== undefined && !this.scannedRoots.has(`${cgroupId} ${root}`)) {
+      this.remember(this.scannedRoots, `${cgroupId} ${root}`);
       this.scanRoot(pid);
     }
     if (this.pendingRescans.has(pid)) return;
@@ -212,6 +211,18 @@ export class TlsDiscovery {
     this.closed = true;
     for (const timers of this.pendingRescans.values()) timers.forEach(clearTimeout);
     this.pendingRescans.clear();
+  }
+
+  /** The device and inode of pid's root directory, undefined when it cannot be seen (exited, no permission). */
+  private rootOf(pid: number): string | undefined {
+    try {
+      const root = statSync(`${this.procRoot}/${pid}/root`, { bigint: true });
+      return `${root.dev}:${root.ino}`;
+    } catch (err) {
+      const code = ioErrorCode(err);
+      if (!vanished(code)) this.opts.log.debug({ pid, code }, 'tls discovery: cannot see the root');
+      return undefined;
+    }
   }
 
   /**
@@ -330,7 +341,7 @@ export class TlsDiscovery {
     this.opts.log.info({ pid: target.pid, path: target.mappedPath, file: target.key, kind: target.kind, functions: target.functions, found }, 'TLS library probed');
   }
 
-  private remember<T>(files: Set<T>, key: T): void {
+  private remember(files: Set<string>, key: string): void {
     if (files.size >= MAX_REMEMBERED_FILES) files.delete(files.values().next().value!);
     files.add(key);
   }

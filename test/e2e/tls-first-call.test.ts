@@ -171,7 +171,9 @@ describe.skipIf(!!why)('TLS covered from the first call', () => {
     const inode = statSync(imageLibssl).ino;
     const probedInContainer = () =>
       agent.logs.some((l) => l.msg === 'TLS library probed' && l.found === 'loader' && String(l.file).endsWith(`:${inode}`) && l.path === '/lib/x86_64-linux-gnu/libssl.so.3');
-    await until(`the container's libssl (inode ${inode}) probed from its loader paths`, probedInContainer);
+    await until(`the container's libssl (inode ${inode}) probed from its loader paths`, probedInContainer).catch((err: Error) => {
+      throw new Error(`${err.message}; TLS discovery said: ${JSON.stringify(agent.logs.filter((l) => /TLS/.test(String(l.msg))))}`);
+    });
     const messages = sipMessages('container');
     const hepBefore = hep.packets.length;
     const client = runClient(

@@ -197,18 +197,23 @@ describe('TlsDiscovery.scanRoots and new containers', () => {
     ]);
   });
 
-  it('scans the root of a process whose cgroup it has not seen (a container that just started) at once, once per cgroup', () => {
+  it('scans the root of a process at once when its cgroup was not seen in that root (a container that just started), once per cgroup and root', () => {
     const container = root({ '/usr/lib/libssl.so.3': copyOf(HOST_LIBSSL) });
-    const proc = fakeProc({ 20: container, 21: container });
+    const host = root({});
+    const proc = fakeProc({ 20: host, 21: container });
     const { d, attached } = discovery(proc);
-    d.processChanged(20, 7001n);
-    expect(attached.map((t) => [t.pid, t.mappedPath])).toEqual([[20, '/usr/lib/libssl.so.3']]); // before any rescan timer
     const scans = vi.spyOn(d as unknown as { scanRoot(pid: number): void }, 'scanRoot');
+    d.processChanged(20, 7001n); // the runtime, in the new cgroup, still in the host's root
+    d.processChanged(21, 7001n); // the container's first process, in its root
+    expect(attached.map((t) => [t.pid, t.mappedPath])).toEqual([[21, '/usr/lib/libssl.so.3']]); // before any rescan timer
+    expect(scans.mock.calls).toEqual([[20], [21]]);
     d.processChanged(21, 7001n);
     d.processChanged(20, 7001n);
-    expect(scans).not.toHaveBeenCalled();
+    expect(scans).toHaveBeenCalledTimes(2);
     d.processChanged(21, 7002n);
-    expect(scans).toHaveBeenCalledTimes(1);
+    expect(scans).toHaveBeenCalledTimes(3);
+    d.processChanged(22, 7003n); // exited: no root to see
+    expect(scans).toHaveBeenCalledTimes(3);
     d.close();
   });
 });
