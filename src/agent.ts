@@ -98,7 +98,7 @@ export class Agent {
   }
 
   private onRecord(r: CaptureRecord): void {
-    if (r.source === SRC_EXEC) this.capture.processChanged(r.pid);
+    if (r.source === SRC_EXEC) this.capture.processChanged(r.pid, r.cgroupId);
     else if (r.flags & F_TLS || r.source === SRC_TLS_CONN) this.tls.push(r);
     else this.assemble(r);
   }

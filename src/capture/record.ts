@@ -227,8 +227,8 @@ function addrKind(buf: Buffer, off: number): 'unspecified' | 'mapped' | 'other' 
 export interface RecordSource {
   start(onBatch: (batch: Buffer) => void): void;
   stop(): void;
-  /** A record said pid exec'd or mapped code (SRC_EXEC): look for TLS libraries it brought. */
-  processChanged(pid: number): void;
+  /** A record said pid, in cgroup cgroupId, exec'd or mapped code (SRC_EXEC): look for TLS libraries it brought, or its new container's. */
+  processChanged(pid: number, cgroupId: bigint): void;
   /** Losses counted where the records are made (the kernel's counters). */
   counters(): Record<string, number>;
   /** TLS library discovery: files checked, probed and failed (undefined: none runs). */

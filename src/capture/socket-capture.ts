@@ -62,9 +62,9 @@ export class SocketCapture implements RecordSource {
     }
   }
 
-  /** The kernel reported that pid exec'd or mapped code: probe any TLS library it brought. */
-  processChanged(pid: number): void {
-    this.tls?.processChanged(pid);
+  /** The kernel reported that pid exec'd or mapped code: probe any TLS library it brought, or its container's. */
+  processChanged(pid: number, cgroupId: bigint): void {
+    this.tls?.processChanged(pid, cgroupId);
   }
 
   tlsStats() {

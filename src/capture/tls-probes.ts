@@ -30,16 +30,17 @@ export class TlsProbes {
     this.discovery = new TlsDiscovery({ selfPid: process.pid, log, attach: (t) => this.attach(t) });
   }
 
-  /** Attaches to what every running process uses. */
+  /** Attaches to the TLS libraries of every root's loader (host, containers), then to what every running process uses. */
   start(): void {
     if (!hasCapability('CAP_SYS_PTRACE'))
       this.log.warn('missing CAP_SYS_PTRACE: TLS libraries of other users\' processes cannot be found (no /proc/PID/maps), their TLS is not captured');
+    this.discovery.scanRoots();
     this.discovery.scanAll();
   }
 
-  /** The kernel saw pid exec or map code: attach to any TLS library new to us. */
-  processChanged(pid: number): void {
-    this.discovery.processChanged(pid);
+  /** The kernel saw pid, in cgroup cgroupId, exec or map code: attach to any TLS library new to us. */
+  processChanged(pid: number, cgroupId: bigint): void {
+    this.discovery.processChanged(pid, cgroupId);
   }
 
   private attach(target: TlsTarget): void {
