@@ -3,8 +3,8 @@
  * Every figure is printed next to its baseline measured in the same run: the machines are
  * noisy, so baseline and agent runs alternate and medians are reported.
  *   --json          print the figures as JSON instead of tables
- *   --only=a,b,c    sections: (a) zero-loss rates, (b) syscall costs, (c) footprint (these need root
- *                   and load the agent's BPF programs), (pipeline) per-stage costs on recorded records,
+ *   --only=a,b,c    sections: (a) zero-loss rates, (b) syscall costs, (c) footprint, (tls) TLS probe
+ *                   modes (bench/tls.ts) (these need root and load the agent's BPF programs), (pipeline) per-stage costs on recorded records,
  *                   without kernel or root (bench/pipeline.ts)
  *   --no-agent      baselines only (also when dist/src/cli/main.js is not built)
  */
@@ -14,13 +14,14 @@ import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pipelineBench } from './pipeline.js';
+import { tlsBench } from './tls.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const CLI = resolve(REPO, 'dist/src/cli/main.js');
 const args = process.argv.slice(2);
 const json = args.includes('--json');
-const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'pipeline'];
-const needsKernel = only.some((s) => ['a', 'b', 'c'].includes(s));
+const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'tls', 'pipeline'];
+const needsKernel = only.some((s) => ['a', 'b', 'c', 'tls'].includes(s));
 const withAgent = !args.includes('--no-agent') && existsSync(CLI);
 const say = (line = '') => json || process.stdout.write(line + '\n');
 
@@ -72,14 +73,14 @@ function stopProc(proc: ChildProcess): Promise<void> {
   });
 }
 
-interface Agent {
+export interface Agent {
   pid: number;
   /** SIGTERM, wait for the exit; resolves with the stats of the final "stopped" log line. */
   stop(): Promise<Record<string, any>>;
 }
 
-function startAgent(hep: string): Promise<Agent> {
-  const proc = spawnTracked(process.execPath, [CLI, 'run', '--hep', hep], ['ignore', 'ignore', 'pipe']);
+function startAgent(hep: string, env: NodeJS.ProcessEnv = process.env): Promise<Agent> {
+  const proc = track(spawn(process.execPath, [CLI, 'run', '--hep', hep], { stdio: ['ignore', 'ignore', 'pipe'], env }));
   let log = '';
   return new Promise((res, rej) => {
     const timer = setTimeout(() => {
@@ -355,6 +356,7 @@ async function main() {
   if (only.includes('b')) await syscallCosts();
   if (only.includes('a')) await zeroLossRates();
   if (only.includes('c')) await footprint();
+  if (only.includes('tls') && withAgent) results.tls = await tlsBench({ say, table, summary, startAgent, tlsCost: TLS_COST, cert: TLS_CERT, key: TLS_KEY });
   if (only.includes('pipeline')) results.pipeline = await pipelineBench({ say, table });
   if (summary.length > 1) {
     say('\nsummary');
