@@ -61,6 +61,8 @@ export interface FunctionPlan {
 // A function body longer than this is not decoded (OpenSSL's and GnuTLS's are under 1 KiB).
 const MAX_BODY_BYTES = 64 << 10;
 const FIRST_INSTRUCTIONS_BYTES = 32;
+// Calls out of SSL_write besides the internal one (Debian: 3 error-reporting imports and __stack_chk_fail); each is decoded.
+const MAX_OTHER_CALLS = 16;
 
 /** The kernel release as [major, minor]. */
 function kernelVersion(): [number, number] {
@@ -183,7 +185,9 @@ function sharedCallee(code: Code, kernel: [number, number], plain: string): { fi
     const { insns, sym } = body;
     const inside = (a: number) => a >= sym.address && a < sym.address + sym.size;
     if (!insns.some((i) => i.groups.includes('call') && i.target === callee)) return `${name} does not call ${hex(callee)}`;
-    const other = insns.find((i) => (i.groups.includes('jump') || i.groups.includes('call')) && i.target !== callee && (i.target === undefined || (!inside(i.target) && !code.isImportStub(i.target))));
+    const leaving = insns.filter((i) => (i.groups.includes('jump') || i.groups.includes('call')) && i.target !== callee && (i.target === undefined || !inside(i.target)));
+    if (new Set(leaving.map((i) => i.target)).size > MAX_OTHER_CALLS) return `${name} calls more than ${MAX_OTHER_CALLS} other places`;
+    const other = leaving.find((i) => i.target === undefined || !code.isImportStub(i.target));
     if (other) return `${name} also leaves by \`${text(other)}\``;
   }
   for (const sym of code.symbols.values()) {
@@ -250,7 +254,12 @@ export function planProbes(fd: number, kind: TlsLibraryKind, functions: readonly
   if (kind === 'openssl') {
     for (const [plain, twin] of Object.entries(EX_TWINS)) {
       if (!functions.includes(plain) || !functions.includes(twin) || (plans.has(plain) && plans.has(twin))) continue;
-      const callee = sharedCallee(code, kernel, plain);
+      let callee: ReturnType<typeof sharedCallee>;
+      try {
+        callee = sharedCallee(code, kernel, plain);
+      } catch (err) {
+        callee = err instanceof Error ? err.message : String(err);
+      }
       if (typeof callee === 'string') {
         for (const name of [plain, twin]) if (!plans.has(name)) reasons.set(name, `${reasons.get(name)}; no shared callee: ${callee}`);
         continue;
