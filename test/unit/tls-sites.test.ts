@@ -10,14 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planProbes, type FunctionPlan } from '../../src/capture/tls-sites.js';
 import type { TlsLibraryKind } from '../../src/capture/tls-discovery.js';
-
-function systemLibrary(soname: string): string {
-  const line = execFileSync('ldconfig', ['-p'], { encoding: 'utf8' })
-    .split('\n')
-    .find((l) => l.trim().startsWith(`${soname} (`) && l.includes('x86-64'));
-  if (!line) throw new Error(`${soname} not in ldconfig -p: install its Debian package`);
-  return line.split(' => ')[1].trim();
-}
+import { systemLibrary } from '../helpers/libraries.js';
 
 const LIBSSL = systemLibrary('libssl.so.3');
 const LIBGNUTLS = systemLibrary('libgnutls.so.30');
