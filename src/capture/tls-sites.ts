@@ -155,9 +155,8 @@ function movedEntry(code: Code, kernel: [number, number], name: string): { fileO
   // The entry itself: today's probe location, nothing to prove.
   if (at === 0) return { fileOffset: body.fileOffset, insn: site };
   if (insns.some(isIndirect)) return 'an indirect jump or call in it';
-  const into = insns.find((i) => i.target !== undefined && i.target >= sym.address && i.target <= site.address && i !== site);
-  if (into || (site.target !== undefined && site.target >= sym.address && site.target <= site.address))
-    return `a branch back to +${(into ?? site).target! - sym.address}`;
+  const into = insns.find((i) => i.target !== undefined && i.target >= sym.address && i.target <= site.address);
+  if (into) return `a branch back to +${into.target! - sym.address}`;
   return { fileOffset: body.fileOffset + (site.address - sym.address), insn: site };
 }
 
