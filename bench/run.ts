@@ -3,11 +3,12 @@
  * Every figure is printed next to its baseline measured in the same run: the machines are
  * noisy, so baseline and agent runs alternate and medians are reported.
  *   --json          print the figures as JSON instead of tables
- *   --only=a,b,c    sections: (a) zero-loss rates, (b) syscall costs, (c) footprint (these need root
- *                   and load the agent's BPF programs), (pipeline) per-stage costs on recorded records,
- *                   without kernel or root (bench/pipeline.ts), (kamailio) the cost to a Kamailio
- *                   stateless proxy, as root (bench/kamailio.ts), (start) loss right after `ready`,
- *                   as root (bench/cold-start.ts)
+ *   --only=a,b,c    sections: (a) zero-loss rates, (b) syscall costs, (c) footprint, (tls) TLS probe
+ *                   modes (bench/tls.ts), (kamailio) the cost to a Kamailio stateless proxy
+ *                   (bench/kamailio.ts), (start) loss right after `ready` (bench/cold-start.ts): these
+ *                   need root and load the agent's BPF programs; (pipeline) per-stage costs on recorded
+ *                   records, without kernel or root (bench/pipeline.ts); (spool) the cost of spooling
+ *                   (bench/spool.ts)
  *   --no-agent      baselines only (also when dist/src/cli/main.js is not built)
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -19,13 +20,14 @@ import { pipelineBench } from './pipeline.js';
 import { spoolBench } from './spool.js';
 import { kamailioBench } from './kamailio.js';
 import { coldStartBench } from './cold-start.js';
+import { tlsBench } from './tls.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const CLI = resolve(REPO, 'dist/src/cli/main.js');
 const args = process.argv.slice(2);
 const json = args.includes('--json');
-const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'start', 'pipeline', 'kamailio'];
-const needsKernel = only.some((s) => ['a', 'b', 'c', 'start', 'kamailio'].includes(s));
+const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'tls', 'start', 'pipeline', 'kamailio'];
+const needsKernel = only.some((s) => ['a', 'b', 'c', 'tls', 'start', 'kamailio'].includes(s));
 const withAgent = !args.includes('--no-agent') && existsSync(CLI);
 const say = (line = '') => json || process.stdout.write(line + '\n');
 
@@ -77,14 +79,14 @@ function stopProc(proc: ChildProcess): Promise<void> {
   });
 }
 
-interface Agent {
+export interface Agent {
   pid: number;
   /** SIGTERM, wait for the exit; resolves with the stats of the final "stopped" log line. */
   stop(): Promise<Record<string, any>>;
 }
 
-function startAgent(hep: string): Promise<Agent> {
-  const proc = spawnTracked(process.execPath, [CLI, 'run', '--hep', hep], ['ignore', 'ignore', 'pipe']);
+function startAgent(hep: string, env: NodeJS.ProcessEnv = process.env): Promise<Agent> {
+  const proc = track(spawn(process.execPath, [CLI, 'run', '--hep', hep], { stdio: ['ignore', 'ignore', 'pipe'], env }));
   let log = '';
   return new Promise((res, rej) => {
     const timer = setTimeout(() => {
@@ -368,6 +370,7 @@ async function main() {
     const k = (results.kamailio = await kamailioBench({ say, table, dir, port, track, stopProc, startAgent: withAgent ? startAgent : null, startCounter: (p) => startCounter('udp', p) })) as Record<string, { maxCps: number; ratio: number }>;
     if (k.hepbpf) summary.push(['Kamailio stateless proxy, max cps with 0 failed calls', `${k.none.maxCps.toFixed(0)} cps`, `${k.hepbpf.maxCps.toFixed(0)} cps (${k.hepbpf.ratio.toFixed(2)}; siptrace ${k.siptrace.ratio.toFixed(2)})`, '>= 0.9']);
   }
+  if (only.includes('tls') && withAgent) results.tls = await tlsBench({ say, table, summary, startAgent, tlsCost: TLS_COST, cert: TLS_CERT, key: TLS_KEY });
   if (only.includes('pipeline')) results.pipeline = await pipelineBench({ say, table });
   if (only.includes('spool')) results.spool = await spoolBench({ say, table });
   if (summary.length > 1) {

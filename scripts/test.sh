@@ -10,9 +10,17 @@ if [ "$(id -u)" != 0 ]; then
 fi
 bash scripts/setup.sh --test
 
+# Every test file that captures TLS.
+tls_tests=(test/e2e/tls.test.ts test/e2e/kamailio-tls-harness.test.ts test/e2e/diameter.test.ts test/e2e/tls-hostile-files.test.ts test/e2e/tls-first-call.test.ts test/e2e/websocket.test.ts)
+
 progs_before=$(bpftool prog show 2>/dev/null | grep -cE '^[0-9]+: ' || true)
 status=0
 npx vitest run "$@" || status=$?
+# The whole suite runs the TLS tests a second time with every TLS function probed at its entry and
+# return (HEPBPF_TLS_PROBES=entry), so that the fallback for libraries without an emulated site stays tested.
+if [ "$#" -eq 0 ]; then
+  HEPBPF_TLS_PROBES=entry npx vitest run "${tls_tests[@]}" || status=$?
+fi
 
 # Nothing a test attached may outlive the suite.
 progs_after=$(bpftool prog show 2>/dev/null | grep -cE '^[0-9]+: ' || true)

@@ -23,7 +23,7 @@ interface Addon {
   initialValue(obj: Handle, mapName: string): Buffer;
   setMaxEntries(obj: Handle, mapName: string, n: number): void;
   load(obj: Handle): void;
-  attach(obj: Handle, progName: string, binaryPath?: string, funcName?: string, retprobe?: boolean, pid?: number): Handle;
+  attach(obj: Handle, progName: string, binaryPath?: string, funcNameOrOffset?: string | number, retprobe?: boolean, pid?: number): Handle;
   map(obj: Handle, name: string): MapInfo;
   close(obj: Handle): void;
   linkDestroy(link: Handle): void;
@@ -35,6 +35,7 @@ interface Addon {
   ringBufferStop(reader: Handle): void;
   ringBufferStats(reader: Handle): RingBufferStats;
   openInRoot(rootPath: string, path: string): number;
+  disassemble(code: Buffer, address: number): Instruction[];
 }
 
 // The addon is built in place (src/bpf/native/build); the compiled wrapper in dist/ loads the same file.
@@ -58,11 +59,37 @@ export function openInRoot(rootPath: string, path: string): number {
   return native().openInRoot(rootPath, path);
 }
 
+/** One x86-64 instruction as capstone decodes it. */
+export interface Instruction {
+  address: number;
+  size: number;
+  mnemonic: string;
+  operands: string;
+  /** Legacy prefix bytes (0x66, 0xf2...), without REX. */
+  prefixes: number[];
+  /** Opcode bytes after the prefixes and REX. */
+  opcode: number[];
+  /** The REX byte, 0 if none. */
+  rex: number;
+  /** A direct (relative) branch or call: where it goes. */
+  target?: number;
+  /** Capstone's groups: 'jump', 'call', 'ret', 'branch_relative'... */
+  groups: string[];
+  /** Registers the instruction writes, explicitly or not ('rsp' for a push), by capstone's names. */
+  writes: string[];
+}
+
+/** Decodes x86-64 code that starts at `address`, up to the first bytes that are not an instruction. */
+export function disassemble(code: Buffer, address: number): Instruction[] {
+  return native().disassemble(code, address);
+}
+
 /** Attach a program as a uprobe (or uretprobe) on a function of an executable or shared library. */
 export interface UprobeOpts {
   /** Path, or a library name libbpf resolves (e.g. 'libc.so.6'). */
   binaryPath: string;
-  funcName: string;
+  /** A function's name, or a file offset (a site inside a function, or a function without a symbol). */
+  funcName: string | number;
   retprobe?: boolean;
   /** -1 (default): every process. */
   pid?: number;

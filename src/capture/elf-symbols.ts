@@ -4,6 +4,9 @@ import { fstatSync, readSync } from 'node:fs';
 const ELF_HEADER_SIZE = 64;
 const SECTION_HEADER_SIZE = 64;
 const SYMBOL_SIZE = 24;
+const PROGRAM_HEADER_SIZE = 56;
+const PT_LOAD = 1;
+const PF_X = 1;
 const SHT_SYMTAB = 2;
 const SHT_STRTAB = 3;
 const SHT_DYNSYM = 11;
@@ -27,6 +30,20 @@ const CHUNK_BYTES = SYMBOL_SIZE * 43_690;
 
 /** What a file defines, or why it was not read: too big, malformed, slow or unreadable. */
 export type ElfFunctions = { defined: Set<string> } | { refused: string };
+
+/** A defined function's symbol: its virtual address and size; an IFUNC's address is its resolver's. */
+export interface FunctionSymbol {
+  address: number;
+  size: number;
+  ifunc: boolean;
+}
+export type ElfFunctionSymbols = { functions: Map<string, FunctionSymbol> } | { refused: string };
+
+/** Code bytes of a file and where they are in it. */
+export interface ElfCode {
+  bytes: Buffer;
+  fileOffset: number;
+}
 
 interface Section {
   type: number;
@@ -85,23 +102,67 @@ class BoundedReader {
  * Never throws.
  */
 export function definedFunctions(fd: number, names: readonly string[]): ElfFunctions {
+  const symbols = functionSymbols(fd, names);
+  return 'refused' in symbols ? symbols : { defined: new Set(symbols.functions.keys()) };
+}
+
+/** As definedFunctions, with each function's symbol. */
+export function functionSymbols(fd: number, names: readonly string[]): ElfFunctionSymbols {
   try {
     const size = fstatSync(fd).size;
     const file = new BoundedReader(fd, size);
-    if (size < ELF_HEADER_SIZE) return { defined: new Set() };
-    const header = file.read(0, ELF_HEADER_SIZE, 'ELF header');
-    // Magic, EI_CLASS 2 (64-bit), EI_DATA 1 (little-endian).
-    if (header.readUInt32BE(0) !== 0x7f454c46 || header[4] !== 2 || header[5] !== 1) return { defined: new Set() };
+    const found = new Map<string, FunctionSymbol>();
+    const header = elfHeader(file, size);
+    if (!header) return { functions: found };
     const sections = readSections(file, header);
-    const found = new Set<string>();
     // An ELF file has at most one of each. .dynsym first: a library's .symtab is then not read.
     for (const type of [SHT_DYNSYM, SHT_SYMTAB]) {
       const symbols = sections.find((s) => s.type === type);
       if (symbols && found.size < names.length) addDefined(file, symbols, sections[symbols.link], names, found);
     }
-    return { defined: found };
+    return { functions: found };
   } catch (err) {
     // A Refusal, an I/O error, or an allocation that failed: this file is refused, the agent goes on.
+    return { refused: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/** The ELF header of an ELF64 little-endian file, else undefined. */
+function elfHeader(file: BoundedReader, size: number): Buffer | undefined {
+  if (size < ELF_HEADER_SIZE) return undefined;
+  const header = file.read(0, ELF_HEADER_SIZE, 'ELF header');
+  // Magic, EI_CLASS 2 (64-bit), EI_DATA 1 (little-endian).
+  if (header.readUInt32BE(0) !== 0x7f454c46 || header[4] !== 2 || header[5] !== 1) return undefined;
+  return header;
+}
+
+/**
+ * `length` bytes of code at virtual address `address` of the open file `fd` (an executable PT_LOAD
+ * segment holds them all), or a reason why not. Never throws.
+ */
+export function codeAt(fd: number, address: number, length: number): ElfCode | { refused: string } {
+  try {
+    const size = fstatSync(fd).size;
+    const file = new BoundedReader(fd, size);
+    const header = elfHeader(file, size);
+    if (!header) return { refused: 'not an ELF64 little-endian file' };
+    const tableOffset = Number(header.readBigUInt64LE(0x20));
+    const entrySize = header.readUInt16LE(0x36);
+    const count = header.readUInt16LE(0x38);
+    if (entrySize !== PROGRAM_HEADER_SIZE || count > MAX_SECTIONS) throw new Refusal(`${count} program headers of ${entrySize} bytes`);
+    const table = Buffer.from(file.read(tableOffset, count * PROGRAM_HEADER_SIZE, 'program headers'));
+    for (let at = 0; at < table.length; at += PROGRAM_HEADER_SIZE) {
+      const type = table.readUInt32LE(at);
+      const flags = table.readUInt32LE(at + 4);
+      const offset = Number(table.readBigUInt64LE(at + 8));
+      const vaddr = Number(table.readBigUInt64LE(at + 0x10));
+      const fileSize = Number(table.readBigUInt64LE(at + 0x20));
+      if (type !== PT_LOAD || !(flags & PF_X) || address < vaddr || address + length > vaddr + fileSize) continue;
+      const fileOffset = offset + (address - vaddr);
+      return { bytes: Buffer.from(file.read(fileOffset, length, 'code')), fileOffset };
+    }
+    return { refused: `0x${address.toString(16)}+${length} is in no executable segment` };
+  } catch (err) {
     return { refused: err instanceof Error ? err.message : String(err) };
   }
 }
@@ -126,8 +187,8 @@ function readSections(file: BoundedReader, header: Buffer): Section[] {
   return sections;
 }
 
-/** Adds to `found` the names that `symbols` defines as functions. */
-function addDefined(file: BoundedReader, symbols: Section, strings: Section | undefined, names: readonly string[], found: Set<string>): void {
+/** Adds to `found` the names that `symbols` defines as functions, with their symbols. */
+function addDefined(file: BoundedReader, symbols: Section, strings: Section | undefined, names: readonly string[], found: Map<string, FunctionSymbol>): void {
   if (!strings || strings.type !== SHT_STRTAB) throw new Refusal('symbol table without its string table');
   if (symbols.size / SYMBOL_SIZE > MAX_SYMBOLS) throw new Refusal(`more than ${MAX_SYMBOLS} symbols`);
   if (strings.size > MAX_STRING_TABLE_BYTES) throw new Refusal(`string table over ${MAX_STRING_TABLE_BYTES} bytes`);
@@ -139,7 +200,8 @@ function addDefined(file: BoundedReader, symbols: Section, strings: Section | un
       if (name === undefined) continue;
       const type = chunk[at + 4] & 0xf;
       const defined = chunk.readUInt16LE(at + 6) !== SHN_UNDEF;
-      if (defined && (type === STT_FUNC || type === STT_GNU_IFUNC)) found.add(name);
+      if (defined && (type === STT_FUNC || type === STT_GNU_IFUNC))
+        found.set(name, { address: Number(chunk.readBigUInt64LE(at + 8)), size: Number(chunk.readBigUInt64LE(at + 16)), ifunc: type === STT_GNU_IFUNC });
     }
   });
 }

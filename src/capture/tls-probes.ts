@@ -1,17 +1,9 @@
 import type { Logger } from 'pino';
 import type { BpfLink, BpfObject } from '../bpf/libbpf.js';
 import { hasCapability } from './privileges.js';
+import { closeSync, openSync } from 'node:fs';
 import { TlsDiscovery, type TlsTarget } from './tls-discovery.js';
-
-/** Each TLS function and the programs of bpf/hepbpf.bpf.c that hook its entry and its return. */
-const PROGRAMS: Record<string, { enter: string; ret: string }> = {
-  SSL_write: { enter: 'tls_ssl_write', ret: 'tls_ssl_ret' },
-  SSL_read: { enter: 'tls_ssl_read', ret: 'tls_ssl_ret' },
-  SSL_write_ex: { enter: 'tls_ssl_write_ex', ret: 'tls_ssl_ret' },
-  SSL_read_ex: { enter: 'tls_ssl_read_ex', ret: 'tls_ssl_ret' },
-  gnutls_record_send: { enter: 'tls_gnutls_send', ret: 'tls_gnutls_ret' },
-  gnutls_record_recv: { enter: 'tls_gnutls_recv', ret: 'tls_gnutls_ret' },
-};
+import { planProbes, PROBES_ENV, PROGRAMS, type FunctionPlan } from './tls-sites.js';
 
 /** Programs attached per TLS library file, not by their SEC(). */
 export const TLS_PROGRAMS = new Set(Object.values(PROGRAMS).flatMap((p) => [p.enter, p.ret]));
@@ -23,10 +15,18 @@ export const TLS_PROGRAMS = new Set(Object.values(PROGRAMS).flatMap((p) => [p.en
 export class TlsProbes {
   private readonly discovery: TlsDiscovery;
 
+  /** HEPBPF_TLS_PROBES=entry: today's entry + return probes on every function, the fallback kept tested. */
+  private readonly forceEntry: boolean;
+
   constructor(
     private readonly obj: BpfObject,
     private readonly log: Logger,
+    env: NodeJS.ProcessEnv = process.env,
   ) {
+    const mode = env[PROBES_ENV] ?? 'auto';
+    if (mode !== 'auto' && mode !== 'entry') throw new Error(`${PROBES_ENV}=${mode}: expected auto or entry`);
+    this.forceEntry = mode === 'entry';
+    if (this.forceEntry) log.info(`${PROBES_ENV}=entry: every TLS function is probed at its entry and return`);
     this.discovery = new TlsDiscovery({ selfPid: process.pid, log, attach: (t) => this.attach(t) });
   }
 
@@ -44,17 +44,32 @@ export class TlsProbes {
   }
 
   private attach(target: TlsTarget): void {
+    const plans = this.plan(target);
     const links: BpfLink[] = [];
     try {
-      for (const fn of target.functions) {
-        const { enter, ret } = PROGRAMS[fn];
-        links.push(this.obj.attach(enter, { binaryPath: target.path, funcName: fn }));
-        links.push(this.obj.attach(ret, { binaryPath: target.path, funcName: fn, retprobe: true }));
-      }
+      for (const probe of plans.flatMap((p) => p.probes))
+        links.push(this.obj.attach(probe.program, { binaryPath: target.path, funcName: probe.at, retprobe: probe.retprobe }));
     } catch (err) {
       for (const l of links) l.destroy();
       throw err;
     }
+  }
+
+  /** Where target's probes go; said once per file, with why any function keeps its single-stepped entry. */
+  private plan(target: TlsTarget): FunctionPlan[] {
+    const fd = openSync(target.path, 'r');
+    let plans: FunctionPlan[];
+    try {
+      plans = planProbes(fd, target.kind, target.functions, this.forceEntry);
+    } finally {
+      closeSync(fd);
+    }
+    const modes = Object.fromEntries(plans.map((p) => [p.name, p.mode]));
+    const fallback = plans.filter((p) => p.mode === 'entry');
+    if (fallback.length && !this.forceEntry)
+      this.log.info({ path: target.mappedPath, functions: Object.fromEntries(fallback.map((p) => [p.name, p.why])) }, 'TLS probes: no emulated site proven safe, these keep entry + return probes (single-stepped, slow on VMs)');
+    this.log.debug({ path: target.mappedPath, modes, why: Object.fromEntries(plans.map((p) => [p.name, p.why])) }, 'TLS probe sites');
+    return plans;
   }
 
   /** Files checked, probed and failed. */

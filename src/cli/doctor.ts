@@ -1,10 +1,11 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { missingForCapture, REQUIRED_CAPABILITIES, effectiveCapabilities, hasCapability, type CapabilityName } from '../capture/privileges.js';
 import { BPF_OBJECT_PATH } from '../capture/paths.js';
 import { ADDON_PATH } from '../bpf/libbpf.js';
 import { tracefsMount } from '../bpf/tracefs.js';
 import { TlsDiscovery, type TlsTarget } from '../capture/tls-discovery.js';
+import { planProbes, PROBES_ENV, type FunctionPlan } from '../capture/tls-sites.js';
 import { findCgroup2Mount } from '../enrich/cgroups.js';
 
 export interface Check {
@@ -21,12 +22,31 @@ function kernelAtLeast(major: number, minor: number): boolean {
   return maj > major || (maj === major && min >= minor);
 }
 
-/** The TLS libraries and executables running processes use: what the agent would probe now. */
-function tlsInUse(): TlsTarget[] {
-  const found: TlsTarget[] = [];
+/** The TLS libraries and executables running processes use: what the agent would probe now, and where. */
+function tlsInUse(): { target: TlsTarget; plans: FunctionPlan[] }[] {
+  const found: { target: TlsTarget; plans: FunctionPlan[] }[] = [];
   const silent = { warn() {}, info() {}, debug() {} };
-  new TlsDiscovery({ selfPid: process.pid, log: silent, attach: (t) => found.push(t) }).scanAll();
+  const forceEntry = process.env[PROBES_ENV] === 'entry';
+  const attach = (target: TlsTarget) => {
+    const fd = openSync(target.path, 'r');
+    try {
+      found.push({ target, plans: planProbes(fd, target.kind, target.functions, forceEntry) });
+    } finally {
+      closeSync(fd);
+    }
+  };
+  new TlsDiscovery({ selfPid: process.pid, log: silent, attach }).scanAll();
   return found;
+}
+
+/** One library's probe modes: the functions that share a mode and its reason, group by group ("entry" is the single-stepped fallback). */
+function probeModes(plans: FunctionPlan[]): string {
+  const groups = new Map<string, string[]>();
+  for (const p of plans) {
+    const key = `${p.mode === 'entry' ? 'entry+return, single-stepped' : p.mode} (${p.why})`;
+    groups.set(key, [...(groups.get(key) ?? []), p.name]);
+  }
+  return [...groups].map(([mode, names]) => `${names.join(', ')}: ${mode}`).join('; ');
 }
 
 export function runChecks(): Check[] {
@@ -104,7 +124,7 @@ export function runChecks(): Check[] {
         detail: !tls
           ? 'not looked for: the libbpf addon is not built (see build)'
           : tls.length
-            ? `${tls.length} in use, probed when the agent starts: ${[...new Set(tls.map((t) => `${t.mappedPath} (${t.kind})`))].join(', ')}`
+            ? `${tls.length} in use, probed when the agent starts:${tls.map(({ target, plans }) => `\n        ${target.mappedPath} (${target.kind}) ${probeModes(plans)}`).join('')}`
             : 'none in use now; probed as processes start',
       };
     })(),

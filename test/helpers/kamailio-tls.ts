@@ -41,8 +41,10 @@ export interface KamailioTlsHop {
   tlsMessages(): TlsHopMessage[];
   /** Resolves once `count` TLS messages were reported, then waits `settleMs` more so extra ones would be seen too. */
   waitForTlsMessages(count: number, timeoutMs?: number, settleMs?: number): Promise<TlsHopMessage[]>;
-  /** Runs `calls` calls of sipp's default uac scenario through the hop; resolves with sipp's exit code (0: all succeeded). */
-  runCalls(calls: number): Promise<number | null>;
+  /** Runs `calls` calls of sipp's default uac scenario through the hop, 50 (or `rate`) a second; resolves with sipp's exit code (0: all succeeded). */
+  runCalls(calls: number, rate?: number): Promise<number | null>;
+  /** Forgets the reports received so far: a bench that runs thousands of calls need not keep them. */
+  forgetReports(): void;
   /** Stops both Kamailio instances (SIGTERM, SIGKILL after a timeout), the UAS and the collector. */
   stop(): Promise<void>;
 }
@@ -245,7 +247,8 @@ require_certificate = no
         await new Promise((r) => setTimeout(r, settleMs));
         return tlsMessages();
       },
-      runCalls: (calls) => sippUac(edgePort, uacPort, 'u1', calls, dir),
+      runCalls: (calls, rate) => sippUac(edgePort, uacPort, 'u1', calls, dir, rate),
+      forgetReports: () => void (collector.packets.length = 0),
       stop: stopAll,
     };
   } catch (err) {

@@ -8,15 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { definedFunctions, type ElfFunctions } from '../../src/capture/elf-symbols.js';
 import { TLS_FUNCTIONS, TlsDiscovery, type TlsTarget } from '../../src/capture/tls-discovery.js';
 import { mapsKey } from '../helpers/maps.js';
-
-/** A library's path from the loader cache (Debian: libssl3, libgnutls30, freediameterd, libc6). */
-function systemLibrary(soname: string): string {
-  const line = execFileSync('ldconfig', ['-p'], { encoding: 'utf8' })
-    .split('\n')
-    .find((l) => l.trim().startsWith(`${soname} (`) && l.includes('x86-64'));
-  if (!line) throw new Error(`${soname} not in ldconfig -p: install its Debian package`);
-  return line.split(' => ')[1].trim();
-}
+import { systemLibrary } from '../helpers/libraries.js';
 
 const LIBSSL = systemLibrary('libssl.so.3');
 const LIBGNUTLS = systemLibrary('libgnutls.so.30');

@@ -6,7 +6,7 @@
       "sources": ["libbpf_addon.c"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
-      "libraries": ["-lbpf", "-lelf", "-lz", "-lpthread"]
+      "libraries": ["-lbpf", "-lcapstone", "-lelf", "-lz", "-lpthread"]
     }
   ]
 }

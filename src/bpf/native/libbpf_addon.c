@@ -36,6 +36,7 @@
 #include <netinet/in.h>
 #include <node_api.h>
 #include <bpf/libbpf.h>
+#include <capstone/capstone.h>
 
 #define LOG_CAP 16384 /* tail of libbpf warnings kept for error messages */
 #define LOG_LINES 40 /* lines of that tail put into an error message */
@@ -357,6 +358,7 @@ static napi_value object_attach(napi_env env, napi_callback_info info)
 	napi_valuetype type;
 	napi_value result;
 	bool retprobe = false;
+	int64_t offset = 0;
 	int32_t pid = -1;
 	char what[300];
 	int err;
@@ -374,16 +376,24 @@ static napi_value object_attach(napi_env env, napi_callback_info info)
 	napi_typeof(env, argv[2], &type);
 	if (type == napi_string) {
 		binary = arg_string(env, argv[2]);
-		func = arg_string(env, argv[3]);
+		napi_typeof(env, argv[3], &type);
+		if (type == napi_string)
+			func = arg_string(env, argv[3]);
+		else
+			napi_get_value_int64(env, argv[3], &offset);
 		napi_get_value_bool(env, argv[4], &retprobe);
 		napi_get_value_int32(env, argv[5], &pid);
 	}
 
 	capture_begin();
 	if (binary) {
+		/* A function name, or (func NULL) a file offset: a site inside a function, or a function without a symbol. */
 		LIBBPF_OPTS(bpf_uprobe_opts, opts, .func_name = func, .retprobe = retprobe);
-		link = bpf_program__attach_uprobe_opts(prog, pid, binary, 0, &opts);
-		snprintf(what, sizeof(what), "attaching '%s' to %s:%s", name, binary, func);
+		link = bpf_program__attach_uprobe_opts(prog, pid, binary, func ? 0 : (size_t)offset, &opts);
+		if (func)
+			snprintf(what, sizeof(what), "attaching '%s' to %s:%s", name, binary, func);
+		else
+			snprintf(what, sizeof(what), "attaching '%s' to %s at file offset 0x%llx", name, binary, (unsigned long long)offset);
 	} else {
 		link = bpf_program__attach(prog);
 		snprintf(what, sizeof(what), "attaching '%s' (%s)", name, bpf_program__section_name(prog));
@@ -531,6 +541,113 @@ static napi_value possible_cpus(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 	napi_create_int32(env, n, &result);
+	return result;
+}
+
+/* ---------------------------------------------------------------- x86-64 decoding */
+
+static void set_number(napi_env env, napi_value obj, const char *key, double v)
+{
+	napi_value n;
+
+	napi_create_double(env, v, &n);
+	napi_set_named_property(env, obj, key, n);
+}
+
+static void set_string(napi_env env, napi_value obj, const char *key, const char *v)
+{
+	napi_value s;
+
+	napi_create_string_utf8(env, v, NAPI_AUTO_LENGTH, &s);
+	napi_set_named_property(env, obj, key, s);
+}
+
+static napi_value byte_array(napi_env env, const uint8_t *b, size_t n)
+{
+	napi_value arr, v;
+	size_t len = 0;
+
+	while (len < n && b[len]) /* capstone pads prefix[] and opcode[] with zeros */
+		len++;
+	napi_create_array_with_length(env, len, &arr);
+	for (size_t i = 0; i < len; i++) {
+		napi_create_uint32(env, b[i], &v);
+		napi_set_element(env, arr, i, v);
+	}
+	return arr;
+}
+
+/* One decoded instruction as JS sees it: what site selection needs, no more. */
+static napi_value insn_object(napi_env env, csh cs, const cs_insn *insn)
+{
+	const cs_x86 *x86 = &insn->detail->x86;
+	cs_regs read, written;
+	uint8_t nread = 0, nwritten = 0;
+	napi_value obj, arr, v;
+	uint32_t ngroups = 0;
+
+	napi_create_object(env, &obj);
+	set_number(env, obj, "address", (double)insn->address);
+	set_number(env, obj, "size", insn->size);
+	set_string(env, obj, "mnemonic", insn->mnemonic);
+	set_string(env, obj, "operands", insn->op_str);
+	napi_set_named_property(env, obj, "prefixes", byte_array(env, x86->prefix, sizeof(x86->prefix)));
+	napi_set_named_property(env, obj, "opcode", byte_array(env, x86->opcode, sizeof(x86->opcode)));
+	set_number(env, obj, "rex", x86->rex);
+	/* direct branch or call: its target */
+	if (cs_insn_group(cs, insn, CS_GRP_BRANCH_RELATIVE) && x86->op_count == 1 && x86->operands[0].type == X86_OP_IMM)
+		set_number(env, obj, "target", (double)x86->operands[0].imm);
+	napi_create_array(env, &arr);
+	for (uint8_t i = 0; i < insn->detail->groups_count; i++) {
+		const char *g = cs_group_name(cs, insn->detail->groups[i]);
+
+		if (g) {
+			napi_create_string_utf8(env, g, NAPI_AUTO_LENGTH, &v);
+			napi_set_element(env, arr, ngroups++, v);
+		}
+	}
+	napi_set_named_property(env, obj, "groups", arr);
+	napi_create_array(env, &arr);
+	if (cs_regs_access(cs, insn, read, &nread, written, &nwritten) == CS_ERR_OK) {
+		for (uint8_t i = 0; i < nwritten; i++) {
+			napi_create_string_utf8(env, cs_reg_name(cs, written[i]), NAPI_AUTO_LENGTH, &v);
+			napi_set_element(env, arr, i, v);
+		}
+	}
+	napi_set_named_property(env, obj, "writes", arr);
+	return obj;
+}
+
+/* disassemble(code: Buffer, address) -> instructions, decoded by capstone up to the
+ * first byte sequence it cannot decode. */
+static napi_value disassemble(napi_env env, napi_callback_info info)
+{
+	const uint8_t *code;
+	size_t len;
+	uint64_t address;
+	cs_insn *insn;
+	napi_value result;
+	double at = 0;
+	uint32_t count = 0;
+	csh cs;
+
+	GET_ARGS(2);
+	code = arg_buffer(env, argv[0], &len);
+	napi_get_value_double(env, argv[1], &at);
+	address = (uint64_t)at;
+	if (cs_open(CS_ARCH_X86, CS_MODE_64, &cs) != CS_ERR_OK) {
+		napi_throw_error(env, NULL, "capstone: cannot open an x86-64 decoder");
+		return NULL;
+	}
+	cs_option(cs, CS_OPT_DETAIL, CS_OPT_ON);
+	insn = cs_malloc(cs);
+	napi_create_array(env, &result);
+	while (insn && cs_disasm_iter(cs, &code, &len, &address, insn)) {
+		napi_set_element(env, result, count++, insn_object(env, cs, insn));
+	}
+	if (insn)
+		cs_free(insn, 1);
+	cs_close(&cs);
 	return result;
 }
 
@@ -1152,6 +1269,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "ringBufferStop", ring_buffer_stop },
 		{ "ringBufferStats", ring_buffer_stats },
 		{ "openInRoot", open_in_root },
+		{ "disassemble", disassemble },
 		{ "udpConnect", udp_connect },
 		{ "udpSend", udp_send },
 		{ "udpClose", udp_close },
