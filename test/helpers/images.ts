@@ -4,7 +4,9 @@
  *   local/debian:bookworm-slim  debootstrap --variant=minbase bookworm from deb.debian.org (the tar
  *                               is kept in /var/cache/hepbpf-test: delete it to make it afresh)
  *   local/node:20-bookworm-slim that, plus the host's Node 20 (binary, npm, headers) where
- *                               node:20-bookworm-slim keeps them (/usr/local)
+ *                               node:20-bookworm-slim keeps them (/usr/local), and the CAs the
+ *                               host's Node trusts (NODE_EXTRA_CA_CERTS: an egress proxy here may
+ *                               sign registry.npmjs.org itself)
  * then `docker build --build-arg NODE_IMAGE=local/node:20-bookworm-slim -t hepbpf:latest .`.
  */
 import { execFileSync } from 'node:child_process';
@@ -44,6 +46,8 @@ export function localBases(client: Client, dir: string): void {
   cpSync(node, join(ctx, 'node'));
   cpSync(join(prefix, 'lib/node_modules/npm'), join(ctx, 'npm'), { recursive: true });
   cpSync(join(prefix, 'include/node'), join(ctx, 'include'), { recursive: true });
+  const extraCa = process.env.NODE_EXTRA_CA_CERTS;
+  if (extraCa) cpSync(extraCa, join(ctx, 'extra-ca.crt'));
   writeFileSync(
     join(ctx, 'Dockerfile'),
     [
@@ -52,6 +56,7 @@ export function localBases(client: Client, dir: string): void {
       'COPY npm /usr/local/lib/node_modules/npm',
       'COPY include /usr/local/include/node',
       'RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx',
+      ...(extraCa ? ['COPY extra-ca.crt /usr/local/share/extra-ca.crt', 'ENV NODE_EXTRA_CA_CERTS=/usr/local/share/extra-ca.crt'] : []),
       'CMD ["node"]',
       '',
     ].join('\n'),
