@@ -6,7 +6,6 @@ import { parseHepTarget } from '../output/target.js';
 import { NodeNameTemplate } from '../output/node-name.js';
 import type { ContainerOptions } from './container-options.js';
 import { preflight } from './preflight.js';
-import { npmAncestor, whenGone } from './npm-wrapper.js';
 
 export interface RunOptions extends ContainerOptions {
   hep: string[];
@@ -55,8 +54,6 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   };
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
-  const npm = npmAncestor();
-  if (npm !== undefined) whenGone(npm, () => void stop('npm exited'));
 }
 
 function readCa(path: string): Buffer {

@@ -10,11 +10,12 @@
  * with its probes: no BPF program, link or uprobe left.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kernelSuiteSkipReason, REPO } from '../helpers/agent.js';
+import { bpfState } from '../helpers/bpf-state.js';
 import { udpCollector, type HepCollector } from '../helpers/collector.js';
 import { cannotRunDocker, cgroupParentsBefore, containerPid, DOCKER, Dockerd, sippRootfsTar } from '../helpers/containers.js';
 import { buildHepbpfImage, localBases } from '../helpers/images.js';
@@ -32,10 +33,6 @@ function skipReason(): string | undefined {
 const why = skipReason();
 const CALLS = 20;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const ids = (what: 'prog' | 'link') => (JSON.parse(execFileSync('bpftool', ['--json', what, 'show'], { encoding: 'utf8' })) as Array<{ id: number }>).map((p) => p.id).sort();
-const UPROBE_EVENTS = '/sys/kernel/tracing/uprobe_events';
-const kernelState = () => ({ progs: ids('prog'), links: ids('link'), uprobeEvents: existsSync(UPROBE_EVENTS) ? readFileSync(UPROBE_EVENTS, 'utf8') : '' });
 
 async function until(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
   for (const end = Date.now() + timeoutMs; !cond() && Date.now() < end; ) await sleep(100);
@@ -88,7 +85,7 @@ describe.skipIf(!!why)('compose: the agent container next to a compose project o
   });
 
   it(`${CALLS} calls between two compose services: every message once, named by its service; down leaves nothing`, async () => {
-    const before = kernelState();
+    const before = bpfState();
     compose(AGENT, 'hepbpf', 'up', '-d');
     const agentId = compose(AGENT, 'hepbpf', 'ps', '-q', 'hepbpf').trim();
     // The agent logs to stderr; docker logs replays it on its own stderr.
@@ -129,6 +126,6 @@ describe.skipIf(!!why)('compose: the agent container next to a compose project o
     compose(AGENT, 'hepbpf', 'down', '--timeout', '10');
     expect(await exitCode, 'agent exit code: 0 after SIGTERM through tini, not 137 (SIGKILL at the timeout)').toBe('0');
     expect(Date.now() - t0).toBeLessThan(10_000);
-    expect(kernelState()).toEqual(before);
+    expect(bpfState()).toEqual(before);
   });
 });

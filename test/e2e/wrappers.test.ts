@@ -4,22 +4,15 @@
  * group, so no terminal-style group signal reaches the agent). The agent must exit, and every BPF
  * program, link and uprobe it made must be gone (bpftool and tracefs before and after).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { kernelSuiteSkipReason, REPO } from '../helpers/agent.js';
+import { bpfState } from '../helpers/bpf-state.js';
 import { udpCollector } from '../helpers/collector.js';
 
 const why = kernelSuiteSkipReason('wrapper signal tests');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const ids = (what: 'prog' | 'link') => (JSON.parse(execFileSync('bpftool', ['--json', what, 'show'], { encoding: 'utf8' })) as Array<{ id: number }>).map((p) => p.id);
-const UPROBE_EVENTS = '/sys/kernel/tracing/uprobe_events';
-const kernelState = () => ({
-  progs: ids('prog').sort(),
-  links: ids('link').sort(),
-  uprobeEvents: existsSync(UPROBE_EVENTS) ? readFileSync(UPROBE_EVENTS, 'utf8') : '',
-});
 
 /** Every process below `root`, from /proc (PPid in each status file). */
 function descendants(root: number): number[] {
@@ -52,7 +45,7 @@ describe.skipIf(!!why)('service commands stop the agent on the wrapper\'s signal
   for (const [name, argv] of Object.entries(COMMANDS))
     for (const signal of ['SIGTERM', 'SIGINT'] as const)
       it(`${signal} to \`${name}\`: the agent exits and detaches everything`, async () => {
-        const before = kernelState();
+        const before = bpfState();
         const hep = await udpCollector();
         const [cmd, ...args] = argv(hep.url);
         const wrapper = spawn(cmd, args, { cwd: REPO, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -68,7 +61,7 @@ describe.skipIf(!!why)('service commands stop the agent on the wrapper\'s signal
           expect(stderr).toMatch(/"msg":"ready"/);
           const agents = descendants(wrapper.pid!).filter((p) => /dist\/src\/cli\/main\.js|\.bin\/hepbpf/.test(readFileSync(`/proc/${p}/cmdline`, 'utf8')));
           expect(agents.length, 'one agent process below the wrapper').toBe(1);
-          const during = kernelState();
+          const during = bpfState();
           expect(during.progs.length).toBeGreaterThan(before.progs.length);
 
           process.kill(wrapper.pid!, signal);
@@ -76,7 +69,7 @@ describe.skipIf(!!why)('service commands stop the agent on the wrapper\'s signal
           expect(alive(agents[0]), `agent ${agents[0]} still running 10 s after ${signal} to ${name}`).toBe(false);
           await wrapperExit;
           expect(stderr).toMatch(/"msg":"stopped"/);
-          expect(kernelState()).toEqual(before);
+          expect(bpfState()).toEqual(before);
         } finally {
           for (const p of descendants(wrapper.pid!)) process.kill(p, 'SIGKILL');
           if (wrapper.exitCode === null) wrapper.kill('SIGKILL');
