@@ -108,7 +108,9 @@ describe.skipIf(!!why)('compose: the agent container next to a compose project o
     const capture = await LoopbackCapture.inNetns(uasPid, 'lo', '127.0.0.1', join(dir, 'sip.pcap'));
     let wire: WireMessage[];
     try {
-      compose(SIP, 'sipcalls', 'up', '--no-deps', '--exit-code-from', 'uac', 'uac');
+      compose(SIP, 'sipcalls', 'up', '-d', '--no-deps', 'uac');
+      const uacId = compose(SIP, 'sipcalls', 'ps', '-q', 'uac').trim();
+      expect(execFileSync(DOCKER, ['-H', `unix://${dockerd.socket}`, 'wait', uacId], { encoding: 'utf8' }).trim(), 'sipp UAC: every call must succeed').toBe('0');
     } finally {
       wire = await capture.stop();
     }
