@@ -61,7 +61,7 @@ export function localBases(client: Client, dir: string): void {
       '',
     ].join('\n'),
   );
-  client('build', '-q', '-t', NODE_BASE, ctx);
+  client('build', '-q', '--network', 'none', '-t', NODE_BASE, ctx);
 }
 
 /** Builds the repo's Dockerfile on the local bases; apt and npm reach their mirrors over the host's network. */
