@@ -13,13 +13,14 @@ export type CapabilityName = keyof typeof CAPABILITIES;
 
 /**
  * What the agent needs and why: the least-privilege list the README and deploy/ files repeat,
- * measured by test/e2e/capabilities.test.ts. CAP_SYS_ADMIN only where tracefs is not mounted.
+ * measured by test/e2e/capabilities.test.ts. Without CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON
+ * capture all but the TLS plaintext.
  */
 export const REQUIRED_CAPABILITIES: Record<string, string> = {
-  CAP_BPF: 'load BPF programs and maps',
-  CAP_PERFMON: 'attach tracepoints and uprobes, read kernel memory from BPF',
+  CAP_SYS_ADMIN: 'attach uprobes (TLS plaintext; Linux requires it since "perf: Require CAP_SYS_ADMIN for uprobes"), mount tracefs where it is not mounted; covers CAP_BPF and CAP_PERFMON',
   CAP_SYS_PTRACE: 'read /proc/PID/maps and /proc/PID/root of processes with more capabilities (TLS library discovery)',
-  CAP_SYS_ADMIN: 'only to mount tracefs where it is not mounted',
+  CAP_BPF: 'load BPF programs and maps (without CAP_SYS_ADMIN)',
+  CAP_PERFMON: 'attach tracepoints, read kernel memory from BPF (without CAP_SYS_ADMIN)',
 };
 
 export function effectiveCapabilities(statusText = readFileSync('/proc/self/status', 'utf8')): bigint {

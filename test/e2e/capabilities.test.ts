@@ -1,10 +1,12 @@
 /**
  * Least privilege, measured. The agent runs as root bounded to deploy/hepbpf.service's
  * CapabilityBoundingSet (setpriv does what systemd does: root's capabilities after exec are the
- * bounding set), the same set the compose file and the DaemonSet add after dropping ALL. With it:
- * SIP on the wire comes out as HEP exactly once, and the TLS library of a full-root process is
- * probed. Then each listed capability is dropped in turn, with its documented effect; and where
- * tracefs is not mounted (a private mount namespace without it) CAP_SYS_ADMIN is what mounts it.
+ * bounding set), the set the compose file and the DaemonSet add after dropping ALL: CAP_SYS_ADMIN
+ * and CAP_SYS_PTRACE. With it: SIP on the wire comes out as HEP exactly once, and the TLS library
+ * of a full-root process is probed. Each is then dropped in turn, with its documented effect. The
+ * set without TLS (CAP_BPF CAP_PERFMON CAP_SYS_PTRACE) shows why CAP_SYS_ADMIN stays: this kernel
+ * refuses uprobes without it ("perf: Require CAP_SYS_ADMIN for uprobes"); and where tracefs is not
+ * mounted (a private mount namespace without it) CAP_SYS_ADMIN is also what mounts it.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -20,8 +22,9 @@ const why = kernelSuiteSkipReason('capability tests');
 const TRAFFIC = resolve(REPO, 'test/fixtures/sip_traffic.py');
 const LIBSSL = '/usr/lib/x86_64-linux-gnu/libssl.so.3';
 
-/** The unit's set, e.g. ['CAP_BPF', 'CAP_PERFMON', 'CAP_SYS_PTRACE']. */
+/** The unit's set: ['CAP_SYS_ADMIN', 'CAP_SYS_PTRACE']. */
 const UNIT_SET = /^CapabilityBoundingSet=(.*)$/m.exec(readFileSync(join(REPO, 'deploy/hepbpf.service'), 'utf8'))![1].split(' ');
+const WITHOUT_TLS = ['CAP_BPF', 'CAP_PERFMON', 'CAP_SYS_PTRACE'];
 const bounded = (caps: string[]) => ['setpriv', `--bounding-set=-all${caps.map((c) => `,+${c.slice(4).toLowerCase()}`).join('')}`, '--inh-caps=-all'];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function until(what: () => string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
@@ -56,11 +59,11 @@ describe.skipIf(!!why)('capabilities: the deploy set, and each one dropped', () 
   const probed = (agent: RunningAgent) => agent.logs.filter((l) => l.msg === 'TLS library probed' && l.path === privateLibssl);
 
   it(`runs with exactly ${UNIT_SET.join(' ')}: every SIP message once, the TLS of a full-root process probed`, async () => {
-    expect(UNIT_SET).toEqual(['CAP_BPF', 'CAP_PERFMON', 'CAP_SYS_PTRACE']);
+    expect(UNIT_SET).toEqual(['CAP_SYS_ADMIN', 'CAP_SYS_PTRACE']);
     const [port, port2] = [await freePort(), await freePort()];
     const agent = await run(UNIT_SET, [port, port2]);
     try {
-      expect(capEff(agent.proc.pid!).trim()).toMatch(/=cap_sys_ptrace,cap_perfmon,cap_bpf$/);
+      expect(capEff(agent.proc.pid!).trim()).toMatch(/=cap_sys_ptrace,cap_sys_admin$/);
       await until(
         () => `private libssl of the full-root process not probed; TLS logs: ${JSON.stringify(agent.logs.filter((l) => /TLS/.test(String(l.msg))))}`,
         () => probed(agent).length === 1,
@@ -81,9 +84,34 @@ describe.skipIf(!!why)('capabilities: the deploy set, and each one dropped', () 
     }
   });
 
+  it('without CAP_SYS_ADMIN (nor CAP_BPF, CAP_PERFMON): exit 1 with one line naming what is missing', () => {
+    const [setpriv, ...args] = bounded(['CAP_SYS_PTRACE']);
+    const r = spawnSync(setpriv, [...args, process.execPath, CLI, 'run', '--hep', hep.url], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toEqual(['hepbpf: missing capability CAP_BPF, CAP_PERFMON: run as root (sudo) or grant CAP_BPF and CAP_PERFMON (see hepbpf doctor)']);
+  });
+
+  it(`without TLS (${WITHOUT_TLS.join(' ')}): SIP captured, TLS libraries found but uprobes refused (EACCES)`, async () => {
+    const [port, port2] = [await freePort(), await freePort()];
+    const agent = await run(WITHOUT_TLS, [port, port2]);
+    try {
+      await until(
+        () => `no refusal for the private libssl; TLS logs: ${JSON.stringify(agent.logs.filter((l) => /TLS/.test(String(l.msg))))}`,
+        () => agent.logs.some((l) => l.msg === 'TLS library probes not attached' && l.path === privateLibssl && /EACCES/.test(String(l.reason))),
+      );
+      hep.packets.length = 0;
+      const r = spawnSync('python3', [TRAFFIC, 'udp-unconnected', String(port), String(port2)], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      expect((await hep.waitFor(1)).map((p) => decodeHep(p).correlationId)).toEqual(['udp-unconnected-sendto']);
+    } finally {
+      expect((await agent.stop()).code).toBe(0);
+    }
+    expect(probed(agent)).toEqual([]);
+  });
+
   for (const dropped of ['CAP_BPF', 'CAP_PERFMON'])
-    it(`without ${dropped}: exit 1 with one line naming it`, () => {
-      const [setpriv, ...args] = bounded(UNIT_SET.filter((c) => c !== dropped));
+    it(`without TLS and without ${dropped}: exit 1 with one line naming it`, () => {
+      const [setpriv, ...args] = bounded(WITHOUT_TLS.filter((c) => c !== dropped));
       const r = spawnSync(setpriv, [...args, process.execPath, CLI, 'run', '--hep', hep.url], { encoding: 'utf8' });
       expect(r.status).toBe(1);
       expect(r.stderr.trim().split('\n')).toEqual([`hepbpf: missing capability ${dropped}: run as root (sudo) or grant CAP_BPF and CAP_PERFMON (see hepbpf doctor)`]);
@@ -107,15 +135,15 @@ describe.skipIf(!!why)('capabilities: the deploy set, and each one dropped', () 
     expect(probed(agent)).toEqual([]);
   });
 
-  it('where tracefs is not mounted, the set needs CAP_SYS_ADMIN to mount it: without, exit 1 saying so; with, it runs', async () => {
+  it('where tracefs is not mounted, CAP_SYS_ADMIN mounts it: without, exit 1 saying so; with the unit\'s set, it runs', async () => {
     // A private mount namespace without tracefs: the host's mount stays.
     const inNsWithoutTracefs = (caps: string[]) => [
       'unshare', '-m', 'sh', '-c', 'umount /sys/kernel/tracing && exec "$@"', 'sh', ...bounded(caps), process.execPath, CLI, 'run', '--hep', hep.url,
     ];
-    const denied = spawnSync(inNsWithoutTracefs(UNIT_SET)[0], inNsWithoutTracefs(UNIT_SET).slice(1), { encoding: 'utf8', env: { ...process.env, HEPBPF_SOCKET: join(dir, 'nt.sock') } });
+    const denied = spawnSync(inNsWithoutTracefs(WITHOUT_TLS)[0], inNsWithoutTracefs(WITHOUT_TLS).slice(1), { encoding: 'utf8', env: { ...process.env, HEPBPF_SOCKET: join(dir, 'nt.sock') } });
     expect(denied.status).toBe(1);
     expect(denied.stderr.trim().split('\n')).toEqual(['hepbpf: mounting tracefs at /sys/kernel/tracing failed: mount: /sys/kernel/tracing: permission denied.; fix: mount -t tracefs nodev /sys/kernel/tracing']);
-    const withAdmin = inNsWithoutTracefs([...UNIT_SET, 'CAP_SYS_ADMIN']);
+    const withAdmin = inNsWithoutTracefs(UNIT_SET);
     const agent = await startAgent(withAdmin.slice(withAdmin.indexOf(CLI) + 1), { ...process.env, HEPBPF_SOCKET: join(dir, 'sa.sock') }, 30_000, withAdmin.slice(0, withAdmin.indexOf(process.execPath)));
     expect((await agent.stop()).code).toBe(0);
   });

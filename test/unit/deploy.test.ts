@@ -15,8 +15,8 @@ import { ClusterRole, ClusterRoleBinding } from 'kubernetes-models/rbac.authoriz
 import { REPO } from '../helpers/agent.js';
 
 const DEPLOY = join(REPO, 'deploy');
-/** What the agent needs where tracefs is already mounted (README "Privileges"). */
-export const DEPLOY_CAPABILITIES = ['BPF', 'PERFMON', 'SYS_PTRACE'];
+/** What the agent needs to capture TLS plaintext too (README "Privileges"). */
+const DEPLOY_CAPABILITIES = ['SYS_ADMIN', 'SYS_PTRACE'];
 
 const MODELS: Record<string, new (o: never) => { validate(): void }> = {
   DaemonSet,
@@ -60,7 +60,7 @@ describe('deploy/daemonset.yaml', () => {
     expect(agent.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'metrics' });
   });
 
-  it('runs the image the Dockerfile builds, with exactly the measured capabilities and the node\'s tracefs', () => {
+  it('runs the image the Dockerfile builds, with exactly the measured capabilities', () => {
     expect(readFileSync(join(REPO, 'Dockerfile'), 'utf8')).toMatch(/^# hepbpf container image: docker build -t hepbpf:latest \.$/m);
     expect(agent.image).toBe('hepbpf:latest');
     expect(agent.securityContext).toEqual({ privileged: false, capabilities: { drop: ['ALL'], add: DEPLOY_CAPABILITIES } });
@@ -96,5 +96,6 @@ describe('deploy/docker-compose.yml', () => {
     expect(svc.cap_add).toEqual(DEPLOY_CAPABILITIES);
     expect(svc.command).toEqual(['run', '--hep', 'udp://127.0.0.1:9999', '--node-name', '{service}']);
     expect(svc.volumes).toContain('/sys/kernel/tracing:/sys/kernel/tracing:rw');
+    expect(svc.security_opt).toEqual(['apparmor:unconfined']);
   });
 });
