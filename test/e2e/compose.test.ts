@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kernelSuiteSkipReason, REPO } from '../helpers/agent.js';
 import { bpfState } from '../helpers/bpf-state.js';
 import { udpCollector, type HepCollector } from '../helpers/collector.js';
-import { cannotRunDocker, cgroupParentsBefore, containerPid, DOCKER, Dockerd, sippRootfsTar } from '../helpers/containers.js';
+import { cannotRunDocker, cgroupParentsBefore, containerPid, DOCKER, Dockerd, sippRootfsTar, unmountUnder } from '../helpers/containers.js';
 import { buildHepbpfImage, localBases } from '../helpers/images.js';
 import { LoopbackCapture, type WireMessage } from '../helpers/wire.js';
 import { decodeHep } from '../../src/hep/decode.js';
@@ -71,6 +71,7 @@ describe.skipIf(!!why)('compose: the agent container next to a compose project o
     }
     await hep?.close();
     await dockerd?.stop();
+    unmountUnder(dir);
     rmSync(dir, { recursive: true, force: true });
     if (!hadRunDir) rmSync('/run/hepbpf', { recursive: true, force: true });
     cgroupParents.removeNew();
