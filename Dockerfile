@@ -8,7 +8,7 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 FROM ${NODE_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make g++ python3 pkg-config \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 WORKDIR /opt/hepbpf
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -26,7 +26,7 @@ RUN bash scripts/build.sh \
 FROM ${NODE_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libbpf1 libelf1 tini \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 WORKDIR /opt/hepbpf
 COPY --from=build /opt/hepbpf/package.json ./
 COPY --from=build /opt/hepbpf/node_modules node_modules

@@ -18,7 +18,7 @@ import { kernelSuiteSkipReason, REPO } from '../helpers/agent.js';
 import { bpfState } from '../helpers/bpf-state.js';
 import { udpCollector, type HepCollector } from '../helpers/collector.js';
 import { cannotRunDocker, cgroupParentsBefore, containerPid, DOCKER, Dockerd, sippRootfsTar, unmountUnder } from '../helpers/containers.js';
-import { buildHepbpfImage, localBases } from '../helpers/images.js';
+import { buildHepbpfImage, localBases, NODE_BASE } from '../helpers/images.js';
 import { LoopbackCapture, type WireMessage } from '../helpers/wire.js';
 import { decodeHep } from '../../src/hep/decode.js';
 
@@ -82,7 +82,8 @@ describe.skipIf(!!why)('compose: the agent container next to a compose project o
       'for t in clang gcc cc g++ make node-gyp; do command -v $t; done; node --version; ls /usr/bin/tini /usr/lib/x86_64-linux-gnu/libbpf.so.1 /usr/lib/x86_64-linux-gnu/libelf.so.1');
     expect(tools.split('\n')).toEqual([expect.stringMatching(/^v(2\d|[3-9]\d)\./), '/usr/bin/tini', '/usr/lib/x86_64-linux-gnu/libbpf.so.1', '/usr/lib/x86_64-linux-gnu/libelf.so.1']);
     expect(JSON.parse(dockerd.docker('image', 'inspect', '-f', '{{json .Config.Entrypoint}}', 'hepbpf:latest'))[0]).toBe('/usr/bin/tini');
-    console.log(`hepbpf:latest image size: ${(Number(dockerd.docker('image', 'inspect', '-f', '{{.Size}}', 'hepbpf:latest')) / 1e6).toFixed(0)} MB`);
+    const mb = (image: string) => (Number(dockerd.docker('image', 'inspect', '-f', '{{.Size}}', image)) / 1e6).toFixed(0);
+    console.log(`hepbpf:latest image size: ${mb('hepbpf:latest')} MB, of which its base ${NODE_BASE}: ${mb(NODE_BASE)} MB`);
   });
 
   it(`${CALLS} calls between two compose services: every message once, named by its service; down leaves nothing`, async () => {
