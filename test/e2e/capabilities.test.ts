@@ -55,7 +55,22 @@ describe.skipIf(!!why)('capabilities: the deploy set, and each one dropped', () 
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const run = (caps: string[], ports: number[]) => startAgent(['run', '--hep', hep.url, '--sip-ports', ports.join(',')], { ...process.env, HEPBPF_SOCKET: join(dir, `${caps.length}.sock`) }, 30_000, bounded(caps));
+  /**
+   * Resolves once the agent logged `"msg":"ready"` itself (startAgent also takes any line with the word
+   * ready, and TLS discovery logs other processes' paths): its signal handlers are installed.
+   */
+  const started = async (agent: Promise<RunningAgent>) => {
+    const a = await agent;
+    await until(() => `agent never logged ready: ${JSON.stringify(a.logs.slice(-3))}`, () => a.logs.some((l) => l.msg === 'ready'));
+    return a;
+  };
+  /** Stops the agent: SIGTERM, exit 0, its last lines in the message if not. */
+  const stopped = async (agent: RunningAgent) => {
+    const { code } = await agent.stop();
+    expect(code, JSON.stringify(agent.logs.slice(-3))).toBe(0);
+  };
+  const run = (caps: string[], ports: number[]) =>
+    started(startAgent(['run', '--hep', hep.url, '--sip-ports', ports.join(',')], { ...process.env, HEPBPF_SOCKET: join(dir, `${caps.length}.sock`) }, 30_000, bounded(caps)));
   const probed = (agent: RunningAgent) => agent.logs.filter((l) => l.msg === 'TLS library probed' && l.path === privateLibssl);
 
   it(`runs with exactly ${UNIT_SET.join(' ')}: every SIP message once, the TLS of a full-root process probed`, async () => {
@@ -80,7 +95,7 @@ describe.skipIf(!!why)('capabilities: the deploy set, and each one dropped', () 
       const forwarded = (await hep.waitFor(wire.length)).map((p) => decodeHep(p)).map((p) => key({ srcPort: p.srcPort!, dstPort: p.dstPort!, payload: p.payload! }));
       expect(forwarded.sort()).toEqual(wire.map(key).sort());
     } finally {
-      expect((await agent.stop()).code).toBe(0);
+      await stopped(agent);
     }
   });
 
@@ -104,7 +119,7 @@ describe.skipIf(!!why)('capabilities: the deploy set, and each one dropped', () 
       expect(r.status, r.stderr).toBe(0);
       expect((await hep.waitFor(1)).map((p) => decodeHep(p).correlationId)).toEqual(['udp-unconnected-sendto']);
     } finally {
-      expect((await agent.stop()).code).toBe(0);
+      await stopped(agent);
     }
     expect(probed(agent)).toEqual([]);
   });
@@ -129,7 +144,7 @@ describe.skipIf(!!why)('capabilities: the deploy set, and each one dropped', () 
       expect(r.status, r.stderr).toBe(0);
       expect((await hep.waitFor(1)).map((p) => decodeHep(p).correlationId)).toEqual(['udp-unconnected-sendto']);
     } finally {
-      expect((await agent.stop()).code).toBe(0);
+      await stopped(agent);
     }
     // Every log line is in once the agent stopped: the start-up scan saw the process and could not read it.
     expect(probed(agent)).toEqual([]);
@@ -144,7 +159,7 @@ describe.skipIf(!!why)('capabilities: the deploy set, and each one dropped', () 
     expect(denied.status).toBe(1);
     expect(denied.stderr.trim().split('\n')).toEqual(['hepbpf: mounting tracefs at /sys/kernel/tracing failed: mount: /sys/kernel/tracing: permission denied.; fix: mount -t tracefs nodev /sys/kernel/tracing']);
     const withAdmin = inNsWithoutTracefs(UNIT_SET);
-    const agent = await startAgent(withAdmin.slice(withAdmin.indexOf(CLI) + 1), { ...process.env, HEPBPF_SOCKET: join(dir, 'sa.sock') }, 30_000, withAdmin.slice(0, withAdmin.indexOf(process.execPath)));
-    expect((await agent.stop()).code).toBe(0);
+    const agent = await started(startAgent(withAdmin.slice(withAdmin.indexOf(CLI) + 1), { ...process.env, HEPBPF_SOCKET: join(dir, 'sa.sock') }, 30_000, withAdmin.slice(0, withAdmin.indexOf(process.execPath))));
+    await stopped(agent);
   });
 });
