@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 run_pkgs=(clang llvm libbpf-dev libcapstone-dev libelf-dev zlib1g-dev bpftool make g++ python3 pkg-config)
-test_pkgs=(sip-tester tcpdump kamailio kamailio-extra-modules kamailio-sqlite-modules kamailio-tls-modules kamailio-websocket-modules sngrep sqlite3 tshark iproute2 procps freediameterd freediameter-extensions openssl gnutls-bin libssl-dev docker.io podman runc prometheus)
+test_pkgs=(sip-tester tcpdump kamailio kamailio-extra-modules kamailio-sqlite-modules kamailio-tls-modules kamailio-websocket-modules sngrep sqlite3 tshark iproute2 procps freediameterd freediameter-extensions openssl gnutls-bin libssl-dev docker.io docker-compose debootstrap systemd libcap2-bin podman runc prometheus)
 
 want=("${run_pkgs[@]}")
 [ "${1:-}" = "--test" ] && want+=("${test_pkgs[@]}")

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # `npm start -- ARGS`: install and build what is missing, then `hepbpf run ARGS`.
+# npm execs this (.npmrc script-shell=bash, `exec` in package.json) and this execs node: npm passes
+# SIGTERM/SIGINT to its child, the agent itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >&2

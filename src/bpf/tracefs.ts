@@ -20,7 +20,8 @@ export function ensureTracefs(): void {
   if (tracefsMount() !== undefined) return;
   const r = spawnSync('mount', ['-t', 'tracefs', 'nodev', TRACEFS_PATH], { encoding: 'utf8' });
   if (r.status !== 0) {
-    const why = r.error?.message ?? r.stderr.trim();
+    // mount(8) adds a second line pointing at dmesg: the error stays one line.
+    const why = r.error?.message ?? r.stderr.trim().split('\n')[0];
     throw new Error(`mounting tracefs at ${TRACEFS_PATH} failed: ${why}; fix: mount -t tracefs nodev ${TRACEFS_PATH}`);
   }
 }

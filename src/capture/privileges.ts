@@ -2,7 +2,6 @@ import { readFileSync } from 'node:fs';
 
 // Capability numbers from linux/capability.h.
 export const CAPABILITIES = {
-  CAP_DAC_READ_SEARCH: 2,
   CAP_NET_ADMIN: 12,
   CAP_SYS_PTRACE: 19,
   CAP_SYS_ADMIN: 21,
@@ -12,13 +11,16 @@ export const CAPABILITIES = {
 } as const;
 export type CapabilityName = keyof typeof CAPABILITIES;
 
-/** What the agent needs and why: the least-privilege list the README and deploy/ files repeat. */
+/**
+ * What the agent needs and why: the least-privilege list the README and deploy/ files repeat,
+ * measured by test/e2e/capabilities.test.ts. Without CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON
+ * capture all but the TLS plaintext.
+ */
 export const REQUIRED_CAPABILITIES: Record<string, string> = {
-  CAP_BPF: 'load BPF programs and maps',
-  CAP_PERFMON: 'attach tracepoints and uprobes, read kernel memory from BPF',
-  CAP_SYS_ADMIN: 'mount tracefs when it is missing; older kernels need it for BPF itself',
-  CAP_SYS_PTRACE: 'read /proc/PID/maps and /proc/PID/root of other processes (TLS library discovery)',
-  CAP_DAC_READ_SEARCH: 'read cgroup and /proc entries owned by other users',
+  CAP_SYS_ADMIN: 'attach uprobes (TLS plaintext; Linux requires it since "perf: Require CAP_SYS_ADMIN for uprobes"), mount tracefs where it is not mounted; covers CAP_BPF and CAP_PERFMON',
+  CAP_SYS_PTRACE: 'read /proc/PID/maps and /proc/PID/root of processes with more capabilities (TLS library discovery)',
+  CAP_BPF: 'load BPF programs and maps (without CAP_SYS_ADMIN)',
+  CAP_PERFMON: 'attach tracepoints, read kernel memory from BPF (without CAP_SYS_ADMIN)',
 };
 
 export function effectiveCapabilities(statusText = readFileSync('/proc/self/status', 'utf8')): bigint {

@@ -65,7 +65,7 @@ export function runChecks(): Check[] {
       detail: missing.length ? `missing ${missing.join(', ')}` : 'can load and attach BPF programs',
       fix: 'run as root (sudo), or grant ' + Object.keys(REQUIRED_CAPABILITIES).join(', '),
     },
-    ...(['CAP_SYS_PTRACE', 'CAP_DAC_READ_SEARCH'] as CapabilityName[]).map((c) => ({
+    ...(['CAP_SYS_PTRACE'] as CapabilityName[]).map((c) => ({
       name: c,
       ok: hasCapability(c, caps) || hasCapability('CAP_SYS_ADMIN', caps),
       required: false,

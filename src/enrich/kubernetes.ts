@@ -65,12 +65,12 @@ export class KubernetesPods {
   constructor(private readonly opts: KubernetesApiOptions) {}
 
   /** In a pod with a service account and NODE_NAME set from spec.nodeName (deploy/daemonset.yaml), else undefined. */
-  static inCluster(env = process.env): KubernetesPods | undefined {
+  static inCluster(env = process.env, serviceAccount = SERVICE_ACCOUNT): KubernetesPods | undefined {
     const host = env.KUBERNETES_SERVICE_HOST;
     if (!host || !env.NODE_NAME) return undefined;
     const read = (f: string) => {
       try {
-        return readFileSync(`${SERVICE_ACCOUNT}/${f}`);
+        return readFileSync(`${serviceAccount}/${f}`);
       } catch {
         return undefined;
       }

@@ -14,7 +14,7 @@ import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, kernelSuiteSkipReason, startAgent, type RunningAgent } from '../helpers/agent.js';
 import { udpCollector, type HepCollector } from '../helpers/collector.js';
-import { cannotRunDocker, cgroupParentsBefore, containerPid, Dockerd, Podman, sippRootfsTar, vethBetween } from '../helpers/containers.js';
+import { cannotRunDocker, cgroupParentsBefore, containerPid, Dockerd, Podman, sippRootfsTar, unmountUnder, vethBetween } from '../helpers/containers.js';
 import { LoopbackCapture, type WireMessage } from '../helpers/wire.js';
 import type { TailRecord } from '../../src/output/tail-record.js';
 
@@ -106,8 +106,7 @@ describe.skipIf(!!why)('containers: docker and podman', () => {
       /* nothing to remove */
     }
     // podman's overlay storage may stay mounted under dir: unmount before removing it.
-    for (const mnt of readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(dir)).reverse())
-      execFileSync('umount', ['-l', mnt]);
+    unmountUnder(dir);
     rmSync(dir, { recursive: true, force: true });
     cgroupParents.removeNew();
   });

@@ -32,9 +32,13 @@ export interface RunningAgent {
   stop(): Promise<{ code: number | null; final?: Record<string, unknown> }>;
 }
 
-/** Starts `hepbpf ARGS` as a user would and resolves once it reports ready (log `msg: ready` or tail's notice). */
-export function startAgent(args: string[], env: NodeJS.ProcessEnv = process.env, readyTimeoutMs = 30_000): Promise<RunningAgent> {
-  const proc = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Starts `hepbpf ARGS` as a user would and resolves once it reports ready (log `msg: ready` or tail's
+ * notice). `launcher` goes before node, e.g. setpriv with a capability set.
+ */
+export function startAgent(args: string[], env: NodeJS.ProcessEnv = process.env, readyTimeoutMs = 30_000, launcher: string[] = []): Promise<RunningAgent> {
+  const [cmd, ...argv] = [...launcher, process.execPath, CLI, ...args];
+  const proc = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   let stderr = '';
   const exited = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)));

@@ -137,3 +137,9 @@ export function cgroupParentsBefore(names: string[]): { removeNew(): void } {
     },
   };
 }
+
+/** Unmounts what runtimes leave mounted under `dir` (dockerd's netns file, podman's overlays), deepest first. */
+export function unmountUnder(dir: string): void {
+  for (const mnt of readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(dir)).reverse())
+    execFileSync('umount', ['-l', mnt]);
+}
