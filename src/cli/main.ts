@@ -45,7 +45,8 @@ addContainerOptions(program
   .option('--method <method>', 'only requests with this method and their responses')
   .option('--port <n>', 'only messages with this source or destination port', (v) => Number(v))
   .option('--sip-ports <list>', 'capture only sockets with one of these ports', ports)
-  .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)'))
+  .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)')
+  .option('--pcap <file>', 'also write the messages as pcapng (IP/UDP/TCP synthesized from the captured tuple; TLS as TCP); "-": to stdout instead of the lines'))
   .action(tailCommand);
 
 program
