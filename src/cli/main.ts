@@ -46,7 +46,8 @@ addContainerOptions(program
   .option('--port <n>', 'only messages with this source or destination port', (v) => Number(v))
   .option('--sip-ports <list>', 'capture only sockets with one of these ports', ports)
   .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)')
-  .option('--pcap <file>', 'also write the messages as pcapng (IP/UDP/TCP synthesized from the captured tuple; TLS as TCP); "-": to stdout instead of the lines'))
+  .option('--pcap <file>', 'also write the messages as pcapng (IP/UDP/TCP synthesized from the captured tuple; TLS as TCP); "-": to stdout instead of the lines')
+  .option('--flow', 'draw the messages as a ladder, one column per endpoint (with --call-id: one call), colour on a terminal'))
   .action(tailCommand);
 
 program

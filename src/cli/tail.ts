@@ -9,6 +9,7 @@ import type { ContainerOptions } from './container-options.js';
 import { formatTailLine, toTailEvent, toTailRecord } from '../output/tail-record.js';
 import { preflight } from './preflight.js';
 import { PcapngWriter } from '../output/pcapng.js';
+import { FlowLadder } from '../output/flow.js';
 
 export interface TailOptions extends Partial<ContainerOptions> {
   json?: boolean;
@@ -21,6 +22,8 @@ export interface TailOptions extends Partial<ContainerOptions> {
   redact?: boolean;
   /** Also write the messages as pcapng to this file; '-': to stdout instead of the lines. */
   pcap?: string;
+  /** Draw the messages as a ladder (one column per endpoint) instead of one line each. */
+  flow?: boolean;
 }
 
 /** Filters as the operator means them: a method selects its requests and the responses to them (by CSeq method). */
@@ -64,10 +67,13 @@ export async function tailCommand(opts: TailOptions): Promise<void> {
   const keep = tailFilter(opts);
   const out = process.stdout;
   const pcap = opts.pcap === undefined ? undefined : pcapOutput(opts.pcap);
+  const ladder = opts.flow ? new FlowLadder(!!out.isTTY) : undefined;
   const print = (ev: TailEventFields) => {
     if (!keep(ev)) return;
     if (pcap) pcap(ev);
-    if (opts.pcap !== '-') out.write((opts.json ? JSON.stringify(toTailRecord(ev, !!opts.full)) : formatTailLine(ev)) + '\n');
+    if (opts.pcap === '-') return;
+    if (ladder) out.write(ladder.lines(ev).join('\n') + '\n');
+    else out.write((opts.json ? JSON.stringify(toTailRecord(ev, !!opts.full)) : formatTailLine(ev)) + '\n');
   };
   // Reading stopped (e.g. `| head`): exit quietly instead of throwing EPIPE.
   out.on('error', () => process.exit(0));
