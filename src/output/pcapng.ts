@@ -18,6 +18,8 @@ const IPPROTO_UDP = 17;
  */
 const TCP_MSS = 16_384;
 const UDP_MAX_PAYLOAD = 65_535 - 20 - 8;
+/** Directions whose sequence numbers are kept; past that the oldest is forgotten (it restarts at 1). */
+const MAX_DIRECTIONS = 65_536;
 
 const opt = (code: number, value: Buffer): Buffer => {
   const head = Buffer.alloc(4);
@@ -217,7 +219,9 @@ export class PcapngWriter {
       seq = (seq + seg.length) >>> 0;
       if (last) break;
     }
+    this.nextSeq.delete(key); // re-inserted last: the map's order is least recently used first
     this.nextSeq.set(key, seq);
+    if (this.nextSeq.size > MAX_DIRECTIONS) this.nextSeq.delete(this.nextSeq.keys().next().value!);
     return Buffer.concat(blocks);
   }
 

@@ -50,7 +50,7 @@ function tsharkFields(file: string, fields: string[], extra: string[] = []): str
 }
 
 describe('pcapng export', () => {
-  it('UDP (IPv4, IPv6), TCP (a message cut in segments, two in one read), TLS and Diameter: tshark dissects each, byte for byte, without errors', () => {
+  it('UDP (IPv4, IPv6), TCP (a 40 kB message cut in segments, then a reply), TLS and Diameter: tshark dissects each, byte for byte, without errors', () => {
     const big = sip('MESSAGE', 'big@tcp', '127.0.0.1', 'x'.repeat(40_000));
     const cer = diameterMessage({ request: true, command: 257, app: 0, hopByHop: 1, endToEnd: 2, avps: [{ code: 264, value: 'client.test' }, { code: 296, value: 'test' }] });
     const cea = diameterMessage({ request: false, command: 257, app: 0, hopByHop: 1, endToEnd: 2, avps: [{ code: 268, value: 2001 }, { code: 264, value: 'server.test' }] });
