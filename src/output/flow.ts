@@ -4,14 +4,12 @@
  * and the time since the first message. Drawn as messages arrive: an endpoint not seen before adds
  * a column (or a name to one), and the header is printed again with it.
  */
-import type { ContainerFieldsWire, TailEventFields } from './tail-protocol.js';
-import { escapeControl } from './tail-record.js';
+import type { TailEventFields } from './tail-protocol.js';
+import { containerLabel, escapeControl, hostPort } from './tail-record.js';
 
 const COLUMN = 24;
 const TIME = 12; // at least COLUMN / 2: the first column's header is centred on its lifeline
 
-const hostPort = (a: { ip: string; port: number }) => (a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`);
-const containerName = (c: ContainerFieldsWire | null) => (c && c.id ? c.service || c.pod || c.name : undefined);
 
 /** Microseconds since the epoch of tail's ts ("...T06:11:23.123456Z"). */
 function micros(ts: string): number {
@@ -48,8 +46,8 @@ export class FlowLadder {
   /** The lines to print for one message: the header again when it adds an endpoint, then its arrow. */
   lines(ev: TailEventFields): string[] {
     const out: string[] = [];
-    const srcChanged = this.column(ev.src, containerName(ev.container) ?? ev.comm);
-    const dstChanged = this.column(ev.dst, containerName(ev.peerContainer) ?? '');
+    const srcChanged = this.column(ev.src, containerLabel(ev.container) ?? ev.comm);
+    const dstChanged = this.column(ev.dst, containerLabel(ev.peerContainer) ?? '');
     if (srcChanged || dstChanged) out.push(...this.header());
     this.startUs ??= micros(ev.ts);
     const keys = [...this.columns.keys()];

@@ -7,7 +7,8 @@
  * id, and when it was TLS. No npm package writes pcapng, and the format takes three block types.
  */
 import { isIP } from 'node:net';
-import type { ContainerFieldsWire, TailEventFields } from './tail-protocol.js';
+import type { TailEventFields } from './tail-protocol.js';
+import { containerLabel } from './tail-record.js';
 
 const LINKTYPE_RAW = 101; // each packet starts with its IPv4 or IPv6 header
 const IPPROTO_TCP = 6;
@@ -154,12 +155,10 @@ function epochNs(ts: string): bigint {
   return seconds * 1_000_000_000n + BigInt((m[2] ?? '').padEnd(9, '0'));
 }
 
-const containerName = (c: ContainerFieldsWire | null) => (c && c.id ? c.name || c.id.slice(0, 12) : undefined);
-
 /** The packet comment: who sent it, which container, its correlation id, and whether it was TLS. */
 export function packetComment(ev: TailEventFields): string {
-  const own = containerName(ev.container);
-  const peer = containerName(ev.peerContainer);
+  const own = containerLabel(ev.container);
+  const peer = containerLabel(ev.peerContainer);
   const parts = [
     `process ${ev.comm}[${ev.pid}]`,
     `container ${own ?? 'host'}${peer ? ` (peer ${peer})` : ''}`,
