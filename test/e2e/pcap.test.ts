@@ -70,10 +70,11 @@ function dissect(file: string, ports: number[], diameterPorts: number[]): Dissec
     });
 }
 
-/** tshark's expert summary (warnings and errors) for the packets on `ports`: '' when there is none. */
+/** tshark's expert summary (warnings and errors, checksums verified) for the packets on `ports`: '' when there is none. */
 function expertWarnings(file: string, ports: number[], diameterPorts: number[]): string {
   const onPorts = ports.map((p) => `tcp.port==${p} or udp.port==${p}`).join(' or ');
-  const out = execFileSync('tshark', ['-r', file, ...diameterPorts.flatMap((p) => ['-d', `tcp.port==${p},diameter`]), '-q', '-z', `expert,warn,${onPorts}`], { encoding: 'utf8' });
+  const checksums = ['ip', 'udp', 'tcp'].flatMap((p) => ['-o', `${p}.check_checksum:TRUE`]);
+  const out = execFileSync('tshark', ['-r', file, ...checksums, ...diameterPorts.flatMap((p) => ['-d', `tcp.port==${p},diameter`]), '-q', '-z', `expert,warn,${onPorts}`], { encoding: 'utf8' });
   return /Errors|Warnings|Malformed/.test(out) ? out : '';
 }
 
