@@ -40,7 +40,7 @@ addContainerOptions(program
   .description('print live SIP and Diameter messages')
   .option('--json', 'one NDJSON record per message on stdout')
   .option('--full', 'include the payload')
-  .option('--call-id <id>', 'only this Call-ID')
+  .option('--call-id <id>', 'only this Call-ID (and the Diameter correlated to that call)')
   .option('--session-id <id>', 'only Diameter messages with this Session-Id')
   .option('--method <method>', 'only requests with this method and their responses')
   .option('--port <n>', 'only messages with this source or destination port', (v) => Number(v))

@@ -26,13 +26,16 @@ export interface TailOptions extends Partial<ContainerOptions> {
   flow?: boolean;
 }
 
-/** Filters as the operator means them: a method selects its requests and the responses to them (by CSeq method). */
+/**
+ * Filters as the operator means them: a method selects its requests and the responses to them (by
+ * CSeq method); a Call-ID its SIP messages and the Diameter correlated to that call.
+ */
 export function tailFilter(opts: TailOptions): (ev: TailEventFields) => boolean {
   const method = opts.method?.toUpperCase();
   const containers = containerFilter(opts);
   return (ev) =>
     (containers === undefined || containers(ev.container, ev.peerContainer)) &&
-    (opts.callId === undefined || ev.callId === opts.callId) &&
+    (opts.callId === undefined || ev.callId === opts.callId || (ev.proto === 'diameter' && ev.correlationId === opts.callId)) &&
     (opts.sessionId === undefined || ev.sessionId === opts.sessionId) &&
     (method === undefined || ev.cseqMethod === method) &&
     (opts.port === undefined || ev.src.port === opts.port || ev.dst.port === opts.port);

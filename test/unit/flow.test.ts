@@ -1,5 +1,6 @@
 /** `tail --flow` on a recorded call: an INVITE dialog through a proxy in a container, and the Rx exchange it triggered. */
 import { describe, expect, it } from 'vitest';
+import { tailFilter } from '../../src/cli/tail.js';
 import { FlowLadder } from '../../src/output/flow.js';
 import type { TailEventFields } from '../../src/output/tail-protocol.js';
 
@@ -21,8 +22,8 @@ const toProxy = { peerContainer: pbx };
 const CALL = [
   ev(0, UAC, PROXY, 'INVITE sip:bob@lab', toProxy),
   ev(1_200, PROXY, UAC, '100 Trying', fromProxy),
-  ev(2_000, PROXY, PCRF, 'AAR Rx', { ...fromProxy, proto: 'diameter', transport: 'tcp' }),
-  ev(14_500, PCRF, PROXY, 'AAA 2001 (12 ms)', { comm: 'pcrf', proto: 'diameter', transport: 'tcp', peerContainer: pbx }),
+  ev(2_000, PROXY, PCRF, 'AAR Rx', { ...fromProxy, proto: 'diameter', transport: 'tcp', callId: undefined }),
+  ev(14_500, PCRF, PROXY, 'AAA 2001 (12 ms)', { comm: 'pcrf', proto: 'diameter', transport: 'tcp', callId: undefined, peerContainer: pbx }),
   ev(15_000, PROXY, UAS, 'INVITE sip:bob@10.0.0.3', { ...fromProxy, transport: 'tls' }),
   ev(40_000, UAS, PROXY, '180 Ringing', { comm: 'uas', transport: 'tls', ...toProxy }),
   ev(40_300, PROXY, UAC, '180 Ringing', fromProxy),
@@ -65,6 +66,13 @@ describe('tail --flow', () => {
   it('draws one column per endpoint, an arrow per message with method or status and relative time; the header again when an endpoint or its name appears', () => {
     const ladder = new FlowLadder(false);
     expect(CALL.flatMap((e) => ladder.lines(e)).join('\n')).toBe(LADDER);
+  });
+
+  it('--call-id keeps the call and the Diameter correlated to it (its correlation id is the Call-ID), nothing else', () => {
+    const keep = tailFilter({ callId: 'call-1' });
+    const other = ev(0, UAC, PROXY, 'OPTIONS sip:lab', { callId: 'call-2', correlationId: 'call-2' });
+    const otherRx = ev(0, PROXY, PCRF, 'AAR Rx', { proto: 'diameter', callId: undefined, correlationId: 'pcscf;rx;9' });
+    expect([...CALL, other, otherRx].filter(keep)).toEqual(CALL);
   });
 
   it('colours arrows only when asked (stdout a TTY): requests cyan, 1xx yellow, 2xx green, errors red, Diameter magenta', () => {
