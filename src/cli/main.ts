@@ -31,7 +31,7 @@ addContainerOptions(program
   .option('--sip-ports <list>', 'only sockets with one of these ports (comma separated); default: SIP on any port', ports)
   .addOption(new Option('--diameter-payload <form>', 'HEP payload of Diameter messages: decoded JSON or the exact bytes').choices(['json', 'raw']).default('json'))
   .option('--tls-ip-proto <n>', 'HEP IP protocol (chunk 0x02) of messages that travelled in TLS: 22 as Kamailio siptrace, or 6', (v) => Number(v), 22)
-  .option('--no-redact', 'forward authentication secrets (AKA vectors, SDP a=crypto keys) unmasked')
+  .option('--no-redact', 'forward authentication secrets (AKA vectors and keys, SDP a=crypto keys, MIKEY) unmasked')
   .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info')))
   .action(runCommand);
 
