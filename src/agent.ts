@@ -51,6 +51,8 @@ export class Agent {
   private notDiameter = 0;
   private diameterMalformed = 0;
   private redacted = 0;
+  /** Forwarded messages that are a prefix of what was on the wire (longer than a stream holds, or cut by the kernel). */
+  private forwardedTruncated = 0;
   private duplicates = 0;
   /** Keep-alives (RFC 5626 CR/LF), each counted once even when both ends are on this host. */
   private keepAlives = 0;
@@ -146,7 +148,7 @@ export class Agent {
     const correlationId = this.correlator.sip(message, sip);
     const masked = this.redact ? redactSip(message.payload) : undefined;
     if (masked) this.redacted++;
-    this.forwarded++;
+    this.countForwarded(message);
     const wallUs = this.clock.toWallMicros(message.tsNs);
     this.attribution.submit({ message, payload: masked ?? message.payload, sip, summary: sip.summary, wallUs, correlationId, container: null, peerContainer: null });
   }
@@ -166,11 +168,16 @@ export class Agent {
       payload = masked;
       diameter = parseDiameter(masked)!;
     }
-    this.forwarded++;
+    this.countForwarded(message);
     const wallUs = this.clock.toWallMicros(message.tsNs);
     this.attribution.submit({
       message, payload, diameter, summary: diameterSummary(diameter, latencyMs), wallUs, correlationId: id, container: null, peerContainer: null,
     });
+  }
+
+  private countForwarded(message: Message): void {
+    this.forwarded++;
+    if (message.truncated) this.forwardedTruncated++;
   }
 
   stats() {
@@ -187,6 +194,7 @@ export class Agent {
       redacted: this.redacted,
       correlation: this.correlator.stats(),
       forwarded: this.forwarded,
+      forwardedTruncated: this.forwardedTruncated,
       failures: this.failures.counts,
       containers: { ...this.attribution.stats, ...this.opts.containers.stats, ...this.attribution.sizes(), ...this.opts.containers.sizes() },
     };

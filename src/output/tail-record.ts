@@ -110,5 +110,5 @@ export function formatTailLine(ev: TailEventFields): string {
   const own = containerLabel(ev.container);
   const peer = containerLabel(ev.peerContainer);
   const where = own || peer ? ` (${own ?? 'host'}${peer ? ' -> ' + peer : ''})` : '';
-  return escapeControl(`${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}]${where} ${ev.summary}${ev.truncated ? ' [truncated]' : ''}${ev.connectionUnknown ? ' [connection unknown]' : ''} ${ev.callId || (ev.proto === 'diameter' ? ev.correlationId : '') || '-'}`);
+  return escapeControl(`${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}]${where} ${ev.summary}${ev.truncated ? ` [truncated: ${ev.payload.length} of ${ev.size} bytes]` : ''}${ev.connectionUnknown ? ' [connection unknown]' : ''} ${ev.callId || (ev.proto === 'diameter' ? ev.correlationId : '') || '-'}`);
 }
