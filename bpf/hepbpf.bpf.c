@@ -139,6 +139,8 @@ struct tls_key {
 struct tls_conn {
 	struct sock *sk; /* its socket, NULL until learnt */
 	struct sock_l7 l7; /* what its plaintext carries */
+	__u8 handshake_fn; /* HEPBPF_TLS_FN_* whose last return was not a completed handshake; 0: none or completed */
+	__s32 handshake_ret; /* that return */
 };
 
 struct {
@@ -163,6 +165,7 @@ struct tls_call {
 	const void *buf;
 	const void *out_len; /* SSL_*_ex: where the library stores the byte count */
 	struct sock *sk; /* socket the library did I/O on during the call (socket BIO) */
+	__u8 handshake_fn; /* HEPBPF_TLS_FN_*: the call is a handshake, not a read or write */
 	__u64 pending_conn; /* memory BIO: SSL_write of a connection whose socket is unknown... */
 	__u64 pending_ns; /* ...returned at this time: the thread's next socket write names it */
 	__u8 source;
@@ -470,6 +473,11 @@ static __always_inline void stamp(struct hepbpf_record *r)
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 }
 
+/* bpf/conn_events.bpf.h, included once what it uses is defined */
+static __always_inline bool carries_ours(__u8 l7);
+static __always_inline void conn_carries_ours(struct sock *sk, __u64 tls_id);
+static __always_inline int tls_enter(__u64 conn, const void *buf, const void *out_len, __u8 source);
+
 /* Turns one message into a record if it is SIP or Diameter, and submits it.
  * known: what the connection carries so far, updated here; NULL for a
  * datagram, which is judged alone (SIP only: no Diameter over UDP).
@@ -526,8 +534,11 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		else if (known && looks_like_diameter(s->data, g.off, g.off == m->orig_len))
 			l7 = HEPBPF_L7_DIAMETER;
 		if (known) {
-			if (l7)
+			if (l7) {
 				known->l7 = l7;
+				if (m->sk)
+					conn_carries_ours(m->sk, m->tls_id);
+			}
 			else if (++known->misses >= TCP_MAX_MISSES)
 				known->l7 = L7_NOT_OURS;
 		}
@@ -578,28 +589,24 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	return 0;
 }
 
-/* A record without data (HEPBPF_SRC_TLS_CONN, HEPBPF_SRC_EXEC). */
-static __noinline int emit_notice(struct sock *sk, __u64 tls_id, __u8 source)
+/* A record without data (HEPBPF_SRC_TLS_CONN, HEPBPF_SRC_EXEC, connection events):
+ * built on the stack, so it may be sent while emit() has a record in scratch.
+ * code and aux go to orig_len and fd (see the source's definition). */
+static __noinline int emit_notice(struct sock *sk, __u64 tls_id, __u8 source, __u32 code, __u32 aux)
 {
-	struct scratch_buf *s = scratch_slot();
 	struct sock_msg m = { .sk = sk, .proto = IPPROTO_TCP };
-	struct hepbpf_record *r;
+	struct hepbpf_record r;
 
-	if (!s)
-		return 0;
-	r = &s->rec;
-	fill_addrs(r, &m);
-	stamp(r);
-	r->sock_id = (__u64)sk;
-	r->tls_id = tls_id;
-	r->orig_len = 0;
-	r->data_len = 0;
-	r->direction = HEPBPF_DIR_EGRESS;
-	r->ip_proto = IPPROTO_TCP;
-	r->l7 = 0;
-	r->source = source;
-	r->fd = 0;
-	if (bpf_ringbuf_output(&events, r, sizeof(*r), 0))
+	__builtin_memset(&r, 0, sizeof(r));
+	fill_addrs(&r, &m);
+	stamp(&r);
+	r.sock_id = (__u64)sk;
+	r.tls_id = tls_id;
+	r.orig_len = code;
+	r.ip_proto = IPPROTO_TCP;
+	r.source = source;
+	r.fd = aux;
+	if (bpf_ringbuf_output(&events, &r, sizeof(r), 0))
 		count(HEPBPF_CNT_RINGBUF_FULL);
 	return 0;
 }
@@ -658,8 +665,12 @@ static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_c
 		return;
 	c->sk = sk;
 	bpf_map_update_elem(&tls_socks, &sk_key, &key, BPF_ANY);
-	emit_notice(sk, conn, HEPBPF_SRC_TLS_CONN);
+	emit_notice(sk, conn, HEPBPF_SRC_TLS_CONN, 0, 0);
+	if (carries_ours(c->l7.l7))
+		conn_carries_ours(sk, conn);
 }
+
+#include "conn_events.bpf.h"
 
 /* The data a write-family syscall sends starts with a TLS record header
  * (content type 20-23, protocol version 3.x): ciphertext, not SIP or Diameter. */
@@ -797,6 +808,7 @@ static __always_inline int tls_enter(__u64 conn, const void *buf, const void *ou
 	call->buf = buf;
 	call->out_len = out_len;
 	call->sk = NULL;
+	call->handshake_fn = 0;
 	call->source = source;
 	if (!is_ingress(source))
 		return 0;
@@ -827,6 +839,8 @@ static __always_inline int tls_exit(long ret)
 		return 0;
 	in = *call;
 	call->conn = 0;
+	if (in.handshake_fn)
+		return tls_handshake_exit(task->tgid, &in, ret);
 	if (in.out_len) {
 		__u64 n = 0;
 
@@ -1161,13 +1175,38 @@ int BPF_KRETPROBE(tls_gnutls_ret, long ret)
 	return tls_exit(ret);
 }
 
+/* TLS handshakes (bpf/conn_events.bpf.h); their returns go to tls_ssl_ret and tls_gnutls_ret. */
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_do_handshake, void *ssl)
+{
+	return tls_handshake_enter((__u64)ssl, HEPBPF_TLS_FN_SSL_DO_HANDSHAKE, HEPBPF_SRC_SSL_READ);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_connect, void *ssl)
+{
+	return tls_handshake_enter((__u64)ssl, HEPBPF_TLS_FN_SSL_CONNECT, HEPBPF_SRC_SSL_READ);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_accept, void *ssl)
+{
+	return tls_handshake_enter((__u64)ssl, HEPBPF_TLS_FN_SSL_ACCEPT, HEPBPF_SRC_SSL_READ);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_gnutls_handshake, void *session)
+{
+	return tls_handshake_enter((__u64)session, HEPBPF_TLS_FN_GNUTLS_HANDSHAKE, HEPBPF_SRC_GNUTLS_RECV);
+}
+
 /* A new program, or a library mapped executable (the loader after exec,
  * dlopen): userspace looks for TLS libraries to attach to. */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(process_exec)
 {
 	if (bpf_get_current_pid_tgid() >> 32 != cfg.self_tgid)
-		emit_notice(NULL, 0, HEPBPF_SRC_EXEC);
+		emit_notice(NULL, 0, HEPBPF_SRC_EXEC, 0, 0);
 	return 0;
 }
 
@@ -1175,7 +1214,7 @@ SEC("tracepoint/syscalls/sys_enter_mmap")
 int enter_mmap(struct trace_event_raw_sys_enter *ctx)
 {
 	if ((ARG(2) & PROT_EXEC) && (int)ARG(4) >= 0 && bpf_get_current_pid_tgid() >> 32 != cfg.self_tgid)
-		emit_notice(NULL, 0, HEPBPF_SRC_EXEC);
+		emit_notice(NULL, 0, HEPBPF_SRC_EXEC, 0, 0);
 	return 0;
 }
 
@@ -1192,6 +1231,7 @@ int tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	if (ctx->newstate != TCP_ESTABLISHED && ctx->newstate != TCP_CLOSE)
 		return 0;
+	conn_state(ctx);
 	bpf_map_delete_elem(&sock_l7, &key);
 	tls = bpf_map_lookup_elem(&tls_socks, &key);
 	if (tls) {

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { SocketCapture } from './capture/socket-capture.js';
-import { decodeBatch, F_TLS, SRC_EXEC, SRC_TLS_CONN, type CaptureRecord, type RecordSource } from './capture/record.js';
+import { decodeBatch, F_TLS, SRC_EXEC, SRC_TCP_CONNECT, SRC_TLS_CONN, SRC_TLS_HANDSHAKE_FAILED, type CaptureRecord, type RecordSource } from './capture/record.js';
 import { TlsAttribution } from './capture/tls-attribution.js';
 import { MonotonicClock } from './capture/clock.js';
 import { StreamAssembler } from './stream/assembler.js';
@@ -9,6 +9,7 @@ import type { Message } from './stream/message.js';
 import { parseSip } from './protocols/sip.js';
 import { diameterSummary, parseDiameter } from './protocols/diameter.js';
 import { Correlator } from './enrich/correlation.js';
+import { ConnectionEvents } from './enrich/connection-events.js';
 import { redactDiameter, redactSip } from './enrich/redact.js';
 import { Attribution, type AttributionOptions } from './enrich/attribution.js';
 import { ContainerResolver, containerSources, type ContainerSourceOptions } from './enrich/containers.js';
@@ -44,6 +45,7 @@ export class Agent {
   private readonly tls: TlsAttribution;
   private tlsTimer?: NodeJS.Timeout;
   private readonly correlator = new Correlator();
+  private readonly connections: ConnectionEvents;
   private readonly redact: boolean;
   private readonly attribution: Attribution;
   private readonly failures: Failures;
@@ -64,6 +66,7 @@ export class Agent {
     this.attribution = new Attribution(opts.containers, (ev) => this.deliver(ev), opts.hold);
     this.assembler = new StreamAssembler((m) => this.onMessage(m));
     this.tls = new TlsAttribution((r) => this.assemble(r));
+    this.connections = new ConnectionEvents(this.clock, (ev) => this.deliver(ev));
     this.capture = opts.source;
   }
 
@@ -76,7 +79,11 @@ export class Agent {
     this.opts.containers.start();
     this.capture.start((batch) => decodeBatch(batch, (r) => this.onRecord(r)));
     // TLS plaintext waiting for its connection must go out even when nothing else arrives.
-    this.tlsTimer = setInterval(() => this.tls.expire(process.hrtime.bigint()), 250);
+    this.tlsTimer = setInterval(() => {
+      const now = process.hrtime.bigint();
+      this.tls.expire(now);
+      this.connections.expire(now);
+    }, 250);
     this.tlsTimer.unref();
   }
 
@@ -85,11 +92,13 @@ export class Agent {
     this.capture.stop();
     this.tls.flush(); // TLS plaintext still waiting goes through the pipeline, then out of the hold
     this.attribution.flush();
+    this.connections.flush();
     this.opts.containers.stop();
   }
 
   private onRecord(r: CaptureRecord): void {
     if (r.source === SRC_EXEC) this.capture.processChanged(r.pid);
+    else if (r.source >= SRC_TCP_CONNECT && r.source <= SRC_TLS_HANDSHAKE_FAILED) this.connections.record(r);
     else if (r.flags & F_TLS || r.source === SRC_TLS_CONN) this.tls.push(r);
     else this.assemble(r);
   }
@@ -146,6 +155,7 @@ export class Agent {
       return;
     }
     const correlationId = this.correlator.sip(message, sip);
+    this.connections.correlated(message, correlationId);
     const masked = this.redact ? redactSip(message.payload) : undefined;
     if (masked) this.redacted++;
     this.countForwarded(message);
@@ -161,6 +171,7 @@ export class Agent {
     }
     if (diameter.malformed) this.diameterMalformed++;
     const { id, latencyMs } = this.correlator.diameter(message, diameter);
+    this.connections.correlated(message, id);
     let payload = message.payload;
     const masked = this.redact ? redactDiameter(payload, diameter.avps) : undefined;
     if (masked) {
@@ -192,6 +203,7 @@ export class Agent {
       notDiameter: this.notDiameter,
       diameterMalformed: this.diameterMalformed,
       redacted: this.redacted,
+      connectionEvents: this.connections.stats,
       correlation: this.correlator.stats(),
       forwarded: this.forwarded,
       forwardedTruncated: this.forwardedTruncated,

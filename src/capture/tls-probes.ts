@@ -11,6 +11,11 @@ const PROGRAMS: Record<string, { enter: string; ret: string }> = {
   SSL_read_ex: { enter: 'tls_ssl_read_ex', ret: 'tls_ssl_ret' },
   gnutls_record_send: { enter: 'tls_gnutls_send', ret: 'tls_gnutls_ret' },
   gnutls_record_recv: { enter: 'tls_gnutls_recv', ret: 'tls_gnutls_ret' },
+  // handshakes, for failures (bpf/conn_events.bpf.h)
+  SSL_do_handshake: { enter: 'tls_ssl_do_handshake', ret: 'tls_ssl_ret' },
+  SSL_connect: { enter: 'tls_ssl_connect', ret: 'tls_ssl_ret' },
+  SSL_accept: { enter: 'tls_ssl_accept', ret: 'tls_ssl_ret' },
+  gnutls_handshake: { enter: 'tls_gnutls_handshake', ret: 'tls_gnutls_ret' },
 };
 
 /** Programs attached per TLS library file, not by their SEC(). */

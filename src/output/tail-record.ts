@@ -48,7 +48,7 @@ export function toTailEvent(ev: CaptureEvent): TailEventFields {
     cgroupId: m.cgroupId.toString(),
     correlationId: ev.correlationId,
     summary: ev.summary,
-    callId: ev.sip?.callId,
+    callId: ev.sip?.callId ?? (ev.connection ? ev.correlationId : undefined),
     sessionId: ev.diameter?.sessionId,
     cseqMethod: ev.sip?.cseqMethod,
     size: m.size,

@@ -4,15 +4,15 @@
  * to a UDP one), counted (`forwardedTruncated`, `hep.cutToFit`), shown cut in tail, and the message
  * after it on the same connection is forwarded whole. Ground truth: what each peer read.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep } from '../../src/hep/decode.js';
-import { kernelSuiteSkipReason, REPO, startAgent, until, type RunningAgent } from '../helpers/agent.js';
-import { freePort, tcpCollector, udpCollector, type HepCollector } from '../helpers/collector.js';
+import { kernelSuiteSkipReason, startAgent, until, type RunningAgent } from '../helpers/agent.js';
+import { tcpCollector, udpCollector, type HepCollector } from '../helpers/collector.js';
+import { startTlsPeers } from '../helpers/tls-pipe.js';
 import { startTail, type RunningTail } from '../helpers/tail.js';
 
 const why = kernelSuiteSkipReason('end-to-end large message tests');
@@ -109,33 +109,13 @@ describe.skipIf(!!why)('messages over 64 KiB on TCP and TLS', () => {
 
   it('TLS (Node tls peers): the same', async () => {
     const wire = scenario('tls');
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=hepbpf-test'], { stdio: 'ignore' });
-    const port = await freePort();
-    const procs: ChildProcess[] = [];
-    const start = (args: string[]) => {
-      const p = spawn(process.execPath, [resolve(REPO, 'test/fixtures/tls_pipe.mjs'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-      const out: Buffer[] = [];
-      p.stdout!.on('data', (d: Buffer) => out.push(d));
-      let err = '';
-      p.stderr!.on('data', (d) => (err += d));
-      procs.push(p);
-      return { p, out: () => Buffer.concat(out), err: () => err };
-    };
+    const peers = await startTlsPeers(dir);
     try {
-      const srv = start(['server', String(port), cert, key]);
-      await until('TLS server listening', () => srv.err().includes('listening'));
-      const cli = start(['client', String(port)]);
-      await until('TLS client connected', () => cli.err().includes('connected'));
-      cli.p.stdin!.write(Buffer.concat([wire.big, wire.next]));
-      await until('server decrypted both messages', () => srv.out().length >= wire.big.length + wire.next.length);
-      srv.p.stdin!.write(wire.ok);
-      await until('client decrypted the answer', () => cli.out().length >= wire.ok.length);
-      expect(srv.out().equals(Buffer.concat([wire.big, wire.next]))).toBe(true);
+      await peers.send(peers.client, Buffer.concat([wire.big, wire.next]));
+      await peers.send(peers.server, wire.ok);
+      expect(peers.server.out().equals(Buffer.concat([wire.big, wire.next]))).toBe(true);
     } finally {
-      for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
-      await Promise.all(procs.map((p) => (p.exitCode === null && p.signalCode === null ? new Promise((r) => p.once('exit', r)) : undefined)));
+      await peers.stop();
     }
     await expectForwarded('tls', wire);
   });

@@ -4,15 +4,15 @@
  * connection (tcpdump on lo for UDP; for TLS what each Node tls peer decrypted) carries the secrets;
  * what the agent forwarded must be the same bytes with exactly the secrets' bytes turned to 'X'.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep } from '../../src/hep/decode.js';
-import { kernelSuiteSkipReason, REPO, startAgent, until, type RunningAgent } from '../helpers/agent.js';
-import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
+import { kernelSuiteSkipReason, startAgent, until, type RunningAgent } from '../helpers/agent.js';
+import { udpCollector, type HepCollector } from '../helpers/collector.js';
+import { startTlsPeers } from '../helpers/tls-pipe.js';
 import { LoopbackCapture } from '../helpers/wire.js';
 
 const why = kernelSuiteSkipReason('end-to-end redaction tests');
@@ -95,39 +95,17 @@ describe.skipIf(!!why)('redaction of IMS AKA keys and MIKEY on the real agent', 
   });
 
   it('SIP over TLS (Node tls peers): the same, against what each peer decrypted', async () => {
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=hepbpf-test'], { stdio: 'ignore' });
-    const port = await freePort();
-    const procs: ChildProcess[] = [];
-    const start = (args: string[]) => {
-      const p = spawn(process.execPath, [resolve(REPO, 'test/fixtures/tls_pipe.mjs'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-      const out: Buffer[] = [];
-      p.stdout!.on('data', (d: Buffer) => out.push(d));
-      let err = '';
-      p.stderr!.on('data', (d) => (err += d));
-      procs.push(p);
-      return { p, out: () => Buffer.concat(out), err: () => err };
-    };
     const [register, challenge, invite] = messages('TLS', 'tls');
+    const peers = await startTlsPeers(dir);
+    const port = peers.port;
     try {
-      const srv = start(['server', String(port), cert, key]);
-      await until('TLS server listening', () => srv.err().includes('listening'));
-      const cli = start(['client', String(port)]);
-      await until('TLS client connected', () => cli.err().includes('connected'));
-      const send = async (from: ReturnType<typeof start>, to: ReturnType<typeof start>, data: Buffer) => {
-        const want = to.out().length + data.length;
-        from.p.stdin!.write(data);
-        await until('TLS peer decrypted the write', () => to.out().length >= want);
-      };
-      await send(cli, srv, register);
-      await send(srv, cli, challenge);
-      await send(cli, srv, invite);
-      expect(srv.out().toString('latin1')).toBe(Buffer.concat([register, invite]).toString('latin1'));
-      expect(cli.out().toString('latin1')).toBe(challenge.toString('latin1'));
+      await peers.send(peers.client, register);
+      await peers.send(peers.server, challenge);
+      await peers.send(peers.client, invite);
+      expect(peers.server.out().toString('latin1')).toBe(Buffer.concat([register, invite]).toString('latin1'));
+      expect(peers.client.out().toString('latin1')).toBe(challenge.toString('latin1'));
     } finally {
-      for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
-      await Promise.all(procs.map((p) => (p.exitCode === null && p.signalCode === null ? new Promise((r) => p.once('exit', r)) : undefined)));
+      await peers.stop();
     }
     await until('3 TLS messages forwarded', () => forwardedOf('tls').length >= 3);
     await hep.waitFor(hep.packets.length, 1, 500);
