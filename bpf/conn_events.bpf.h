@@ -6,11 +6,12 @@
  *   (tcp_opens, LRU); the event is sent once the connection is known to carry
  *   SIP/Diameter, dated by how long ago it was established, so no other
  *   connection costs a record;
- * - close: sent when such a connection (or the TLS connection on it) closes;
+ * - close: sent when such a connection (or the TLS connection on it) leaves
+ *   ESTABLISHED (its first FIN, sent or received, or a reset);
  * - TLS handshake failure: SSL_do_handshake, SSL_connect, SSL_accept and
  *   gnutls_handshake are probed like SSL_read (entry + return, tls_calls); a
- *   connection that closes while its last handshake return was not a completed
- *   handshake (a non-blocking WANT_READ is followed by a later return of 1)
+ *   connection that starts closing while its last handshake return was not a
+ *   completed handshake (a non-blocking WANT_READ is followed by a later return of 1)
  *   gets an event with that return. OpenSSL returns only 0 or -1 there (the
  *   reason is in its error queue, which a probe cannot read); GnuTLS returns
  *   its error code.
@@ -42,12 +43,16 @@ static __always_inline void conn_carries_ours(struct sock *sk, __u64 tls_id)
 	if (!open)
 		return;
 	ago = (bpf_ktime_get_ns() - open->ts_ns) / 1000;
-	emit_notice(sk, tls_id, open->accepted ? HEPBPF_SRC_TCP_ACCEPT : HEPBPF_SRC_TCP_CONNECT,
-		    ago > 0xffffffff ? 0xffffffff : ago, 0);
+	struct notice n = { .sk = sk, .tls_id = tls_id, .code = ago > 0xffffffff ? 0xffffffff : ago,
+			    .source = open->accepted ? HEPBPF_SRC_TCP_ACCEPT : HEPBPF_SRC_TCP_CONNECT };
+
+	emit_notice(&n);
 	bpf_map_delete_elem(&tcp_opens, &key);
 }
 
-/* A TCP state change, before tcp_state() forgets what sk carried. */
+/* A TCP state change, before tcp_state() forgets what sk carried: the
+ * establishment is remembered; leaving ESTABLISHED (the first FIN either way,
+ * or a reset) is the connection's close, while its ports are still set. */
 static __always_inline void conn_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
 	struct sock *sk = (struct sock *)ctx->skaddr;
@@ -59,22 +64,36 @@ static __always_inline void conn_state(struct trace_event_raw_inet_sock_set_stat
 	__u32 side;
 
 	if (ctx->newstate == TCP_ESTABLISHED) {
-		struct tcp_open open = { .ts_ns = bpf_ktime_get_ns(), .accepted = ctx->oldstate == TCP_SYN_RECV };
+		struct tcp_open fresh = { .ts_ns = bpf_ktime_get_ns(), .accepted = ctx->oldstate == TCP_SYN_RECV };
 
 		if (ctx->oldstate == TCP_SYN_SENT || ctx->oldstate == TCP_SYN_RECV)
-			bpf_map_update_elem(&tcp_opens, &key, &open, BPF_ANY);
+			bpf_map_update_elem(&tcp_opens, &key, &fresh, BPF_ANY);
 		return;
 	}
 	open = bpf_map_lookup_elem(&tcp_opens, &key);
 	side = open ? (open->accepted ? HEPBPF_TLS_SIDE_ACCEPTED : HEPBPF_TLS_SIDE_CONNECTED) : 0;
-	bpf_map_delete_elem(&tcp_opens, &key);
+	if (ctx->newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&tcp_opens, &key);
+	if (ctx->oldstate != TCP_ESTABLISHED)
+		return;
 	known = bpf_map_lookup_elem(&sock_l7, &key);
 	tls = bpf_map_lookup_elem(&tls_socks, &key);
 	c = tls ? bpf_map_lookup_elem(&tls_conns, tls) : NULL;
-	if (c && c->handshake_fn)
-		emit_notice(sk, tls->conn, HEPBPF_SRC_TLS_HANDSHAKE_FAILED, c->handshake_ret, c->handshake_fn | side);
-	else if (c ? carries_ours(c->l7.l7) : known && carries_ours(known->l7))
-		emit_notice(sk, tls ? tls->conn : 0, HEPBPF_SRC_TCP_CLOSE, 0, 0);
+	/* The tracepoint's ports: a reset socket's own local port is already released. */
+	struct notice n = { .sk = sk, .local_port = ctx->sport, .remote_port = ctx->dport };
+
+	if (c && c->handshake_fn) {
+		n.tls_id = tls->conn;
+		n.code = c->handshake_ret;
+		n.aux = c->handshake_fn | side;
+		n.source = HEPBPF_SRC_TLS_HANDSHAKE_FAILED;
+	} else if (c ? carries_ours(c->l7.l7) : known && carries_ours(known->l7)) {
+		n.tls_id = tls ? tls->conn : 0;
+		n.source = HEPBPF_SRC_TCP_CLOSE;
+	} else {
+		return;
+	}
+	emit_notice(&n);
 }
 
 /* Entry of a handshake function: remembered like a TLS read (the peer's flight

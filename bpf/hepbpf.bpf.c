@@ -589,23 +589,37 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	return 0;
 }
 
-/* A record without data (HEPBPF_SRC_TLS_CONN, HEPBPF_SRC_EXEC, connection events):
- * built on the stack, so it may be sent while emit() has a record in scratch.
- * code and aux go to orig_len and fd (see the source's definition). */
-static __noinline int emit_notice(struct sock *sk, __u64 tls_id, __u8 source, __u32 code, __u32 aux)
+/* A record without data (HEPBPF_SRC_TLS_CONN, HEPBPF_SRC_EXEC, connection events). */
+struct notice {
+	struct sock *sk;
+	__u64 tls_id;
+	__u32 code; /* orig_len: see the source's definition */
+	__u32 aux; /* fd: the same */
+	__u16 local_port, remote_port; /* when not 0, instead of the socket's (a closing socket's may be cleared) */
+	__u8 source;
+};
+
+/* Built on the stack, so it may be sent while emit() has a record in scratch. */
+static __noinline int emit_notice(const struct notice *n)
 {
-	struct sock_msg m = { .sk = sk, .proto = IPPROTO_TCP };
+	struct sock_msg m = { .sk = n->sk, .proto = IPPROTO_TCP };
 	struct hepbpf_record r;
 
 	__builtin_memset(&r, 0, sizeof(r));
 	fill_addrs(&r, &m);
+	if (n->local_port)
+		r.local_port = n->local_port;
+	if (n->remote_port) {
+		r.remote_port = n->remote_port;
+		r.flags &= ~HEPBPF_F_NO_PEER;
+	}
 	stamp(&r);
-	r.sock_id = (__u64)sk;
-	r.tls_id = tls_id;
-	r.orig_len = code;
+	r.sock_id = (__u64)n->sk;
+	r.tls_id = n->tls_id;
+	r.orig_len = n->code;
 	r.ip_proto = IPPROTO_TCP;
-	r.source = source;
-	r.fd = aux;
+	r.source = n->source;
+	r.fd = n->aux;
 	if (bpf_ringbuf_output(&events, &r, sizeof(r), 0))
 		count(HEPBPF_CNT_RINGBUF_FULL);
 	return 0;
@@ -665,7 +679,9 @@ static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_c
 		return;
 	c->sk = sk;
 	bpf_map_update_elem(&tls_socks, &sk_key, &key, BPF_ANY);
-	emit_notice(sk, conn, HEPBPF_SRC_TLS_CONN, 0, 0);
+	struct notice n = { .sk = sk, .tls_id = conn, .source = HEPBPF_SRC_TLS_CONN };
+
+	emit_notice(&n);
 	if (carries_ours(c->l7.l7))
 		conn_carries_ours(sk, conn);
 }
@@ -1205,16 +1221,20 @@ int BPF_KPROBE(tls_gnutls_handshake, void *session)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(process_exec)
 {
+	struct notice n = { .source = HEPBPF_SRC_EXEC };
+
 	if (bpf_get_current_pid_tgid() >> 32 != cfg.self_tgid)
-		emit_notice(NULL, 0, HEPBPF_SRC_EXEC, 0, 0);
+		emit_notice(&n);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_mmap")
 int enter_mmap(struct trace_event_raw_sys_enter *ctx)
 {
+	struct notice n = { .source = HEPBPF_SRC_EXEC };
+
 	if ((ARG(2) & PROT_EXEC) && (int)ARG(4) >= 0 && bpf_get_current_pid_tgid() >> 32 != cfg.self_tgid)
-		emit_notice(NULL, 0, HEPBPF_SRC_EXEC, 0, 0);
+		emit_notice(&n);
 	return 0;
 }
 
@@ -1229,9 +1249,11 @@ int tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	__u64 key = (__u64)ctx->skaddr;
 	struct tls_key *tls;
 
-	if (ctx->newstate != TCP_ESTABLISHED && ctx->newstate != TCP_CLOSE)
+	if (ctx->newstate != TCP_ESTABLISHED && ctx->newstate != TCP_CLOSE && ctx->oldstate != TCP_ESTABLISHED)
 		return 0;
 	conn_state(ctx);
+	if (ctx->newstate != TCP_ESTABLISHED && ctx->newstate != TCP_CLOSE)
+		return 0;
 	bpf_map_delete_elem(&sock_l7, &key);
 	tls = bpf_map_lookup_elem(&tls_socks, &key);
 	if (tls) {
