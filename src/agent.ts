@@ -28,6 +28,8 @@ export interface AgentOptions {
   source: RecordSource;
   /** Mask authentication secrets (default true). */
   redact?: boolean;
+  /** Send connection events (src/enrich/connection-events.ts; default false). */
+  connectionEvents?: boolean;
   /** Where contained failures are reported. */
   log: Logger;
   /** Names the containers of both ends; events reach the sink after it (held a bounded time when a name is not known yet). */
@@ -98,7 +100,9 @@ export class Agent {
 
   private onRecord(r: CaptureRecord): void {
     if (r.source === SRC_EXEC) this.capture.processChanged(r.pid);
-    else if (r.source >= SRC_TCP_CONNECT && r.source <= SRC_TLS_HANDSHAKE_FAILED) this.connections.record(r);
+    else if (r.source >= SRC_TCP_CONNECT && r.source <= SRC_TLS_HANDSHAKE_FAILED) {
+      if (this.opts.connectionEvents) this.connections.record(r);
+    }
     else if (r.flags & F_TLS || r.source === SRC_TLS_CONN) this.tls.push(r);
     else this.assemble(r);
   }
@@ -217,6 +221,7 @@ export class Agent {
 export interface HostCaptureOptions extends ContainerSourceOptions {
   sipPorts?: number[];
   redact?: boolean;
+  connectionEvents?: boolean;
   holdMs?: number;
 }
 
@@ -226,6 +231,7 @@ export function hostAgent(o: HostCaptureOptions, log: Logger, sink: (event: Capt
     source: new SocketCapture({ sipPorts: o.sipPorts, log }),
     log,
     redact: o.redact,
+    connectionEvents: o.connectionEvents,
     containers: new ContainerResolver(CgroupIndex.forThisHost(), containerSources({ ...o, kubernetes: KubernetesPods.inCluster() })),
     hold: { holdMs: o.holdMs },
     sink,

@@ -32,6 +32,7 @@ addContainerOptions(program
   .addOption(new Option('--diameter-payload <form>', 'HEP payload of Diameter messages: decoded JSON or the exact bytes').choices(['json', 'raw']).default('json'))
   .option('--tls-ip-proto <n>', 'HEP IP protocol (chunk 0x02) of messages that travelled in TLS: 22 as Kamailio siptrace, or 6', (v) => Number(v), 22)
   .option('--no-redact', 'forward authentication secrets (AKA vectors and keys, SDP a=crypto keys, MIKEY) unmasked')
+  .option('--connection-events', 'also send TCP connect/accept/close and TLS handshake failures of SIP/Diameter connections (HEP type 100)')
   .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info')))
   .action(runCommand);
 

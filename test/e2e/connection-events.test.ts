@@ -39,7 +39,7 @@ describe.skipIf(!!why)('connection events', () => {
     dir = mkdtempSync(join(tmpdir(), 'hepbpf-conn-'));
     env = { ...process.env, HEPBPF_SOCKET: join(dir, 'run', 'hepbpf.sock') };
     hep = await udpCollector();
-    agent = await startAgent(['run', '--hep', hep.url], env);
+    agent = await startAgent(['run', '--hep', hep.url, '--connection-events'], env);
     tail = await startTail([], env);
   });
 
