@@ -139,6 +139,8 @@ struct tls_key {
 struct tls_conn {
 	struct sock *sk; /* its socket, NULL until learnt */
 	struct sock_l7 l7; /* what its plaintext carries */
+	__u8 handshake_fn; /* HEPBPF_TLS_FN_* whose last return was not a completed handshake; 0: none or completed */
+	__s32 handshake_ret; /* that return */
 };
 
 struct {
@@ -163,6 +165,7 @@ struct tls_call {
 	const void *buf;
 	const void *out_len; /* SSL_*_ex: where the library stores the byte count */
 	struct sock *sk; /* socket the library did I/O on during the call (socket BIO) */
+	__u8 handshake_fn; /* HEPBPF_TLS_FN_*: the call is a handshake, not a read or write */
 	__u64 pending_conn; /* memory BIO: SSL_write of a connection whose socket is unknown... */
 	__u64 pending_ns; /* ...returned at this time: the thread's next socket write names it */
 	__u8 source;
@@ -483,6 +486,10 @@ static __always_inline void stamp(struct hepbpf_record *r)
 }
 
 #include "websocket.bpf.h"
+/* bpf/conn_events.bpf.h, included once what it uses is defined */
+static __always_inline bool carries_ours(__u8 l7);
+static __always_inline void conn_carries_ours(struct sock *sk, __u64 tls_id);
+static __always_inline int tls_enter(__u64 conn, const void *buf, const void *out_len, __u8 source);
 
 /* Turns one message into a record if it is SIP or Diameter, and submits it.
  * known: what the connection carries so far, updated here; NULL for a
@@ -536,8 +543,11 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		else if (known && looks_like_get(s->data, g.off) && ws_sip_upgrade(m))
 			l7 = HEPBPF_L7_WEBSOCKET;
 		if (known) {
-			if (l7)
+			if (l7) {
 				known->l7 = l7;
+				if (m->sk)
+					conn_carries_ours(m->sk, m->tls_id);
+			}
 			else if (++known->misses >= TCP_MAX_MISSES)
 				known->l7 = L7_NOT_OURS;
 		}
@@ -588,28 +598,38 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	return 0;
 }
 
-/* A record without data (HEPBPF_SRC_TLS_CONN, HEPBPF_SRC_EXEC). */
-static __noinline int emit_notice(struct sock *sk, __u64 tls_id, __u8 source)
-{
-	struct scratch_buf *s = scratch_slot();
-	struct sock_msg m = { .sk = sk, .proto = IPPROTO_TCP };
-	struct hepbpf_record *r;
+/* A record without data (HEPBPF_SRC_TLS_CONN, HEPBPF_SRC_EXEC, connection events). */
+struct notice {
+	struct sock *sk;
+	__u64 tls_id;
+	__u32 code; /* orig_len: see the source's definition */
+	__u32 aux; /* fd: the same */
+	__u16 local_port, remote_port; /* when not 0, instead of the socket's (a closing socket's may be cleared) */
+	__u8 source;
+};
 
-	if (!s)
-		return 0;
-	r = &s->rec;
-	fill_addrs(r, &m);
-	stamp(r);
-	r->sock_id = (__u64)sk;
-	r->tls_id = tls_id;
-	r->orig_len = 0;
-	r->data_len = 0;
-	r->direction = HEPBPF_DIR_EGRESS;
-	r->ip_proto = IPPROTO_TCP;
-	r->l7 = 0;
-	r->source = source;
-	r->fd = 0;
-	if (bpf_ringbuf_output(&events, r, sizeof(*r), 0))
+/* Built on the stack, so it may be sent while emit() has a record in scratch. */
+static __noinline int emit_notice(const struct notice *n)
+{
+	struct sock_msg m = { .sk = n->sk, .proto = IPPROTO_TCP };
+	struct hepbpf_record r;
+
+	__builtin_memset(&r, 0, sizeof(r));
+	fill_addrs(&r, &m);
+	if (n->local_port)
+		r.local_port = n->local_port;
+	if (n->remote_port) {
+		r.remote_port = n->remote_port;
+		r.flags &= ~HEPBPF_F_NO_PEER;
+	}
+	stamp(&r);
+	r.sock_id = (__u64)n->sk;
+	r.tls_id = n->tls_id;
+	r.orig_len = n->code;
+	r.ip_proto = IPPROTO_TCP;
+	r.source = n->source;
+	r.fd = n->aux;
+	if (bpf_ringbuf_output(&events, &r, sizeof(r), 0))
 		count(HEPBPF_CNT_RINGBUF_FULL);
 	return 0;
 }
@@ -668,8 +688,14 @@ static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_c
 		return;
 	c->sk = sk;
 	bpf_map_update_elem(&tls_socks, &sk_key, &key, BPF_ANY);
-	emit_notice(sk, conn, HEPBPF_SRC_TLS_CONN);
+	struct notice n = { .sk = sk, .tls_id = conn, .source = HEPBPF_SRC_TLS_CONN };
+
+	emit_notice(&n);
+	if (carries_ours(c->l7.l7))
+		conn_carries_ours(sk, conn);
 }
+
+#include "conn_events.bpf.h"
 
 /* The data a write-family syscall sends starts with a TLS record header
  * (content type 20-23, protocol version 3.x): ciphertext, not SIP or Diameter. */
@@ -807,6 +833,7 @@ static __always_inline int tls_enter(__u64 conn, const void *buf, const void *ou
 	call->buf = buf;
 	call->out_len = out_len;
 	call->sk = NULL;
+	call->handshake_fn = 0;
 	call->source = source;
 	if (!is_ingress(source))
 		return 0;
@@ -837,6 +864,8 @@ static __always_inline int tls_exit(long ret)
 		return 0;
 	in = *call;
 	call->conn = 0;
+	if (in.handshake_fn)
+		return tls_handshake_exit(task->tgid, &in, ret);
 	if (in.out_len) {
 		__u64 n = 0;
 
@@ -1171,21 +1200,50 @@ int BPF_KRETPROBE(tls_gnutls_ret, long ret)
 	return tls_exit(ret);
 }
 
+/* TLS handshakes (bpf/conn_events.bpf.h); their returns go to tls_ssl_ret and tls_gnutls_ret. */
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_do_handshake, void *ssl)
+{
+	return tls_handshake_enter((__u64)ssl, HEPBPF_TLS_FN_SSL_DO_HANDSHAKE, HEPBPF_SRC_SSL_READ);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_connect, void *ssl)
+{
+	return tls_handshake_enter((__u64)ssl, HEPBPF_TLS_FN_SSL_CONNECT, HEPBPF_SRC_SSL_READ);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_accept, void *ssl)
+{
+	return tls_handshake_enter((__u64)ssl, HEPBPF_TLS_FN_SSL_ACCEPT, HEPBPF_SRC_SSL_READ);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_gnutls_handshake, void *session)
+{
+	return tls_handshake_enter((__u64)session, HEPBPF_TLS_FN_GNUTLS_HANDSHAKE, HEPBPF_SRC_GNUTLS_RECV);
+}
+
 /* A new program, or a library mapped executable (the loader after exec,
  * dlopen): userspace looks for TLS libraries to attach to. */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(process_exec)
 {
+	struct notice n = { .source = HEPBPF_SRC_EXEC };
+
 	if (bpf_get_current_pid_tgid() >> 32 != cfg.self_tgid)
-		emit_notice(NULL, 0, HEPBPF_SRC_EXEC);
+		emit_notice(&n);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_mmap")
 int enter_mmap(struct trace_event_raw_sys_enter *ctx)
 {
+	struct notice n = { .source = HEPBPF_SRC_EXEC };
+
 	if ((ARG(2) & PROT_EXEC) && (int)ARG(4) >= 0 && bpf_get_current_pid_tgid() >> 32 != cfg.self_tgid)
-		emit_notice(NULL, 0, HEPBPF_SRC_EXEC);
+		emit_notice(&n);
 	return 0;
 }
 
@@ -1200,6 +1258,9 @@ int tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	__u64 key = (__u64)ctx->skaddr;
 	struct tls_key *tls;
 
+	if (ctx->newstate != TCP_ESTABLISHED && ctx->newstate != TCP_CLOSE && ctx->oldstate != TCP_ESTABLISHED)
+		return 0;
+	conn_state(ctx);
 	if (ctx->newstate != TCP_ESTABLISHED && ctx->newstate != TCP_CLOSE)
 		return 0;
 	bpf_map_delete_elem(&sock_l7, &key);

@@ -40,6 +40,21 @@
 /* Records without data that tell userspace something */
 #define HEPBPF_SRC_TLS_CONN 15 /* the socket of TLS connection tls_id is now known: its addresses are in this record */
 #define HEPBPF_SRC_EXEC 16 /* pid exec'd or mapped executable code: look for TLS libraries in it */
+/* Connection events (bpf/conn_events.bpf.h), for TCP connections that carry SIP or Diameter
+ * (in the clear or in TLS); orig_len and fd carry what the source says. */
+#define HEPBPF_SRC_TCP_CONNECT 17 /* this socket connected: orig_len = microseconds since (record sent once it carried SIP/Diameter) */
+#define HEPBPF_SRC_TCP_ACCEPT 18 /* this socket was accepted: the same */
+#define HEPBPF_SRC_TCP_CLOSE 19 /* this socket closed */
+#define HEPBPF_SRC_TLS_HANDSHAKE_FAILED 20 /* closed with its TLS handshake never completed: orig_len = the last
+					  * return of the handshake function (s32), fd = HEPBPF_TLS_FN_* | HEPBPF_TLS_SIDE_* */
+
+/* TLS handshake functions (fd of HEPBPF_SRC_TLS_HANDSHAKE_FAILED) */
+#define HEPBPF_TLS_FN_SSL_DO_HANDSHAKE 1
+#define HEPBPF_TLS_FN_SSL_CONNECT 2
+#define HEPBPF_TLS_FN_SSL_ACCEPT 3
+#define HEPBPF_TLS_FN_GNUTLS_HANDSHAKE 4
+#define HEPBPF_TLS_SIDE_CONNECTED 0x100 /* this socket connected (0x100) or was accepted (0x200); neither: not seen */
+#define HEPBPF_TLS_SIDE_ACCEPTED 0x200
 
 /* flags */
 #define HEPBPF_F_TRUNCATED 0x01 /* orig_len > data_len */

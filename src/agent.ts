@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { SocketCapture } from './capture/socket-capture.js';
 import { ReplaySource, syntheticSipBatches } from './capture/replay.js';
-import { decodeBatch, F_TLS, SRC_EXEC, SRC_TLS_CONN, type CaptureRecord, type RecordSource } from './capture/record.js';
+import { decodeBatch, F_TLS, SRC_EXEC, SRC_TCP_CONNECT, SRC_TLS_CONN, SRC_TLS_HANDSHAKE_FAILED, type CaptureRecord, type RecordSource } from './capture/record.js';
 import { TlsAttribution } from './capture/tls-attribution.js';
 import { MonotonicClock } from './capture/clock.js';
 import { StreamAssembler } from './stream/assembler.js';
@@ -11,6 +11,7 @@ import type { Message } from './stream/message.js';
 import { parseSip } from './protocols/sip.js';
 import { diameterSummary, parseDiameter } from './protocols/diameter.js';
 import { Correlator } from './enrich/correlation.js';
+import { ConnectionEvents } from './enrich/connection-events.js';
 import { redactDiameter, redactSip } from './enrich/redact.js';
 import { Attribution, type AttributionOptions } from './enrich/attribution.js';
 import { ContainerResolver, containerSources, type ContainerSourceOptions } from './enrich/containers.js';
@@ -33,6 +34,8 @@ export interface AgentOptions {
   source: RecordSource;
   /** Mask authentication secrets (default true). */
   redact?: boolean;
+  /** Send connection events (src/enrich/connection-events.ts; default false). */
+  connectionEvents?: boolean;
   /** Where contained failures are reported. */
   log: Logger;
   /** Names the containers of both ends; events reach the sink after it (held a bounded time when a name is not known yet). */
@@ -50,6 +53,7 @@ export class Agent {
   private readonly tls: TlsAttribution;
   private tlsTimer?: NodeJS.Timeout;
   private readonly correlator = new Correlator();
+  private readonly connections: ConnectionEvents;
   private readonly redact: boolean;
   private readonly attribution: Attribution;
   private readonly failures: Failures;
@@ -57,6 +61,8 @@ export class Agent {
   private notDiameter = 0;
   private diameterMalformed = 0;
   private redacted = 0;
+  /** Forwarded messages that are a prefix of what was on the wire (longer than a stream holds, or cut by the kernel). */
+  private forwardedTruncated = 0;
   private duplicates = 0;
   /** Keep-alives (RFC 5626 CR/LF), each counted once even when both ends are on this host. */
   private keepAlives = 0;
@@ -73,6 +79,7 @@ export class Agent {
     this.attribution = new Attribution(opts.containers, (ev) => this.deliver(ev), opts.hold);
     this.assembler = new StreamAssembler((m) => this.onMessage(m));
     this.tls = new TlsAttribution((r) => this.assemble(r));
+    this.connections = new ConnectionEvents(this.clock, (ev) => this.deliver(ev));
     this.capture = opts.source;
   }
 
@@ -85,7 +92,11 @@ export class Agent {
     this.opts.containers.start();
     this.capture.start((batch) => decodeBatch(batch, (r) => this.onRecord(r)));
     // TLS plaintext waiting for its connection must go out even when nothing else arrives.
-    this.tlsTimer = setInterval(() => this.tls.expire(process.hrtime.bigint()), 250);
+    this.tlsTimer = setInterval(() => {
+      const now = process.hrtime.bigint();
+      this.tls.expire(now);
+      this.connections.expire(now);
+    }, 250);
     this.tlsTimer.unref();
   }
 
@@ -94,11 +105,15 @@ export class Agent {
     this.capture.stop();
     this.tls.flush(); // TLS plaintext still waiting goes through the pipeline, then out of the hold
     this.attribution.flush();
+    this.connections.flush();
     this.opts.containers.stop();
   }
 
   private onRecord(r: CaptureRecord): void {
     if (r.source === SRC_EXEC) this.capture.processChanged(r.pid, r.cgroupId);
+    else if (r.source >= SRC_TCP_CONNECT && r.source <= SRC_TLS_HANDSHAKE_FAILED) {
+      if (this.opts.connectionEvents) this.connections.record(r);
+    }
     else if (r.flags & F_TLS || r.source === SRC_TLS_CONN) this.tls.push(r);
     else this.assemble(r);
   }
@@ -155,10 +170,10 @@ export class Agent {
       return;
     }
     const correlationId = this.correlator.sip(message, sip);
+    this.connections.correlated(message, correlationId);
     const masked = this.redact ? redactSip(message.payload) : undefined;
     if (masked) this.redacted++;
-    this.forwarded++;
-    this.messages.sip[message.transport]++;
+    this.countForwarded(message);
     const wallUs = this.clock.toWallMicros(message.tsNs);
     this.attribution.submit({ message, payload: masked ?? message.payload, sip, summary: sip.summary, wallUs, correlationId, container: null, peerContainer: null });
   }
@@ -171,6 +186,7 @@ export class Agent {
     }
     if (diameter.malformed) this.diameterMalformed++;
     const { id, latencyMs } = this.correlator.diameter(message, diameter);
+    this.connections.correlated(message, id);
     let payload = message.payload;
     const masked = this.redact ? redactDiameter(payload, diameter.avps) : undefined;
     if (masked) {
@@ -178,12 +194,17 @@ export class Agent {
       payload = masked;
       diameter = parseDiameter(masked)!;
     }
-    this.forwarded++;
-    this.messages.diameter[message.transport]++;
+    this.countForwarded(message);
     const wallUs = this.clock.toWallMicros(message.tsNs);
     this.attribution.submit({
       message, payload, diameter, summary: diameterSummary(diameter, latencyMs), wallUs, correlationId: id, container: null, peerContainer: null,
     });
+  }
+
+  private countForwarded(message: Message): void {
+    this.forwarded++;
+    this.messages[message.proto][message.transport]++;
+    if (message.truncated) this.forwardedTruncated++;
   }
 
   stats() {
@@ -198,9 +219,11 @@ export class Agent {
       notDiameter: this.notDiameter,
       diameterMalformed: this.diameterMalformed,
       redacted: this.redacted,
+      connectionEvents: this.connections.stats,
       correlation: this.correlator.stats(),
       forwarded: this.forwarded,
       messages: { sip: { ...this.messages.sip }, diameter: { ...this.messages.diameter } },
+      forwardedTruncated: this.forwardedTruncated,
       failures: this.failures.counts,
       containers: { ...this.attribution.stats, ...this.opts.containers.stats, ...this.attribution.sizes(), ...this.opts.containers.sizes() },
     };
@@ -211,6 +234,7 @@ export class Agent {
 export interface HostCaptureOptions extends ContainerSourceOptions {
   sipPorts?: number[];
   redact?: boolean;
+  connectionEvents?: boolean;
   holdMs?: number;
 }
 
@@ -220,6 +244,7 @@ export function hostAgent(o: HostCaptureOptions, log: Logger, sink: (event: Capt
     source: new SocketCapture({ sipPorts: o.sipPorts, log }),
     log,
     redact: o.redact,
+    connectionEvents: o.connectionEvents,
     containers: new ContainerResolver(CgroupIndex.forThisHost(), containerSources({ ...o, kubernetes: KubernetesPods.inCluster() })),
     hold: { holdMs: o.holdMs },
     sink,

@@ -22,6 +22,11 @@ export const F_NO_CONN = 0x08;
 export const F_COUNTERPART = 0x10;
 export const SRC_TLS_CONN = 15;
 export const SRC_EXEC = 16;
+/** Connection events (bpf/conn_events.bpf.h): records without data. */
+export const SRC_TCP_CONNECT = 17;
+export const SRC_TCP_ACCEPT = 18;
+export const SRC_TCP_CLOSE = 19;
+export const SRC_TLS_HANDSHAKE_FAILED = 20;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
 export const IPPROTO_SCTP = 132;

@@ -28,6 +28,7 @@ export interface RecordSpec {
   origLen?: number;
   /** Defaults to HEPBPF_F_TRUNCATED when origLen > data length. */
   flags?: number;
+  fd?: number;
 }
 
 export function encodeRecord(r: RecordSpec): Buffer {
@@ -48,7 +49,7 @@ export function encodeRecord(r: RecordSpec): Buffer {
   b[53] = r.flags ?? ((r.origLen ?? r.data.length) > r.data.length ? 1 : 0);
   b.writeUInt16LE(r.localPort ?? 5060, 54);
   b.writeUInt16LE(r.remotePort ?? 5070, 56);
-  b.writeUInt32LE(7, 60);
+  b.writeUInt32LE(r.fd ?? 7, 60);
   Buffer.from(r.localAddr ?? [127, 0, 0, 1]).copy(b, 64);
   Buffer.from(r.remoteAddr ?? [127, 0, 0, 1]).copy(b, 80);
   b.write(r.comm ?? 'sipp', 96, 'latin1');

@@ -8,8 +8,8 @@ export type TlsLibraryKind = 'openssl' | 'gnutls';
 
 /** The functions probed per library; the first one decides the kind (a file must define it to be a target). */
 export const TLS_FUNCTIONS: Record<TlsLibraryKind, readonly string[]> = {
-  openssl: ['SSL_write', 'SSL_read', 'SSL_write_ex', 'SSL_read_ex'],
-  gnutls: ['gnutls_record_send', 'gnutls_record_recv'],
+  openssl: ['SSL_write', 'SSL_read', 'SSL_write_ex', 'SSL_read_ex', 'SSL_do_handshake', 'SSL_connect', 'SSL_accept'],
+  gnutls: ['gnutls_record_send', 'gnutls_record_recv', 'gnutls_handshake'],
 };
 const ALL_TLS_FUNCTIONS = Object.values(TLS_FUNCTIONS).flat();
 

@@ -22,6 +22,11 @@ export const PROGRAMS: Record<string, { enter: string; ret: string }> = {
   SSL_read_ex: { enter: 'tls_ssl_read_ex', ret: 'tls_ssl_ret' },
   gnutls_record_send: { enter: 'tls_gnutls_send', ret: 'tls_gnutls_ret' },
   gnutls_record_recv: { enter: 'tls_gnutls_recv', ret: 'tls_gnutls_ret' },
+  // handshakes, for failures (bpf/conn_events.bpf.h)
+  SSL_do_handshake: { enter: 'tls_ssl_do_handshake', ret: 'tls_ssl_ret' },
+  SSL_connect: { enter: 'tls_ssl_connect', ret: 'tls_ssl_ret' },
+  SSL_accept: { enter: 'tls_ssl_accept', ret: 'tls_ssl_ret' },
+  gnutls_handshake: { enter: 'tls_gnutls_handshake', ret: 'tls_gnutls_ret' },
 };
 
 /** The argument registers each entry program reads (x86-64 SysV: rdi, rsi, rdx, rcx...). */
@@ -32,6 +37,10 @@ const ARGUMENTS: Record<string, readonly string[]> = {
   SSL_read_ex: ['rdi', 'rsi', 'rcx'],
   gnutls_record_send: ['rdi', 'rsi'],
   gnutls_record_recv: ['rdi', 'rsi'],
+  SSL_do_handshake: ['rdi'],
+  SSL_connect: ['rdi'],
+  SSL_accept: ['rdi'],
+  gnutls_handshake: ['rdi'],
 };
 
 /** OpenSSL's plain functions and their `_ex` twins, which forward (ssl, buf, num, &count) to one internal function. */

@@ -20,6 +20,7 @@ export interface RunOptions extends ContainerOptions {
   diameterPayload: DiameterPayload;
   tlsIpProto: number;
   redact: boolean;
+  connectionEvents?: boolean;
   logLevel: string;
   metricsListen?: string;
 }

@@ -2,8 +2,9 @@ import type { Message } from '../stream/message.js';
 import type { SipInfo } from '../protocols/sip.js';
 import type { DiameterInfo } from '../protocols/diameter.js';
 import type { ContainerIdentity } from './containers.js';
+import type { ConnectionEvent } from './connection-events.js';
 
-/** One SIP or Diameter message, forwarded once: what every sink (HEP, tail) receives. */
+/** One SIP or Diameter message (or an event of its connection), forwarded once: what every sink (HEP, tail) receives. */
 export interface CaptureEvent {
   message: Message;
   /** The bytes to forward: the message's own, or a copy with secrets masked. Valid during the sink call. */
@@ -11,6 +12,8 @@ export interface CaptureEvent {
   sip?: SipInfo;
   /** Decoded from `payload`. */
   diameter?: DiameterInfo;
+  /** A connection event, not a message: `payload` is its JSON, `message` its connection. */
+  connection?: ConnectionEvent;
   summary: string;
   wallUs: number;
   correlationId: string;

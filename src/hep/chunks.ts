@@ -20,6 +20,8 @@ export const CHUNK = {
 
 export const HEP_PROTO_SIP = 1;
 export const HEP_PROTO_DIAMETER = 56;
+/** Logs: what Homer 7 (heplify-server) stores next to the call with the same correlation id; connection events go as this. */
+export const HEP_PROTO_LOG = 100;
 export const HEP_HEADER_SIZE = 6; // "HEP3" + u16 total length
 export const CHUNK_HEADER_SIZE = 6; // u16 vendor, u16 type, u16 length (header included)
 /** Largest HEP packet that fits one UDP datagram. */

@@ -1,6 +1,6 @@
 import type { CaptureEvent } from '../enrich/event.js';
 import { HepEncoder, type HepAgentFields, type HepMessage } from '../hep/encode.js';
-import { HEP_PROTO_DIAMETER, HEP_PROTO_SIP, MAX_PACKET } from '../hep/chunks.js';
+import { HEP_PROTO_DIAMETER, HEP_PROTO_LOG, HEP_PROTO_SIP, MAX_PACKET } from '../hep/chunks.js';
 import { diameterJson } from '../protocols/diameter.js';
 import type { Logger } from 'pino';
 import type { HepSender } from './hep-sender.js';
@@ -58,7 +58,7 @@ export class HepForwarder {
       srcPort: m.src.port,
       dstPort: m.dst.port,
       timeUs: ev.wallUs,
-      protoType: ev.diameter ? HEP_PROTO_DIAMETER : HEP_PROTO_SIP,
+      protoType: ev.connection ? HEP_PROTO_LOG : ev.diameter ? HEP_PROTO_DIAMETER : HEP_PROTO_SIP,
       correlationId: ev.correlationId,
       payload,
       nodeName: this.nodeName?.render(ev.container),

@@ -48,7 +48,7 @@ export function toTailEvent(ev: CaptureEvent): TailEventFields {
     cgroupId: m.cgroupId.toString(),
     correlationId: ev.correlationId,
     summary: ev.summary,
-    callId: ev.sip?.callId,
+    callId: ev.sip?.callId ?? (ev.connection ? ev.correlationId : undefined),
     sessionId: ev.diameter?.sessionId,
     cseqMethod: ev.sip?.cseqMethod,
     size: m.size,
@@ -110,5 +110,5 @@ export function formatTailLine(ev: TailEventFields): string {
   const own = containerLabel(ev.container);
   const peer = containerLabel(ev.peerContainer);
   const where = own || peer ? ` (${own ?? 'host'}${peer ? ' -> ' + peer : ''})` : '';
-  return escapeControl(`${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}]${where} ${ev.summary}${ev.truncated ? ' [truncated]' : ''}${ev.connectionUnknown ? ' [connection unknown]' : ''} ${ev.callId || (ev.proto === 'diameter' ? ev.correlationId : '') || '-'}`);
+  return escapeControl(`${ev.ts.slice(11, 26)} ${hostPort(ev.src)} -> ${hostPort(ev.dst)} ${ev.transport.toUpperCase()} ${ev.comm}[${ev.pid}]${where} ${ev.summary}${ev.truncated ? ` [truncated: ${ev.payload.length} of ${ev.size} bytes]` : ''}${ev.connectionUnknown ? ' [connection unknown]' : ''} ${ev.callId || (ev.proto === 'diameter' ? ev.correlationId : '') || '-'}`);
 }

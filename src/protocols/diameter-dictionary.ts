@@ -1,7 +1,8 @@
 /**
  * Names for Diameter applications, commands and the AVPs that matter for troubleshooting:
  * base protocol (RFC 6733), credit control (RFC 4006), Cx/Dx (TS 29.229), Sh (TS 29.329),
- * Rx (TS 29.214), Gx (TS 29.212), Ro/Rf (TS 32.299), S6a (TS 29.272).
+ * Rx (TS 29.214), Gx (TS 29.212), Ro/Rf (TS 32.299), S6a (TS 29.272). Dx (TS 29.229, to an SLF) uses
+ * Cx's application id and AVPs, with the base protocol's Redirect-Host for its answer.
  * An AVP missing here is still decoded: kept as code, vendor and hex.
  */
 
@@ -106,6 +107,8 @@ const IETF: Row[] = [
   [455, 'Multiple-Services-Indicator', 'u32'], [456, 'Multiple-Services-Credit-Control', 'grouped'],
   [458, 'User-Equipment-Info', 'grouped'], [459, 'User-Equipment-Info-Type', 'u32'], [460, 'User-Equipment-Info-Value', 'octets'],
   [461, 'Service-Context-Id', 'utf8'],
+  // RFC 5778 (S6a APN)
+  [493, 'Service-Selection', 'utf8'],
 ];
 
 const TGPP: Row[] = [
@@ -133,18 +136,22 @@ const TGPP: Row[] = [
   [628, 'Supported-Features', 'grouped'], [629, 'Feature-List-ID', 'u32'], [630, 'Feature-List', 'u32'],
   [631, 'Supported-Applications', 'grouped'], [632, 'Associated-Identities', 'grouped'], [633, 'Originating-Request', 'u32'],
   [634, 'Wildcarded-Public-Identity', 'utf8'], [635, 'SIP-Digest-Authenticate', 'grouped'], [637, 'UAR-Flags', 'u32'],
-  [640, 'Path', 'octets'], [641, 'Contact', 'octets'], [642, 'Subscription-Info', 'grouped'], [643, 'Call-ID-SIP-Header', 'octets'],
+  [636, 'Wildcarded-IMPU', 'utf8'], [640, 'Path', 'octets'], [641, 'Contact', 'octets'], [642, 'Subscription-Info', 'grouped'], [643, 'Call-ID-SIP-Header', 'octets'],
   [644, 'From-SIP-Header', 'octets'], [645, 'To-SIP-Header', 'octets'], [646, 'Record-Route', 'octets'],
   // Sh (TS 29.329)
   [700, 'User-Identity', 'grouped'], [701, 'MSISDN', 'octets'], [702, 'User-Data', 'octets'], [703, 'Data-Reference', 'u32'],
   [704, 'Service-Indication', 'octets'], [705, 'Subs-Req-Type', 'u32'], [706, 'Requested-Domain', 'u32'],
   [707, 'Current-Location', 'u32'], [708, 'Identity-Set', 'u32'], [709, 'Expiry-Time', 'time'], [710, 'Send-Data-Indication', 'u32'],
-  [715, 'Repository-Data-ID', 'grouped'], [716, 'Sequence-Number', 'u32'], [719, 'UDR-Flags', 'u32'],
+  [711, 'DSAI-Tag', 'octets'], [712, 'One-Time-Notification', 'u32'], [713, 'Requested-Nodes', 'u32'],
+  [714, 'Serving-Node-Indication', 'u32'], [715, 'Repository-Data-ID', 'grouped'], [716, 'Sequence-Number', 'u32'],
+  [717, 'Pre-paging-Supported', 'u32'], [718, 'Local-Time-Zone-Indication', 'u32'], [719, 'UDR-Flags', 'u32'],
+  [720, 'Call-Reference-Info', 'grouped'], [721, 'Call-Reference-Number', 'octets'], [722, 'AS-Number', 'octets'],
   // Ro/Rf (TS 32.299)
   [823, 'Event-Type', 'grouped'], [824, 'SIP-Method', 'utf8'], [825, 'Event', 'utf8'], [826, 'Content-Type', 'utf8'],
-  [827, 'Content-Length', 'u32'], [829, 'Role-Of-Node', 'u32'], [831, 'User-Session-Id', 'utf8'],
-  [832, 'Calling-Party-Address', 'utf8'], [833, 'Called-Party-Address', 'utf8'], [834, 'Time-Stamps', 'grouped'],
-  [835, 'SIP-Request-Timestamp', 'time'], [836, 'SIP-Response-Timestamp', 'time'], [838, 'Inter-Operator-Identifier', 'grouped'],
+  [827, 'Content-Length', 'u32'], [829, 'Role-Of-Node', 'u32'], [830, 'User-Session-Id', 'utf8'],
+  [831, 'Calling-Party-Address', 'utf8'], [832, 'Called-Party-Address', 'utf8'], [833, 'Time-Stamps', 'grouped'],
+  [834, 'SIP-Request-Timestamp', 'time'], [835, 'SIP-Response-Timestamp', 'time'], [836, 'Application-Server', 'utf8'],
+  [838, 'Inter-Operator-Identifier', 'grouped'],
   [839, 'Originating-IOI', 'utf8'], [840, 'Terminating-IOI', 'utf8'], [841, 'IMS-Charging-Identifier', 'utf8'],
   [842, 'SDP-Session-Description', 'utf8'], [843, 'SDP-Media-Component', 'grouped'], [844, 'SDP-Media-Name', 'utf8'],
   [845, 'SDP-Media-Description', 'utf8'], [848, 'Served-Party-IP-Address', 'address'], [850, 'Application-Server-Information', 'grouped'],
@@ -171,8 +178,10 @@ const TGPP: Row[] = [
   [1413, 'Authentication-Info', 'grouped'], [1414, 'E-UTRAN-Vector', 'grouped'], [1415, 'UTRAN-Vector', 'grouped'],
   [1416, 'GERAN-Vector', 'grouped'], [1417, 'Network-Access-Mode', 'u32'], [1419, 'Item-Number', 'u32'],
   [1420, 'Cancellation-Type', 'u32'], [1424, 'Subscriber-Status', 'u32'], [1429, 'APN-Configuration-Profile', 'grouped'],
-  [1430, 'APN-Configuration', 'grouped'], [1447, 'RAND', 'octets'], [1448, 'XRES', 'octets'], [1449, 'AUTN', 'octets'],
-  [1450, 'KASME', 'octets'], [1453, 'Kc', 'octets'], [1454, 'SRES', 'octets'], [1490, 'IDR-Flags', 'u32'],
+  [1423, 'Context-Identifier', 'u32'], [1426, 'Access-Restriction-Data', 'u32'], [1428, 'All-APN-Configurations-Included-Indicator', 'u32'],
+  [1430, 'APN-Configuration', 'grouped'], [1431, 'EPS-Subscribed-QoS-Profile', 'grouped'], [1435, 'AMBR', 'grouped'],
+  [1447, 'RAND', 'octets'], [1448, 'XRES', 'octets'], [1449, 'AUTN', 'octets'],
+  [1450, 'KASME', 'octets'], [1453, 'Kc', 'octets'], [1454, 'SRES', 'octets'], [1456, 'PDN-Type', 'u32'], [1490, 'IDR-Flags', 'u32'],
 ];
 
 export const AVPS: ReadonlyMap<number, AvpDef> = new Map([

@@ -12,15 +12,18 @@ const START_LINES = [
   'INVITE sip:bob@ims.test SIP/2.0', 'REGISTER sip:ims.test SIP/2.0', 'ACK sip:b SIP/2.0', 'BYE sip:b@x SIP/2.0', 'OPTIONS * SIP/2.0',
   'SIP/2.0 200 OK', 'SIP/2.0 401 Unauthorized', 'SIP/2.0 1000 X', 'SIP/2.0 x', 'INVITE  SIP/2.0', 'INVITE sip:b SIP/3.0', 'FOO sip:b SIP/2.0', 'INVITE',
 ];
-const HEADER_NAMES = ['Call-ID', 'i', 'CSeq', 'Content-Length', 'l', 'content-length', 'L', 'To', 't', 'Authorization', 'P-Charging-Vector', 'Via', 'c', 'x'];
+const HEADER_NAMES = ['Call-ID', 'i', 'CSeq', 'Content-Length', 'l', 'content-length', 'L', 'To', 't', 'Authorization', 'P-Charging-Vector', 'Via', 'c', 'x', 'WWW-Authenticate'];
 const HEADER_VALUES = [
   'call-1@ims', '1 INVITE', '1 REGISTER', '0', '5', '  17 ', '-1', '99999999', '1048577', 'abc', '',
   '<sip:alice@ims.test>;tag=1', 'Digest username="alice@ims.test", realm="ims.test"', 'Digest username="unterminated',
   'icid-value="AyretyU0dm+6O2IrT5tAFrbHLso=";orig-ioi=ims.test', 'icid-value=', 'icid-value = x;icid-value=y',
+  'Digest realm="ims.test", algorithm=AKAv1-MD5, ck="00112233445566778899aabbccddeeff", ik="ffeeddccbbaa99887766554433221100"',
+  'Digest ck="unterminated', 'Digest realm="a, ck=b", ik=token, ck = "x\\"y"',
 ];
 const BODY_LINES = [
   'v=0', 'm=audio 4000 RTP/SAVP 0', 'a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:32',
   'A=CRYPTO:2 AES_256_CM_HMAC_SHA1_80 INLINE:c2VjcmV0c2VjcmV0|2^20', 'a=crypto:', 'a=crypto:inline:', 'inline:AAAA',
+  'a=key-mgmt:mikey AQAFgM0XflABAAAAAAAAAAAAAAYAyO3rnQAAAAAJAQAEEQQXdZqh', 'a=key-mgmt:', 'a=key-mgmt:mikey', 'A=KEY-MGMT: mikey  AQ==',
 ];
 
 /** Text that repeats one piece up to about `bytes` bytes. */
@@ -39,6 +42,11 @@ export const hostileSip = fc.constantFrom(
     repeat('\r\n', 64_000),
     // garbage with start-line-like pieces and no LF: the resync once searched its 4 KiB tail on every push
     repeat('INVITE sip:b@x SIP/2.1 SIP/2.0 ', 65_000),
+    // redaction: parameters whose quoted values never close, key-mgmt lines with no space, quotes only
+    `SIP/2.0 401 x\r\nWWW-Authenticate: Digest ${repeat('ck="a', 64_000)}\r\n\r\n`,
+    `SIP/2.0 401 x\r\nWWW-Authenticate: ${repeat('"', 64_000)}\r\n\r\n`,
+    `SIP/2.0 401 x\r\nWWW-Authenticate: x\r\n${repeat(' ik=\r\n', 64_000)}\r\n`,
+    `INVITE sip:b@x SIP/2.0\r\n\r\n${repeat('a=key-mgmt:', 65_000)}`,
   ].map((s) => Buffer.from(s, 'latin1')),
 );
 
