@@ -45,19 +45,22 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     },
     log,
   );
-  await forwarding.start();
-  log.info({ collectors: opts.hep, sipPorts: opts.sipPorts ?? 'any', redact: opts.redact }, 'ready');
-
+  // A signal while the probes attach (start takes seconds) stops the agent once they are attached:
+  // without handlers yet, it would die by the signal mid-start.
+  const started = forwarding.start();
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
+    await started.catch(() => {});
     await forwarding.stop();
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
+  await started;
+  if (!stopping) log.info({ collectors: opts.hep, sipPorts: opts.sipPorts ?? 'any', redact: opts.redact }, 'ready');
 }
 
 function readCa(path: string): Buffer {
