@@ -1,13 +1,13 @@
 # hepbpf container image: docker build -t hepbpf:latest .
 # Build stage compiles the BPF object (clang, bpftool), the libbpf N-API addon (node-gyp) and the
-# TypeScript; the runtime stage keeps Node, libbpf, libelf and tini, and no compiler.
+# TypeScript; the runtime stage keeps Node, libbpf, capstone (TLS probe sites), libelf and tini, and no compiler.
 # The tests build this file with locally made bases (no image registry there):
 #   --build-arg NODE_IMAGE=... (see README "Deploy").
 ARG NODE_IMAGE=node:20-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make g++ python3 pkg-config \
+ && apt-get install -y --no-install-recommends clang llvm libbpf-dev libcapstone-dev libelf-dev zlib1g-dev bpftool make g++ python3 pkg-config \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 WORKDIR /opt/hepbpf
 COPY package.json package-lock.json ./
@@ -25,7 +25,7 @@ RUN bash scripts/build.sh \
 
 FROM ${NODE_IMAGE}
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libbpf1 libelf1 tini \
+ && apt-get install -y --no-install-recommends libbpf1 libcapstone4 libelf1 tini \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 WORKDIR /opt/hepbpf
 COPY --from=build /opt/hepbpf/package.json ./
