@@ -9,6 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { median } from './median.js';
 
 export interface KamailioBenchContext {
   say(line?: string): void;
@@ -40,10 +41,6 @@ const LABELS: Record<Setup, string> = {
 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 function proxyConfig(listen: number, uas: number, hepPort?: number): string {
   const trace = hepPort === undefined

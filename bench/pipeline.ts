@@ -26,6 +26,7 @@ import { HepForwarder } from '../src/output/hep-forwarder.js';
 import { NodeNameTemplate } from '../src/output/node-name.js';
 import { diameterMessage, diameterResyncChain } from '../test/helpers/diameter.js';
 import { memoryContainers, memorySender, namesKnown, PCSCF, Recorder, record, SCENARIOS, SCSCF, type Scenario } from './traffic.js';
+import { median } from './median.js';
 
 export interface Report {
   say(line?: string): void;
@@ -48,7 +49,6 @@ interface Figure {
   passesNs: number[];
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 /**
  * Times `pass` over `messages` messages: PASSES passes, each on a fresh state from

@@ -21,6 +21,7 @@ import { spoolBench } from './spool.js';
 import { kamailioBench } from './kamailio.js';
 import { coldStartBench } from './cold-start.js';
 import { tlsBench } from './tls.js';
+import { median } from './median.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const CLI = resolve(REPO, 'dist/src/cli/main.js');
@@ -47,10 +48,6 @@ const children = new Set<ChildProcess>();
 let nextPort = 46000 + Math.floor(Math.random() * 1000) * 10;
 const port = () => nextPort++;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const fmtRate = (r: number) => (r >= 1000 ? `${+(r / 1000).toFixed(1)}k/s` : `${r}/s`);
 const table = (rows: string[][]) => {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));

@@ -15,6 +15,7 @@ import { TcpHepSender } from '../src/output/hep-sender-tcp.js';
 import { Spool } from '../src/output/spool.js';
 import { parseHepTarget } from '../src/output/target.js';
 import type { Report } from './pipeline.js';
+import { median } from './median.js';
 
 const PACKETS = 40_000;
 const PER_TURN = 1000;
@@ -59,7 +60,6 @@ async function pass(spooled: boolean): Promise<{ nsPerSend: number; delayMaxMs: 
 
 export async function spoolBench(out: Report): Promise<Record<string, unknown>> {
   out.say(`\n(spool) collector down: ${PACKETS} HEP packets of 900 B, ${PER_TURN} per event-loop turn, kept in memory or spooled to disk (median of ${PASSES} passes)`);
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const figures: Record<string, { nsPerSend: number; delayMaxMs: number; delayP99Ms: number }> = {};
   for (const mode of ['memory', 'spool'] as const) {
     const runs = [];

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { freePort } from '../test/helpers/collector.js';
 import { startKamailioTlsHop, type KamailioTlsHop } from '../test/helpers/kamailio-tls.js';
 import { PROBES_ENV } from '../src/capture/tls-sites.js';
+import { median } from './median.js';
 
 export interface TlsBenchInput {
   say(line?: string): void;
@@ -39,10 +40,6 @@ const STEP_SECS = 2;
 /** A step that runs this much longer than its calls take at the offered rate is overloaded. */
 const STEP_SLACK_SECS = 2;
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const runC = (bin: string, ...argv: string[]) =>
   new Promise<number>((res, rej) => execFile(bin, argv, { encoding: 'utf8' }, (err, stdout) => (err ? rej(err) : res(+stdout.trim()))));
 
