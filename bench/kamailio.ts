@@ -24,7 +24,24 @@ export interface KamailioBenchContext {
   startCounter(port: number): Promise<{ stop(): Promise<number> }>;
 }
 
-const MODULES = '/usr/lib/x86_64-linux-gnu/kamailio/modules/';
+/** Where Debian's kamailio packages put the modules. */
+export const KAMAILIO_MODULES = '/usr/lib/x86_64-linux-gnu/kamailio/modules/';
+
+/**
+ * Kamailio siptrace sending HEPv3 over UDP to 127.0.0.1:`hepPort`, on the core's receive and send
+ * events only (trace_mode 1): each message as received or sent, before anything can rewrite it.
+ */
+export function siptraceHep(hepPort: number, captureId?: number): string {
+  return `loadmodule "siptrace.so"
+modparam("siptrace","trace_on",1)
+modparam("siptrace","trace_init_mode",1)
+modparam("siptrace","trace_mode",1)
+modparam("siptrace","trace_to_database",0)
+modparam("siptrace","hep_mode_on",1)
+modparam("siptrace","hep_version",3)
+${captureId === undefined ? '' : `modparam("siptrace","hep_capture_id",${captureId})\n`}modparam("siptrace","duplicate_uri","sip:127.0.0.1:${hepPort}")
+`;
+}
 const ROUNDS = 2;
 /** Seconds of calls per step. */
 const STEP_SECS = 3;
@@ -43,24 +60,14 @@ const LABELS: Record<Setup, string> = {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function proxyConfig(listen: number, uas: number, hepPort?: number): string {
-  const trace = hepPort === undefined
-    ? ''
-    : `loadmodule "siptrace.so"
-modparam("siptrace","trace_on",1)
-modparam("siptrace","trace_init_mode",1)
-modparam("siptrace","trace_mode",1)
-modparam("siptrace","trace_to_database",0)
-modparam("siptrace","hep_mode_on",1)
-modparam("siptrace","hep_version",3)
-modparam("siptrace","duplicate_uri","sip:127.0.0.1:${hepPort}")
-`;
+  const trace = hepPort === undefined ? '' : siptraceHep(hepPort);
   // Replies go back by their Via, statelessly, with no route of their own.
   return `#!KAMAILIO
 children=1
 log_stderror=yes
 debug=1
 listen=udp:127.0.0.1:${listen}
-mpath="${MODULES}"
+mpath="${KAMAILIO_MODULES}"
 loadmodule "sl.so"
 loadmodule "maxfwd.so"
 loadmodule "pv.so"

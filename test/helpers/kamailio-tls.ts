@@ -11,6 +11,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { KAMAILIO_MODULES, siptraceHep } from '../../bench/kamailio.js';
 import { decodeHep } from '../../src/hep/decode.js';
 import { freePort, udpCollector, type HepCollector } from './collector.js';
 import { stopByPid } from './receivers.js';
@@ -55,7 +56,6 @@ const CORE_CAPTURE_ID = 2;
 /** siptrace's HEP IP protocol for TLS. */
 const HEP_PROTO_TLS = 22;
 
-export const MODULES = '/usr/lib/x86_64-linux-gnu/kamailio/modules/';
 
 export interface KamailioProcess {
   proc: ChildProcess;
@@ -73,21 +73,11 @@ children=1
 tcp_children=2
 enable_tls=yes
 ${opts.listen.map((l) => `listen=${l}`).join('\n')}
-mpath="${MODULES}"
+mpath="${KAMAILIO_MODULES}"
 loadmodule "pv.so"
 loadmodule "tls.so"
-loadmodule "siptrace.so"
 modparam("tls","config","${opts.tlsCfg}")
-modparam("siptrace","trace_on",1)
-# Core receive/send events only: each message as received, before anything can rewrite it.
-modparam("siptrace","trace_init_mode",1)
-modparam("siptrace","trace_mode",1)
-modparam("siptrace","trace_to_database",0)
-modparam("siptrace","hep_mode_on",1)
-modparam("siptrace","hep_version",3)
-modparam("siptrace","hep_capture_id",${opts.captureId})
-modparam("siptrace","duplicate_uri","sip:127.0.0.1:${opts.hepPort}")
-request_route { ${opts.route} }
+${siptraceHep(opts.hepPort, opts.captureId)}request_route { ${opts.route} }
 `;
 }
 

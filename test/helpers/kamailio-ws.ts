@@ -10,7 +10,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeHep, type HepPacket } from '../../src/hep/decode.js';
 import { freePort, udpCollector } from './collector.js';
-import { MODULES, startKamailio, stopKamailio } from './kamailio-tls.js';
+import { KAMAILIO_MODULES, siptraceHep } from '../../bench/kamailio.js';
+import { startKamailio, stopKamailio } from './kamailio-tls.js';
 
 export interface KamailioWs {
   wsPort: number;
@@ -38,25 +39,17 @@ listen=tcp:127.0.0.1:${wsPort}
 listen=tls:127.0.0.1:${wssPort}
 # siptrace sends its HEP from a UDP socket.
 listen=udp:127.0.0.1:${udpPort}
-mpath="${MODULES}"
+mpath="${KAMAILIO_MODULES}"
 loadmodule "pv.so"
 loadmodule "sl.so"
 loadmodule "textops.so"
 loadmodule "tls.so"
 loadmodule "xhttp.so"
 loadmodule "websocket.so"
-loadmodule "siptrace.so"
 modparam("tls","config","${tlsCfg}")
 # No pings of Kamailio's own: what crosses the connections is the test's traffic only.
 modparam("websocket","keepalive_mechanism",0)
-modparam("siptrace","trace_on",1)
-modparam("siptrace","trace_init_mode",1)
-modparam("siptrace","trace_mode",1)
-modparam("siptrace","trace_to_database",0)
-modparam("siptrace","hep_mode_on",1)
-modparam("siptrace","hep_version",3)
-modparam("siptrace","duplicate_uri","sip:127.0.0.1:${collector.port}")
-event_route[xhttp:request] {
+${siptraceHep(collector.port)}event_route[xhttp:request] {
 	if ($hdr(Upgrade) =~ "websocket" && $hdr(Connection) =~ "Upgrade" && $rm =~ "GET") {
 		if (ws_handle_handshake()) exit;
 	}
