@@ -30,6 +30,7 @@ const listen = (server, ...args) => new Promise((r) => server.listen(0, '127.0.0
 // ---- the collector: HEP over TCP, each packet counted by protocol and transport
 const kindOf = (p) => `${p.protoType === 56 ? 'diameter' : 'sip'}/${p.ipProto === 17 ? 'udp' : p.ipProto === 6 ? 'tcp' : 'tls'}`;
 const collector = createServer((conn) => {
+  drain(conn, 'collector');
   let pending = Buffer.alloc(0);
   conn.on('data', (d) => {
     pending = pending.length ? Buffer.concat([pending, d]) : d;
@@ -89,7 +90,10 @@ await new Promise((r) => udpTx.bind(0, '127.0.0.1', r));
 udpTx.connect(udpRx.address().port, '127.0.0.1');
 await new Promise((r) => udpTx.once('connect', r));
 
-const drain = (sock) => sock.on('data', () => {}).on('error', () => {});
+// Every socket is read (a peer that stops reading would stall the writer, whose writes then queue in
+// this process without end) and a socket error ends the run with a report, not a crash.
+const socketErrors = [];
+const drain = (sock, name = 'accepted') => sock.on('data', () => {}).on('error', (err) => socketErrors.push({ socket: name, code: err.code, atSeconds: Math.round(performance.now() / 1000) }));
 const tcpServer = createServer(drain);
 const tcpPort = await listen(tcpServer);
 let diameterPeer;
@@ -102,8 +106,8 @@ if (cert.status !== 0) throw new Error(`openssl: ${cert.stderr}`);
 const tlsServer = createTlsServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }, drain);
 const tlsPort = await listen(tlsServer);
 const opened = (sock, event) => new Promise((r) => sock.once(event, () => r(sock)));
-const tcpClient = await opened(connect(tcpPort, '127.0.0.1'), 'connect');
-const diameterClient = await opened(connect(diameterPort, '127.0.0.1'), 'connect');
+const tcpClient = drain(await opened(connect(tcpPort, '127.0.0.1'), 'connect'), 'sip/tcp client');
+const diameterClient = drain(await opened(connect(diameterPort, '127.0.0.1'), 'connect'), 'diameter client');
 const diameterServerSide = await diameterAccepted;
 
 // ---- the agent
@@ -130,7 +134,7 @@ while (!logs.some((l) => l.msg === 'ready')) {
   await new Promise((r) => setTimeout(r, 100));
 }
 // TLS after the agent is ready: the connection's handshake is seen, and its plaintext tied to it.
-const tlsClient = await opened(tlsConnect({ port: tlsPort, host: '127.0.0.1', rejectUnauthorized: false }), 'secureConnect');
+const tlsClient = drain(await opened(tlsConnect({ port: tlsPort, host: '127.0.0.1', rejectUnauthorized: false }), 'secureConnect'), 'sip/tls client');
 
 // ---- samples of the agent: RSS and CPU time from /proc
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
@@ -155,7 +159,7 @@ process.stderr.write(`soak: ${SECONDS} s at ${RATE} msg/s (${KINDS.join(', ')}),
 await new Promise((done) => {
   const tick = setInterval(() => {
     const elapsed = (performance.now() - start) / 1000;
-    if (elapsed >= SECONDS) {
+    if (elapsed >= SECONDS || socketErrors.length) {
       clearInterval(tick);
       return done();
     }
@@ -206,6 +210,7 @@ const report = {
   rssSlopeMiBPerMin: +slope.toFixed(3),
   cpuPercentOfOneCore: +((100 * (cpuEnd.cpu - samples[0].cpu)) / (cpuEnd.t - samples[0].t)).toFixed(1),
   correlationEntries: tables,
+  socketErrors,
   agentExit: agent.exitCode,
   forwarded: final?.capture?.forwarded,
 };
@@ -214,4 +219,4 @@ process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 for (const s of [udpRx, udpTx]) s.close();
 for (const s of [tcpClient, diameterClient, diameterServerSide, tlsClient]) s.destroy();
 for (const s of [tcpServer, diameterServer, tlsServer, collector]) s.close();
-process.exit(count(received) === total && agent.exitCode === 0 ? 0 : 1);
+process.exit(count(received) === total && agent.exitCode === 0 && !socketErrors.length ? 0 : 1);

@@ -15,6 +15,8 @@ tls_tests=(test/e2e/tls.test.ts test/e2e/kamailio-tls-harness.test.ts test/e2e/d
 
 progs_before=$(bpftool prog show 2>/dev/null | grep -cE '^[0-9]+: ' || true)
 status=0
+# The tests and benches are TypeScript too: type-check them with the sources (vitest does not).
+npx tsc -p tsconfig.test.json || status=$?
 npx vitest run "$@" || status=$?
 # The whole suite runs the TLS tests a second time with every TLS function probed at its entry and
 # return (HEPBPF_TLS_PROBES=entry), so that the fallback for libraries without an emulated site stays tested.

@@ -17,6 +17,7 @@ import { CLI, kernelSuiteSkipReason, REPO, startAgent, type RunningAgent } from 
 import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
 import { LoopbackCapture, type WireMessage } from '../helpers/wire.js';
 import { decodeHep } from '../../src/hep/decode.js';
+import { until } from '../helpers/wait.js';
 
 const why = kernelSuiteSkipReason('capability tests');
 const TRAFFIC = resolve(REPO, 'test/fixtures/sip_traffic.py');
@@ -26,11 +27,6 @@ const LIBSSL = '/usr/lib/x86_64-linux-gnu/libssl.so.3';
 const UNIT_SET = /^CapabilityBoundingSet=(.*)$/m.exec(readFileSync(join(REPO, 'deploy/hepbpf.service'), 'utf8'))![1].split(' ');
 const WITHOUT_TLS = ['CAP_BPF', 'CAP_PERFMON', 'CAP_SYS_PTRACE'];
 const bounded = (caps: string[]) => ['setpriv', `--bounding-set=-all${caps.map((c) => `,+${c.slice(4).toLowerCase()}`).join('')}`, '--inh-caps=-all'];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(what: () => string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  for (const end = Date.now() + timeoutMs; !cond() && Date.now() < end; ) await sleep(50);
-  if (!cond()) expect.fail(what());
-}
 const capEff = (pid: number) => execFileSync('capsh', [`--decode=${/^CapEff:\s*(\S+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]}`], { encoding: 'utf8' });
 
 describe.skipIf(!!why)('capabilities: the deploy set, and each one dropped', () => {

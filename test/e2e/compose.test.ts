@@ -21,6 +21,7 @@ import { cannotRunDocker, cgroupParentsBefore, containerPid, DOCKER, Dockerd, si
 import { buildHepbpfImage, localBases, NODE_BASE } from '../helpers/images.js';
 import { LoopbackCapture, type WireMessage } from '../helpers/wire.js';
 import { decodeHep } from '../../src/hep/decode.js';
+import { until } from '../helpers/wait.js';
 
 function skipReason(): string | undefined {
   const why = kernelSuiteSkipReason('compose end-to-end test');
@@ -32,12 +33,6 @@ function skipReason(): string | undefined {
 }
 const why = skipReason();
 const CALLS = 20;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
-  for (const end = Date.now() + timeoutMs; !cond() && Date.now() < end; ) await sleep(100);
-  expect(cond(), what).toBe(true);
-}
 
 describe.skipIf(!!why)('compose: the agent container next to a compose project of SIP services', () => {
   let dir: string;
@@ -106,7 +101,7 @@ describe.skipIf(!!why)('compose: the agent container next to a compose project o
     compose(SIP, 'sipcalls', 'up', '-d', 'uas');
     const uasId = compose(SIP, 'sipcalls', 'ps', '-q', 'uas').trim();
     const uasPid = containerPid((f) => dockerd.docker('inspect', '-f', f, uasId));
-    await until('sipp UAS bound', () => execFileSync('nsenter', ['-t', String(uasPid), '-n', 'ss', '-Hlun', 'sport = :5060'], { encoding: 'utf8' }).trim() !== '');
+    await until('sipp UAS bound', () => execFileSync('nsenter', ['-t', String(uasPid), '-n', 'ss', '-Hlun', 'sport = :5060'], { encoding: 'utf8' }).trim() !== '', 30_000);
     const capture = await LoopbackCapture.inNetns(uasPid, 'lo', '127.0.0.1', join(dir, 'sip.pcap'));
     let wire: WireMessage[];
     try {

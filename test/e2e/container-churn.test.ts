@@ -15,12 +15,12 @@ import { CLI, kernelSuiteSkipReason, startAgent, type RunningAgent } from '../he
 import { udpCollector, type HepCollector } from '../helpers/collector.js';
 import { findCgroup2Mount } from '../../src/enrich/cgroups.js';
 import type { TailRecord } from '../../src/output/tail-record.js';
+import { sleep, until } from '../helpers/wait.js';
 
 const why = kernelSuiteSkipReason('container churn test');
 const CONTAINERS = 50;
 const MESSAGES = 5;
 const AT_ONCE = 5;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // Each sender: SIP MESSAGE datagrams whose Call-ID names the container it runs in.
 const SENDER = `
@@ -110,9 +110,8 @@ describe.skipIf(!!why)('container churn', () => {
     expect(wrong.slice(0, 5).map(brief), 'messages attributed to another (or no) container, or to a peer container').toEqual([]);
 
     // Removed cgroups are forgotten one sweep (5 s) after a sweep finds them gone: within 10 s.
-    await sleep(11_000);
-    const listed = execFileSync(process.execPath, [CLI, 'containers', '--json'], { env, encoding: 'utf8' }).trim();
-    expect(listed).toBe('');
+    const listed = () => execFileSync(process.execPath, [CLI, 'containers', '--json'], { env, encoding: 'utf8' }).trim();
+    await until(() => `removed containers still listed after 11 s: ${listed().slice(0, 300)}`, () => listed() === '', 11_000);
     await tail.stop();
     const { final } = await agent.stop();
     const sizes = (final!.capture as { containers: Record<string, number> }).containers;

@@ -17,6 +17,7 @@ import { udpCollector, type HepCollector } from '../helpers/collector.js';
 import { cannotRunDocker, cgroupParentsBefore, containerPid, Dockerd, Podman, sippRootfsTar, unmountUnder, vethBetween } from '../helpers/containers.js';
 import { LoopbackCapture, type WireMessage } from '../helpers/wire.js';
 import type { TailRecord } from '../../src/output/tail-record.js';
+import { sleep, until } from '../helpers/wait.js';
 
 const hepjs = createRequire(import.meta.url)('hep-js') as { decapsulate(b: Buffer): { rcinfo: Record<string, unknown>; payload: string } };
 
@@ -30,13 +31,7 @@ function skipReason(): string | undefined {
 }
 const why = skipReason();
 const CALLS = 20;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `cond` for up to 10 s; fails naming `what` if it never holds. */
-async function until(what: string, cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 200 && !cond(); i++) await sleep(50);
-  expect(cond(), what).toBe(true);
-}
 
 /** Whether a socket in the network namespace of `pid` listens on `port` (TCP) or is bound to it (UDP). */
 const listening = (pid: number, transport: 'udp' | 'tcp', port: number) =>

@@ -37,10 +37,11 @@ const closedAfter = (s: Socket, since = Date.now()) =>
 async function sendUdp(port: number, data: Buffer): Promise<void> {
   const rx = createSocket('udp4');
   await new Promise<void>((r) => rx.bind(port, '127.0.0.1', r));
+  const received = new Promise((r) => rx.once('message', r));
   const tx = createSocket('udp4');
   await new Promise<void>((r, j) => tx.send(data, port, '127.0.0.1', (err) => (err ? j(err) : r())));
   tx.close();
-  await new Promise((r) => setTimeout(r, 100));
+  await received;
   rx.close();
 }
 

@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep, type HepPacket } from '../../src/hep/decode.js';
-import { kernelSuiteSkipReason, REPO, startAgent, until } from '../helpers/agent.js';
+import { kernelSuiteSkipReason, REPO, startAgent } from '../helpers/agent.js';
+import { until } from '../helpers/wait.js';
 import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
 import { LoopbackCapture } from '../helpers/wire.js';
 

@@ -19,7 +19,8 @@ import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep, splitHepStream } from '../../src/hep/decode.js';
 import { freePort } from '../helpers/collector.js';
-import { kernelSuiteSkipReason, REPO, startAgent, until, type RunningAgent } from '../helpers/agent.js';
+import { kernelSuiteSkipReason, REPO, startAgent, type RunningAgent } from '../helpers/agent.js';
+import { until } from '../helpers/wait.js';
 
 const why = kernelSuiteSkipReason('spool and failover end-to-end tests');
 const OUTAGE_S = 60;
@@ -53,7 +54,7 @@ class CountingCollector {
     this.server = createServer((c) => {
       this.conns.add(c);
       c.on('close', () => this.conns.delete(c));
-      let pending = Buffer.alloc(0);
+      let pending: Buffer = Buffer.alloc(0);
       c.on('data', (d: Buffer) => {
         pending = pending.length ? Buffer.concat([pending, d]) : d;
         pending = pending.subarray(splitHepStream(pending, (p) => this.add(p)));

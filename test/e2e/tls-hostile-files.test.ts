@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeHep } from '../../src/hep/decode.js';
-import { kernelSuiteSkipReason, startAgent, until, type RunningAgent } from '../helpers/agent.js';
+import { kernelSuiteSkipReason, startAgent, type RunningAgent } from '../helpers/agent.js';
+import { until } from '../helpers/wait.js';
 import { freePort, udpCollector, type HepCollector } from '../helpers/collector.js';
 import { mapsKey } from '../helpers/maps.js';
 

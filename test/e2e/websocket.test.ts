@@ -16,13 +16,14 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket, { Receiver, WebSocketServer } from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 import { decodeHep, type HepPacket } from '../../src/hep/decode.js';
 import { kernelSuiteSkipReason, startAgent } from '../helpers/agent.js';
 import { udpCollector, type HepCollector } from '../helpers/collector.js';
 import { startKamailioWs, type KamailioWs } from '../helpers/kamailio-ws.js';
 import { startTail } from '../helpers/tail.js';
 import { LoopbackCapture } from '../helpers/wire.js';
+import { WsReceiver } from '../helpers/websocket.js';
 
 const why = kernelSuiteSkipReason('end-to-end SIP over WebSocket tests');
 
@@ -42,10 +43,10 @@ function wsMessages(stream: Buffer): Buffer[] {
   const end = stream.indexOf('\r\n\r\n');
   if (end < 0) return [];
   // The client's direction is masked: read it as a server does.
-  const receiver = new Receiver({ isServer: stream.toString('latin1', 0, 4) === 'GET ', binaryType: 'nodebuffer', allowSynchronousEvents: true });
+  const receiver = new WsReceiver({ isServer: stream.toString('latin1', 0, 4) === 'GET ', binaryType: 'nodebuffer', allowSynchronousEvents: true });
   const out: Buffer[] = [];
   receiver.on('message', (data: Buffer) => out.push(Buffer.from(data)));
-  receiver.on('error', (err) => {
+  receiver.on('error', (err: Error) => {
     throw err;
   });
   receiver.write(stream.subarray(end + 4));

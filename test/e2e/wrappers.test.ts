@@ -10,9 +10,9 @@ import { describe, expect, it } from 'vitest';
 import { kernelSuiteSkipReason, REPO } from '../helpers/agent.js';
 import { bpfState } from '../helpers/bpf-state.js';
 import { udpCollector } from '../helpers/collector.js';
+import { sleep } from '../helpers/wait.js';
 
 const why = kernelSuiteSkipReason('wrapper signal tests');
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Every process below `root`, from /proc (PPid in each status file). */
 function descendants(root: number): number[] {

@@ -85,11 +85,3 @@ export function startAgent(args: string[], env: NodeJS.ProcessEnv = process.env,
   });
 }
 
-/** Waits (polling every 50 ms) until `cond` holds; throws naming `what` after timeoutMs. */
-export async function until(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

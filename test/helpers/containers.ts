@@ -6,10 +6,10 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { sleep } from './wait.js';
 
 /** The Debian package's client (a newer one is also installed at /usr/local/bin). */
 export const DOCKER = '/usr/bin/docker';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Why dockerd cannot run here, or undefined. */
 export function cannotRunDocker(): string | undefined {

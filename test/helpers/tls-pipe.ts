@@ -1,7 +1,8 @@
 /** Two Node tls peers (test/fixtures/tls_pipe.mjs) over 127.0.0.1: what one is given on stdin, the other decrypts to stdout. */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { join, resolve } from 'node:path';
-import { REPO, until } from './agent.js';
+import { REPO } from './agent.js';
+import { until } from './wait.js';
 import { freePort } from './collector.js';
 
 export interface TlsPeer {

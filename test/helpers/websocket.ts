@@ -3,6 +3,9 @@
  * bits, opcode), the length in any of its three forms and claiming more or less than the payload,
  * masked with a given key or not. For the fuzz target, the unit tests and the bench; no code from src/.
  */
+import { createRequire } from 'node:module';
+import type { Writable } from 'node:stream';
+
 export interface FrameSpec {
   /** Length form: 7-bit (claims up to 125), 16-bit or 64-bit; default the shortest that fits. */
   form?: 7 | 16 | 64;
@@ -28,3 +31,12 @@ export function encodeFrame(b0: number, payload: Buffer, spec: FrameSpec = {}): 
   }
   return Buffer.concat([head, key, body]);
 }
+
+/**
+ * The `ws` package's own frame Sender and Receiver, an encoder and decoder independent of ours. The
+ * package exports both; @types/ws does not declare them, so their types are stated here.
+ */
+export const { Sender: WsSender, Receiver: WsReceiver } = createRequire(import.meta.url)('ws') as {
+  Sender: { frame(data: Buffer, options: { fin: boolean; opcode: number; mask: boolean; readOnly: boolean; rsv1: boolean }): Buffer[] };
+  Receiver: new (options: { isServer: boolean; binaryType: 'nodebuffer'; allowSynchronousEvents: boolean }) => Writable;
+};

@@ -301,7 +301,7 @@ describe('filters, node name, tail fields', () => {
     const ev: TailEventFields = {
       ts: '2026-11-24T08:00:00.123456Z', proto: 'sip', transport: 'udp', src: { ip: '10.0.0.1', port: 5060 }, dst: { ip: '10.0.0.2', port: 5060 },
       pid: 7, comm: 'kamailio', cgroupId: '1', correlationId: 'c1', summary: 'INVITE sip:a@b', callId: 'c1', size: 6, truncated: false,
-      payload: Buffer.from('INVITE'), container: pcscf, peerContainer: k8s,
+      payload: Buffer.from('INVITE'), container: pcscf, peerContainer: k8s, connectionUnknown: false,
     };
     const got: TailEventFields[] = [];
     new TailEventReader().push(Buffer.from(encodeTailEvent(ev)), (e) => got.push(e));

@@ -18,6 +18,7 @@ function message(payload: Buffer, tsMs: number, proto: 'sip' | 'diameter', src =
     tid: 1,
     comm: 'x',
     cgroupId: 1n,
+    netns: 0,
     sockId: 1n,
     direction: 'egress',
     payload,

@@ -15,7 +15,7 @@ import { TcpHepSender } from '../../src/output/hep-sender-tcp.js';
 import { Spool } from '../../src/output/spool.js';
 import { parseHepGroup, parseHepTarget } from '../../src/output/target.js';
 import { tcpCollector } from '../helpers/collector.js';
-import { until } from '../helpers/agent.js';
+import { until } from '../helpers/wait.js';
 
 const log = pino({ level: 'silent' });
 /** A HEP-shaped packet carrying `n` (offset 6) and `size` bytes in all. */

@@ -298,7 +298,7 @@ describe('records to messages', () => {
 
 describe('local dedup', () => {
   const msg = (direction: 'egress' | 'ingress', text: string, tsNs = 1n): Message => ({
-    tsNs, transport: 'udp', family: 4, src: { ip: '127.0.0.1', port: 5060 }, dst: { ip: '127.0.0.1', port: 5070 },
+    tsNs, proto: 'sip', netns: 0, transport: 'udp', family: 4, src: { ip: '127.0.0.1', port: 5060 }, dst: { ip: '127.0.0.1', port: 5070 },
     pid: 1, tid: 1, comm: 'x', cgroupId: 1n, sockId: 1n, direction, payload: Buffer.from(text), size: text.length, truncated: false, peerUnknown: false, connectionUnknown: false,
   });
 

@@ -126,7 +126,7 @@ describe('HEP IP protocol of TLS', () => {
     const fwd = new HepForwarder(createSenders([[parseHepTarget(`udp://127.0.0.1:${sock.address().port}`)]], pino({ level: 'silent' })), { captureId: 1 }, { tlsIpProto });
     await new Promise((r) => setTimeout(r, 50)); // the UDP sender drops (and counts) until its socket is connected
     const asm = new StreamAssembler((message) => {
-      const ev: CaptureEvent = { message, payload: message.payload, summary: 'MESSAGE', wallUs: 1, correlationId: 'p' };
+      const ev: CaptureEvent = { message, payload: message.payload, summary: 'MESSAGE', wallUs: 1, correlationId: 'p', container: null, peerContainer: null };
       fwd.forward(ev);
     });
     decodeBatch(batchOf([plaintext(sipMessage('p'), true)]), (r) => asm.push(r));

@@ -4,12 +4,11 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Sender } from 'ws';
 import { MAX_MESSAGE_BYTES, type FramerStats } from '../../src/stream/framer.js';
 import { MAX_FRAME_BYTES, WebSocketFramer, type WebSocketStats } from '../../src/stream/websocket-framer.js';
 import { isSipHandshake, handshakeEnd } from '../../src/protocols/websocket.js';
 import { sipMessage } from './records.js';
-import { encodeFrame } from '../helpers/websocket.js';
+import { encodeFrame, WsSender } from '../helpers/websocket.js';
 import { decodeBatch, F_TLS, L7_SIP, L7_WEBSOCKET } from '../../src/capture/record.js';
 import { batchOf, encodeRecord } from '../../src/capture/replay.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
@@ -23,7 +22,7 @@ const CLOSE = 8;
 
 /** One frame as `ws` writes it: masked (a client's) or not (a server's). */
 export function wsFrame(data: Buffer, opts: { opcode?: number; fin?: boolean; mask?: boolean } = {}): Buffer {
-  const parts = Sender.frame(data, { fin: opts.fin ?? true, opcode: opts.opcode ?? TEXT, mask: opts.mask ?? false, readOnly: true, rsv1: false });
+  const parts = WsSender.frame(data, { fin: opts.fin ?? true, opcode: opts.opcode ?? TEXT, mask: opts.mask ?? false, readOnly: true, rsv1: false });
   return Buffer.concat(parts);
 }
 
