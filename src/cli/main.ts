@@ -41,7 +41,7 @@ addContainerOptions(program
   .option('--tls-ip-proto <n>', 'HEP IP protocol (chunk 0x02) of messages that travelled in TLS: 22 as Kamailio siptrace, or 6', tlsIpProto, 22)
   .option('--no-redact', 'forward authentication secrets (AKA vectors and keys, SDP a=crypto keys, MIKEY) unmasked')
   .option('--correlation-header <name>', 'HEP correlation id (0x11) from this SIP header, e.g. X-CID: of each message carrying it, the rest of its Call-ID and the Diameter tied to that call', optionParser(correlationHeader))
-  .option('--correlation-regex <regex>', `as --correlation-header, from a capture group of this regex over the first ${REGEX_SCAN_BYTES} bytes of each SIP message (linear-time engine: no backreferences, lookaround or i flag)`, optionParser(correlationRegex))
+  .option('--correlation-regex <regex>', `as --correlation-header, from a capture group of this regex over the first ${REGEX_SCAN_BYTES} bytes of each SIP message (case-sensitive; no backreferences or lookaround, so that its time is bounded)`, optionParser(correlationRegex))
   .option('--connection-events', 'also send TCP connect/accept/close and TLS handshake failures of SIP/Diameter connections (HEP type 100)')
   .option('--metrics-listen <ip:port>', 'serve Prometheus /metrics, /healthz and /readyz over HTTP, e.g. 127.0.0.1:9464', listenAddress)
   .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))

@@ -140,7 +140,7 @@ function icidOf(payload: Buffer): string | undefined {
 export interface OperatorKey {
   /** Header name (any case), e.g. X-CID: its first non-empty value in the header block. */
   header?: string;
-  /** From correlationRegex(): the first capture group that matched in the first REGEX_SCAN_BYTES. Tried when the header is absent. */
+  /** From correlationRegex(): the first capture group that matched in the first REGEX_SCAN_BYTES bytes. Tried when the header is absent. */
   regex?: RegExp;
 }
 
@@ -153,25 +153,29 @@ export function correlationHeader(name: string): string {
 }
 
 /**
- * Compiles --correlation-regex for V8's linear-time engine (flag `l`), so no pattern and no message
- * can make it backtrack: its cost is bounded by pattern size times REGEX_SCAN_BYTES. That engine
- * has no backreferences, lookaround or `i` flag ([Xx] instead); a pattern needing them is refused.
+ * Compiles --correlation-regex. It runs on V8's backtracking engine (fast: about a microsecond over
+ * a message), which V8 is told to leave for its linear-time engine, for that run, once a run has
+ * backtracked 50,000 times: no pattern and no message can make it take longer than pattern size
+ * times REGEX_SCAN_BYTES. So the pattern must be one the linear engine can run: no backreferences,
+ * lookahead or lookbehind (checked by compiling it for that engine, flag `l`), and no flags.
  */
 export function correlationRegex(source: string): RegExp {
-  const what = `--correlation-regex ${JSON.stringify(source)}`;
-  let groups: number;
+  const what = `--correlation-regex '${source}'`;
   try {
-    groups = new RegExp(`${source}|`).exec('')!.length - 1;
+    new RegExp(source);
   } catch (err) {
     throw new Error(`${what} is not a valid regular expression: ${(err as Error).message}`);
   }
-  if (groups < 1) throw new Error(`${what} has no capture group: the group's text is the key, e.g. "X-Session: *([^\\r\\n]+)"`);
+  // An alternative that matches the empty string: the match has one entry per group.
+  if (new RegExp(`${source}|`).exec('')!.length < 2) throw new Error(`${what} has no capture group: the group's text is the key, e.g. 'X-Session: *([^\\r\\n]+)'`);
   setFlagsFromString('--enable-experimental-regexp-engine');
+  setFlagsFromString('--enable-experimental-regexp-engine-on-excessive-backtracks');
   try {
-    return new RegExp(source, 'l');
+    new RegExp(source, 'l');
   } catch {
     throw new Error(`${what} cannot run in linear time: backreferences, lookahead and lookbehind are not supported`);
   }
+  return new RegExp(source);
 }
 
 /** The value of the first header named `lower` (lower case) that has one, in the header block; each line read once. */
@@ -196,9 +200,10 @@ function headerValue(payload: Buffer, lower: string): string | undefined {
 }
 
 function regexKey(payload: Buffer, regex: RegExp): string | undefined {
-  const m = regex.exec(payload.toString('utf8', 0, Math.min(payload.length, REGEX_SCAN_BYTES)));
+  // latin1: one byte per character, the cheapest decoding; the key alone is read as the UTF-8 it is.
+  const m = regex.exec(payload.toString('latin1', 0, Math.min(payload.length, REGEX_SCAN_BYTES)));
   if (!m) return undefined;
-  for (let i = 1; i < m.length; i++) if (m[i]) return m[i];
+  for (let i = 1; i < m.length; i++) if (m[i]) return Buffer.from(m[i], 'latin1').toString('utf8');
   return undefined;
 }
 
