@@ -17,7 +17,7 @@ import { DiameterFramer } from '../src/stream/diameter-framer.js';
 import type { Message } from '../src/stream/message.js';
 import { parseSip, type SipInfo } from '../src/protocols/sip.js';
 import { parseDiameter, type DiameterInfo } from '../src/protocols/diameter.js';
-import { Correlator } from '../src/enrich/correlation.js';
+import { correlationRegex, Correlator, REGEX_SCAN_BYTES, type OperatorKey } from '../src/enrich/correlation.js';
 import { redactDiameter, redactSip } from '../src/enrich/redact.js';
 import { Attribution } from '../src/enrich/attribution.js';
 import type { ContainerResolver } from '../src/enrich/containers.js';
@@ -146,12 +146,18 @@ function replayAgent(resolver: ContainerResolver) {
   return { source, agent };
 }
 
+/** An operator's key the recorded traffic has: the INVITE's User-Agent (its responses and the Rx tied to it inherit it). */
+const KEY_HEADER: OperatorKey = { header: 'User-Agent' };
+const KEY_REGEX: OperatorKey = { regex: correlationRegex('User-Agent: *([^\\r\\n]+)') };
+
 const STAGES = [
   'decode',
   'stream/framing',
   'dedup',
   'SIP/Diameter parse',
   'correlation',
+  'correlation, --correlation-header',
+  'correlation, --correlation-regex',
   'redaction',
   'attribution',
   'HEP encode',
@@ -167,6 +173,10 @@ async function scenarioFigures(name: string, rec: Recorder): Promise<Record<Stag
   const { messages, parsed, events } = stageInputs(batches, resolver);
   if (events.length !== n) throw new Error(`${name}: the stages forwarded ${events.length} of ${n} recorded messages`);
   const noop = (r: CaptureRecord) => r.dataLen;
+  const correlate = (c: Correlator) => {
+    for (const p of parsed) if (p.diameter) c.diameter(p.message, p.diameter);
+    else c.sip(p.message, p.sip!);
+  };
   const decode = measure(n, () => undefined, () => {
     for (const b of batches) decodeBatch(b, noop);
   });
@@ -184,10 +194,9 @@ async function scenarioFigures(name: string, rec: Recorder): Promise<Record<Stag
       for (const { message: m } of parsed) if (m.proto === 'diameter') parseDiameter(m.payload);
       else parseSip(m.payload);
     }),
-    correlation: measure(n, () => new Correlator(), (c) => {
-      for (const p of parsed) if (p.diameter) c.diameter(p.message, p.diameter);
-      else c.sip(p.message, p.sip!);
-    }),
+    correlation: measure(n, () => new Correlator(), correlate),
+    'correlation, --correlation-header': measure(n, () => new Correlator(KEY_HEADER), correlate),
+    'correlation, --correlation-regex': measure(n, () => new Correlator(KEY_REGEX), correlate),
     redaction: measure(n, () => undefined, () => {
       for (const p of parsed) if (p.diameter) redactDiameter(p.message.payload, p.diameter.avps);
       else redactSip(p.message.payload);
@@ -275,6 +284,12 @@ function hostileFigures(resolver: ContainerResolver): Record<string, Hostile> {
     'correlation: P-Charging-Vector line with no icid-value': hostile((size) =>
       whole(Buffer.from(`${sipHead}${'P-Charging-Vector: '.repeat(Math.floor(size / 19))}\r\nContent-Length: 17\r\n\r\nicid-value=nobody`)),
     (input) => new Correlator().sip(message(input), parseSip(input)!)),
+    // Each run of a before a ! makes (a+)+$ backtrack exponentially; the regex sees the first REGEX_SCAN_BYTES only.
+    [`correlation: --correlation-regex (a+)+$ over a header of (a{200}!)*, ns per byte of the first ${REGEX_SCAN_BYTES} B`]: hostile((size) => ({
+      input: Buffer.from(`${sipHead}X-Pad: ${`${'a'.repeat(200)}!`.repeat(Math.floor((size - 80) / 201))}\r\nContent-Length: 0\r\n\r\n`),
+      bytes: Math.min(size, REGEX_SCAN_BYTES),
+    }),
+    (input) => new Correlator({ regex: correlationRegex('(a+)+$') }).sip(message(input), parseSip(input)!)),
     'whole pipeline: Diameter CCR whose Session-Id is 0xff bytes': hostile((size) => {
       const ccr = diameterMessage({ request: true, proxiable: true, command: 272, app: 4, hopByHop: 9, endToEnd: 9, avps: [{ code: 263, value: Buffer.alloc(size - 64, 0xff) }, { code: 416, value: 1 }] });
       const rec = new Recorder();

@@ -10,7 +10,7 @@ import { LocalDedup } from './stream/dedup.js';
 import type { Message } from './stream/message.js';
 import { parseSip } from './protocols/sip.js';
 import { diameterSummary, parseDiameter } from './protocols/diameter.js';
-import { Correlator } from './enrich/correlation.js';
+import { Correlator, type OperatorKey } from './enrich/correlation.js';
 import { ConnectionEvents } from './enrich/connection-events.js';
 import { redactDiameter, redactSip } from './enrich/redact.js';
 import { Attribution, type AttributionOptions } from './enrich/attribution.js';
@@ -36,6 +36,8 @@ export interface AgentOptions {
   redact?: boolean;
   /** Send connection events (src/enrich/connection-events.ts; default false). */
   connectionEvents?: boolean;
+  /** The operator's own correlation key (--correlation-header, --correlation-regex). */
+  correlation?: OperatorKey;
   /** Where contained failures are reported. */
   log: Logger;
   /** Names the containers of both ends; events reach the sink after it (held a bounded time when a name is not known yet). */
@@ -52,7 +54,7 @@ export class Agent {
   private readonly assembler: StreamAssembler;
   private readonly tls: TlsAttribution;
   private tlsTimer?: NodeJS.Timeout;
-  private readonly correlator = new Correlator();
+  private readonly correlator: Correlator;
   private readonly connections: ConnectionEvents;
   private readonly redact: boolean;
   private readonly attribution: Attribution;
@@ -75,6 +77,7 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.redact = opts.redact ?? true;
+    this.correlator = new Correlator(opts.correlation);
     this.failures = new Failures(opts.log);
     this.attribution = new Attribution(opts.containers, (ev) => this.deliver(ev), opts.hold);
     this.assembler = new StreamAssembler((m) => this.onMessage(m));
@@ -236,7 +239,12 @@ export interface HostCaptureOptions extends ContainerSourceOptions {
   redact?: boolean;
   connectionEvents?: boolean;
   holdMs?: number;
+  correlationHeader?: string;
+  /** From correlationRegex() (src/enrich/correlation.ts). */
+  correlationRegex?: RegExp;
 }
+
+const operatorKey = (o: HostCaptureOptions): OperatorKey => ({ header: o.correlationHeader, regex: o.correlationRegex });
 
 /** The pipeline over this host's kernel, naming containers from its cgroups and runtimes. */
 export function hostAgent(o: HostCaptureOptions, log: Logger, sink: (event: CaptureEvent) => void): Agent {
@@ -245,6 +253,7 @@ export function hostAgent(o: HostCaptureOptions, log: Logger, sink: (event: Capt
     log,
     redact: o.redact,
     connectionEvents: o.connectionEvents,
+    correlation: operatorKey(o),
     containers: new ContainerResolver(CgroupIndex.forThisHost(), containerSources({ ...o, kubernetes: KubernetesPods.inCluster() })),
     hold: { holdMs: o.holdMs },
     sink,
@@ -277,7 +286,7 @@ async function warmUp(o: ForwardingOptions, log: Logger): Promise<void> {
   const forwarder = new HepForwarder([discard], o.hep, o);
   const source = new ReplaySource();
   // A small hold: names are known at once, only the first messages wait for the (empty) lookup.
-  const agent = new Agent({ source, log, redact: o.redact, containers: new ContainerResolver(undefined, {}), hold: { heldBytes: 1 << 20 }, sink: (ev) => forwarder.forward(ev) });
+  const agent = new Agent({ source, log, redact: o.redact, correlation: operatorKey(o), containers: new ContainerResolver(undefined, {}), hold: { heldBytes: 1 << 20 }, sink: (ev) => forwarder.forward(ev) });
   await agent.start();
   // Building records costs about what running them does: the same 1,000 messages go round again
   // (each pair of copies is matched at once, so a round leaves nothing for the next to trip on).

@@ -9,6 +9,7 @@ import { addContainerOptions } from './container-options.js';
 import { DEFAULT_NODE_NAME } from '../output/node-name.js';
 import { parseListenAddress } from '../output/metrics.js';
 import { applyConfig, collect, integer } from './config.js';
+import { correlationHeader, correlationRegex, REGEX_SCAN_BYTES } from '../enrich/correlation.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -39,6 +40,8 @@ addContainerOptions(program
   .addOption(new Option('--diameter-payload <form>', 'HEP payload of Diameter messages: decoded JSON or the exact bytes').choices(['json', 'raw']).default('json'))
   .option('--tls-ip-proto <n>', 'HEP IP protocol (chunk 0x02) of messages that travelled in TLS: 22 as Kamailio siptrace, or 6', tlsIpProto, 22)
   .option('--no-redact', 'forward authentication secrets (AKA vectors and keys, SDP a=crypto keys, MIKEY) unmasked')
+  .option('--correlation-header <name>', 'HEP correlation id (0x11) from this SIP header, e.g. X-CID: of each message carrying it, the rest of its Call-ID and the Diameter tied to that call', optionParser(correlationHeader))
+  .option('--correlation-regex <regex>', `as --correlation-header, from a capture group of this regex over the first ${REGEX_SCAN_BYTES} bytes of each SIP message (case-sensitive; no backreferences or lookaround, so that its time is bounded)`, optionParser(correlationRegex))
   .option('--connection-events', 'also send TCP connect/accept/close and TLS handshake failures of SIP/Diameter connections (HEP type 100)')
   .option('--metrics-listen <ip:port>', 'serve Prometheus /metrics, /healthz and /readyz over HTTP, e.g. 127.0.0.1:9464', listenAddress)
   .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
@@ -79,13 +82,22 @@ function tlsIpProto(v: string): number {
   return n;
 }
 
+/** A validator that throws Error as commander's InvalidArgumentError, so the message is shown as an option error. */
+function optionParser<T>(validate: (v: string) => T): (v: string) => T {
+  return (v) => {
+    try {
+      return validate(v);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
+}
+
 function listenAddress(v: string): string {
-  try {
-    parseListenAddress(v);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-  return v;
+  return optionParser((address) => {
+    parseListenAddress(address);
+    return address;
+  })(v);
 }
 
 program.parseAsync().catch((err: Error) => {

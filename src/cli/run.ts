@@ -21,6 +21,8 @@ export interface RunOptions extends ContainerOptions {
   tlsIpProto: number;
   redact: boolean;
   connectionEvents?: boolean;
+  correlationHeader?: string;
+  correlationRegex?: RegExp;
   logLevel: string;
   metricsListen?: string;
 }

@@ -234,16 +234,7 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
 
       // Rx and Cx from our own peer (see test/helpers/diameter-peer.ts for why not npm diameter).
       const client = await connectClientPeer(relayPort, 'client.test');
-      const route: AvpSpec[] = [
-        { code: 264, value: 'client.test' },
-        { code: 296, value: 'test' },
-        { code: 283, value: 'test' },
-        { code: 293, value: 'server.test' },
-      ];
-      const req = (command: number, app: number, sid: string, avps: AvpSpec[]) => {
-        const hbh = client.nextHopByHop();
-        return diameterMessage({ request: true, proxiable: true, command, app, hopByHop: hbh, endToEnd: hbh, avps: [{ code: 263, value: sid }, ...route, { code: 258, value: app }, ...avps] });
-      };
+      const req = client.routedRequest;
       const aaa = await client.request(req(265, APP.rx, 'client.test;rx;1', [{ code: 505, vendor: TGPP, value: icid }]));
       expect(aaa.command).toBe(265);
       // Alice's REGISTER is in progress while the S-CSCF asks the HSS for her vectors.

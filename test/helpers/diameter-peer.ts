@@ -140,6 +140,12 @@ export async function connectClientPeer(port: number, host: string) {
   return {
     cea,
     nextHopByHop: () => hbh++,
+    /** A proxiable request to `destination` through a relay (realm "test"): Session-Id `sid`, Origin, Destination and Auth-Application-Id, then `avps`. */
+    routedRequest(command: number, app: number, sid: string, avps: AvpSpec[], destination = 'server.test'): Buffer {
+      const id = hbh++;
+      const route: AvpSpec[] = [...identity(host), { code: 283, value: 'test' }, { code: 293, value: destination }, { code: 258, value: app }];
+      return diameterMessage({ request: true, proxiable: true, command, app, hopByHop: id, endToEnd: id, avps: [{ code: 263, value: sid }, ...route, ...avps] });
+    },
     request,
     write: (b: Buffer) => new Promise<void>((r) => sock.write(b, () => r())),
     close: () => sock.destroy(),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Correlator, identityKey } from '../../src/enrich/correlation.js';
+import { correlationHeader, correlationRegex, Correlator, identityKey, REGEX_SCAN_BYTES } from '../../src/enrich/correlation.js';
 import { redactDiameter, redactSip } from '../../src/enrich/redact.js';
 import { parseDiameter } from '../../src/protocols/diameter.js';
 import { parseSip } from '../../src/protocols/sip.js';
@@ -89,6 +89,111 @@ describe('correlation ids', () => {
   it('identities compare without scheme, brackets, parameters or case', () => {
     expect(identityKey(' <sip:Alice@IMS.test;transport=tcp>;tag=1')).toBe('alice@ims.test');
     expect(identityKey('tel:+123')).toBe('+123');
+  });
+});
+
+describe("the operator's correlation key", () => {
+  /** A SIP message of `callId` with these extra header lines; a response when `status` is given. */
+  const msg = (callId: string, extra: string[] = [], cseq = '1 INVITE', status?: number) =>
+    `${status ? `SIP/2.0 ${status} OK` : `${cseq.split(' ')[1]} sip:bob@x SIP/2.0`}\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\nCall-ID: ${callId}\r\nCSeq: ${cseq}\r\n` +
+    `${extra.map((h) => `${h}\r\n`).join('')}Content-Length: 0\r\n\r\n`;
+
+  it('--correlation-header: every message carrying it, the rest of its Call-ID after it, and not before', () => {
+    const c = new Correlator({ header: 'X-CID' });
+    expect(sip(c, msg('leg-a', [], '1 OPTIONS'))).toBe('leg-a');
+    expect(sip(c, msg('leg-a', ['x-cid: b2bua-1']))).toBe('b2bua-1');
+    expect(sip(c, msg('leg-a', [], '1 INVITE', 200), 1)).toBe('b2bua-1');
+    // The other leg: its own Call-ID, the same key (name in any case, blanks around the colon).
+    expect(sip(c, msg('leg-b', ['X-Cid  :  b2bua-1 ']), 2)).toBe('b2bua-1');
+    expect(sip(c, msg('leg-b', [], '1 ACK'), 3)).toBe('b2bua-1');
+    // A message carrying another value takes it, and the call follows.
+    expect(sip(c, msg('leg-a', ['X-CID: b2bua-2'], '2 INVITE'), 4)).toBe('b2bua-2');
+    expect(sip(c, msg('leg-a', [], '2 INVITE', 200), 5)).toBe('b2bua-2');
+    // Calls without it keep their Call-ID; an empty header is no key; a body line is not a header.
+    expect(sip(c, msg('other', ['X-CID:'], '1 INVITE'), 6)).toBe('other');
+    const body = 'X-CID: in-body\r\n';
+    expect(sip(c, `MESSAGE sip:b@x SIP/2.0\r\nCall-ID: m1\r\nCSeq: 1 MESSAGE\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 7)).toBe('m1');
+    // The header name is not confused with a longer one or a prefix.
+    expect(sip(c, msg('other', ['X-CIDS: no', 'X-CI: no'], '2 INVITE'), 8)).toBe('other');
+    expect(c.stats()).toMatchObject({ keyed: 3, keys: 2, keysEvicted: 0 });
+  });
+
+  it('the key outlives an idle hour only with traffic; after the BYE is answered it is kept 32 s more, not renewed', () => {
+    const c = new Correlator({ header: 'X-Session' });
+    sip(c, msg('c1', ['X-Session: s1']), 0);
+    expect(sip(c, msg('c1', [], '2 INFO'), 3_000_000)).toBe('s1'); // 50 minutes on: renewed
+    expect(sip(c, msg('c1', [], '3 INFO'), 6_700_000)).toBe('c1'); // over an hour since: forgotten
+    sip(c, msg('c2', ['X-Session: s1']), 7_000_000);
+    expect(sip(c, msg('c2', [], '2 BYE', 200), 7_000_010)).toBe('s1');
+    expect(sip(c, msg('c2', [], '2 BYE'), 7_031_000)).toBe('s1'); // a retransmission
+    expect(sip(c, msg('c2', [], '2 BYE', 200), 7_033_000)).toBe('c2');
+  });
+
+  it('the Diameter tied to a keyed call takes the key, also when the key came after the Diameter began', () => {
+    const c = new Correlator({ header: 'X-CID' });
+    const withIcid = (callId: string, key?: string) => invite(callId, 'icid-9').replace('Content-Length', key ? `X-CID: ${key}\r\nContent-Length` : 'Content-Length');
+    sip(c, withIcid('call-9'));
+    const aar = req(265, 16777236, 1, [{ code: 263, value: 'pcscf;rx;9' }, { code: 505, vendor: TGPP, value: 'icid-9' }]);
+    expect(dia(c, aar, 1).id).toBe('call-9');
+    expect(dia(c, ans(265, 16777236, 1, [{ code: 263, value: 'pcscf;rx;9' }]), 2, 40000, 3868).id).toBe('call-9');
+    sip(c, withIcid('call-9', 'cid-9'), 3);
+    // The STR, tied by its Session-Id to the call, and its answer.
+    expect(dia(c, req(275, 16777236, 2, [{ code: 263, value: 'pcscf;rx;9' }]), 4).id).toBe('cid-9');
+    expect(dia(c, ans(275, 16777236, 2, [{ code: 263, value: 'pcscf;rx;9' }]), 5, 40000, 3868).id).toBe('cid-9');
+    // A new AAR by icid.
+    expect(dia(c, req(265, 16777236, 3, [{ code: 263, value: 'pcscf;rx;10' }, { code: 505, vendor: TGPP, value: 'icid-9' }]), 6).id).toBe('cid-9');
+  });
+
+  it('--correlation-regex: the first capture group that matched, within the first REGEX_SCAN_BYTES', () => {
+    const c = new Correlator({ regex: correlationRegex('[Xx]-[Tt]est-[Ii][Dd]: *([^\\r\\n;]+)|session=([a-z0-9]+)') });
+    expect(sip(c, msg('r1', ['X-Test-Id: run-42;x=y']))).toBe('run-42');
+    expect(sip(c, msg('r1', [], '1 INVITE', 180))).toBe('run-42');
+    expect(sip(c, msg('r2', ['Subject: session=abc']))).toBe('abc');
+    expect(sip(c, msg('r4', ['X-Test-Id: café']))).toBe('café');
+    const far = msg('r3', [`X-Pad: ${'p'.repeat(REGEX_SCAN_BYTES)}`, 'X-Test-Id: too-far']);
+    expect(sip(c, far)).toBe('r3');
+  });
+
+  it('header first, then the regex; a message without a Call-ID keeps its key to itself', () => {
+    const c = new Correlator({ header: 'X-CID', regex: correlationRegex('Subject: (\\S+)') });
+    expect(sip(c, msg('h1', ['Subject: subj', 'X-CID: hdr']))).toBe('hdr');
+    expect(sip(c, msg('h2', ['Subject: subj']))).toBe('subj');
+    expect(sip(c, 'OPTIONS sip:b@x SIP/2.0\r\nX-CID: lone\r\nContent-Length: 0\r\n\r\n')).toBe('lone');
+    expect(c.stats().keys).toBe(2);
+  });
+
+  it('keys longer than a HEP chunk are cut and counted', () => {
+    const c = new Correlator({ header: 'X-CID' });
+    expect(sip(c, msg('long', [`X-CID: ${'k'.repeat(2000)}`])).length).toBe(1024);
+    expect(c.stats().idsCut).toBe(1);
+  });
+
+  it('the table is bounded: the least recently used Call-ID is forgotten first, counted', () => {
+    const c = new Correlator({ header: 'X-CID' });
+    const n = 100_001;
+    for (let i = 0; i < n; i++) sip(c, msg(`b${i}`, [`X-CID: k${i}`]), i);
+    expect(c.stats()).toMatchObject({ keys: 100_000, keysEvicted: 1 });
+    expect(sip(c, msg('b0', [], '2 INFO'), n)).toBe('b0');
+    expect(sip(c, msg(`b${n - 1}`, [], '2 INFO'), n)).toBe(`k${n - 1}`);
+  });
+
+  it('options are validated with errors naming them', () => {
+    expect(correlationHeader('X-CID')).toBe('X-CID');
+    expect(() => correlationHeader('X-CID:')).toThrow('--correlation-header must be a SIP header name such as X-CID, got "X-CID:"');
+    expect(() => correlationHeader('')).toThrow('--correlation-header');
+    expect(() => correlationRegex('X-CID: (')).toThrow("--correlation-regex 'X-CID: (' is not a valid regular expression: Invalid regular expression: /X-CID: (/: Unterminated group");
+    expect(() => correlationRegex('X-CID: \\S+')).toThrow("--correlation-regex 'X-CID: \\S+' has no capture group");
+    expect(() => correlationRegex('(?:x)')).toThrow('has no capture group');
+    expect(() => correlationRegex('(a)\\1')).toThrow('cannot run in linear time');
+    expect(() => correlationRegex('(?<=x)(a)')).toThrow('cannot run in linear time');
+  });
+
+  it('a catastrophic pattern costs linear time: (a+)+$ over 3000 a and a !', () => {
+    const c = new Correlator({ regex: correlationRegex('(a+)+$') });
+    const t0 = process.hrtime.bigint();
+    expect(sip(c, msg('cat', [`X-Pad: ${'a'.repeat(3000)}!`]))).toBe('cat');
+    // Backtracking alone would take longer than the universe has; V8 moves to its linear engine.
+    expect(Number(process.hrtime.bigint() - t0) / 1e6).toBeLessThan(1000);
   });
 });
 
