@@ -309,6 +309,18 @@ describe('local dedup', () => {
     expect(d.size).toBe(0);
   });
 
+  it('at its bound forgets the oldest bucket before its window ends, and counts each one', () => {
+    const d = new LocalDedup(2_000_000_000n, 2);
+    for (const text of ['X1', 'X2', 'X3', 'X4']) d.accept(msg('egress', text));
+    expect([d.size, d.evictedEarly]).toEqual([2, 2]);
+    // A full table makes room first (X3 goes); X4's other copy still pairs, the forgotten X1's is taken for a new message.
+    expect([d.accept(msg('ingress', 'X4')), d.accept(msg('ingress', 'X1'))]).toEqual([false, true]);
+    expect(d.evictedEarly).toBe(3);
+    // Past the window a bucket goes without counting.
+    d.accept(msg('egress', 'X5', 3_000_000_000n));
+    expect([d.size, d.evictedEarly]).toEqual([1, 3]);
+  });
+
   it('keeps retransmissions: two copies from the same side are two wire messages', () => {
     const d = new LocalDedup();
     const seen = [msg('egress', 'R'), msg('egress', 'R'), msg('ingress', 'R'), msg('ingress', 'R')].map((m) => d.accept(m));
