@@ -50,6 +50,7 @@ const STAT_METRICS: StatMetric[] = [
   counter('hepbpf_websocket_control_frames_total', 'capture.streams.websocket.controlFrames', 'WebSocket ping, pong and close frames'),
   counter('hepbpf_websocket_not_sip_total', 'capture.streams.websocket.notSip', 'WebSocket data messages that were not SIP'),
   counter('hepbpf_streams_expired_total', 'capture.streams.expiredStreams', 'idle TCP streams forgotten'),
+  counter('hepbpf_streams_evicted_for_memory_total', 'capture.streams.evictedForMemory', 'TCP streams forgotten with their partial messages, all partial messages together holding over 32 MiB'),
   gauge('hepbpf_stream_buffer_bytes', 'capture.streams.streamBufferBytes', 'bytes held for partial messages'),
   counter('hepbpf_tls_files_checked_total', 'capture.tls.filesChecked', 'files checked for TLS library symbols'),
   counter('hepbpf_tls_files_attached_total', 'capture.tls.attached', 'TLS library files probed'),
