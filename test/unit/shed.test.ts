@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent.js';
 import { Shedder } from '../../src/capture/shed.js';
+import { RING_BUFFER_MIB, ringBufferBytes } from '../../src/capture/socket-capture.js';
 import { batchOf, encodeRecord, ReplaySource, syntheticSipBatches } from '../../src/capture/replay.js';
 import { decodeBatch, SRC_EXEC, SRC_TCP_CLOSE, SRC_TLS_CONN } from '../../src/capture/record.js';
 import { memoryContainers } from '../../bench/traffic.js';
@@ -83,5 +84,14 @@ describe('overload shedding (src/capture/shed.ts)', () => {
     await agent.stop();
     expect(agent.stats().shed).toEqual({ lag: 0 });
     expect(forwarded).toBe(110);
+  });
+});
+
+describe('ring buffer size (HEPBPF_RING_BUFFER_MIB)', () => {
+  it('defaults to 16 MiB, takes a power of two from 1 to 1024 MiB, and refuses anything else by name', () => {
+    expect(ringBufferBytes({})).toBe(RING_BUFFER_MIB << 20);
+    expect(ringBufferBytes({ HEPBPF_RING_BUFFER_MIB: '8' })).toBe(8 << 20);
+    expect(ringBufferBytes({ HEPBPF_RING_BUFFER_MIB: '1024' })).toBe(1024 << 20);
+    for (const bad of ['0', '3', '2048', '8.5', 'x', '-4']) expect(() => ringBufferBytes({ HEPBPF_RING_BUFFER_MIB: bad })).toThrow(`HEPBPF_RING_BUFFER_MIB=${bad}: expected a power of two from 1 to 1024`);
   });
 });
