@@ -85,7 +85,7 @@ export class Agent {
     this.tls = new TlsAttribution((r) => this.assemble(r));
     this.connections = new ConnectionEvents(this.clock, (ev) => this.deliver(ev));
     this.capture = opts.source;
-    if (opts.maxBusyMs !== undefined) this.shedder = new Shedder(opts.log, opts.maxBusyMs);
+    if (opts.maxBusyMs !== undefined) this.shedder = new Shedder(opts.log, () => this.capture.counters().ringbufFull ?? 0, opts.maxBusyMs);
   }
 
   /** Names the containers; `hepbpf containers` lists what it has seen. */

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { OFF_SOURCE, RECORD_HEADER_SIZE, SRC_TLS_CONN } from './record.js';
 
-/** Batches processed back to back for this long without the event loop turning: the pipeline is overloaded. */
+/** Batches processed back to back for this long without the event loop turning, and the ring buffer overflowing: the pipeline is overloaded. */
 export const MAX_BUSY_MS = 1000;
 /** No shedding for this long ends an overload episode (and its log line). */
 const QUIET_MS = 5000;
@@ -10,22 +10,29 @@ const QUIET_MS = 5000;
  * Overload shedding, before a record is decoded (no per-message JS object). The native reader
  * hands batches over while JS returns them, so when JS cannot keep up it works through batch after
  * batch and the event loop never turns: timers (the hold, expiries, the stats line), the HEP
- * senders' flushes and /metrics all wait. Past MAX_BUSY_MS of that, the data records of every batch
- * are dropped and counted (`shed.lag`) until the loop has turned once, which drains what waited in
- * the ring buffer; control records (exec, TLS connection, connection events) still go through,
- * since one lost costs more than its own message. Below overload a batch takes a few ms and the
- * loop turns between batches: nothing is shed.
+ * senders' flushes and /metrics all wait. Past MAX_BUSY_MS of that, once the kernel also counts
+ * records lost to a full ring buffer (so records are being lost anyway), the data records of every
+ * batch are dropped and counted (`shed.lag`) until the loop has turned once: the old records that
+ * waited in the ring buffer go instead of new ones, and the agent is back to current traffic.
+ * Control records (exec, TLS connection, connection events) still go through, since one lost costs
+ * more than its own message. A long stretch the ring buffer absorbs (a cold start, a pause) sheds
+ * nothing; below overload a batch takes a few ms and the loop turns between batches.
  */
 export class Shedder {
   /** Data records dropped, by cause. */
   readonly shed = { lag: 0 };
   private busySinceMs?: number;
+  /** The kernel's ring-buffer loss count when this stretch went past maxBusyMs; then whether it grew since. */
+  private lostAtThreshold?: number;
+  private shedding = false;
   /** Shed count when the episode's first line was logged; undefined outside an episode. */
   private episodeStart?: { count: number; atMs: number };
   private lastShedMs = 0;
 
   constructor(
     private readonly log: Logger,
+    /** Records the kernel lost to a full ring buffer so far (read only past maxBusyMs). */
+    private readonly lostInKernel: () => number,
     private readonly maxBusyMs = MAX_BUSY_MS,
     private readonly nowMs: () => number = Date.now,
   ) {}
@@ -35,16 +42,24 @@ export class Shedder {
     const now = this.nowMs();
     if (this.busySinceMs === undefined) {
       this.busySinceMs = now;
-      setImmediate(() => (this.busySinceMs = undefined));
+      setImmediate(() => {
+        this.busySinceMs = this.lostAtThreshold = undefined;
+        this.shedding = false;
+      });
     }
-    if (now - this.busySinceMs <= this.maxBusyMs) {
+    if (!this.shedding && now - this.busySinceMs > this.maxBusyMs) {
+      const lost = this.lostInKernel();
+      this.lostAtThreshold ??= lost;
+      this.shedding = lost > this.lostAtThreshold;
+    }
+    if (!this.shedding) {
       if (this.episodeStart && now - this.lastShedMs >= QUIET_MS) this.endEpisode();
       return batch;
     }
     this.lastShedMs = now;
     if (!this.episodeStart) {
       this.episodeStart = { count: this.shed.lag, atMs: now };
-      this.log.warn({ busyMs: now - this.busySinceMs }, 'overload: the pipeline cannot keep up with the kernel; shedding data records until it catches up (capture.shed.lag)');
+      this.log.warn({ busyMs: now - this.busySinceMs! }, 'overload: the pipeline cannot keep up with the kernel; shedding data records until it catches up (capture.shed.lag)');
     }
     return this.controlRecords(batch);
   }
