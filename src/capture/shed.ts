@@ -28,6 +28,7 @@ export class Shedder {
   /** Shed count when the episode's first line was logged; undefined outside an episode. */
   private episodeStart?: { count: number; atMs: number };
   private lastShedMs = 0;
+  private quietTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly log: Logger,
@@ -53,21 +54,25 @@ export class Shedder {
       this.shedding = lost > this.lostAtThreshold;
     }
     if (!this.shedding) {
-      if (this.episodeStart && now - this.lastShedMs >= QUIET_MS) this.endEpisode();
+      this.endIfQuiet(now);
       return batch;
     }
     this.lastShedMs = now;
     if (!this.episodeStart) {
       this.episodeStart = { count: this.shed.lag, atMs: now };
       this.log.warn({ busyMs: now - this.busySinceMs! }, 'overload: the pipeline cannot keep up with the kernel; shedding data records until it catches up (capture.shed.lag)');
+      // The end is logged even if no traffic follows.
+      this.quietTimer = setInterval(() => this.endIfQuiet(this.nowMs()), 1000).unref();
     }
     return this.controlRecords(batch);
   }
 
-  private endEpisode(): void {
-    const { count, atMs } = this.episodeStart!;
+  private endIfQuiet(now: number): void {
+    if (!this.episodeStart || now - this.lastShedMs < QUIET_MS) return;
+    const { count, atMs } = this.episodeStart;
     this.log.warn({ shed: this.shed.lag - count, seconds: Math.round((this.lastShedMs - atMs) / 1000) }, 'overload over: no record shed for 5 s');
     this.episodeStart = undefined;
+    clearInterval(this.quietTimer);
   }
 
   /** Walks the native reader's framing (u32 size, u32 0, record, padding to 8), reading only each record's source. */
