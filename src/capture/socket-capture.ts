@@ -23,7 +23,7 @@ function possibleCpus(): number {
 }
 
 /** Ring buffer between the kernel and the agent, in MiB, unless HEPBPF_RING_BUFFER_MIB says otherwise. */
-export const RING_BUFFER_MIB = 16;
+export const RING_BUFFER_MIB = 8;
 
 /**
  * The ring buffer's size in bytes. It is resident twice over (its pages are mapped twice so that a
