@@ -34,5 +34,5 @@ COPY --from=build /opt/hepbpf/dist dist
 COPY --from=build /opt/hepbpf/build/hepbpf.bpf.o build/
 COPY --from=build /opt/hepbpf/src/bpf/native/build/Release/libbpf_addon.node src/bpf/native/build/Release/
 # tini forwards SIGTERM/SIGINT to the agent (PID 2), which detaches its probes and exits.
-ENTRYPOINT ["/usr/bin/tini", "--", "node", "/opt/hepbpf/dist/src/cli/main.js"]
+ENTRYPOINT ["/usr/bin/tini", "--", "node", "--max-semi-space-size=4", "/opt/hepbpf/dist/src/cli/main.js"]
 CMD ["doctor"]

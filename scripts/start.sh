@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >&2
-exec node dist/src/cli/main.js run "$@"
+exec node --max-semi-space-size=4 dist/src/cli/main.js run "$@"

@@ -5,6 +5,7 @@ import { ReplaySource, syntheticSipBatches } from './capture/replay.js';
 import { decodeBatch, F_TLS, SRC_EXEC, SRC_TCP_CONNECT, SRC_TLS_CONN, SRC_TLS_HANDSHAKE_FAILED, type CaptureRecord, type RecordSource } from './capture/record.js';
 import { TlsAttribution } from './capture/tls-attribution.js';
 import { MonotonicClock } from './capture/clock.js';
+import { MAX_BUSY_MS, Shedder } from './capture/shed.js';
 import { StreamAssembler } from './stream/assembler.js';
 import { LocalDedup } from './stream/dedup.js';
 import type { Message } from './stream/message.js';
@@ -43,6 +44,8 @@ export interface AgentOptions {
   /** Names the containers of both ends; events reach the sink after it (held a bounded time when a name is not known yet). */
   containers: ContainerResolver;
   hold?: AttributionOptions;
+  /** Shed data records after this long of batches back to back (src/capture/shed.ts); none without it (recorded records). */
+  maxBusyMs?: number;
   sink: (event: CaptureEvent) => void;
 }
 
@@ -59,6 +62,7 @@ export class Agent {
   private readonly redact: boolean;
   private readonly attribution: Attribution;
   private readonly failures: Failures;
+  private readonly shedder?: Shedder;
   private notSip = 0;
   private notDiameter = 0;
   private diameterMalformed = 0;
@@ -84,6 +88,7 @@ export class Agent {
     this.tls = new TlsAttribution((r) => this.assemble(r));
     this.connections = new ConnectionEvents(this.clock, (ev) => this.deliver(ev));
     this.capture = opts.source;
+    if (opts.maxBusyMs !== undefined) this.shedder = new Shedder(opts.log, () => this.capture.counters().ringbufFull ?? 0, opts.maxBusyMs);
   }
 
   /** Names the containers; `hepbpf containers` lists what it has seen. */
@@ -93,7 +98,8 @@ export class Agent {
 
   async start(): Promise<void> {
     this.opts.containers.start();
-    this.capture.start((batch) => decodeBatch(batch, (r) => this.onRecord(r)));
+    const shedder = this.shedder;
+    this.capture.start((batch) => decodeBatch(shedder ? shedder.admit(batch) : batch, (r) => this.onRecord(r)));
     // TLS plaintext waiting for its connection must go out even when nothing else arrives.
     this.tlsTimer = setInterval(() => {
       const now = process.hrtime.bigint();
@@ -213,11 +219,13 @@ export class Agent {
   stats() {
     return {
       kernel: this.capture.counters(),
+      shed: { lag: this.shedder?.shed.lag ?? 0 },
       streams: this.assembler.stats(),
       tls: { ...this.capture.tlsStats(), attributedLate: this.tls.attributedLate, unattributed: this.tls.unattributed },
       duplicates: this.duplicates,
       keepAlives: this.keepAlives,
       unpairedReceiverCopies: this.dedup.unpaired,
+      dedupEvictedEarly: this.dedup.evictedEarly,
       notSip: this.notSip,
       notDiameter: this.notDiameter,
       diameterMalformed: this.diameterMalformed,
@@ -256,6 +264,7 @@ export function hostAgent(o: HostCaptureOptions, log: Logger, sink: (event: Capt
     correlation: operatorKey(o),
     containers: new ContainerResolver(CgroupIndex.forThisHost(), containerSources({ ...o, kubernetes: KubernetesPods.inCluster() })),
     hold: { holdMs: o.holdMs },
+    maxBusyMs: MAX_BUSY_MS,
     sink,
   });
 }

@@ -22,6 +22,22 @@ function possibleCpus(): number {
   }
 }
 
+/** Ring buffer between the kernel and the agent, in MiB, unless HEPBPF_RING_BUFFER_MIB says otherwise. */
+export const RING_BUFFER_MIB = 8;
+
+/**
+ * The ring buffer's size in bytes. It is resident twice over (its pages are mapped twice so that a
+ * record can wrap), so it weighs in the agent's RSS at 2x; it is also what absorbs a burst or a
+ * pause of the JavaScript thread before the kernel counts a loss (`ringbufFull`).
+ */
+export function ringBufferBytes(env: NodeJS.ProcessEnv = process.env): number {
+  const text = env.HEPBPF_RING_BUFFER_MIB;
+  if (text === undefined || text === '') return RING_BUFFER_MIB << 20;
+  const mib = Number(text);
+  if (!Number.isInteger(mib) || mib < 1 || mib > 1024 || (mib & (mib - 1)) !== 0) throw new Error(`HEPBPF_RING_BUFFER_MIB=${text}: expected a power of two from 1 to 1024`);
+  return mib << 20;
+}
+
 /** The kernel-facing part of capture: loads bpf/hepbpf.bpf.c, configures it, attaches every probe, drains the ring buffer. */
 export class SocketCapture implements RecordSource {
   private obj?: BpfObject;
@@ -44,6 +60,7 @@ export class SocketCapture implements RecordSource {
       rodata.writeUInt32LE(this.opts.sipPorts?.length ? 1 : 0, 4);
       obj.setInitialValue('.rodata', rodata);
       obj.setMaxEntries('scratch', possibleCpus());
+      obj.setMaxEntries('events', ringBufferBytes());
       obj.load();
       const ports = obj.map('sip_ports');
       for (const p of this.opts.sipPorts ?? []) {

@@ -10,7 +10,8 @@ import type { Spool } from './spool.js';
 import type { HepTarget } from './target.js';
 import { LogLimiter } from '../failures.js';
 
-const MAX_QUEUE_BYTES = 64 * 1024 * 1024;
+/** Part of the agent's memory budget (README "Memory and overload"): beyond it, the spool or dropped. */
+const MAX_QUEUE_BYTES = 16 * 1024 * 1024;
 /** With a spool, what the memory queue holds before new packets go to disk (the collector is slow). */
 const SPILL_BYTES = 4 * 1024 * 1024;
 const RECONNECT_MIN_MS = 100;

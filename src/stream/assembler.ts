@@ -9,8 +9,10 @@ import type { FramerStats, StreamFramer } from './framer.js';
 /** A stream that has been silent this long is forgotten (its partial message with it). */
 const STREAM_IDLE_NS = 120_000_000_000n;
 const MAX_STREAMS = 65536;
-/** How often (in records) idle streams are looked for. */
+/** How often (in records) idle streams are looked for, and the partial messages' bytes summed. */
 const EXPIRE_EVERY = 4096;
+/** Bytes held for partial messages, all streams together, at most (README "Memory and overload"): past it the least recently used streams are forgotten. */
+const MAX_BUFFER_BYTES = 32 << 20;
 
 interface StreamState {
   framer: StreamFramer;
@@ -37,19 +39,25 @@ export class StreamAssembler {
   private readonly diameterMalformed = { malformed: 0 };
   private readonly websocketStats: WebSocketStats = { handshakes: 0, rejectedHandshakes: 0, resyncs: 0, controlFrames: 0, notSip: 0 };
   private expired = 0;
+  /** Streams forgotten, with their partial messages, to bring the bytes held under MAX_BUFFER_BYTES. */
+  private evictedForMemory = 0;
   private sinceExpire = 0;
   /** The record being assembled: the framer's sink reads its metadata. */
   private current!: CaptureRecord;
   private currentTransport: Transport = 'tcp';
   private currentProto: AppProto = 'sip';
 
-  constructor(private readonly onMessage: (m: Message) => void) {}
+  constructor(
+    private readonly onMessage: (m: Message) => void,
+    private readonly maxBufferBytes = MAX_BUFFER_BYTES,
+  ) {}
 
   push(rec: CaptureRecord): void {
     this.current = rec;
     if (++this.sinceExpire === EXPIRE_EVERY) {
       this.sinceExpire = 0;
       this.expire(rec.tsNs);
+      this.boundBuffers();
     }
     if (rec.ipProto === IPPROTO_UDP) {
       this.currentTransport = 'udp';
@@ -100,6 +108,17 @@ export class StreamAssembler {
       this.streams.delete(key);
       this.expired++;
       drop--;
+    }
+  }
+
+  /** Forgets the least recently used streams while their partial messages hold more than MAX_BUFFER_BYTES. */
+  private boundBuffers(): void {
+    let over = this.bufferBytes() - this.maxBufferBytes;
+    for (const [key, s] of this.streams) {
+      if (over <= 0) break;
+      over -= s.framer.allocated;
+      this.streams.delete(key);
+      this.evictedForMemory++;
     }
   }
 
@@ -154,7 +173,7 @@ export class StreamAssembler {
       ...this.framerStats,
       diameter: { ...this.diameterStats, ...this.diameterMalformed },
       websocket: { ...this.websocketStats },
-      streams: this.streams.size, expiredStreams: this.expired, streamBufferBytes: this.bufferBytes() };
+      streams: this.streams.size, expiredStreams: this.expired, evictedForMemory: this.evictedForMemory, streamBufferBytes: this.bufferBytes() };
   }
 
   /** Memory the streams hold for partial messages (read with the stats, not per record). */

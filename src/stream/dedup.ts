@@ -2,7 +2,13 @@ import type { Endpoint, Message } from './message.js';
 
 /** How long a message seen on one side waits for its other side. */
 const WINDOW_NS = 2_000_000_000n;
-const MAX_KEYS = 1 << 18;
+/**
+ * Buckets at most: each keeps its messages' objects (about 1 KB) for the window, so this bounds the
+ * dedup's memory at about 32 MB (README "Memory and overload"). Past it the oldest go before their
+ * window ends (`evictedEarly`); a local message's two copies are microseconds apart, so only a copy
+ * coming later than the oldest bucket's age (0.6 s at 50k messages/s) would be forwarded twice.
+ */
+const MAX_KEYS = 1 << 15;
 
 /**
  * Bytes of a message that identify it, with its size and flow: the start line and the first headers
@@ -85,6 +91,8 @@ export class LocalDedup {
   dropped = 0;
   /** Header-only receiver's copies (payloadOmitted) whose sender's copy was not here: the receiver stays unnamed. */
   unpaired = 0;
+  /** Buckets dropped before their window ended, the table being full. */
+  evictedEarly = 0;
   /** After accept() returned false: the accepted copy it was paired with (its counterpart names the other end), or undefined. */
   matched?: Message;
 
@@ -135,7 +143,10 @@ export class LocalDedup {
   /** Buckets are in order of last use: drop from the front. */
   private expire(nowNs: bigint): void {
     for (const [key, b] of this.buckets) {
-      if (nowNs - b.tsNs < this.windowNs && this.buckets.size < this.maxKeys) break;
+      if (nowNs - b.tsNs < this.windowNs) {
+        if (this.buckets.size < this.maxKeys) break;
+        this.evictedEarly++;
+      }
       this.buckets.delete(key);
     }
   }

@@ -13,6 +13,7 @@ import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { ClusterRole, ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { REPO } from '../helpers/agent.js';
+import { AGENT_NODE_FLAGS } from '../../src/cli/node-flags.js';
 
 const DEPLOY = join(REPO, 'deploy');
 /** What the agent needs to capture TLS plaintext too (README "Privileges"). */
@@ -79,7 +80,7 @@ describe('deploy/hepbpf.service', () => {
   });
 
   it('runs node itself as root bounded to the measured capabilities, with no ambient set', () => {
-    expect(unit).toMatch(/^ExecStart=\/usr\/bin\/node \/opt\/hepbpf\/dist\/src\/cli\/main\.js run /m);
+    expect(unit).toMatch(/^ExecStart=\/usr\/bin\/node (--[\w-]+=\S+ )*\/opt\/hepbpf\/dist\/src\/cli\/main\.js run /m);
     expect(unit).toMatch(/^User=root$/m);
     expect(/^CapabilityBoundingSet=(.*)$/m.exec(unit)?.[1].split(' ')).toEqual(DEPLOY_CAPABILITIES.map((c) => `CAP_${c}`));
     expect(unit).not.toMatch(/^AmbientCapabilities=/m);
@@ -97,5 +98,16 @@ describe('deploy/docker-compose.yml', () => {
     expect(svc.command).toEqual(['run', '--hep', 'udp://127.0.0.1:9999', '--node-name', '{service}']);
     expect(svc.volumes).toContain('/sys/kernel/tracing:/sys/kernel/tracing:rw');
     expect(svc.security_opt).toEqual(['apparmor:unconfined']);
+  });
+});
+
+describe('V8 flags of the agent (src/cli/node-flags.ts)', () => {
+  it('every launcher starts node with them', () => {
+    const flags = AGENT_NODE_FLAGS.join(' ');
+    const read = (path: string) => readFileSync(join(REPO, path), 'utf8');
+    expect(read('src/cli/main.ts').split('\n')[0]).toBe(`#!/usr/bin/env -S node ${flags}`);
+    expect(read('scripts/start.sh')).toContain(`exec node ${flags} dist/src/cli/main.js run`);
+    expect(read('deploy/hepbpf.service')).toContain(`ExecStart=/usr/bin/node ${flags} /opt/hepbpf/dist/src/cli/main.js`);
+    expect(read('Dockerfile')).toContain(`"node", ${AGENT_NODE_FLAGS.map((f) => JSON.stringify(f)).join(', ')}, "/opt/hepbpf/dist/src/cli/main.js"`);
   });
 });

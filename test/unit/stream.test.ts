@@ -185,6 +185,25 @@ describe('records to messages', () => {
     return out;
   };
 
+  it('forgets the least recently used TCP streams once partial messages hold more than its bound, and counts them', () => {
+    const out: string[] = [];
+    const asm = new StreamAssembler((m) => out.push(m.payload.toString()), 20_000);
+    // Three connections each stop in the middle of a 9000-byte message.
+    const whole = [1, 2, 3].map((n) => sipMessage(`partial-${n}`, 'b'.repeat(9000)));
+    const specs: RecordSpec[] = whole.map((m, i) => ({ ipProto: 6, sockId: BigInt(i + 1), data: m.subarray(0, 8000) }));
+    // Then UDP traffic until the bound is checked (every 4096 records).
+    for (let i = 0; i < 4096 - 3; i++) specs.push({ data: sipMessage(`udp-${i}`) });
+    decodeBatch(batchOf(specs.map(encodeRecord)), (r) => asm.push(r));
+    const held = asm.stats();
+    expect(held.evictedForMemory).toBeGreaterThan(0);
+    expect(held.streamBufferBytes).toBeLessThanOrEqual(20_000);
+    // The most recent stream is still there: its message completes; the first one's rest is not a message.
+    out.length = 0;
+    decodeBatch(batchOf([3, 1].map((n) => encodeRecord({ ipProto: 6, sockId: BigInt(n), data: whole[n - 1].subarray(8000) }))), (r) => asm.push(r));
+    expect(out).toEqual([whole[2].toString()]);
+    expect(asm.stats().evictedForMemory).toBe(held.evictedForMemory);
+  });
+
   it('maps egress and ingress to src/dst and keeps IPv6 addresses', () => {
     const v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     const [out, inn] = collect([
@@ -307,6 +326,18 @@ describe('local dedup', () => {
     expect([d.accept(msg('egress', 'A')), d.accept(msg('ingress', 'A'))]).toEqual([true, false]);
     expect([d.accept(msg('ingress', 'B')), d.accept(msg('egress', 'B'))]).toEqual([true, false]);
     expect(d.size).toBe(0);
+  });
+
+  it('at its bound forgets the oldest bucket before its window ends, and counts each one', () => {
+    const d = new LocalDedup(2_000_000_000n, 2);
+    for (const text of ['X1', 'X2', 'X3', 'X4']) d.accept(msg('egress', text));
+    expect([d.size, d.evictedEarly]).toEqual([2, 2]);
+    // A full table makes room first (X3 goes); X4's other copy still pairs, the forgotten X1's is taken for a new message.
+    expect([d.accept(msg('ingress', 'X4')), d.accept(msg('ingress', 'X1'))]).toEqual([false, true]);
+    expect(d.evictedEarly).toBe(3);
+    // Past the window a bucket goes without counting.
+    d.accept(msg('egress', 'X5', 3_000_000_000n));
+    expect([d.size, d.evictedEarly]).toEqual([1, 3]);
   });
 
   it('keeps retransmissions: two copies from the same side are two wire messages', () => {
