@@ -85,16 +85,37 @@ class Globs {
   }
 }
 
-/** IP addresses and prefixes, each matched against source and destination. */
-function addressList(values: string[]): BlockList {
-  const list = new BlockList();
-  for (const v of values) {
-    const [ip, bits] = v.split('/');
-    const family = isIP(ip) === 6 ? 'ipv6' : 'ipv4';
-    if (bits === undefined) list.addAddress(ip, family);
-    else list.addSubnet(ip, Number(bits), family);
+/** Addresses whose verdict is remembered: the few a host talks to are looked up once. */
+const MAX_CACHED_ADDRESSES = 4096;
+
+/**
+ * IP addresses and prefixes. BlockList.check costs microseconds a call, so each address's verdict
+ * is remembered (bounded: the cache is emptied when full, so a flood of distinct addresses costs
+ * BlockList's price per message, no more memory).
+ */
+class Addresses {
+  private readonly list = new BlockList();
+  private readonly verdicts = new Map<string, boolean>();
+
+  constructor(values: string[]) {
+    for (const v of values) {
+      const [ip, bits] = v.split('/');
+      const family = isIP(ip) === 6 ? 'ipv6' : 'ipv4';
+      if (bits === undefined) this.list.addAddress(ip, family);
+      else this.list.addSubnet(ip, Number(bits), family);
+    }
   }
-  return list;
+
+  has(ip: string): boolean {
+    let v = this.verdicts.get(ip);
+    if (v === undefined) {
+      const family = isIP(ip);
+      v = family !== 0 && this.list.check(ip, family === 6 ? 'ipv6' : 'ipv4');
+      if (this.verdicts.size >= MAX_CACHED_ADDRESSES) this.verdicts.clear();
+      this.verdicts.set(ip, v);
+    }
+    return v;
+  }
 }
 
 /** `10.0.0.1`, `10.0.0.0/8`, `::1`, `fd00::/8`; anything else is an error naming the option. */
@@ -111,7 +132,7 @@ interface Kinds {
   methods?: Set<string>;
   users?: Globs;
   callIds?: Globs;
-  addresses?: BlockList;
+  addresses?: Addresses;
   ports?: Set<number>;
 }
 
@@ -120,7 +141,7 @@ function kinds(methods?: string[], users?: string[], callIds?: string[], address
     methods: methods?.length ? new Set(methods.map((m) => m.toUpperCase())) : undefined,
     users: users?.length ? new Globs(users.map((u) => u.toLowerCase())) : undefined,
     callIds: callIds?.length ? new Globs(callIds) : undefined,
-    addresses: addresses?.length ? addressList(addresses) : undefined,
+    addresses: addresses?.length ? new Addresses(addresses) : undefined,
     ports: ports?.length ? new Set(ports) : undefined,
   };
   return Object.values(k).some((v) => v !== undefined) ? k : undefined;
@@ -162,10 +183,14 @@ export interface SelectionEntry {
   excluded: boolean;
   /** An INVITE, SUBSCRIBE or REFER was seen: a dialog may follow the first final response. */
   dialogRequest: boolean;
+  /** Its last final response was seen: it lives on only for the linger. */
+  ended: boolean;
   untilMs: number;
 }
 
 const DIALOG_REQUESTS = new Set(['INVITE', 'SUBSCRIBE', 'REFER']);
+/** Requests that belong to what came before them: they do not open again a transaction or dialog that ended. */
+const CLOSING_REQUESTS = new Set(['ACK', 'BYE', 'CANCEL']);
 
 /**
  * Per Call-ID (or per transaction) state, bounded in entries and in time: the least recently seen
@@ -264,7 +289,7 @@ export class Selection {
     let entry = key === undefined ? undefined : this.entries.get(key, m.nowMs);
     if (key !== undefined && (excluded || included)) {
       if (!entry) {
-        entry = { included: false, excluded: false, dialogRequest: false, untilMs: 0 };
+        entry = { included: false, excluded: false, dialogRequest: false, ended: false, untilMs: 0 };
         this.entries.set(key, entry);
       }
       if (excluded) entry.excluded = true;
@@ -297,10 +322,15 @@ export class Selection {
     return `${callId}\n${m.sip.cseqNumber}\n${method}`;
   }
 
-  /** Moves the entry's deadline: the timeout after each message, a short linger once it has ended. */
+  /**
+   * Moves the entry's deadline: the timeout after each message, a short linger once it has ended
+   * (which a new request, e.g. a REGISTER refresh on the same Call-ID, opens again).
+   */
   private follow(e: SelectionEntry, m: Selectable): void {
     const sip = m.sip;
+    if (sip?.method && !CLOSING_REQUESTS.has(sip.method)) e.ended = false;
     if (sip?.method && DIALOG_REQUESTS.has(sip.method)) e.dialogRequest = true;
+    if (e.ended) return;
     e.untilMs = m.nowMs + this.timeoutMs;
     if (sip?.statusCode === undefined || sip.statusCode < 200) return;
     const ends =
@@ -308,12 +338,15 @@ export class Selection {
       sip.cseqMethod === 'BYE' ||
       !e.dialogRequest || // a REGISTER, OPTIONS, MESSAGE: no dialog comes of it
       (sip.cseqMethod === 'INVITE' && sip.statusCode >= 300); // a failed INVITE
-    if (ends) e.untilMs = m.nowMs + END_LINGER_MS;
+    if (ends) {
+      e.ended = true;
+      e.untilMs = m.nowMs + END_LINGER_MS;
+    }
   }
 
   private matchesAll(k: Kinds, m: Selectable, identities?: string[]): boolean {
     if (k.ports && !k.ports.has(m.src.port) && !k.ports.has(m.dst.port)) return false;
-    if (k.addresses && !this.hasAddress(k.addresses, m)) return false;
+    if (k.addresses && !k.addresses.has(m.src.ip) && !k.addresses.has(m.dst.ip)) return false;
     if (k.methods || k.callIds || k.users) {
       const sip = m.sip;
       if (!sip) return false;
@@ -326,16 +359,12 @@ export class Selection {
 
   private matchesAny(k: Kinds, m: Selectable, identities?: string[]): boolean {
     if (k.ports && (k.ports.has(m.src.port) || k.ports.has(m.dst.port))) return true;
-    if (k.addresses && this.hasAddress(k.addresses, m)) return true;
+    if (k.addresses && (k.addresses.has(m.src.ip) || k.addresses.has(m.dst.ip))) return true;
     const sip = m.sip;
     if (!sip) return false;
     if (k.methods && k.methods.has((sip.method ?? sip.cseqMethod)!)) return true;
     if (k.callIds && sip.callId !== undefined && k.callIds.has(sip.callId)) return true;
     return !!k.users && identitiesMatch(k.users, identities!);
-  }
-
-  private hasAddress(list: BlockList, m: Selectable): boolean {
-    return list.check(m.src.ip, m.src.ip.includes(':') ? 'ipv6' : 'ipv4') || list.check(m.dst.ip, m.dst.ip.includes(':') ? 'ipv6' : 'ipv4');
   }
 
   stats(): SelectionStats {
