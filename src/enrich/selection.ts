@@ -21,7 +21,7 @@
 import { BlockList, isIP } from 'node:net';
 import type { Endpoint } from '../stream/message.js';
 import type { SipInfo } from '../protocols/sip.js';
-import { colonInLine } from '../protocols/sip.js';
+import { colonInLine, headerNameIs } from '../protocols/sip.js';
 import { identityKey } from './correlation.js';
 import { globToRegExp } from './container-filter.js';
 
@@ -66,22 +66,22 @@ export interface Selectable {
   nowMs: number;
 }
 
-/** Values of one kind: exact ones looked up, patterns with `*` or `?` tried in turn. */
+/** Values of one kind: exact ones looked up, those with `*` or `?` tried as one alternation. */
 class Globs {
   private readonly exact = new Set<string>();
-  private readonly patterns: RegExp[] = [];
+  private readonly patterns?: RegExp;
 
   constructor(globs: string[]) {
+    const patterns: string[] = [];
     for (const g of globs) {
-      if (/[*?]/.test(g)) this.patterns.push(globToRegExp(g));
+      if (/[*?]/.test(g)) patterns.push(globToRegExp(g).source);
       else this.exact.add(g);
     }
+    if (patterns.length) this.patterns = new RegExp(patterns.join('|'));
   }
 
   has(v: string): boolean {
-    if (this.exact.has(v)) return true;
-    for (const re of this.patterns) if (re.test(v)) return true;
-    return false;
+    return this.exact.has(v) || (this.patterns !== undefined && this.patterns.test(v));
   }
 }
 
@@ -147,7 +147,6 @@ function kinds(methods?: string[], users?: string[], callIds?: string[], address
   return Object.values(k).some((v) => v !== undefined) ? k : undefined;
 }
 
-const USER_HEADERS = new Set(['from', 'f', 'to', 't', 'p-asserted-identity']);
 const MAX_HEADER_SCAN = 16 * 1024;
 
 /**
@@ -163,13 +162,15 @@ export function sipIdentities(payload: Buffer, sip: SipInfo): string[] {
     if (next < 0 || next > end) next = end;
     if (next - line <= 1) break; // the blank line: end of headers
     const c = payload[line] | 0x20;
-    // f(rom), t(o), p-asserted-identity: look at the first letter before decoding a name
+    // f(rom), t(o), p-asserted-identity: the first letter before the name, bytes before a string
     if (c === 0x66 || c === 0x74 || c === 0x70) {
       const colon = colonInLine(payload, line, next);
-      if (colon > line && USER_HEADERS.has(payload.toString('latin1', line, colon).trimEnd().toLowerCase())) {
-        const value = payload.toString('latin1', colon + 1, next);
-        if (c === 0x70) for (const v of value.split(',')) out.push(identityKey(v));
-        else out.push(identityKey(value));
+      if (colon > line) {
+        if (c === 0x70) {
+          if (headerNameIs(payload, line, colon, 'p-asserted-identity')) for (const v of payload.toString('latin1', colon + 1, next).split(',')) out.push(identityKey(v));
+        } else if (headerNameIs(payload, line, colon, c === 0x66 ? 'from' : 'to') || headerNameIs(payload, line, colon, c === 0x66 ? 'f' : 't')) {
+          out.push(identityKey(payload.toString('latin1', colon + 1, next)));
+        }
       }
     }
     line = next + 1;

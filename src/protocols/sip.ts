@@ -100,7 +100,7 @@ export function colonInLine(buf: Buffer, line: number, next: number): number {
 }
 
 /** Is buf[from..to), trailing blanks aside, the header name `lower` (lower case) in any case? Compares bytes: no string per header. */
-function headerNameIs(buf: Buffer, from: number, to: number, lower: string): boolean {
+export function headerNameIs(buf: Buffer, from: number, to: number, lower: string): boolean {
   while (to > from && (buf[to - 1] === 0x20 || buf[to - 1] === 0x09)) to--;
   if (to - from !== lower.length) return false;
   for (let i = 0; i < lower.length; i++) {

@@ -56,6 +56,8 @@ describe.skipIf(!!why)('selective forwarding: sipp mix, one agent per mode, chec
   const agents: RunningAgent[] = [];
   const collectors: HepCollector[] = [];
   let tail: RunningTail | undefined;
+  /** The same, as an operator reads it (its lines go in the README). */
+  let tailLines: RunningTail | undefined;
   let wire: WireMessage[] = [];
   let truth: Truth;
   const uacCodes: Array<number | null> = [];
@@ -69,6 +71,7 @@ describe.skipIf(!!why)('selective forwarding: sipp mix, one agent per mode, chec
     agents.push(...(await Promise.all(CASES.map((c, i) => startAgent(['run', '--hep', collectors[i].url, '--sip-ports', String(uasPort), ...c.args], env(i), 120_000)))));
     // tail attached to the first agent (all but OPTIONS), with the filters of the dialog case
     tail = await startTail(['--json', '--full', '--user', 'carol', '--selection-mode', 'dialog'], env(0));
+    tailLines = await startTail(['--user', 'carol', '--selection-mode', 'dialog'], env(0));
 
     const capture = await LoopbackCapture.start(join(dir, 'wire.pcap'), [uasPort]);
     const uas = await sippUas(uasPort, 'u1', dir, ['-sf', join(SCENARIOS, 'mix-uas.xml')]);
@@ -90,6 +93,7 @@ describe.skipIf(!!why)('selective forwarding: sipp mix, one agent per mode, chec
 
   afterAll(async () => {
     await tail?.stop();
+    await tailLines?.stop();
     await Promise.all(agents.map((a) => a.stop()));
     await Promise.all(collectors.map((c) => c.close()));
     rmSync(dir, { recursive: true, force: true });
@@ -121,19 +125,24 @@ describe.skipIf(!!why)('selective forwarding: sipp mix, one agent per mode, chec
     await new Promise((r) => setTimeout(r, 500)); // one more would show now
     const records = tail!.out().trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { src: { ip: string; port: number }; dst: { ip: string; port: number }; payload: string });
     expect(out.length).toBeGreaterThan(0);
+    console.log(`hepbpf tail --user carol --selection-mode dialog:\n${tailLines!.out()}`);
     expect(sorted(records.map((r) => `${r.src.ip}|${r.src.port}|${r.dst.ip}|${r.dst.port}|${Buffer.from(r.payload, 'latin1').toString('base64')}`))).toEqual(sorted(want.map(wireKey)));
   });
 
   it('counts what each agent left out as filtered, not as loss', async () => {
     await tail?.stop();
+    await tailLines?.stop();
+    const rows: string[] = [];
     // one at a time: six agents detaching their probes at once on a busy machine can pass stop()'s 10 s
     for (const [i, agent] of agents.entries()) {
       const { code, final } = await agent.stop();
       const capture = (final as { capture?: { forwarded: number; selection: { filtered: { selection: number }; evicted: number } } } | undefined)?.capture;
       const want = wire.filter((m) => CASES[i].selects(m, truth)).length;
+      rows.push(`${CASES[i].args.join(' ').padEnd(48)} forwarded ${capture?.forwarded} filtered ${capture?.selection.filtered.selection} (wire: ${wire.length})`);
       expect({ case: CASES[i].name, code, forwarded: capture?.forwarded, filtered: capture?.selection.filtered.selection, evicted: capture?.selection.evicted }).toEqual({
         case: CASES[i].name, code: 0, forwarded: want, filtered: wire.length - want, evicted: 0,
       });
     }
+    console.log(rows.join('\n'));
   }, 120_000);
 });
