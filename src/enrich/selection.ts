@@ -54,6 +54,8 @@ export const DEFAULT_SELECTION_MAX_ENTRIES = 100_000;
 /** After a transaction's or dialog's last final response: long enough for its ACK and retransmissions (64*T1). */
 const END_LINGER_MS = 32_000;
 const SWEEP_EVERY = 1024;
+/** Of a correlation id, what keys a table entry: with the default bound, at most ~40 MB of table. */
+const MAX_KEY_CHARS = 256;
 
 /** What selection looks at: the agent's messages and tail's events alike. */
 export interface Selectable {
@@ -225,10 +227,6 @@ export class DialogTable<V extends { untilMs: number }> {
     this.map.set(key, value);
   }
 
-  delete(key: string): void {
-    this.map.delete(key);
-  }
-
   /** Forgets expired entries from the least recently seen end. */
   private sweep(nowMs: number): void {
     this.sinceSweep = 0;
@@ -312,15 +310,17 @@ export class Selection {
     return false;
   }
 
-  /** The transaction or dialog of `m`; Diameter belongs to the call it is correlated to. */
+  /**
+   * The transaction or dialog of `m`, by its correlation id: the Call-ID (a Diameter message
+   * correlated to a call has it too), at most MAX_KEY_CHARS of it so that hostile Call-IDs cannot
+   * make the table large.
+   */
   private key(m: Selectable): string | undefined {
-    if (!m.sip) return this.mode === 'dialog' ? m.correlationId : undefined;
-    const callId = m.sip.callId;
-    if (!callId) return undefined;
-    if (this.mode === 'dialog') return callId;
-    if (m.sip.cseqNumber === undefined) return undefined;
+    const id = m.correlationId.length > MAX_KEY_CHARS ? m.correlationId.slice(0, MAX_KEY_CHARS) : m.correlationId;
+    if (this.mode === 'dialog') return id;
+    if (m.sip?.cseqNumber === undefined) return undefined; // Diameter: each message on its own
     const method = m.sip.cseqMethod === 'ACK' ? 'INVITE' : m.sip.cseqMethod;
-    return `${callId}\n${m.sip.cseqNumber}\n${method}`;
+    return `${id}\n${m.sip.cseqNumber}\n${method}`;
   }
 
   /**
