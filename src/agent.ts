@@ -20,6 +20,7 @@ import type { CaptureEvent } from './enrich/event.js';
 import { CgroupIndex } from './enrich/cgroups.js';
 import { KubernetesPods } from './enrich/kubernetes.js';
 import { containerFilter, type ContainerFilterOptions } from './enrich/container-filter.js';
+import { Selection, type SelectionOptions } from './enrich/selection.js';
 import type { HepAgentFields } from './hep/encode.js';
 import { createSenders, HepForwarder, type ForwardOptions } from './output/hep-forwarder.js';
 import type { HepSender } from './output/hep-sender.js';
@@ -46,10 +47,15 @@ export interface AgentOptions {
   hold?: AttributionOptions;
   /** Shed data records after this long of batches back to back (src/capture/shed.ts); none without it (recorded records). */
   maxBusyMs?: number;
+  /** Which messages go on to the sink (src/enrich/selection.ts); all when absent. */
+  selection?: Selection;
   sink: (event: CaptureEvent) => void;
 }
 
-/** The pipeline: record source -> records -> streams -> SIP/Diameter messages -> dedup -> correlation, redaction -> containers -> sink. */
+/** Capture time in ms, for selection's timeouts. */
+const nowMs = (m: Message) => Number(m.tsNs / 1_000_000n);
+
+/** The pipeline: record source -> records -> streams -> SIP/Diameter messages -> dedup -> correlation, selection, redaction -> containers -> sink. */
 export class Agent {
   private readonly capture: RecordSource;
   private readonly clock = new MonotonicClock();
@@ -58,6 +64,7 @@ export class Agent {
   private readonly tls: TlsAttribution;
   private tlsTimer?: NodeJS.Timeout;
   private readonly correlator: Correlator;
+  private readonly selection: Selection;
   private readonly connections: ConnectionEvents;
   private readonly redact: boolean;
   private readonly attribution: Attribution;
@@ -82,6 +89,7 @@ export class Agent {
   constructor(private readonly opts: AgentOptions) {
     this.redact = opts.redact ?? true;
     this.correlator = new Correlator(opts.correlation);
+    this.selection = opts.selection ?? new Selection({});
     this.failures = new Failures(opts.log);
     this.attribution = new Attribution(opts.containers, (ev) => this.deliver(ev), opts.hold);
     this.assembler = new StreamAssembler((m) => this.onMessage(m));
@@ -180,6 +188,7 @@ export class Agent {
     }
     const correlationId = this.correlator.sip(message, sip);
     this.connections.correlated(message, correlationId);
+    if (this.selection.active && !this.selection.select({ src: message.src, dst: message.dst, payload: message.payload, sip, correlationId, nowMs: nowMs(message) })) return;
     const masked = this.redact ? redactSip(message.payload) : undefined;
     if (masked) this.redacted++;
     this.countForwarded(message);
@@ -196,6 +205,7 @@ export class Agent {
     if (diameter.malformed) this.diameterMalformed++;
     const { id, latencyMs } = this.correlator.diameter(message, diameter);
     this.connections.correlated(message, id);
+    if (this.selection.active && !this.selection.select({ src: message.src, dst: message.dst, payload: message.payload, correlationId: id, nowMs: nowMs(message) })) return;
     let payload = message.payload;
     const masked = this.redact ? redactDiameter(payload, diameter.avps) : undefined;
     if (masked) {
@@ -232,6 +242,7 @@ export class Agent {
       redacted: this.redacted,
       connectionEvents: this.connections.stats,
       correlation: this.correlator.stats(),
+      selection: this.selection.stats(),
       forwarded: this.forwarded,
       messages: { sip: { ...this.messages.sip }, diameter: { ...this.messages.diameter } },
       forwardedTruncated: this.forwardedTruncated,
@@ -250,6 +261,7 @@ export interface HostCaptureOptions extends ContainerSourceOptions {
   correlationHeader?: string;
   /** From correlationRegex() (src/enrich/correlation.ts). */
   correlationRegex?: RegExp;
+  selection?: Selection;
 }
 
 const operatorKey = (o: HostCaptureOptions): OperatorKey => ({ header: o.correlationHeader, regex: o.correlationRegex });
@@ -265,6 +277,7 @@ export function hostAgent(o: HostCaptureOptions, log: Logger, sink: (event: Capt
     containers: new ContainerResolver(CgroupIndex.forThisHost(), containerSources({ ...o, kubernetes: KubernetesPods.inCluster() })),
     hold: { holdMs: o.holdMs },
     maxBusyMs: MAX_BUSY_MS,
+    selection: o.selection,
     sink,
   });
 }
@@ -295,7 +308,9 @@ async function warmUp(o: ForwardingOptions, log: Logger): Promise<void> {
   const forwarder = new HepForwarder([discard], o.hep, o);
   const source = new ReplaySource();
   // A small hold: names are known at once, only the first messages wait for the (empty) lookup.
-  const agent = new Agent({ source, log, redact: o.redact, correlation: operatorKey(o), containers: new ContainerResolver(undefined, {}), hold: { heldBytes: 1 << 20 }, sink: (ev) => forwarder.forward(ev) });
+  const agent = new Agent({
+    source, log, redact: o.redact, correlation: operatorKey(o), containers: new ContainerResolver(undefined, {}), hold: { heldBytes: 1 << 20 }, selection: new Selection(o), sink: (ev) => forwarder.forward(ev),
+  });
   await agent.start();
   // Building records costs about what running them does: the same 1,000 messages go round again
   // (each pair of copies is matched at once, so a round leaves nothing for the next to trip on).
@@ -309,7 +324,7 @@ async function warmUp(o: ForwardingOptions, log: Logger): Promise<void> {
   await agent.stop();
 }
 
-export interface ForwardingOptions extends HostCaptureOptions, ContainerFilterOptions, ForwardOptions {
+export interface ForwardingOptions extends Omit<HostCaptureOptions, 'selection'>, ContainerFilterOptions, SelectionOptions, ForwardOptions {
   /** One entry per --hep: a collector, or a failover group (primary first). */
   targets: HepTarget[][];
   spool?: SpoolOptions;
@@ -333,9 +348,10 @@ export class Forwarding {
     private readonly log: Logger,
   ) {
     const keep = containerFilter(o);
+    const selection = new Selection(o);
     this.forwarder = new HepForwarder(createSenders(o.targets, log, o.spool), o.hep, o);
-    this.agent = hostAgent(o, log, (event) => {
-      if (keep && !keep(event.container, event.peerContainer)) return;
+    this.agent = hostAgent({ ...o, selection }, log, (event) => {
+      if (keep && !keep(event.container, event.peerContainer)) return selection.containerFiltered();
       this.forwarder.forward(event);
       this.control.publish(event);
     });

@@ -6,6 +6,7 @@ import { runCommand } from './run.js';
 import { tailCommand } from './tail.js';
 import { containersCommand } from './containers.js';
 import { addContainerOptions } from './container-options.js';
+import { addSelectionOptions } from './selection-options.js';
 import { DEFAULT_NODE_NAME } from '../output/node-name.js';
 import { parseListenAddress } from '../output/metrics.js';
 import { applyConfig, collect, integer } from './config.js';
@@ -25,7 +26,7 @@ const ports = (v: string) =>
     return n;
   });
 
-addContainerOptions(program
+addSelectionOptions(addContainerOptions(program
   .command('run')
   .description('capture and forward as HEPv3')
   .option('--hep <url>', 'collector: udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT (repeatable: each gets every message); a failover group: \'tcp://PRIMARY:PORT|tcp://BACKUP:PORT\'', collect, [])
@@ -45,21 +46,18 @@ addContainerOptions(program
   .option('--connection-events', 'also send TCP connect/accept/close and TLS handshake failures of SIP/Diameter connections (HEP type 100)')
   .option('--metrics-listen <ip:port>', 'serve Prometheus /metrics, /healthz and /readyz over HTTP, e.g. 127.0.0.1:9464', listenAddress)
   .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
-  .option('--config <file>', 'YAML file of options (keys are the long flag names); flags, then HEPBPF_* environment variables, take precedence'))
+  .option('--config <file>', 'YAML file of options (keys are the long flag names); flags, then HEPBPF_* environment variables, take precedence')))
   .hook('preAction', (cmd) => applyConfig(cmd))
   .action(runCommand);
 
-addContainerOptions(program
+addSelectionOptions(addContainerOptions(program
   .command('tail')
   .description('print live SIP and Diameter messages')
   .option('--json', 'one NDJSON record per message on stdout')
   .option('--full', 'include the payload')
-  .option('--call-id <id>', 'only this Call-ID')
   .option('--session-id <id>', 'only Diameter messages with this Session-Id')
-  .option('--method <method>', 'only requests with this method and their responses')
-  .option('--port <n>', 'only messages with this source or destination port', integer('--port', 1, 65535))
   .option('--sip-ports <list>', 'capture only sockets with one of these ports', ports)
-  .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)'))
+  .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)')))
   .action(tailCommand);
 
 program

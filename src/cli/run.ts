@@ -6,8 +6,9 @@ import { parseHepGroup } from '../output/target.js';
 import { NodeNameTemplate } from '../output/node-name.js';
 import type { ContainerOptions } from './container-options.js';
 import { preflight } from './preflight.js';
+import type { SelectionOptions } from '../enrich/selection.js';
 
-export interface RunOptions extends ContainerOptions {
+export interface RunOptions extends ContainerOptions, SelectionOptions {
   hep: string[];
   spoolDir?: string;
   spoolMaxMb: number;

@@ -7,28 +7,32 @@ import { containerFilter } from '../enrich/container-filter.js';
 import type { ContainerOptions } from './container-options.js';
 import { formatTailLine, toTailEvent, toTailRecord } from '../output/tail-record.js';
 import { preflight } from './preflight.js';
+import { Selection, type SelectionOptions } from '../enrich/selection.js';
+import { parseSip } from '../protocols/sip.js';
 
-export interface TailOptions extends Partial<ContainerOptions> {
+export interface TailOptions extends Partial<ContainerOptions>, SelectionOptions {
   json?: boolean;
   full?: boolean;
-  callId?: string;
   sessionId?: string;
-  method?: string;
-  port?: number;
   sipPorts?: number[];
   redact?: boolean;
 }
 
-/** Filters as the operator means them: a method selects its requests and the responses to them (by CSeq method). */
+/**
+ * The filters of `run` (src/enrich/selection.ts, containers), applied to the events tail receives,
+ * in the order it receives them; and `--session-id` for Diameter.
+ */
 export function tailFilter(opts: TailOptions): (ev: TailEventFields) => boolean {
-  const method = opts.method?.toUpperCase();
   const containers = containerFilter(opts);
-  return (ev) =>
-    (containers === undefined || containers(ev.container, ev.peerContainer)) &&
-    (opts.callId === undefined || ev.callId === opts.callId) &&
-    (opts.sessionId === undefined || ev.sessionId === opts.sessionId) &&
-    (method === undefined || ev.cseqMethod === method) &&
-    (opts.port === undefined || ev.src.port === opts.port || ev.dst.port === opts.port);
+  const selection = new Selection(opts);
+  return (ev) => {
+    if (containers !== undefined && !containers(ev.container, ev.peerContainer)) return false;
+    if (opts.sessionId !== undefined && ev.sessionId !== opts.sessionId) return false;
+    if (!selection.active) return true;
+    const payload = Buffer.from(ev.payload.buffer, ev.payload.byteOffset, ev.payload.byteLength);
+    const sip = ev.proto === 'sip' ? parseSip(payload) ?? undefined : undefined;
+    return selection.select({ src: ev.src, dst: ev.dst, payload, sip, correlationId: ev.correlationId, nowMs: Date.now() });
+  };
 }
 
 /**

@@ -77,9 +77,9 @@ describe.skipIf(!!why)("correlation by the operator's key (--correlation-header,
       const legB = uacScenarioWith(dir, 'leg-b', [`x-cid: ${cid}-[call_number]`]);
       const tests = uacScenarioWith(dir, 'session', [`X-Test-Session: ${session}`]);
       const codes = await Promise.all([
-        sippUac(uasA, uacA, 'u1', CALLS_PER_LEG, dir, 20, legA),
-        sippUac(uasB, uacB, 'u1', CALLS_PER_LEG, dir, 20, legB),
-        sippUac(uasS, uacS, 'u1', SESSION_CALLS, dir, 20, tests),
+        sippUac(uasA, uacA, 'u1', CALLS_PER_LEG, dir, 20, ['-sf', legA]),
+        sippUac(uasB, uacB, 'u1', CALLS_PER_LEG, dir, 20, ['-sf', legB]),
+        sippUac(uasS, uacS, 'u1', SESSION_CALLS, dir, 20, ['-sf', tests]),
         sippUac(uasP, uacP, 'u1', 2, dir, 20),
       ]);
       expect(codes, 'sipp UACs: every call must succeed').toEqual([0, 0, 0, 0]);

@@ -3,9 +3,9 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stopByPid, waitForSocket } from './receivers.js';
 
-/** Starts a sipp UAS (Debian's sip-tester) on 127.0.0.1:port, resolving once it listens there; stop() ends it by PID. */
-export async function sippUas(port: number, transport: 'u1' | 't1', cwd: string): Promise<{ proc: ChildProcess; stop(): Promise<void> }> {
-  const proc = spawn('sipp', ['-sn', 'uas', '-i', '127.0.0.1', '-p', String(port), '-t', transport, '-nostdin'], { cwd, stdio: 'ignore' });
+/** Starts a sipp UAS (Debian's sip-tester) on 127.0.0.1:port, resolving once it listens there; stop() ends it by PID. `scenario`: sipp's arguments naming it (and its keys). */
+export async function sippUas(port: number, transport: 'u1' | 't1', cwd: string, scenario = ['-sn', 'uas']): Promise<{ proc: ChildProcess; stop(): Promise<void> }> {
+  const proc = spawn('sipp', [...scenario, '-i', '127.0.0.1', '-p', String(port), '-t', transport, '-nostdin'], { cwd, stdio: 'ignore' });
   const stop = () => stopByPid(proc);
   await waitForSocket(proc, port, transport === 'u1' ? 'udp' : 'tcp').catch(async (err) => {
     await stop();
@@ -14,14 +14,11 @@ export async function sippUas(port: number, transport: 'u1' | 't1', cwd: string)
   return { proc, stop };
 }
 
-/**
- * Runs a sipp UAC for `calls` calls to 127.0.0.1:uasPort, `rate` new calls per second, with sipp's
- * default uac scenario or the file `scenario`; resolves with its exit code (0: every call succeeded).
- */
-export function sippUac(uasPort: number, port: number, transport: 'u1' | 't1', calls: number, cwd: string, rate = 50, scenario?: string): Promise<number | null> {
+/** Runs a sipp UAC for `calls` calls to 127.0.0.1:uasPort, `rate` new calls per second; resolves with its exit code (0: every call succeeded). */
+export function sippUac(uasPort: number, port: number, transport: 'u1' | 't1', calls: number, cwd: string, rate = 50, scenario = ['-sn', 'uac']): Promise<number | null> {
   const proc = spawn(
     'sipp',
-    [...(scenario ? ['-sf', scenario] : ['-sn', 'uac']), `127.0.0.1:${uasPort}`, '-i', '127.0.0.1', '-p', String(port), '-t', transport, '-m', String(calls), '-r', String(rate), '-nostdin', '-timeout', '60', '-timeout_error'],
+    [...scenario, `127.0.0.1:${uasPort}`, '-i', '127.0.0.1', '-p', String(port), '-t', transport, '-m', String(calls), '-r', String(rate), '-nostdin', '-timeout', '60', '-timeout_error'],
     { cwd, stdio: 'ignore' },
   );
   return new Promise((r) => proc.once('exit', (code) => r(code)));

@@ -10,13 +10,16 @@ const event = (over: Partial<TailEventFields> = {}): TailEventFields => ({
 });
 
 describe('tail', () => {
-  it('filters by Call-ID, by method (requests and their responses) and by port', () => {
-    expect(tailFilter({ callId: 'c1' })(event())).toBe(true);
-    expect(tailFilter({ callId: 'c2' })(event())).toBe(false);
-    expect(tailFilter({ method: 'invite' })(event())).toBe(true);
-    expect(tailFilter({ method: 'BYE' })(event())).toBe(false);
-    expect(tailFilter({ port: 5070 })(event())).toBe(true);
-    expect(tailFilter({ port: 9 })(event())).toBe(false);
+  it('filters as run does (src/enrich/selection.ts): by Call-ID, by method (requests and their responses), by port and user', () => {
+    const ok = () => event({ payload: Buffer.from('SIP/2.0 200 OK\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nTo: <sip:bob@ims.test>;tag=2\r\n\r\n') });
+    expect(tailFilter({ callId: ['c1'] })(ok())).toBe(true);
+    expect(tailFilter({ callId: ['c2'] })(ok())).toBe(false);
+    expect(tailFilter({ method: ['INVITE'] })(ok())).toBe(true);
+    expect(tailFilter({ method: ['BYE'] })(ok())).toBe(false);
+    expect(tailFilter({ port: [5070] })(ok())).toBe(true);
+    expect(tailFilter({ port: [9] })(ok())).toBe(false);
+    expect(tailFilter({ user: ['bob'] })(ok())).toBe(true);
+    expect(tailFilter({ excludeUser: ['bob@*'] })(ok())).toBe(false);
   });
 
   it('prints one line per message and the documented JSON record', () => {
