@@ -95,7 +95,7 @@ function attributeAt(payload: Buffer, at: number, attribute: Buffer): boolean {
  * each `=` spares them a string of the whole message.
  */
 function maySecrets(payload: Buffer): boolean {
-  if (payload.subarray(0, UNAUTHORIZED.length).equals(UNAUTHORIZED)) return true;
+  if (payload.length >= UNAUTHORIZED.length && payload.compare(UNAUTHORIZED, 0, UNAUTHORIZED.length, 0, UNAUTHORIZED.length) === 0) return true;
   for (let at = payload.indexOf(0x3d); at >= 0; at = payload.indexOf(0x3d, at + 1)) {
     for (const attribute of KEY_ATTRIBUTES) if (attributeAt(payload, at, attribute)) return true;
   }

@@ -108,8 +108,9 @@ export class LocalDedup {
       const e = entries[i];
       if (e.direction !== m.direction && sameEndpoint(e.src, m.src) && sameEndpoint(e.dst, m.dst)) {
         this.matched = e.copies.shift();
-        if (e.copies.length === 0) entries.splice(i, 1);
-        if (entries.length === 0) this.buckets.delete(key);
+        // The last copy of the last entry (the usual case) takes its bucket with it: no splice (it allocates).
+        if (e.copies.length === 0 && entries.length === 1) this.buckets.delete(key);
+        else if (e.copies.length === 0) entries.splice(i, 1);
         this.dropped++;
         return false;
       }
