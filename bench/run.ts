@@ -82,8 +82,8 @@ export interface Agent {
   stop(): Promise<Record<string, any>>;
 }
 
-function startAgent(hep: string, env: NodeJS.ProcessEnv = process.env): Promise<Agent> {
-  const proc = track(spawn(process.execPath, [CLI, 'run', '--hep', hep], { stdio: ['ignore', 'ignore', 'pipe'], env }));
+function startAgent(hep: string, env: NodeJS.ProcessEnv = process.env, args: string[] = []): Promise<Agent> {
+  const proc = track(spawn(process.execPath, [CLI, 'run', '--hep', hep, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env }));
   let log = '';
   return new Promise((res, rej) => {
     const timer = setTimeout(() => {
@@ -143,8 +143,8 @@ interface Flood {
   seconds: number;
 }
 
-async function flood(rate: number, secs: number): Promise<Flood> {
-  const out = await runC(UDP_LOAD, 'flood', String(rate), String(secs), String(port()));
+async function flood(rate: number, secs: number, to = port()): Promise<Flood> {
+  const out = await runC(UDP_LOAD, 'flood', String(rate), String(secs), String(to));
   const m = /sent (\d+) received (-?\d+) failed (\d+) seconds ([\d.]+)/.exec(out);
   if (!m) throw new Error(`udp_load flood: unexpected output ${out}`);
   return { sent: +m[1], received: +m[2], failed: +m[3], seconds: +m[4] };
@@ -311,7 +311,10 @@ async function zeroLossRates() {
   results.zeroLoss = { medianRate: medians, passes, recordsPerMessage };
 }
 
-/** (c) One agent: idle, then 5 s at 1k and at 10k SIP messages/s. */
+/**
+ * (c) One agent: idle, then 5 s at 1k and at 10k SIP messages/s. It captures the flood's port only:
+ * on a machine shared with other tests, SIP of theirs would otherwise be counted as its cost.
+ */
 async function footprint() {
   const SECS = 5;
   say(`\n(c) agent memory and CPU, idle and under ${SECS} s of sustained SIP load (HEP/UDP)`);
@@ -319,7 +322,8 @@ async function footprint() {
   const hepPort = port();
   const counter = await startCounter('udp', hepPort);
   try {
-    const agent = await startAgent(`udp://127.0.0.1:${hepPort}`);
+    const sipPort = port();
+    const agent = await startAgent(`udp://127.0.0.1:${hepPort}`, process.env, ['--sip-ports', String(sipPort)]);
     await sleep(2000);
     const idle = procStats(agent.pid);
     const rows = [['load', 'RSS', 'peak RSS', 'CPU (% of one core)', 'forwarded']];
@@ -329,7 +333,7 @@ async function footprint() {
       const before = procStats(agent.pid);
       const counted = counter.count();
       const t0 = performance.now();
-      const f = await flood(rate, SECS);
+      const f = await flood(rate, SECS, sipPort);
       const after = procStats(agent.pid);
       const cpuPercent = ((after.cpuS - before.cpuS) / ((performance.now() - t0) / 1000)) * 100;
       const forwarded = (await counter.settle()) - counted;
