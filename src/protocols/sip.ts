@@ -23,14 +23,14 @@ const START_TOKENS = [...METHODS.map((m) => Buffer.from(m + ' ')), Buffer.from('
 
 /** True if `buf[off..]` begins like a SIP request or status line. Needs at most 10 bytes. */
 export function startsLikeSip(buf: Buffer, off = 0): boolean {
-  for (const tok of START_TOKENS) if (buf[off] === tok[0] && tokenAt(buf, off, tok)) return true;
+  for (const tok of START_TOKENS) if (buf[off] === tok[0] && bytesAt(buf, off, tok)) return true;
   return false;
 }
 
-/** Is `tok` at buf[off..]? Byte by byte: compare() is a native call of about 100 ns, and every message and push asks. */
-function tokenAt(buf: Buffer, off: number, tok: Buffer): boolean {
-  if (buf.length - off < tok.length) return false;
-  for (let i = 0; i < tok.length; i++) if (buf[off + i] !== tok[i]) return false;
+/** Are `bytes` at buf[off..]? Byte by byte: compare() is a native call of about 100 ns, and every message and push asks. */
+export function bytesAt(buf: Buffer, off: number, bytes: Buffer): boolean {
+  if (buf.length - off < bytes.length) return false;
+  for (let i = 0; i < bytes.length; i++) if (buf[off + i] !== bytes[i]) return false;
   return true;
 }
 
