@@ -10,7 +10,8 @@ const STEP_US = 2000;
 
 export class MonotonicClock {
   private offsetUs: number;
-  private checkedNs = 0n;
+  /** Capture time after which the wall clock is read again (compared, not subtracted: no BigInt per message). */
+  private refreshAfterNs = REFRESH_NS;
 
   constructor(private readonly wallMs: () => number = Date.now) {
     const monoUs = Number(process.hrtime.bigint() / 1000n);
@@ -20,14 +21,16 @@ export class MonotonicClock {
   /** Re-reads the wall clock; adopts it if it moved away from the current offset. */
   refresh(): void {
     const monoNs = process.hrtime.bigint();
-    this.checkedNs = monoNs;
+    this.refreshAfterNs = monoNs + REFRESH_NS;
     const monoUs = Number(monoNs / 1000n);
     const wallUs = this.wallMs() * 1000 + 500; // middle of the millisecond Date.now() rounds down to
     if (Math.abs(monoUs + this.offsetUs - wallUs) > STEP_US) this.offsetUs = wallUs - monoUs;
   }
 
   toWallMicros(monoNs: bigint): number {
-    if (monoNs - this.checkedNs > REFRESH_NS) this.refresh();
-    return Number(monoNs / 1000n) + this.offsetUs;
+    if (monoNs > this.refreshAfterNs) this.refresh();
+    // As a double the division allocates nothing; it is exact below 2^53 ns (104 days of uptime).
+    const ns = Number(monoNs);
+    return (ns <= Number.MAX_SAFE_INTEGER ? Math.floor(ns / 1000) : Number(monoNs / 1000n)) + this.offsetUs;
   }
 }

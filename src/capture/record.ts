@@ -210,12 +210,19 @@ export class CaptureRecord {
     let end = start;
     while (end < start + 16 && this.buf[end] !== 0) end++;
     const seen = commText.get(this.tid);
-    if (seen && seen.bytes.length === end - start && this.buf.compare(seen.bytes, 0, seen.bytes.length, start, end) === 0) return seen.text;
+    if (seen && sameBytes(seen.bytes, this.buf, start, end)) return seen.text;
     const text = this.buf.toString('latin1', start, end);
     if (commText.size >= TEXT_CACHE_SIZE) commText.clear();
     commText.set(this.tid, { bytes: Buffer.from(this.buf.subarray(start, end)), text });
     return text;
   }
+}
+
+/** Is `bytes` equal to buf[start..end)? Byte by byte: up to 16 bytes, cheaper than compare()'s native call. */
+function sameBytes(bytes: Buffer, buf: Buffer, start: number, end: number): boolean {
+  if (bytes.length !== end - start) return false;
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== buf[start + i]) return false;
+  return true;
 }
 
 /** '::' (all zero), '::ffff:a.b.c.d', or anything else. */

@@ -5,6 +5,7 @@
  */
 import { VENDOR_3GPP, avpKey } from '../protocols/diameter-dictionary.js';
 import type { Avp } from '../protocols/diameter.js';
+import { bytesAt } from '../protocols/sip.js';
 
 const MASK = 0x58; // 'X'
 
@@ -95,7 +96,7 @@ function attributeAt(payload: Buffer, at: number, attribute: Buffer): boolean {
  * each `=` spares them a string of the whole message.
  */
 function maySecrets(payload: Buffer): boolean {
-  if (payload.subarray(0, UNAUTHORIZED.length).equals(UNAUTHORIZED)) return true;
+  if (bytesAt(payload, 0, UNAUTHORIZED)) return true;
   for (let at = payload.indexOf(0x3d); at >= 0; at = payload.indexOf(0x3d, at + 1)) {
     for (const attribute of KEY_ATTRIBUTES) if (attributeAt(payload, at, attribute)) return true;
   }

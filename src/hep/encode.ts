@@ -124,10 +124,10 @@ export class HepEncoder {
     p += src.copy(out, p);
     p = put(out, p, v4 ? CHUNK.dstIp4 : CHUNK.dstIp6, dst.length);
     p += dst.copy(out, p);
-    p = out.writeUInt16BE(m.srcPort, put(out, p, CHUNK.srcPort, 2));
-    p = out.writeUInt16BE(m.dstPort, put(out, p, CHUNK.dstPort, 2));
-    p = out.writeUInt32BE(Math.floor(m.timeUs / 1e6) >>> 0, put(out, p, CHUNK.tsSec, 4));
-    p = out.writeUInt32BE(m.timeUs % 1e6, put(out, p, CHUNK.tsUsec, 4));
+    p = be16(out, put(out, p, CHUNK.srcPort, 2), m.srcPort);
+    p = be16(out, put(out, p, CHUNK.dstPort, 2), m.dstPort);
+    p = be32(out, put(out, p, CHUNK.tsSec, 4), Math.floor(m.timeUs / 1e6));
+    p = be32(out, put(out, p, CHUNK.tsUsec, 4), m.timeUs % 1e6);
     p = put(out, p, CHUNK.protoType, 1);
     out[p++] = m.protoType;
     p += this.agentChunks.copy(out, p);
@@ -139,16 +139,42 @@ export class HepEncoder {
       p = put(out, p, CHUNK.nodeName, m.nodeName.length);
       p += m.nodeName.copy(out, p);
     } else p += this.tailChunks.copy(out, p);
-    out.write('HEP3', off, 'latin1');
-    out.writeUInt16BE(p - off, off + 4);
+    out[off] = 0x48; // HEP3
+    out[off + 1] = 0x45;
+    out[off + 2] = 0x50;
+    out[off + 3] = 0x33;
+    be16(out, off + 4, p - off);
     return { length: p - off, payloadBytes };
   }
 }
 
-/** Writes a generic chunk header for a `len`-byte value at out[p]; returns where the value goes. */
+/**
+ * Writes a generic chunk header for a `len`-byte value at out[p]; returns where the value goes.
+ * Byte stores, here and in be16/be32, not writeUInt16BE/32BE: with their range checks they were about
+ * 40% of the encoder's time (12 chunks a packet).
+ */
 function put(out: Buffer, p: number, type: number, len: number): number {
-  out.writeUInt16BE(0, p);
-  out.writeUInt16BE(type, p + 2);
-  out.writeUInt16BE(CHUNK_HEADER_SIZE + len, p + 4);
+  const length = CHUNK_HEADER_SIZE + len;
+  out[p] = 0;
+  out[p + 1] = 0;
+  out[p + 2] = type >>> 8;
+  out[p + 3] = type & 0xff;
+  out[p + 4] = length >>> 8;
+  out[p + 5] = length & 0xff;
   return p + CHUNK_HEADER_SIZE;
+}
+
+/** Big-endian 16 and 32 bits at out[p]; return the end. */
+function be16(out: Buffer, p: number, v: number): number {
+  out[p] = v >>> 8;
+  out[p + 1] = v & 0xff;
+  return p + 2;
+}
+
+function be32(out: Buffer, p: number, v: number): number {
+  out[p] = v >>> 24;
+  out[p + 1] = (v >>> 16) & 0xff;
+  out[p + 2] = (v >>> 8) & 0xff;
+  out[p + 3] = v & 0xff;
+  return p + 4;
 }

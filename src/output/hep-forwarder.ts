@@ -31,6 +31,10 @@ export class HepForwarder {
   private readonly diameterPayload: DiameterPayload;
   private readonly nodeName?: NodeNameTemplate;
   private readonly ipProto: Record<CaptureEvent['message']['transport'], number>;
+  /** What is encoded, one object rewritten per message: encoding is synchronous. */
+  private readonly hep: HepMessage = {
+    family: 4, ipProto: 0, srcIp: '', dstIp: '', srcPort: 0, dstPort: 0, timeUs: 0, protoType: 0, correlationId: '', payload: Buffer.alloc(0), nodeName: undefined,
+  };
   /** Messages whose payload was cut to fit a HEP packet. */
   private cutToFit = 0;
 
@@ -50,19 +54,18 @@ export class HepForwarder {
   forward(ev: CaptureEvent): void {
     const m = ev.message;
     const payload = ev.diameter && this.diameterPayload === 'json' ? Buffer.from(JSON.stringify(diameterJson(ev.diameter))) : ev.payload;
-    const hep: HepMessage = {
-      family: m.family,
-      ipProto: this.ipProto[m.transport],
-      srcIp: m.src.ip,
-      dstIp: m.dst.ip,
-      srcPort: m.src.port,
-      dstPort: m.dst.port,
-      timeUs: ev.wallUs,
-      protoType: ev.connection ? HEP_PROTO_LOG : ev.diameter ? HEP_PROTO_DIAMETER : HEP_PROTO_SIP,
-      correlationId: ev.correlationId,
-      payload,
-      nodeName: this.nodeName?.render(ev.container),
-    };
+    const hep = this.hep;
+    hep.family = m.family;
+    hep.ipProto = this.ipProto[m.transport];
+    hep.srcIp = m.src.ip;
+    hep.dstIp = m.dst.ip;
+    hep.srcPort = m.src.port;
+    hep.dstPort = m.dst.port;
+    hep.timeUs = ev.wallUs;
+    hep.protoType = ev.connection ? HEP_PROTO_LOG : ev.diameter ? HEP_PROTO_DIAMETER : HEP_PROTO_SIP;
+    hep.correlationId = ev.correlationId;
+    hep.payload = payload;
+    hep.nodeName = this.nodeName?.render(ev.container);
     let encodedFor = -1;
     let length = 0;
     for (const s of this.senders) {

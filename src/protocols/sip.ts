@@ -23,11 +23,15 @@ const START_TOKENS = [...METHODS.map((m) => Buffer.from(m + ' ')), Buffer.from('
 
 /** True if `buf[off..]` begins like a SIP request or status line. Needs at most 10 bytes. */
 export function startsLikeSip(buf: Buffer, off = 0): boolean {
-  for (const tok of START_TOKENS) {
-    // The first byte first: compare() costs about 100 ns a call, and garbage calls this on every push.
-    if (buf[off] === tok[0] && buf.length - off >= tok.length && buf.compare(tok, 0, tok.length, off, off + tok.length) === 0) return true;
-  }
+  for (const tok of START_TOKENS) if (buf[off] === tok[0] && bytesAt(buf, off, tok)) return true;
   return false;
+}
+
+/** Are `bytes` at buf[off..]? Byte by byte: compare() is a native call of about 100 ns, and every message and push asks. */
+export function bytesAt(buf: Buffer, off: number, bytes: Buffer): boolean {
+  if (buf.length - off < bytes.length) return false;
+  for (let i = 0; i < bytes.length; i++) if (buf[off + i] !== bytes[i]) return false;
+  return true;
 }
 
 /** Could `buf[off..]` still turn into a SIP start line once more bytes arrive? */
@@ -138,25 +142,82 @@ export function isKeepAlive(data: Buffer): boolean {
 }
 
 
+/** JavaScript's whitespace (String.prototype.trim, regex \s) among latin1 characters. */
+function isSpace(c: number): boolean {
+  return c === 0x20 || (c >= 0x09 && c <= 0x0d) || c === 0xa0;
+}
+
+/** Where buf[from..to) begins once leading whitespace (as .trim() sees it) is skipped. */
+function skipSpace(buf: Buffer, from: number, to: number): number {
+  while (from < to && isSpace(buf[from])) from++;
+  return from;
+}
+
+/** Where buf[from..to) ends once trailing whitespace is cut. */
+function cutSpace(buf: Buffer, from: number, to: number): number {
+  while (to > from && isSpace(buf[to - 1])) to--;
+  return to;
+}
+
+/** Where the run of digits at buf[from..to) ends. */
+function digitsEnd(buf: Buffer, from: number, to: number): number {
+  while (from < to && buf[from] >= 0x30 && buf[from] <= 0x39) from++;
+  return from;
+}
+
+/** Where the run of non-whitespace at buf[from..to) ends. */
+function tokenEnd(buf: Buffer, from: number, to: number): number {
+  while (from < to && !isSpace(buf[from])) from++;
+  return from;
+}
+
+/** The number the digits buf[from..to) spell, as Number() reads their text (exact up to 15 digits, the text beyond). */
+function digitsValue(buf: Buffer, from: number, to: number): number {
+  if (to - from > 15) return Number(buf.toString('latin1', from, to));
+  let n = 0;
+  for (let i = from; i < to; i++) n = n * 10 + buf[i] - 0x30;
+  return n;
+}
+
+/**
+ * The start line, checked character by character: what /^SIP\/2\.0 (\d{3})(?: (.*))?$/ and
+ * /^([A-Z]+) (\S+) SIP\/2\.0$/ accept, without their match arrays. `line` has no trailing blanks.
+ */
+function parseStartLine(line: string, info: SipInfo): boolean {
+  const n = line.length;
+  if (line.startsWith('SIP/2.0 ')) {
+    if (n < 11 || !isDigitCode(line.charCodeAt(8)) || !isDigitCode(line.charCodeAt(9)) || !isDigitCode(line.charCodeAt(10))) return false;
+    if (n > 11 && (line.charCodeAt(11) !== SP || line.indexOf('\r', 12) >= 0)) return false; // `.` matches neither CR nor LF (none left)
+    info.statusCode = (line.charCodeAt(8) - 0x30) * 100 + (line.charCodeAt(9) - 0x30) * 10 + (line.charCodeAt(10) - 0x30);
+    info.reason = n > 11 ? line.slice(12) : '';
+    info.summary = line.slice(8);
+    return true;
+  }
+  const space = line.indexOf(' ');
+  if (space <= 0 || n - space - 1 <= 8 || !line.endsWith(' SIP/2.0')) return false;
+  for (let i = 0; i < space; i++) {
+    const c = line.charCodeAt(i);
+    if (c < 0x41 || c > 0x5a) return false;
+  }
+  const uriEnd = n - 8;
+  for (let i = space + 1; i < uriEnd; i++) if (isSpace(line.charCodeAt(i))) return false;
+  info.method = line.slice(0, space);
+  info.requestUri = line.slice(space + 1, uriEnd);
+  info.summary = line.slice(0, uriEnd);
+  return true;
+}
+
+function isDigitCode(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
+}
+
 /** Parses the start line and the Call-ID / CSeq headers (long and compact forms). Null if not SIP. */
 export function parseSip(buf: Buffer): SipInfo | null {
   if (!startsLikeSip(buf)) return null;
   const firstEnd = buf.indexOf(LF);
   const startLine = buf.toString('latin1', 0, firstEnd < 0 ? Math.min(buf.length, 512) : firstEnd).trimEnd();
   const info: SipInfo = { summary: startLine };
-  if (startLine.startsWith('SIP/2.0 ')) {
-    const m = /^SIP\/2\.0 (\d{3})(?: (.*))?$/.exec(startLine);
-    if (!m) return null;
-    info.statusCode = Number(m[1]);
-    info.reason = m[2] ?? '';
-    info.summary = `${m[1]} ${info.reason}`.trimEnd();
-  } else {
-    const m = /^([A-Z]+) (\S+) SIP\/2\.0$/.exec(startLine);
-    if (!m) return null;
-    info.method = m[1];
-    info.requestUri = m[2];
-    info.summary = `${m[1]} ${m[2]}`;
-  }
+  if (!parseStartLine(startLine, info)) return null;
   if (firstEnd < 0) return info;
 
   const end = Math.min(buf.length, MAX_SCAN);
@@ -168,15 +229,20 @@ export function parseSip(buf: Buffer): SipInfo | null {
     const c = buf[line] | 0x20;
     const colon = c === 0x63 || c === 0x69 || c === 0x6c ? colonInLine(buf, line, next) : -1;
     if (colon > line) {
-      if (headerNameIs(buf, line, colon, 'call-id') || headerNameIs(buf, line, colon, 'i')) info.callId = buf.toString('latin1', colon + 1, next).trim();
+      // Values are read as bytes, trimmed as .trim() would: only the Call-ID and CSeq method become text.
+      const from = skipSpace(buf, colon + 1, next);
+      const to = cutSpace(buf, from, next);
+      if (headerNameIs(buf, line, colon, 'call-id') || headerNameIs(buf, line, colon, 'i')) info.callId = buf.toString('latin1', from, to);
       else if (headerNameIs(buf, line, colon, 'content-length') || headerNameIs(buf, line, colon, 'l')) {
-        const v = buf.toString('latin1', colon + 1, next).trim();
-        if (/^\d+$/.test(v)) info.contentLength = Number(v);
+        if (to > from && digitsEnd(buf, from, to) === to) info.contentLength = digitsValue(buf, from, to);
       } else if (headerNameIs(buf, line, colon, 'cseq')) {
-        const m = /^(\d+)\s+(\S+)/.exec(buf.toString('latin1', colon + 1, next).trim());
-        if (m) {
-          info.cseqNumber = Number(m[1]);
-          info.cseqMethod = m[2];
+        // `CSeq: 1 INVITE`: digits, blanks, a method (anything after it is ignored)
+        const number = digitsEnd(buf, from, to);
+        const method = skipSpace(buf, number, to);
+        const methodEnd = method > number ? tokenEnd(buf, method, to) : method;
+        if (number > from && methodEnd > method) {
+          info.cseqNumber = digitsValue(buf, from, number);
+          info.cseqMethod = buf.toString('latin1', method, methodEnd);
         }
       }
     }

@@ -149,6 +149,9 @@ export class StreamAssembler {
       msgHash: r.msgHash,
       payloadOmitted: (r.flags & F_COUNTERPART) !== 0,
       keepAlive,
+      // Set later by attribution: declared here so that setting them adds no property to the object.
+      peerCgroupId: undefined,
+      peerPid: undefined,
     });
   }
 

@@ -60,6 +60,59 @@ interface Bucket {
   entries: Pending[];
 }
 
+/**
+ * Buckets in order of last use, the newest held apart from the Map. A local datagram's two copies
+ * usually arrive one after the other: its bucket then comes and goes without touching the Map, whose
+ * table V8 reallocates each time it empties (150 B per message, and the costliest line of accept()).
+ */
+class Buckets {
+  private readonly older = new Map<number, Bucket>();
+  private newestKey = 0;
+  private newest?: Bucket;
+
+  get size(): number {
+    return this.older.size + (this.newest ? 1 : 0);
+  }
+
+  get(key: number): Bucket | undefined {
+    return this.newest && key === this.newestKey ? this.newest : this.older.get(key);
+  }
+
+  /** Makes `bucket` the most recently used: added, or moved to the back. */
+  use(key: number, bucket: Bucket): void {
+    if (bucket === this.newest) return;
+    this.older.delete(key);
+    if (this.newest) this.older.set(this.newestKey, this.newest);
+    this.newest = bucket;
+    this.newestKey = key;
+  }
+
+  delete(key: number): void {
+    if (this.newest && key === this.newestKey) this.newest = undefined;
+    else this.older.delete(key);
+  }
+
+  /**
+   * Drops from the oldest every bucket of `windowNs` ago or more, and any beyond `maxKeys`; stops at the
+   * first kept. Returns how many it dropped for room while still inside the window.
+   */
+  expire(nowNs: bigint, windowNs: bigint, maxKeys: number): number {
+    let early = 0;
+    for (const [key, b] of this.older) {
+      if (nowNs - b.tsNs < windowNs) {
+        if (this.size < maxKeys) return early;
+        early++;
+      }
+      this.older.delete(key);
+    }
+    if (this.newest && (nowNs - this.newest.tsNs >= windowNs || this.size >= maxKeys)) {
+      if (nowNs - this.newest.tsNs < windowNs) early++;
+      this.newest = undefined;
+    }
+    return early;
+  }
+}
+
 const isWildcard = (ip: string) => ip === '0.0.0.0' || ip === '::';
 const isLoopback = (ip: string) => ip === '::1' || ip.startsWith('127.');
 
@@ -87,7 +140,7 @@ function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
  * by the kernel's hash, bpf/local_copies.bpf.h); whole copies of the rest are paired as before.
  */
 export class LocalDedup {
-  private readonly buckets = new Map<number, Bucket>();
+  private readonly buckets = new Buckets();
   dropped = 0;
   /** Header-only receiver's copies (payloadOmitted) whose sender's copy was not here: the receiver stays unnamed. */
   unpaired = 0;
@@ -108,7 +161,7 @@ export class LocalDedup {
     const bucket = this.buckets.get(key);
     if (!bucket && m.payloadOmitted) return this.unpairedCopy();
     if (!bucket) {
-      this.buckets.set(key, { tsNs: m.tsNs, entries: [{ direction: m.direction, src: m.src, dst: m.dst, copies: [m] }] });
+      this.buckets.use(key, { tsNs: m.tsNs, entries: [{ direction: m.direction, src: m.src, dst: m.dst, copies: [m] }] });
       return true;
     }
     const { entries } = bucket;
@@ -116,8 +169,9 @@ export class LocalDedup {
       const e = entries[i];
       if (e.direction !== m.direction && sameEndpoint(e.src, m.src) && sameEndpoint(e.dst, m.dst)) {
         this.matched = e.copies.shift();
-        if (e.copies.length === 0) entries.splice(i, 1);
-        if (entries.length === 0) this.buckets.delete(key);
+        // The last copy of the last entry (the usual case) takes its bucket with it: no splice (it allocates).
+        if (e.copies.length === 0 && entries.length === 1) this.buckets.delete(key);
+        else if (e.copies.length === 0) entries.splice(i, 1);
         this.dropped++;
         return false;
       }
@@ -126,10 +180,9 @@ export class LocalDedup {
     const same = entries.find((e) => e.direction === m.direction && e.src.ip === m.src.ip && e.src.port === m.src.port && e.dst.ip === m.dst.ip);
     if (same) same.copies.push(m);
     else entries.push({ direction: m.direction, src: m.src, dst: m.dst, copies: [m] });
-    // Move the bucket to the back: the map stays in order of last use, which expire() relies on.
+    // Move the bucket to the back: buckets stay in order of last use, which expire() relies on.
     bucket.tsNs = m.tsNs;
-    this.buckets.delete(key);
-    this.buckets.set(key, bucket);
+    this.buckets.use(key, bucket);
     return true;
   }
 
@@ -142,13 +195,7 @@ export class LocalDedup {
 
   /** Buckets are in order of last use: drop from the front. */
   private expire(nowNs: bigint): void {
-    for (const [key, b] of this.buckets) {
-      if (nowNs - b.tsNs < this.windowNs) {
-        if (this.buckets.size < this.maxKeys) break;
-        this.evictedEarly++;
-      }
-      this.buckets.delete(key);
-    }
+    this.evictedEarly += this.buckets.expire(nowNs, this.windowNs, this.maxKeys);
   }
 
   /** Buckets held (each one message, or a few copies of it). */
