@@ -120,6 +120,7 @@ struct {
 struct sock_l7 {
 	__u8 l7; /* HEPBPF_L7_* or L7_NOT_OURS */
 	__u8 misses; /* non-SIP payloads seen while still unknown */
+	__u8 started; /* bit 1 << HEPBPF_DIR_*: a record of this direction went out (HEPBPF_F_STREAM_START) */
 };
 
 struct {
@@ -581,6 +582,10 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		r->flags |= HEPBPF_F_TRUNCATED;
 		count(HEPBPF_CNT_TRUNCATED);
 	}
+	/* A connection's first record each way says so: userspace names streams by socket
+	 * address, which the next connection reuses once this one is closed. */
+	if (known && !(known->started & (1 << r->direction)))
+		r->flags |= HEPBPF_F_STREAM_START;
 	if (m->proto == IPPROTO_UDP) {
 		r->msg_hash = msg_hash(s->data, len);
 		if (r->direction == HEPBPF_DIR_INGRESS && udp_sender_emitted(r)) {
@@ -593,6 +598,8 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		return 0;
 	}
 	count(HEPBPF_CNT_EMITTED);
+	if (known && (r->flags & HEPBPF_F_STREAM_START)) /* once out: a lost first record leaves it to the next */
+		known->started |= 1 << r->direction;
 	if (m->proto == IPPROTO_UDP && r->direction == HEPBPF_DIR_EGRESS)
 		udp_sent_remember(r);
 	return 0;

@@ -63,6 +63,8 @@
 #define HEPBPF_F_NO_CONN 0x08 /* TLS plaintext whose socket is not known (yet): addresses and ports are zero */
 #define HEPBPF_F_COUNTERPART 0x10 /* receiver's copy of a local UDP datagram whose sender's copy was emitted:
 				   * header only (data_len 0, orig_len and msg_hash kept), it names the receiver */
+#define HEPBPF_F_STREAM_START 0x20 /* first record of this TCP (or TLS) connection in this direction: a closed
+				    * connection's socket address (sock_id) is reused by later ones, a new stream starts */
 
 /* Index into the "counters" per-CPU array map: every loss is counted. */
 #define HEPBPF_CNT_RINGBUF_FULL 0 /* bpf_ringbuf_output failed: record lost */

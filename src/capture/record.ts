@@ -20,6 +20,8 @@ export const F_TLS = 0x04;
 export const F_NO_CONN = 0x08;
 /** Receiver's copy of a local UDP datagram whose sender's copy was emitted: header only, it names the receiver. */
 export const F_COUNTERPART = 0x10;
+/** First record of a TCP (or TLS) connection in this direction: a closed connection's sockId is reused by later ones. */
+export const F_STREAM_START = 0x20;
 export const SRC_TLS_CONN = 15;
 export const SRC_EXEC = 16;
 /** Connection events (bpf/conn_events.bpf.h): records without data. */

@@ -49,7 +49,7 @@ const STAT_METRICS: StatMetric[] = [
   counter('hepbpf_websocket_resyncs_total', 'capture.streams.websocket.resyncs', 'SIP over WebSocket frame streams given up on and resumed at a later SIP frame'),
   counter('hepbpf_websocket_control_frames_total', 'capture.streams.websocket.controlFrames', 'WebSocket ping, pong and close frames'),
   counter('hepbpf_websocket_not_sip_total', 'capture.streams.websocket.notSip', 'WebSocket data messages that were not SIP'),
-  counter('hepbpf_streams_expired_total', 'capture.streams.expiredStreams', 'idle TCP streams forgotten'),
+  counter('hepbpf_streams_expired_total', 'capture.streams.expiredStreams', 'TCP streams forgotten: idle, their framing failed, or a new connection took their socket'),
   counter('hepbpf_streams_evicted_for_memory_total', 'capture.streams.evictedForMemory', 'TCP streams forgotten with their partial messages, all partial messages together holding over 32 MiB'),
   gauge('hepbpf_stream_buffer_bytes', 'capture.streams.streamBufferBytes', 'bytes held for partial messages'),
   counter('hepbpf_tls_files_checked_total', 'capture.tls.filesChecked', 'files checked for TLS library symbols'),

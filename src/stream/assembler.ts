@@ -1,4 +1,4 @@
-import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_COUNTERPART, F_NO_CONN, F_NO_PEER, F_TLS, L7_DIAMETER, L7_WEBSOCKET } from '../capture/record.js';
+import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_COUNTERPART, F_NO_CONN, F_NO_PEER, F_STREAM_START, F_TLS, L7_DIAMETER, L7_WEBSOCKET } from '../capture/record.js';
 import type { AppProto, Endpoint, Message, Transport } from './message.js';
 import { SipFramer } from './sip-framer.js';
 import { isKeepAlive } from '../protocols/sip.js';
@@ -22,7 +22,11 @@ interface StreamState {
   lastNs: bigint;
 }
 
-/** A TLS connection's plaintext is its own stream: the socket may not be known yet. */
+/**
+ * A TLS connection's plaintext is its own stream: the socket may not be known yet. A key is reused by
+ * a later connection once this one is closed (the kernel hands out the same struct sock, the library
+ * the same connection object): the kernel flags each connection's first record (F_STREAM_START).
+ */
 function streamKey(rec: CaptureRecord): string {
   return rec.flags & F_TLS ? `tls:${rec.pid}:${rec.tlsId}:${rec.direction}` : `${rec.sockId}:${rec.direction}`;
 }
@@ -71,6 +75,13 @@ export class StreamAssembler {
     this.currentTransport = tls ? 'tls' : rec.ipProto === IPPROTO_TCP ? 'tcp' : 'sctp';
     const key = streamKey(rec);
     let stream = this.streams.get(key);
+    // A new connection on the socket address (or TLS object) of a closed one: the old stream is done,
+    // and its framing (SIP, Diameter, WebSocket state) says nothing about the new connection's bytes.
+    if (stream && rec.flags & F_STREAM_START) {
+      this.streams.delete(key);
+      this.expired++;
+      stream = undefined;
+    }
     if (!stream) {
       if (this.streams.size >= MAX_STREAMS) this.expire(rec.tsNs, true);
       // The kernel's inference decides once per connection which framing applies.

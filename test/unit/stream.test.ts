@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeBatch, F_COUNTERPART } from '../../src/capture/record.js';
+import { decodeBatch, F_COUNTERPART, F_STREAM_START, L7_DIAMETER } from '../../src/capture/record.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
 import { LocalDedup } from '../../src/stream/dedup.js';
 import type { Message } from '../../src/stream/message.js';
@@ -7,6 +7,7 @@ import { SipFramer } from '../../src/stream/sip-framer.js';
 import type { FramerStats } from '../../src/stream/framer.js';
 import { batchOf, encodeRecord, type RecordSpec } from '../../src/capture/replay.js';
 import { sipMessage } from './records.js';
+import { diameterMessage } from '../helpers/diameter.js';
 
 function framer() {
   const stats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
@@ -429,5 +430,24 @@ describe('stream lifetime', () => {
     expect(asm.stats().streams).toBe(1);
     asm.expire(1n + 121_000_000_000n);
     expect(asm.stats()).toMatchObject({ streams: 0, expiredStreams: 1 });
+  });
+
+  it('starts afresh when a new connection takes the socket address of a closed one (first record flagged by the kernel)', () => {
+    const out: Array<{ proto: string; text: string }> = [];
+    const asm = new StreamAssembler((m) => out.push({ proto: m.proto, text: m.payload.toString('latin1') }));
+    const push = (spec: RecordSpec) => decodeBatch(batchOf([encodeRecord(spec)]), (r) => asm.push(r));
+    const sip = sipMessage('closed-mid-message');
+    const dwa = diameterMessage({ request: false, command: 280, app: 0, hopByHop: 1, endToEnd: 1, avps: [{ code: 268, value: 2001 }] });
+    // The old connection on socket 9 was SIP and closed mid-message; the next one there is Diameter.
+    push({ ipProto: 6, sockId: 9n, flags: F_STREAM_START, data: sip.subarray(0, 30) });
+    push({ ipProto: 6, sockId: 9n, l7: L7_DIAMETER, flags: F_STREAM_START, data: dwa });
+    // Then a SIP connection again, its first message in two records (only the first flagged).
+    push({ ipProto: 6, sockId: 9n, flags: F_STREAM_START, data: sip.subarray(0, 30) });
+    push({ ipProto: 6, sockId: 9n, data: sip.subarray(30) });
+    expect(out).toEqual([
+      { proto: 'diameter', text: dwa.toString('latin1') },
+      { proto: 'sip', text: sip.toString('latin1') },
+    ]);
+    expect(asm.stats()).toMatchObject({ streams: 1, expiredStreams: 2 });
   });
 });
