@@ -51,12 +51,14 @@ addContainerOptions(program
   .description('print live SIP and Diameter messages')
   .option('--json', 'one NDJSON record per message on stdout')
   .option('--full', 'include the payload')
-  .option('--call-id <id>', 'only this Call-ID')
+  .option('--call-id <id>', 'only this Call-ID (and the Diameter correlated to that call)')
   .option('--session-id <id>', 'only Diameter messages with this Session-Id')
   .option('--method <method>', 'only requests with this method and their responses')
   .option('--port <n>', 'only messages with this source or destination port', integer('--port', 1, 65535))
   .option('--sip-ports <list>', 'capture only sockets with one of these ports', ports)
-  .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)'))
+  .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)')
+  .option('--pcap <file>', 'also write the messages as pcapng (IP/UDP/TCP synthesized from the captured tuple; TLS as TCP); "-": to stdout instead of the lines')
+  .option('--flow', 'draw the messages as a ladder, one column per endpoint (with --call-id: one call), colour on a terminal'))
   .action(tailCommand);
 
 program

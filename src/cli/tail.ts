@@ -1,3 +1,4 @@
+import { openSync, writeSync } from 'node:fs';
 import { connect } from 'node:net';
 import pino from 'pino';
 import { hostAgent } from '../agent.js';
@@ -7,6 +8,8 @@ import { containerFilter } from '../enrich/container-filter.js';
 import type { ContainerOptions } from './container-options.js';
 import { formatTailLine, toTailEvent, toTailRecord } from '../output/tail-record.js';
 import { preflight } from './preflight.js';
+import { PcapngWriter } from '../output/pcapng.js';
+import { FlowLadder } from '../output/flow.js';
 
 export interface TailOptions extends Partial<ContainerOptions> {
   json?: boolean;
@@ -17,15 +20,22 @@ export interface TailOptions extends Partial<ContainerOptions> {
   port?: number;
   sipPorts?: number[];
   redact?: boolean;
+  /** Also write the messages as pcapng to this file; '-': to stdout instead of the lines. */
+  pcap?: string;
+  /** Draw the messages as a ladder (one column per endpoint) instead of one line each. */
+  flow?: boolean;
 }
 
-/** Filters as the operator means them: a method selects its requests and the responses to them (by CSeq method). */
+/**
+ * Filters as the operator means them: a method selects its requests and the responses to them (by
+ * CSeq method); a Call-ID its SIP messages and the Diameter correlated to that call.
+ */
 export function tailFilter(opts: TailOptions): (ev: TailEventFields) => boolean {
   const method = opts.method?.toUpperCase();
   const containers = containerFilter(opts);
   return (ev) =>
     (containers === undefined || containers(ev.container, ev.peerContainer)) &&
-    (opts.callId === undefined || ev.callId === opts.callId) &&
+    (opts.callId === undefined || ev.callId === opts.callId || (ev.proto === 'diameter' && ev.correlationId === opts.callId)) &&
     (opts.sessionId === undefined || ev.sessionId === opts.sessionId) &&
     (method === undefined || ev.cseqMethod === method) &&
     (opts.port === undefined || ev.src.port === opts.port || ev.dst.port === opts.port);
@@ -44,11 +54,29 @@ function attachToAgent(): Promise<import('node:net').Socket | undefined> {
   });
 }
 
+/**
+ * Writes each event as pcapng to `path` ('-': stdout). Writes are synchronous (files, and pipes on
+ * Linux), so what was shown is in the file when tail stops.
+ */
+function pcapOutput(path: string): (ev: TailEventFields) => void {
+  const writer = new PcapngWriter();
+  const fd = path === '-' ? undefined : openSync(path, 'w');
+  const write = (b: Buffer) => (fd === undefined ? process.stdout.write(b) : writeSync(fd, b));
+  write(writer.header());
+  return (ev) => write(writer.packets(ev));
+}
+
 export async function tailCommand(opts: TailOptions): Promise<void> {
   const keep = tailFilter(opts);
   const out = process.stdout;
+  const pcap = opts.pcap === undefined ? undefined : pcapOutput(opts.pcap);
+  const ladder = opts.flow ? new FlowLadder(!!out.isTTY) : undefined;
   const print = (ev: TailEventFields) => {
-    if (keep(ev)) out.write((opts.json ? JSON.stringify(toTailRecord(ev, !!opts.full)) : formatTailLine(ev)) + '\n');
+    if (!keep(ev)) return;
+    if (pcap) pcap(ev);
+    if (opts.pcap === '-') return;
+    if (ladder) out.write(ladder.lines(ev).join('\n') + '\n');
+    else out.write((opts.json ? JSON.stringify(toTailRecord(ev, !!opts.full)) : formatTailLine(ev)) + '\n');
   };
   // Reading stopped (e.g. `| head`): exit quietly instead of throwing EPIPE.
   out.on('error', () => process.exit(0));

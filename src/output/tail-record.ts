@@ -92,10 +92,10 @@ export function toTailRecord(ev: TailEventFields, full: boolean): TailRecord {
 export const escapeControl = (s: string): string =>
   s.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'));
 
-const hostPort = (a: { ip: string; port: number }) => (a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`);
+export const hostPort = (a: { ip: string; port: number }) => (a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`);
 
 /** How a line names a container: compose service or pod (namespace/pod) when there is one, else its name. */
-function containerLabel(c: ContainerFieldsWire | null): string | undefined {
+export function containerLabel(c: ContainerFieldsWire | null): string | undefined {
   if (!c || !c.id) return undefined;
   if (c.pod) return `${c.namespace ? c.namespace + '/' : ''}${c.pod}${c.name && c.name !== c.pod ? '/' + c.name : ''}`;
   if (c.service) return `${c.project ? c.project + '/' : ''}${c.service}`;
