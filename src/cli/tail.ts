@@ -9,7 +9,7 @@ import type { ContainerOptions } from './container-options.js';
 import { formatTailLine, toTailEvent, toTailRecord } from '../output/tail-record.js';
 import { preflight } from './preflight.js';
 import { PcapngWriter } from '../output/pcapng.js';
-import { FlowLadder } from '../output/flow.js';
+import { colourWanted, FlowLadder } from '../output/flow-ladder.js';
 
 export interface TailOptions extends Partial<ContainerOptions> {
   json?: boolean;
@@ -70,7 +70,7 @@ export async function tailCommand(opts: TailOptions): Promise<void> {
   const keep = tailFilter(opts);
   const out = process.stdout;
   const pcap = opts.pcap === undefined ? undefined : pcapOutput(opts.pcap);
-  const ladder = opts.flow ? new FlowLadder(!!out.isTTY) : undefined;
+  const ladder = opts.flow ? new FlowLadder(colourWanted(!!out.isTTY)) : undefined;
   const print = (ev: TailEventFields) => {
     if (!keep(ev)) return;
     if (pcap) pcap(ev);

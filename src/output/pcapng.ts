@@ -3,12 +3,14 @@
  * IPv4/IPv6 packets with UDP or TCP headers synthesized from its captured tuple, lengths and
  * checksums correct. TCP connections get sequence numbers that advance by payload per direction,
  * so Wireshark reassembles SIP and Diameter across segments; TLS plaintext goes out as TCP on the
- * connection's real ports. A packet comment says who sent it (process, container), its correlation
- * id, and when it was TLS. No npm package writes pcapng, and the format takes three block types.
+ * connection's real ports (WebSocket and SCTP messages too). A packet comment says who sent it
+ * (process, container), its correlation id, and what the transport really was. Written here: npm's
+ * pcap packages (pcap, pcap-parser) capture or read classic pcap, none writes pcapng, and the
+ * format needs only three block types.
  */
 import { isIP } from 'node:net';
 import type { TailEventFields } from './tail-protocol.js';
-import { containerLabel } from './tail-record.js';
+import { containerLabel, epochNs } from './tail-record.js';
 
 const LINKTYPE_RAW = 101; // each packet starts with its IPv4 or IPv6 header
 const IPPROTO_TCP = 6;
@@ -147,15 +149,15 @@ function tcp(sport: number, dport: number, seq: number, ack: number, flags: numb
   return Buffer.concat([h, payload]);
 }
 
-/** "2026-12-02T06:11:23.123456Z" (tail's ts) as nanoseconds since the epoch. */
-function epochNs(ts: string): bigint {
-  const m = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z$/.exec(ts);
-  if (!m) return 0n;
-  const seconds = BigInt(Date.parse(m[1] + 'Z') / 1000);
-  return seconds * 1_000_000_000n + BigInt((m[2] ?? '').padEnd(9, '0'));
-}
+/** What a packet of these transports is instead of the TCP segment it is shown as. */
+const TRANSPORT_NOTES: Record<string, string> = {
+  tls: 'TLS plaintext (decrypted by hepbpf), shown as TCP',
+  wss: 'TLS plaintext (decrypted by hepbpf), WebSocket message without its frames, shown as TCP',
+  ws: 'WebSocket message without its frames, shown as TCP',
+  sctp: 'SCTP, shown as TCP',
+};
 
-/** The packet comment: who sent it, which container, its correlation id, and whether it was TLS. */
+/** The packet comment: who sent it, which container, its correlation id, and what the transport really was. */
 export function packetComment(ev: TailEventFields): string {
   const own = containerLabel(ev.container);
   const peer = containerLabel(ev.peerContainer);
@@ -164,7 +166,8 @@ export function packetComment(ev: TailEventFields): string {
     `container ${own ?? 'host'}${peer ? ` (peer ${peer})` : ''}`,
     `correlation id ${ev.correlationId || '-'}`,
   ];
-  if (ev.transport === 'tls') parts.push('TLS plaintext (decrypted by hepbpf), shown as TCP');
+  const shownAs = TRANSPORT_NOTES[ev.transport];
+  if (shownAs) parts.push(shownAs);
   if (ev.truncated) parts.push(`truncated: ${ev.payload.length} of ${ev.size} bytes`);
   if (ev.connectionUnknown) parts.push('connection unknown: addresses are 0.0.0.0:0');
   return parts.join('; ');

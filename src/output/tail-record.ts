@@ -34,6 +34,14 @@ export function isoMicros(wallUs: number): string {
   return new Date(ms).toISOString().replace(/Z$/, String(Math.floor(wallUs % 1000)).padStart(3, '0') + 'Z');
 }
 
+/** The inverse of isoMicros (any number of fraction digits): nanoseconds since the epoch; 0 for what is not such a time. */
+export function epochNs(ts: string): bigint {
+  const m = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z$/.exec(ts);
+  const ms = m ? Date.parse(m[1] + 'Z') : NaN;
+  if (Number.isNaN(ms)) return 0n;
+  return BigInt(ms / 1000) * 1_000_000_000n + BigInt((m![2] ?? '').padEnd(9, '0'));
+}
+
 /** What tail shows of one event, the same whether tail captures itself or reads a running agent. */
 export function toTailEvent(ev: CaptureEvent): TailEventFields {
   const m = ev.message;

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { PcapngWriter } from '../../src/output/pcapng.js';
+import { packetComment, PcapngWriter } from '../../src/output/pcapng.js';
 import type { TailEventFields } from '../../src/output/tail-protocol.js';
 import { diameterMessage } from '../helpers/diameter.js';
 
@@ -89,5 +89,13 @@ describe('pcapng export', () => {
     expect(dissected.map((f) => f[1])).toEqual(events.map((_, i) => `1796191200.00000${i + 1}000`));
     expect(dissected[0][2]).toBe('process kamailio[42]; container host; correlation id corr-1');
     expect(dissected[4][2]).toBe('process kamailio[42]; container pbx; correlation id corr-5; TLS plaintext (decrypted by hepbpf), shown as TCP');
+  });
+
+  it('names what a message shown as TCP really travelled in: TLS, WebSocket (frames removed), SCTP', () => {
+    const comment = (transport: string) => packetComment(event(transport, ['127.0.0.1', 1], ['127.0.0.1', 2], sip('OPTIONS', 'c', 'h'), 1));
+    expect(comment('tcp')).toBe('process kamailio[42]; container host; correlation id corr-1');
+    expect(comment('wss')).toBe('process kamailio[42]; container host; correlation id corr-1; TLS plaintext (decrypted by hepbpf), WebSocket message without its frames, shown as TCP');
+    expect(comment('ws')).toMatch(/; WebSocket message without its frames, shown as TCP$/);
+    expect(comment('sctp')).toMatch(/; SCTP, shown as TCP$/);
   });
 });

@@ -1,7 +1,7 @@
 /** `tail --flow` on a recorded call: an INVITE dialog through a proxy in a container, and the Rx exchange it triggered. */
 import { describe, expect, it } from 'vitest';
 import { tailFilter } from '../../src/cli/tail.js';
-import { FlowLadder } from '../../src/output/flow.js';
+import { colourWanted, FlowLadder } from '../../src/output/flow-ladder.js';
 import type { TailEventFields } from '../../src/output/tail-protocol.js';
 
 const pbx = { id: 'c0ffee', name: 'pbx-1', runtime: 'docker', service: 'pbx', project: 'lab' };
@@ -81,6 +81,13 @@ describe('tail --flow', () => {
     expect(arrows.map((l) => /\x1b\[(\d+)m/.exec(l)?.[1])).toEqual(['36', '33', '35', '35', '36', '33', '33', '32', '32', '36', '36', '32']);
     const busy = new FlowLadder(true).lines(ev(0, UAS, PROXY, '486 Busy Here')).at(-1)!;
     expect(busy).toMatch(/\x1b\[31m─+ 486 Busy Here ─+>\x1b\[0m│$/);
+  });
+
+  it('colour is wanted on a terminal unless NO_COLOR is set to something', () => {
+    expect(colourWanted(true, {})).toBe(true);
+    expect(colourWanted(true, { NO_COLOR: '' })).toBe(true);
+    expect(colourWanted(true, { NO_COLOR: '1' })).toBe(false);
+    expect(colourWanted(false, {})).toBe(false);
   });
 
   it('shows control characters from traffic as \\xNN', () => {

@@ -1,21 +1,18 @@
 /**
  * `tail --flow`: the messages as a ladder, as sngrep draws a call: one column per endpoint
  * (address:port, with its process or container), one arrow per message with its method or status
- * and the time since the first message. Drawn as messages arrive: an endpoint not seen before adds
- * a column (or a name to one), and the header is printed again with it.
+ * and the time since the first message. Drawn as messages arrive (as sngrep's call view follows a
+ * live call): an endpoint not seen before adds a column (or a name to one), and the header is
+ * printed again with it.
  */
 import type { TailEventFields } from './tail-protocol.js';
-import { containerLabel, escapeControl, hostPort } from './tail-record.js';
+import { containerLabel, epochNs, escapeControl, hostPort } from './tail-record.js';
 
 const COLUMN = 24;
 const TIME = 12; // at least COLUMN / 2: the first column's header is centred on its lifeline
 
-
-/** Microseconds since the epoch of tail's ts ("...T06:11:23.123456Z"). */
-function micros(ts: string): number {
-  const frac = /\.(\d+)Z$/.exec(ts)?.[1] ?? '';
-  return Math.floor(Date.parse(ts) / 1000) * 1_000_000 + Number(frac.padEnd(6, '0').slice(0, 6));
-}
+/** Microseconds since the epoch of tail's ts. */
+const micros = (ts: string): number => Number(epochNs(ts) / 1000n);
 
 /** What the arrow says: a SIP request's method, a response's status, a Diameter command (and result). */
 function arrowLabel(ev: TailEventFields): string {
@@ -36,6 +33,9 @@ const centred = (text: string, width: number) => {
   const left = Math.floor((width - t.length) / 2);
   return ' '.repeat(left) + t + ' '.repeat(width - t.length - left);
 };
+
+/** Colour only on a terminal, and not when NO_COLOR is set to anything but '' (no-color.org). */
+export const colourWanted = (tty: boolean, env: NodeJS.ProcessEnv = process.env): boolean => tty && !env.NO_COLOR;
 
 export class FlowLadder {
   private readonly columns = new Map<string, { address: string; name: string }>();
