@@ -230,7 +230,7 @@ describe.skipIf(!!why)('hepbpf tail --pcap', () => {
     let truth;
     try {
       sipUas = await sippUas(uas, 'u1', dir);
-      expect(await sippUac(uas, uac, 'u1', 1, dir, 50, ['-cid_str', callId])).toBe(0);
+      expect(await sippUac(uas, uac, 'u1', 1, dir, 50, ['-sn', 'uac', '-cid_str', callId])).toBe(0);
     } finally {
       await sipUas?.stop();
       truth = await wire.stop();

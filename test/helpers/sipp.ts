@@ -12,14 +12,11 @@ export async function sippUas(port: number, transport: 'u1' | 't1', cwd: string)
   return { proc, stop };
 }
 
-/**
- * Runs a sipp UAC for `calls` calls to 127.0.0.1:uasPort, `rate` new calls per second, with `extra`
- * sipp options (e.g. -cid_str); resolves with its exit code (0: every call succeeded).
- */
-export function sippUac(uasPort: number, port: number, transport: 'u1' | 't1', calls: number, cwd: string, rate = 50, extra: string[] = []): Promise<number | null> {
+/** Runs a sipp UAC for `calls` calls to 127.0.0.1:uasPort, `rate` new calls per second; resolves with its exit code (0: every call succeeded). */
+export function sippUac(uasPort: number, port: number, transport: 'u1' | 't1', calls: number, cwd: string, rate = 50, scenario = ['-sn', 'uac']): Promise<number | null> {
   const proc = spawn(
     'sipp',
-    ['-sn', 'uac', `127.0.0.1:${uasPort}`, '-i', '127.0.0.1', '-p', String(port), '-t', transport, '-m', String(calls), '-r', String(rate), '-nostdin', '-timeout', '60', '-timeout_error', ...extra],
+    [...scenario, `127.0.0.1:${uasPort}`, '-i', '127.0.0.1', '-p', String(port), '-t', transport, '-m', String(calls), '-r', String(rate), '-nostdin', '-timeout', '60', '-timeout_error'],
     { cwd, stdio: 'ignore' },
   );
   return new Promise((r) => proc.once('exit', (code) => r(code)));
