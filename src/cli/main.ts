@@ -57,7 +57,9 @@ addSelectionOptions(addContainerOptions(program
   .option('--full', 'include the payload')
   .option('--session-id <id>', 'only Diameter messages with this Session-Id')
   .option('--sip-ports <list>', 'capture only sockets with one of these ports', ports)
-  .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)')))
+  .option('--no-redact', 'show authentication secrets unmasked (when tail captures by itself)')
+  .option('--pcap <file>', 'also write the messages as pcapng (IP/UDP/TCP synthesized from the captured tuple; TLS as TCP); "-": to stdout instead of the lines')
+  .option('--flow', 'draw the messages as a ladder, one column per endpoint (with --call-id: one call), colour on a terminal')))
   .action(tailCommand);
 
 program

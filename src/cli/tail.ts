@@ -1,3 +1,4 @@
+import { openSync, writeSync } from 'node:fs';
 import { connect } from 'node:net';
 import pino from 'pino';
 import { hostAgent } from '../agent.js';
@@ -9,6 +10,8 @@ import { formatTailLine, toTailEvent, toTailRecord } from '../output/tail-record
 import { preflight } from './preflight.js';
 import { Selection, type SelectionOptions } from '../enrich/selection.js';
 import { parseSip } from '../protocols/sip.js';
+import { PcapngWriter } from '../output/pcapng.js';
+import { colourWanted, FlowLadder } from '../output/flow-ladder.js';
 
 export interface TailOptions extends Partial<ContainerOptions>, SelectionOptions {
   json?: boolean;
@@ -16,6 +19,10 @@ export interface TailOptions extends Partial<ContainerOptions>, SelectionOptions
   sessionId?: string;
   sipPorts?: number[];
   redact?: boolean;
+  /** Also write the messages as pcapng to this file; '-': to stdout instead of the lines. */
+  pcap?: string;
+  /** Draw the messages as a ladder (one column per endpoint) instead of one line each. */
+  flow?: boolean;
 }
 
 /**
@@ -48,11 +55,29 @@ function attachToAgent(): Promise<import('node:net').Socket | undefined> {
   });
 }
 
+/**
+ * Writes each event as pcapng to `path` ('-': stdout). Writes are synchronous (files, and pipes on
+ * Linux), so what was shown is in the file when tail stops.
+ */
+function pcapOutput(path: string): (ev: TailEventFields) => void {
+  const writer = new PcapngWriter();
+  const fd = path === '-' ? undefined : openSync(path, 'w');
+  const write = (b: Buffer) => (fd === undefined ? process.stdout.write(b) : writeSync(fd, b));
+  write(writer.header());
+  return (ev) => write(writer.packets(ev));
+}
+
 export async function tailCommand(opts: TailOptions): Promise<void> {
   const keep = tailFilter(opts);
   const out = process.stdout;
+  const pcap = opts.pcap === undefined ? undefined : pcapOutput(opts.pcap);
+  const ladder = opts.flow ? new FlowLadder(colourWanted(!!out.isTTY)) : undefined;
   const print = (ev: TailEventFields) => {
-    if (keep(ev)) out.write((opts.json ? JSON.stringify(toTailRecord(ev, !!opts.full)) : formatTailLine(ev)) + '\n');
+    if (!keep(ev)) return;
+    if (pcap) pcap(ev);
+    if (opts.pcap === '-') return;
+    if (ladder) out.write(ladder.lines(ev).join('\n') + '\n');
+    else out.write((opts.json ? JSON.stringify(toTailRecord(ev, !!opts.full)) : formatTailLine(ev)) + '\n');
   };
   // Reading stopped (e.g. `| head`): exit quietly instead of throwing EPIPE.
   out.on('error', () => process.exit(0));

@@ -250,6 +250,12 @@ export interface SelectionStats {
   evicted: number;
 }
 
+/** A SIP message by its Call-ID; Diameter by its correlation id, which is its call's Call-ID (src/enrich/correlation.ts). */
+function callIdMatches(callIds: Globs, m: Selectable): boolean {
+  const id = m.sip ? m.sip.callId : m.correlationId;
+  return id !== undefined && callIds.has(id);
+}
+
 export class Selection {
   /** False when no filter is set: every message is selected at no cost. */
   readonly active: boolean;
@@ -348,11 +354,11 @@ export class Selection {
   private matchesAll(k: Kinds, m: Selectable, identities?: string[]): boolean {
     if (k.ports && !k.ports.has(m.src.port) && !k.ports.has(m.dst.port)) return false;
     if (k.addresses && !k.addresses.has(m.src.ip) && !k.addresses.has(m.dst.ip)) return false;
-    if (k.methods || k.callIds || k.users) {
+    if (k.callIds && !callIdMatches(k.callIds, m)) return false;
+    if (k.methods || k.users) {
       const sip = m.sip;
       if (!sip) return false;
       if (k.methods && !k.methods.has((sip.method ?? sip.cseqMethod)!)) return false;
-      if (k.callIds && !(sip.callId !== undefined && k.callIds.has(sip.callId))) return false;
       if (k.users && !identitiesMatch(k.users, identities!)) return false;
     }
     return true;
@@ -361,10 +367,10 @@ export class Selection {
   private matchesAny(k: Kinds, m: Selectable, identities?: string[]): boolean {
     if (k.ports && (k.ports.has(m.src.port) || k.ports.has(m.dst.port))) return true;
     if (k.addresses && (k.addresses.has(m.src.ip) || k.addresses.has(m.dst.ip))) return true;
+    if (k.callIds && callIdMatches(k.callIds, m)) return true;
     const sip = m.sip;
     if (!sip) return false;
     if (k.methods && k.methods.has((sip.method ?? sip.cseqMethod)!)) return true;
-    if (k.callIds && sip.callId !== undefined && k.callIds.has(sip.callId)) return true;
     return !!k.users && identitiesMatch(k.users, identities!);
   }
 

@@ -34,6 +34,14 @@ export function isoMicros(wallUs: number): string {
   return new Date(ms).toISOString().replace(/Z$/, String(Math.floor(wallUs % 1000)).padStart(3, '0') + 'Z');
 }
 
+/** The inverse of isoMicros (any number of fraction digits): nanoseconds since the epoch; 0 for what is not such a time. */
+export function epochNs(ts: string): bigint {
+  const m = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z$/.exec(ts);
+  const ms = m ? Date.parse(m[1] + 'Z') : NaN;
+  if (Number.isNaN(ms)) return 0n;
+  return BigInt(ms / 1000) * 1_000_000_000n + BigInt((m![2] ?? '').padEnd(9, '0'));
+}
+
 /** What tail shows of one event, the same whether tail captures itself or reads a running agent. */
 export function toTailEvent(ev: CaptureEvent): TailEventFields {
   const m = ev.message;
@@ -92,10 +100,10 @@ export function toTailRecord(ev: TailEventFields, full: boolean): TailRecord {
 export const escapeControl = (s: string): string =>
   s.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'));
 
-const hostPort = (a: { ip: string; port: number }) => (a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`);
+export const hostPort = (a: { ip: string; port: number }) => (a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`);
 
 /** How a line names a container: compose service or pod (namespace/pod) when there is one, else its name. */
-function containerLabel(c: ContainerFieldsWire | null): string | undefined {
+export function containerLabel(c: ContainerFieldsWire | null): string | undefined {
   if (!c || !c.id) return undefined;
   if (c.pod) return `${c.namespace ? c.namespace + '/' : ''}${c.pod}${c.name && c.name !== c.pod ? '/' + c.name : ''}`;
   if (c.service) return `${c.project ? c.project + '/' : ''}${c.service}`;

@@ -1,11 +1,13 @@
 /** `hepbpf tail` as an operator runs it, for the end-to-end tests. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Writable } from 'node:stream';
 import { CLI } from './agent.js';
 
 export interface RunningTail {
   proc: ChildProcess;
   /** stderr so far: the ready notice, errors. */
   err(): string;
+  /** stdout so far ('' when it goes to another process). */
   out(): string;
   /** Resolves with stdout once `done(stdout)` holds; rejects after `timeoutMs`. */
   waitForOutput(done: (out: string) => boolean, timeoutMs?: number): Promise<string>;
@@ -13,12 +15,12 @@ export interface RunningTail {
   stop(): Promise<number | null>;
 }
 
-/** Starts `hepbpf tail ARGS` and resolves once it printed its ready notice. */
-export async function startTail(args: string[], env: NodeJS.ProcessEnv): Promise<RunningTail> {
-  const proc = spawn(process.execPath, [CLI, 'tail', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+/** Starts `hepbpf tail ARGS` (stdout to us, or straight into `stdout`: another process's stdin) and resolves once it printed its ready notice. */
+export async function startTail(args: string[], env: NodeJS.ProcessEnv, stdout: 'pipe' | Writable = 'pipe'): Promise<RunningTail> {
+  const proc = spawn(process.execPath, [CLI, 'tail', ...args], { env, stdio: ['ignore', stdout, 'pipe'] });
   let out = '';
   let err = '';
-  proc.stdout!.on('data', (d) => (out += d));
+  proc.stdout?.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (err += d));
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   const until = async (what: string, ok: () => boolean, timeoutMs: number) => {
@@ -29,7 +31,10 @@ export async function startTail(args: string[], env: NodeJS.ProcessEnv): Promise
       await new Promise((r) => setTimeout(r, 20));
     }
   };
-  await until('ready notice', () => err.includes('ready'), 30_000);
+  await until('ready notice', () => err.includes('ready'), 30_000).catch((e) => {
+    proc.kill('SIGKILL'); // not left capturing after the test
+    throw e;
+  });
   return {
     proc,
     err: () => err,
