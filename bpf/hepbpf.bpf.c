@@ -50,9 +50,6 @@ char LICENSE[] SEC("license") = "GPL";
 /* A memory-BIO application writes the ciphertext right after SSL_write: a
  * socket write later than this is not taken as naming the connection. */
 #define TLS_PENDING_NS 10000000
-/* Unread bytes in the ring buffer at which a TLS record wakes the reader after all
- * (see ringbuf_wakeup): 10 ms of 100 MB/s, 1/64 of the ring. */
-#define TLS_WAKE_BACKLOG (256 << 10)
 
 /* Only .rodata variable: userspace patches it before load. */
 const volatile struct hepbpf_config cfg = {};
@@ -494,18 +491,6 @@ static __always_inline bool carries_ours(__u8 l7);
 static __always_inline void conn_carries_ours(struct sock *sk, __u64 tls_id);
 static __always_inline int tls_enter(__u64 conn, const void *buf, const void *out_len, __u8 source);
 
-/* Waking the reader costs the writing thread an interrupt: 4-6 µs per record on
- * a VM (bpf_stats: tls_ssl_ret took 4.8-7.2 µs per call with the reader waiting,
- * 1.3 µs without a wakeup). TLS plaintext is written inside the application's
- * SSL_* call, so its records do not wake the reader, which looks every 10 ms
- * anyway (IDLE_POLL_MS in libbpf_addon.c), unless TLS_WAKE_BACKLOG bytes wait. */
-static __always_inline __u64 ringbuf_wakeup(const struct sock_msg *m)
-{
-	if (!m->tls_id)
-		return 0;
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= TLS_WAKE_BACKLOG ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-}
-
 /* Turns one message into a record if it is SIP or Diameter, and submits it.
  * known: what the connection carries so far, updated here; NULL for a
  * datagram, which is judged alone (SIP only: no Diameter over UDP).
@@ -603,7 +588,7 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 			r->data_len = len = 0;
 		}
 	}
-	if (bpf_ringbuf_output(&events, s, sizeof(*r) + len, ringbuf_wakeup(m))) {
+	if (bpf_ringbuf_output(&events, s, sizeof(*r) + len, 0)) {
 		count(HEPBPF_CNT_RINGBUF_FULL);
 		return 0;
 	}

@@ -842,10 +842,6 @@ static int on_record(void *ctx, void *data, size_t size)
 	return 0;
 }
 
-/* TLS records are written without waking the drain thread (ringbuf_wakeup() in
- * bpf/hepbpf.bpf.c): it looks at the ring buffer at least this often. */
-#define IDLE_POLL_MS 10
-
 static bool stopping(struct reader *r)
 {
 	return __atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE);
@@ -859,12 +855,10 @@ static void *drain_thread(void *arg)
 	int timeout, n;
 
 	while (!stopping(r)) {
-		timeout = IDLE_POLL_MS;
+		timeout = -1;
 		if (r->cur && r->cur->len) {
 			left = (int64_t)(r->cur_first_ns + r->max_latency_ns - now_ns());
-			left = left <= 0 ? 0 : (left + 999999) / 1000000;
-			if (left < timeout)
-				timeout = (int)left;
+			timeout = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
 		}
 		n = epoll_wait(r->epoll_fd, &ev, 1, timeout);
 		if (n < 0 && errno != EINTR) {
@@ -873,7 +867,8 @@ static void *drain_thread(void *arg)
 		}
 		if (stopping(r))
 			break;
-		ring_buffer__consume(r->rb); /* also after a timeout: records that did not wake us */
+		if (n > 0)
+			ring_buffer__consume(r->rb);
 		if (r->cur && r->cur->len && now_ns() - r->cur_first_ns >= r->max_latency_ns)
 			flush(r);
 	}
