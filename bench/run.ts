@@ -171,8 +171,8 @@ async function syscallCosts() {
     sipPair: { label: 'SIP sendto+recvfrom pair, 800 B UDP', target: '<= 1.3x', measure: async () => +(await runC(SYSCALL_COST, 'pair', '200000', String(port()))) },
     write: { label: 'unrelated 800 B write() to /dev/null', target: '<= +300 ns', measure: async () => +(await runC(SYSCALL_COST, 'write', '1000000')) },
     nonSipSendto: { label: 'unrelated 800 B UDP sendto, non-SIP', target: '-', measure: async () => +(await runC(SYSCALL_COST, 'junk', '300000', String(port()))) },
-    tlsPair: { label: 'SIP SSL_write+SSL_read pair, 1 KiB, OpenSSL over TCP', target: '<= +2000 ns', measure: async () => +(await runC(TLS_COST, 'ssl', '100000', TLS_CERT, TLS_KEY)) },
-    nonSipTcp: { label: 'unrelated 1 KiB TCP write+read, no TLS', target: '-', measure: async () => +(await runC(TLS_COST, 'tcp', '200000')) },
+    tlsPair: { label: 'SIP SSL_write+SSL_read pair, 1 KiB, OpenSSL over TCP', target: '<= +2000 ns', measure: async () => parseFloat(await runC(TLS_COST, 'ssl', '100000', TLS_CERT, TLS_KEY)) },
+    nonSipTcp: { label: 'unrelated 1 KiB TCP write+read, no TLS', target: '-', measure: async () => parseFloat(await runC(TLS_COST, 'tcp', '200000')) },
   };
   const samples = { base: {} as Record<string, number[]>, agent: {} as Record<string, number[]> };
   const measureAll = async (into: Record<string, number[]>) => {

@@ -1,5 +1,7 @@
 // Per-operation cost for `npm run bench`, over one TCP connection on 127.0.0.1 inside this process:
-// prints the mean ns of one operation over ITER loops (after a warm-up of ITER/10).
+// prints the mean wall-clock ns and the mean CPU ns (user + system, this process) of one operation
+// over ITER loops (after a warm-up of ITER/10). The CPU time is what the probes cost the
+// application itself; on a busy machine the wall clock also carries other processes' load.
 //   tls_cost ssl ITER CERT KEY   SSL_write of a 1 KiB SIP message on one end + SSL_read of it on the
 //                                other (OpenSSL, TLS 1.3, socket BIO)
 //   tls_cost tcp ITER            write + read of 1 KiB that is not SIP, no TLS (an unrelated TCP user)
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +27,14 @@ static double now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static double cpu_ns(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e9 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e3;
 }
 
 static void die(const char *what)
@@ -83,17 +94,19 @@ static void handshake(SSL *c, SSL *s, int cfd, int sfd)
 	fcntl(sfd, F_SETFL, 0);
 }
 
-/* Mean ns of op(ctx) over iter calls, after iter/10 warm-up calls. */
-static double mean_ns(long iter, void (*op)(void *), void *ctx)
+/* Prints the mean wall and CPU ns of op(ctx) over iter calls, after iter/10 warm-up calls. */
+static void print_mean_ns(long iter, void (*op)(void *), void *ctx)
 {
-	double t0 = 0;
+	double t0 = 0, c0 = 0;
 
 	for (long i = -iter / 10; i < iter; i++) {
-		if (i == 0)
+		if (i == 0) {
 			t0 = now_ns();
+			c0 = cpu_ns();
+		}
 		op(ctx);
 	}
-	return (now_ns() - t0) / iter;
+	printf("%.1f %.1f\n", (now_ns() - t0) / iter, (cpu_ns() - c0) / iter);
 }
 
 struct ssl_pair {
@@ -116,7 +129,7 @@ static void ssl_op(void *ctx)
 	}
 }
 
-static double ssl_cost(long iter, const char *cert, const char *key)
+static void ssl_cost(long iter, const char *cert, const char *key)
 {
 	SSL_CTX *sctx = SSL_CTX_new(TLS_server_method()), *cctx = SSL_CTX_new(TLS_client_method());
 	struct ssl_pair p;
@@ -134,7 +147,7 @@ static double ssl_cost(long iter, const char *cert, const char *key)
 	SSL_set_accept_state(p.server);
 	handshake(p.client, p.server, cfd, sfd);
 	fill_sip(p.msg);
-	return mean_ns(iter, ssl_op, &p);
+	print_mean_ns(iter, ssl_op, &p);
 }
 
 struct tcp_pair {
@@ -157,13 +170,13 @@ static void tcp_op(void *ctx)
 	}
 }
 
-static double tcp_cost(long iter)
+static void tcp_cost(long iter)
 {
 	struct tcp_pair p;
 
 	memset(p.msg, 0xa5, sizeof(p.msg));
 	tcp_pair(&p.client, &p.server);
-	return mean_ns(iter, tcp_op, &p);
+	print_mean_ns(iter, tcp_op, &p);
 }
 
 int main(int argc, char **argv)
@@ -171,9 +184,9 @@ int main(int argc, char **argv)
 	long iter = argc > 2 ? atol(argv[2]) : 0;
 
 	if (argc == 5 && !strcmp(argv[1], "ssl") && iter > 0)
-		printf("%.1f\n", ssl_cost(iter, argv[3], argv[4]));
+		ssl_cost(iter, argv[3], argv[4]);
 	else if (argc == 3 && !strcmp(argv[1], "tcp") && iter > 0)
-		printf("%.1f\n", tcp_cost(iter));
+		tcp_cost(iter);
 	else {
 		fprintf(stderr, "usage: tls_cost ssl ITER CERT KEY | tls_cost tcp ITER\n");
 		return 2;
