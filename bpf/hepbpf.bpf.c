@@ -220,11 +220,11 @@ static __always_inline struct scratch_buf *scratch_slot(void)
 	return bpf_map_lookup_elem(&scratch, &cpu);
 }
 
-#include "local_copies.bpf.h"
-
 /* Reinterprets a kernel address as a typed, read-only pointer: field loads
  * through it are plain loads the verifier guards, not helper calls. */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+#include "local_copies.bpf.h"
 
 /* The struct sock behind fd when it is an AF_INET/AF_INET6 TCP/UDP/SCTP socket,
  * else NULL. Runs for every read() and write() on the host: everything up to
@@ -491,6 +491,65 @@ static __always_inline bool carries_ours(__u8 l7);
 static __always_inline void conn_carries_ours(struct sock *sk, __u64 tls_id);
 static __always_inline int tls_enter(__u64 conn, const void *buf, const void *out_len, __u8 source);
 
+#define TCP_RX_DONE 1 /* nothing more to send */
+#define TCP_RX_DECIDED 2 /* the receiver's socket now knows what it carries: its connection event is due */
+
+/* A local TCP connection's receiver read m (bpf/local_copies.bpf.h): TCP_RX_DONE
+ * when nothing more is to be sent (the first time on the socket, the header-only
+ * record naming the receiver is sent here). Else r gets what userspace needs
+ * to drop the front bytes the sender's records carried (msg_hash, and
+ * HEPBPF_F_STREAM_GAP). Global, so the verifier checks it apart from emit();
+ * a leaf, for the stack's sake. */
+__noinline int tcp_rx_copy(const struct sock_msg *m, struct sock_l7 *known, struct hepbpf_record *r)
+{
+	__u32 skip = 0;
+	bool gap = false;
+	__u8 l7 = 0;
+	int rx, decided = 0;
+
+	if (!m || !r)
+		return TCP_RX_DONE;
+	rx = tcp_rx_reduce(m->sk, r, m->orig_len, &skip, &gap, &l7);
+	if (l7 && known && !known->l7) { /* the sender's verdict on the same bytes */
+		known->l7 = l7;
+		decided = TCP_RX_DECIDED;
+	}
+	if (rx == TCP_RX_SKIP) {
+		count(HEPBPF_CNT_RX_SKIPPED);
+		return TCP_RX_DONE | decided;
+	}
+	if (rx == TCP_RX_WHOLE) {
+		count(HEPBPF_CNT_RX_WHOLE);
+		r->msg_hash = skip;
+		if (gap)
+			r->flags |= HEPBPF_F_STREAM_GAP;
+		return decided;
+	}
+	count(HEPBPF_CNT_RX_REDUCED);
+	stamp(r);
+	r->sock_id = (__u64)m->sk;
+	r->tls_id = 0;
+	r->orig_len = m->orig_len;
+	r->data_len = 0;
+	r->direction = HEPBPF_DIR_INGRESS;
+	r->ip_proto = IPPROTO_TCP;
+	r->l7 = l7;
+	r->source = m->source;
+	r->fd = m->fd;
+	r->flags |= HEPBPF_F_COUNTERPART;
+	if (bpf_ringbuf_output(&events, r, sizeof(*r), 0))
+		count(HEPBPF_CNT_RINGBUF_FULL);
+	else
+		count(HEPBPF_CNT_EMITTED);
+	return TCP_RX_DONE | decided;
+}
+
+/* m's write goes out whole in r as l7: true when no receiver's copy of it must follow. Global, see above. */
+__noinline bool tcp_tx_claimed(const struct sock_msg *m, const struct hepbpf_record *r, __u8 l7)
+{
+	return m && r && tcp_tx_claim(m->sk, r, m->orig_len, l7);
+}
+
 /* Turns one message into a record if it is SIP or Diameter, and submits it.
  * known: what the connection carries so far, updated here; NULL for a
  * datagram, which is judged alone (SIP only: no Diameter over UDP).
@@ -514,11 +573,19 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	    !bpf_map_lookup_elem(&sip_ports, &rport))
 		return 0;
 
+	if (known && known->l7 == L7_NOT_OURS)
+		return 0;
+	if (m->proto == IPPROTO_TCP && !m->tls_id && m->sk && is_ingress(m->source)) {
+		int rx = tcp_rx_copy(m, known, r);
+
+		if (rx & TCP_RX_DECIDED)
+			conn_carries_ours(m->sk, 0);
+		if (rx & TCP_RX_DONE)
+			return 0;
+	}
 	len = m->orig_len < HEPBPF_MAX_DATA ? m->orig_len : HEPBPF_MAX_DATA;
 	gather_init(&g, m);
 
-	if (known && known->l7 == L7_NOT_OURS)
-		return 0;
 	if (known && known->l7) { /* decided: SIP, Diameter or SIP over WebSocket */
 		l7 = known->l7;
 	} else {
@@ -581,6 +648,10 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		r->flags |= HEPBPF_F_TRUNCATED;
 		count(HEPBPF_CNT_TRUNCATED);
 	}
+	/* Claimed before the record is written: a receiver that reads these bytes meanwhile must not send them too. */
+	if (m->proto == IPPROTO_TCP && !m->tls_id && m->sk && r->direction == HEPBPF_DIR_EGRESS && len == m->orig_len &&
+	    tcp_tx_claimed(m, r, l7))
+		r->flags |= HEPBPF_F_NO_COPY;
 	if (m->proto == IPPROTO_UDP) {
 		r->msg_hash = msg_hash(s->data, len);
 		if (r->direction == HEPBPF_DIR_INGRESS && udp_sender_emitted(r)) {
@@ -1247,6 +1318,25 @@ int enter_mmap(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+/* Counts a TCP socket's bytes from its establishment, for one copy per local
+ * connection (bpf/local_copies.bpf.h); forgets them when it closes. */
+static __noinline int tcp_copies_state(struct sock *sk, bool established)
+{
+	struct sock_msg m = { .sk = sk, .proto = IPPROTO_TCP };
+	struct hepbpf_record r;
+
+	if (!sk)
+		return 0;
+	if (!established) {
+		tcp_tx_closed(sk);
+		return 0;
+	}
+	__builtin_memset(&r, 0, sizeof(r));
+	fill_addrs(&r, &m);
+	tcp_tx_established(sk, &r);
+	return 0;
+}
+
 /* TCP connection established or closed: forget what its struct sock carried
  * before. Cheaper and tighter than hooking close(): it fires only on TCP state
  * changes, not on every close() of every file, and it also resets sockets that
@@ -1263,6 +1353,8 @@ int tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	conn_state(ctx);
 	if (ctx->newstate != TCP_ESTABLISHED && ctx->newstate != TCP_CLOSE)
 		return 0;
+	if (ctx->protocol == IPPROTO_TCP)
+		tcp_copies_state((struct sock *)ctx->skaddr, ctx->newstate == TCP_ESTABLISHED);
 	bpf_map_delete_elem(&sock_l7, &key);
 	tls = bpf_map_lookup_elem(&tls_socks, &key);
 	if (tls) {

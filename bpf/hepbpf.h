@@ -62,7 +62,10 @@
 #define HEPBPF_F_TLS 0x04 /* plaintext of the TLS connection tls_id */
 #define HEPBPF_F_NO_CONN 0x08 /* TLS plaintext whose socket is not known (yet): addresses and ports are zero */
 #define HEPBPF_F_COUNTERPART 0x10 /* receiver's copy of a local UDP datagram whose sender's copy was emitted:
-				   * header only (data_len 0, orig_len and msg_hash kept), it names the receiver */
+				   * header only (data_len 0, orig_len and msg_hash kept), it names the receiver;
+				   * TCP: the first read of a local connection whose bytes the sender's records carry */
+#define HEPBPF_F_NO_COPY 0x20 /* TCP: no receiver's copy of these bytes will follow (bpf/local_copies.bpf.h) */
+#define HEPBPF_F_STREAM_GAP 0x40 /* TCP receiver: these bytes do not continue the ones of its previous record */
 
 /* Index into the "counters" per-CPU array map: every loss is counted. */
 #define HEPBPF_CNT_RINGBUF_FULL 0 /* bpf_ringbuf_output failed: record lost */
@@ -70,9 +73,11 @@
 #define HEPBPF_CNT_READ_FAULT 2 /* user memory could not be read */
 #define HEPBPF_CNT_EMITTED 3 /* records written to the ring buffer */
 #define HEPBPF_CNT_INFLIGHT_FULL 4 /* no room to remember a syscall between enter and exit */
-/* Receiver's copies of UDP datagrams (see bpf/local_copies.bpf.h) */
+/* Receiver's copies of UDP datagrams and TCP reads (see bpf/local_copies.bpf.h) */
 #define HEPBPF_CNT_RX_REDUCED 5 /* sent header only: the sender's record was emitted */
-#define HEPBPF_CNT_RX_WHOLE 6 /* sent whole: no sender's record known (remote sender, lost, no peer address) */
+#define HEPBPF_CNT_RX_WHOLE 6 /* sent whole (TCP: from the first byte no sender's record carried): no sender's
+			       * record known (remote sender, lost, no peer address) */
+#define HEPBPF_CNT_RX_SKIPPED 7 /* TCP read not sent: the sender's records carried all of it */
 #define HEPBPF_CNT_MAX 8
 
 struct hepbpf_record {
@@ -98,7 +103,8 @@ struct hepbpf_record {
 	__u8 remote_addr[16];
 	char comm[16];
 	__u32 netns; /* inode of the socket's network namespace (loopback addresses are per namespace); 0 if unknown */
-	__u32 msg_hash; /* UDP: hash of the first 512 payload bytes, the same in both copies of a datagram; else 0 */
+	__u32 msg_hash; /* UDP: hash of the first 512 payload bytes, the same in both copies of a datagram;
+			 * TCP receiver: bytes at the front of data that flagged sender's records carried (drop them); else 0 */
 	/* data[data_len] follows */
 };
 /* sizeof(struct hepbpf_record) == 120 */

@@ -148,6 +148,10 @@ export class Agent {
 
   private processMessage(message: Message): void {
     this.attribution.learn(message);
+    if (message.payloadOmitted && message.transport !== 'udp') {
+      this.attribution.receiverNamed(message); // a local TCP connection's receiver: no copy of its bytes follows
+      return;
+    }
     if (!this.dedup.accept(message)) {
       if (!this.dedup.matched) return; // a header-only receiver's copy with no sender's copy: counted by dedup
       if (message.keepAlive) return; // the other side's copy of a keep-alive: counted once, below

@@ -18,8 +18,15 @@ export const F_TRUNCATED = 0x01;
 export const F_NO_PEER = 0x02;
 export const F_TLS = 0x04;
 export const F_NO_CONN = 0x08;
-/** Receiver's copy of a local UDP datagram whose sender's copy was emitted: header only, it names the receiver. */
+/**
+ * Header only, it names the receiver: the receiver's copy of a local UDP datagram whose sender's copy was
+ * emitted; over TCP, the first read of a local connection whose bytes the sender's records carry.
+ */
 export const F_COUNTERPART = 0x10;
+/** TCP: no receiver's copy of these bytes will follow (the receiver is on this host and skips them, or is not). */
+export const F_NO_COPY = 0x20;
+/** TCP receiver: these bytes do not continue those of its previous record (the bytes between went as the sender's). */
+export const F_STREAM_GAP = 0x40;
 export const SRC_TLS_CONN = 15;
 export const SRC_EXEC = 16;
 /** Connection events (bpf/conn_events.bpf.h): records without data. */
@@ -34,6 +41,7 @@ export const IPPROTO_SCTP = 132;
 /** Names of the `counters` map entries, by HEPBPF_CNT_* index. */
 export const COUNTER_NAMES = [
   'ringbufFull', 'truncated', 'readFault', 'emitted', 'inflightFull', 'receiverCopyReduced', 'receiverCopyWhole',
+  'receiverCopySkipped',
 ] as const;
 
 // struct hepbpf_record field offsets
@@ -96,7 +104,10 @@ export class CaptureRecord {
   fd = 0;
   /** Inode of the socket's network namespace; 0 when unknown (TLS before its socket is known). */
   netns = 0;
-  /** UDP: hash of the first 512 payload bytes, the same in the sender's and the receiver's copy; 0 otherwise. */
+  /**
+   * UDP: hash of the first 512 payload bytes, the same in the sender's and the receiver's copy. A local TCP
+   * receiver's read: bytes at the front of data that the sender's records carried (to drop). 0 otherwise.
+   */
   msgHash = 0;
   data: Buffer = this.buf;
   /** 4 or 6. A dual-stack socket talking IPv4 reports IPv4-mapped IPv6 addresses: folded to IPv4, as on the wire. */

@@ -123,10 +123,29 @@ export class Attribution {
 
   /** The receiver's (or sender's) copy of a message already submitted: it names the other end. */
   counterpart(first: Message, copy: Message): void {
+    this.namePeer(first, copy);
+    if (this.size) this.drain();
+  }
+
+  private namePeer(first: Message, copy: Message): void {
     first.peerCgroupId = copy.cgroupId;
     first.peerPid = copy.pid;
     this.stats.peerFromCounterpart++;
     this.resolver.lookup(copy.cgroupId, copy.pid);
+  }
+
+  /**
+   * The receiver of a local TCP connection whose bytes only the sender's records carry (its header-only
+   * record, sent once): it names the other end of what was sent to it, held or to come.
+   */
+  receiverNamed(copy: Message): void {
+    const key = endpointKey(copy.transport, copy.dst, copy.netns);
+    for (let i = this.head; i < this.queue.length; i++) {
+      const m = this.queue[i].ev.message;
+      if (m.peerCgroupId !== undefined || m.direction !== 'egress' || m.transport !== copy.transport) continue;
+      if (endpointKey(m.transport, m.dst, m.netns) !== key || m.src.port !== copy.src.port) continue;
+      this.namePeer(m, copy);
+    }
     if (this.size) this.drain();
   }
 

@@ -22,7 +22,7 @@ const STAT_METRICS: StatMetric[] = [
   counter('hepbpf_kernel_records_total', 'capture.kernel.emitted', 'records the kernel wrote to the ring buffer'),
   counter('hepbpf_kernel_lost_total', 'capture.kernel.{cause:ringbufFull|readFault|inflightFull}', 'records the kernel could not deliver, by cause'),
   counter('hepbpf_kernel_truncated_total', 'capture.kernel.truncated', 'syscalls cut at 64 KiB'),
-  counter('hepbpf_kernel_receiver_copies_total', 'capture.kernel.{copy:receiverCopyReduced|receiverCopyWhole}', "receiver's copies of local UDP datagrams, header only (reduced) or whole"),
+  counter('hepbpf_kernel_receiver_copies_total', 'capture.kernel.{copy:receiverCopyReduced|receiverCopyWhole|receiverCopySkipped}', "receiver's copies of local UDP datagrams and TCP reads: header only (reduced), whole, or not sent (skipped: the sender's records carried the bytes)"),
   counter('hepbpf_messages_total', 'capture.messages.{proto}.{transport}', 'messages forwarded, by protocol and transport'),
   counter('hepbpf_forwarded_total', 'capture.forwarded', 'messages forwarded, all protocols'),
   counter('hepbpf_forwarded_truncated_total', 'capture.forwardedTruncated', 'messages forwarded cut (over 64 KiB)'),

@@ -1,4 +1,4 @@
-import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_COUNTERPART, F_NO_CONN, F_NO_PEER, F_TLS, L7_DIAMETER, L7_WEBSOCKET } from '../capture/record.js';
+import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_COUNTERPART, F_NO_CONN, F_NO_COPY, F_NO_PEER, F_STREAM_GAP, F_TLS, L7_DIAMETER, L7_WEBSOCKET } from '../capture/record.js';
 import type { AppProto, Endpoint, Message, Transport } from './message.js';
 import { SipFramer } from './sip-framer.js';
 import { isKeepAlive } from '../protocols/sip.js';
@@ -61,7 +61,16 @@ export class StreamAssembler {
     }
     const tls = (rec.flags & F_TLS) !== 0;
     this.currentTransport = tls ? 'tls' : rec.ipProto === IPPROTO_TCP ? 'tcp' : 'sctp';
+    if (rec.flags & F_COUNTERPART) {
+      // A local connection's receiver, named once: the sender's records carry its bytes (bpf/local_copies.bpf.h).
+      this.currentProto = rec.l7 === L7_DIAMETER ? 'diameter' : 'sip';
+      if (rec.l7 === L7_WEBSOCKET) this.currentTransport = 'ws';
+      this.emit(rec.data, rec.origLen, false);
+      return;
+    }
     const key = streamKey(rec);
+    // The bytes before these went as the sender's: what the framer holds cannot be continued.
+    if (rec.flags & F_STREAM_GAP) this.forget(rec);
     let stream = this.streams.get(key);
     if (!stream) {
       if (this.streams.size >= MAX_STREAMS) this.expire(rec.tsNs, true);
@@ -84,7 +93,11 @@ export class StreamAssembler {
     stream.lastNs = rec.tsNs;
     this.currentProto = stream.proto;
     if (stream.websocket) this.currentTransport = tls ? 'wss' : 'ws';
-    stream.framer.push(rec.data, rec.origLen - rec.dataLen);
+    const carried = rec.ipProto === IPPROTO_TCP ? rec.msgHash : 0;
+    if (carried === 0) return stream.framer.push(rec.data, rec.origLen - rec.dataLen);
+    // A local receiver's read whose front bytes went as the sender's records (bpf/local_copies.bpf.h): drop them.
+    const drop = Math.min(carried, rec.dataLen);
+    stream.framer.push(rec.data.subarray(drop), rec.origLen - carried - (rec.dataLen - drop));
   }
 
   /** Forgets the stream of `rec` (its framing failed): the next bytes start afresh. */
@@ -127,8 +140,9 @@ export class StreamAssembler {
       truncated,
       peerUnknown: (r.flags & F_NO_PEER) !== 0,
       connectionUnknown: (r.flags & F_NO_CONN) !== 0,
-      msgHash: r.msgHash,
+      msgHash: this.currentTransport === 'udp' ? r.msgHash : 0,
       payloadOmitted: (r.flags & F_COUNTERPART) !== 0,
+      noCopy: (r.flags & F_NO_COPY) !== 0,
       keepAlive,
     });
   }

@@ -78,7 +78,8 @@ function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
  * Messages are bucketed by what both sides always know (transport, destination port, size, payload
  * hash); addresses are then compared allowing for what a side does not know. For a local UDP datagram
  * whose sender's copy went out, the kernel sends the receiver's copy header only (payloadOmitted, paired
- * by the kernel's hash, bpf/local_copies.bpf.h); whole copies of the rest are paired as before.
+ * by the kernel's hash, bpf/local_copies.bpf.h); whole copies of the rest are paired as before. A TCP
+ * message the kernel marked noCopy has no receiver's copy coming: it is forwarded and not kept.
  */
 export class LocalDedup {
   private readonly buckets = new Map<number, Bucket>();
@@ -95,6 +96,10 @@ export class LocalDedup {
 
   /** True if the message should be forwarded. */
   accept(m: Message): boolean {
+    if (m.noCopy) {
+      this.matched = undefined;
+      return true;
+    }
     this.expire(m.tsNs);
     const key = bucketKey(m);
     const bucket = this.buckets.get(key);

@@ -39,10 +39,13 @@ export interface Message {
   /** UDP: the kernel's hash of the first payload bytes, the same in both copies of a local datagram (0: none). */
   msgHash?: number;
   /**
-   * The receiver's copy of a local datagram whose sender's copy was captured: the kernel sent its header
-   * only (payload empty, size kept). It names the receiver and is never forwarded.
+   * The receiver's copy of a local datagram whose sender's copy was captured, or the first read of a local
+   * TCP connection whose bytes the sender's records carry: the kernel sent its header only (payload empty).
+   * It names the receiver and is never forwarded.
    */
   payloadOmitted?: boolean;
+  /** TCP: no copy of this message will come from the receiver's side (bpf/local_copies.bpf.h): nothing waits for one. */
+  noCopy?: boolean;
   /** Keep-alive CR/LF bytes (RFC 5626), not a message: paired like one, counted, never forwarded. */
   keepAlive?: boolean;
   /** TLS plaintext whose socket could not be determined: src and dst are 0.0.0.0:0, not guessed. */

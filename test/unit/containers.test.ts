@@ -196,6 +196,29 @@ describe('attribution: names without waiting on the hot path, bounded hold other
     expect(a.stats.held).toBe(2);
   });
 
+  it('a local TCP receiver named by its header-only record names the held messages sent to it, and later ones by the table', async () => {
+    const { resolver, open } = fakeResolver({ '1': `/docker/${ID}`, '2': `/docker/${ID2}` });
+    const out: CaptureEvent[] = [];
+    const a = new Attribution(resolver, (ev) => out.push(ev), { holdMs: 10_000 });
+    const tcp = { transport: 'tcp' as const, noCopy: true };
+    const first = message({ ...tcp, src: { ip: '10.0.0.1', port: 40000 } });
+    const other = message({ ...tcp, src: { ip: '10.0.0.1', port: 40001 } }); // another connection to the same server
+    for (const m of [first, other]) {
+      a.learn(m);
+      a.submit(event(m));
+    }
+    const named = message({ transport: 'tcp', direction: 'ingress', cgroupId: 2n, pid: 20, src: { ip: '10.0.0.1', port: 40000 }, payload: Buffer.alloc(0), payloadOmitted: true });
+    a.learn(named);
+    a.receiverNamed(named);
+    const later = message({ ...tcp, src: { ip: '10.0.0.1', port: 40000 } });
+    a.submit(event(later));
+    await open();
+    expect([first, other, later].map((m) => m.peerCgroupId)).toEqual([2n, undefined, 2n]);
+    expect(a.stats).toMatchObject({ peerFromCounterpart: 1, peerFromTable: 1 });
+    a.flush();
+    expect(out.length).toBe(3);
+  });
+
   it('the receiver\'s copy came first: the sender (its counterpart) is still `container`', async () => {
     const { resolver, open } = fakeResolver({ '1': `/docker/${ID}`, '2': `/docker/${ID2}` });
     const out: CaptureEvent[] = [];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeBatch, F_COUNTERPART } from '../../src/capture/record.js';
+import { decodeBatch, F_COUNTERPART, F_NO_COPY, F_STREAM_GAP } from '../../src/capture/record.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
 import { LocalDedup } from '../../src/stream/dedup.js';
 import type { Message } from '../../src/stream/message.js';
@@ -283,6 +283,28 @@ describe('records to messages', () => {
     const kept = [sent, header].filter((m) => d.accept({ ...m, payload: Buffer.from(m.text) }));
     expect(kept.map((m) => [m.direction, m.text])).toEqual([['egress', data.toString()]]);
     expect([d.matched?.pid, header.pid, header.dst]).toEqual([100, 200, { ip: '127.0.0.1', port: 5060 }]);
+  });
+
+  it('local TCP with one copy: the sender\'s flagged messages are kept by nobody, the receiver is named once, its reads past them framed from where they start', () => {
+    const [a, b, c] = [sipMessage('tcp-a'), sipMessage('tcp-b'), sipMessage('tcp-c')];
+    const tcp = { ipProto: 6 as const, l7: 1 };
+    const out = collect([
+      { ...tcp, pid: 100, localPort: 40000, remotePort: 5060, sockId: 1n, data: a, flags: F_NO_COPY },
+      { ...tcp, pid: 200, direction: 1, localPort: 5060, remotePort: 40000, sockId: 2n, data: Buffer.alloc(0), origLen: 7, flags: F_COUNTERPART },
+      // The receiver read b and c before the write of c claimed them: c's write is not flagged; the receiver's
+      // read carries b (the sender's flagged record) at its front, to drop, and then c.
+      { ...tcp, pid: 100, localPort: 40000, remotePort: 5060, sockId: 1n, data: b, flags: F_NO_COPY },
+      { ...tcp, pid: 200, direction: 1, localPort: 5060, remotePort: 40000, sockId: 2n, data: Buffer.concat([b, c]), msgHash: b.length, flags: F_STREAM_GAP },
+      { ...tcp, pid: 100, localPort: 40000, remotePort: 5060, sockId: 1n, data: c },
+    ]);
+    expect(out.map((m) => [m.pid, m.text, !!m.noCopy, !!m.payloadOmitted, m.msgHash])).toEqual([
+      [100, a.toString(), true, false, 0], [200, '', false, true, 0], [100, b.toString(), true, false, 0], [200, c.toString(), false, false, 0], [100, c.toString(), false, false, 0],
+    ]);
+    const d = new LocalDedup();
+    const sent = out.filter((m) => !m.payloadOmitted);
+    expect(sent.map((m) => d.accept({ ...m, payload: Buffer.from(m.text) }))).toEqual([true, true, true, false]);
+    expect(d.matched?.pid).toBe(200);
+    expect(d.size).toBe(0);
   });
 
   it('skips a malformed record and decodes the rest of the batch', () => {
