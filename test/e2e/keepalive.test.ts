@@ -35,6 +35,7 @@ interface Stats {
   forwarded: number;
   duplicates: number;
   streams: { discardedBytes: number };
+  kernel: Record<string, number>;
   tls: { unattributed: number };
 }
 
@@ -89,7 +90,11 @@ describe.skipIf(!!why)('SIP keep-alives', () => {
     expect(got.map((k) => k.slice(0, 100))).toEqual(wireKeys.map((k) => k.slice(0, 100)));
     expect(got).toEqual(wireKeys);
     // 10 pings in front of requests, 5 pongs in front of answers, a ping and a pong alone, 2 pings between pipelined requests.
-    expect(stats).toMatchObject({ keepAlives: 19, forwarded: 23, duplicates: 23, streams: { discardedBytes: 0 } });
+    expect(stats).toMatchObject({ keepAlives: 19, forwarded: 23, streams: { discardedBytes: 0 } });
+    // A local TCP connection's bytes cross the ring buffer once: the receiver's reads the sender's records
+    // carried are not sent (a read that ran before the write's record was made is sent, and paired as before).
+    expect(stats.kernel.receiverCopySkipped).toBeGreaterThan(0);
+    expect(stats.duplicates).toBeLessThan(23);
   });
 
   it('TLS (Node tls client and server): the same, checked against what each peer wrote', async () => {

@@ -160,14 +160,16 @@ describe.skipIf(!!why)('SIP over WebSocket', () => {
     expect(wire.length).toBe(8);
     expect(keys(forwarded.map(fromHep))).toEqual(keys(wire));
     for (const p of forwarded) expect(p.ipProto, 'HEP IP protocol of ws, as siptrace marks what it receives over ws').toBe(22);
-    // Both ends are on this host: every message, handshake and control frame is seen twice.
-    expect(stats).toMatchObject({
-      forwarded: 8,
-      duplicates: 8,
-      streams: { discardedBytes: 0, truncatedMessages: 0, websocket: { handshakes: 4, rejectedHandshakes: 0, resyncs: 0, notSip: 0 } },
-    });
+    // Both ends are on this host, over TCP in the clear: the receiver's reads of what the sender's records
+    // carried are not sent (bpf/local_copies.bpf.h), so each message, handshake and control frame is seen
+    // once, or twice when the receiver read it before its sender's record was made (paired by dedup).
+    expect(stats).toMatchObject({ forwarded: 8, streams: { discardedBytes: 0, truncatedMessages: 0, websocket: { rejectedHandshakes: 0, resyncs: 0, notSip: 0 } } });
+    expect(stats.duplicates).toBeLessThan(8);
+    expect(stats.streams.websocket.handshakes).toBeGreaterThanOrEqual(2);
+    expect(stats.streams.websocket.handshakes).toBeLessThanOrEqual(4);
     // A ping and its pong, and both close frames.
-    expect(stats.streams.websocket.controlFrames).toBe(2 * 4);
+    expect(stats.streams.websocket.controlFrames).toBeGreaterThanOrEqual(4);
+    expect(stats.streams.websocket.controlFrames).toBeLessThanOrEqual(2 * 4);
   });
 
   it('wss:// to Kamailio: each message once, byte-exact, as Kamailio siptrace reported it; tail shows WSS', async () => {
@@ -275,10 +277,21 @@ describe.skipIf(!!why)('SIP over WebSocket', () => {
         });
         expect(truth.length).toBe(6);
         expect(keys(forwarded.map(fromHep))).toEqual(keys(truth));
-        expect(stats).toMatchObject({ forwarded: 6, duplicates: 6, streams: { discardedBytes: 0, websocket: { handshakes: 4, resyncs: 0, notSip: 0 } } });
+        expect(stats).toMatchObject({ forwarded: 6, streams: { discardedBytes: 0, websocket: { resyncs: 0, notSip: 0 } } });
         // Per exchange 3 pings between the request's 4 fragments and 2 between the answer's 3, each
-        // answered by a pong; then both close frames. Each is seen on both ends.
-        expect(stats.streams.websocket.controlFrames).toBe(2 * (3 * (3 + 3 + 2 + 2) + 2));
+        // answered by a pong; then both close frames. Over TLS each is seen on both ends; over TCP in the
+        // clear once, or twice when the receiver read it before its sender's record was made (see ws:// above).
+        const frames = 3 * (3 + 3 + 2 + 2) + 2;
+        if (secure) {
+          expect(stats).toMatchObject({ duplicates: 6, streams: { websocket: { handshakes: 4 } } });
+          expect(stats.streams.websocket.controlFrames).toBe(2 * frames);
+        } else {
+          expect(stats.duplicates).toBeLessThan(6);
+          expect(stats.streams.websocket.handshakes).toBeGreaterThanOrEqual(2);
+          expect(stats.streams.websocket.handshakes).toBeLessThanOrEqual(4);
+          expect(stats.streams.websocket.controlFrames).toBeGreaterThanOrEqual(frames);
+          expect(stats.streams.websocket.controlFrames).toBeLessThanOrEqual(2 * frames);
+        }
       } finally {
         await server.close();
       }
