@@ -24,6 +24,9 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <link.h>
+#include <malloc.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -651,6 +654,47 @@ static napi_value disassemble(napi_env env, napi_callback_info info)
 	return result;
 }
 
+/* ---------------------------------------------------------------- memory */
+
+static int drop_read_only_segments(struct dl_phdr_info *info, size_t size, void *data)
+{
+	const void *inside = data;
+	long page = sysconf(_SC_PAGESIZE);
+
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		uintptr_t start = info->dlpi_addr + ph->p_vaddr;
+
+		if (ph->p_type == PT_LOAD && (uintptr_t)inside >= start && (uintptr_t)inside < start + ph->p_memsz)
+			goto found;
+	}
+	return 0;
+found:
+	/* Only segments that are read-only in the file: never written, so the
+	 * pages dropped are read again from the file. RELRO lies in a writable
+	 * segment and is left alone. */
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		uintptr_t start = (info->dlpi_addr + ph->p_vaddr + page - 1) & ~(uintptr_t)(page - 1);
+		uintptr_t end = (info->dlpi_addr + ph->p_vaddr + ph->p_filesz) & ~(uintptr_t)(page - 1);
+
+		if (ph->p_type == PT_LOAD && ph->p_flags == PF_R && end > start)
+			madvise((void *)start, end - start, MADV_DONTNEED);
+	}
+	return 1;
+}
+
+/* releaseMemory(): hands back to the kernel what start-up used and steady
+ * state does not: malloc's free pages (libbpf's BTF and ELF parsing, the TLS
+ * probe planning) and capstone's decoder tables (about 5 MB of its library's
+ * read-only pages; the next disassembly reads them in again). */
+static napi_value release_memory(napi_env env, napi_callback_info info)
+{
+	malloc_trim(0);
+	dl_iterate_phdr(drop_read_only_segments, (void *)cs_disasm_iter);
+	return NULL;
+}
+
 /* ---------------------------------------------------------------- ring buffer */
 
 struct batch {
@@ -1270,6 +1314,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "ringBufferStats", ring_buffer_stats },
 		{ "openInRoot", open_in_root },
 		{ "disassemble", disassemble },
+		{ "releaseMemory", release_memory },
 		{ "udpConnect", udp_connect },
 		{ "udpSend", udp_send },
 		{ "udpClose", udp_close },
