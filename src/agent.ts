@@ -328,10 +328,11 @@ async function warmUp(o: ForwardingOptions, log: Logger): Promise<void> {
 }
 
 /**
- * Start-up's garbage (the warm-up's pipeline, the BPF object's BTF, the TLS probe planning) would
- * otherwise stay resident: V8 collects its old generation only as it grows, and malloc keeps freed
- * pages. A full GC, then the native side's release (malloc_trim, capstone's tables). V8 exposes its
- * GC only under --expose-gc, which may be set from inside before a new context asks for it.
+ * Start-up's garbage (the warm-up's pipeline, the BPF object's BTF, the TLS probe planning) and
+ * the code that ran only then would otherwise stay resident: V8 collects its old generation only
+ * as it grows, malloc keeps freed pages, and node's code pages stay mapped once read. A full GC,
+ * then the native side's release (malloc_trim, node's and capstone's read-only pages). V8 exposes
+ * its GC only under --expose-gc, which may be set from inside before a new context asks for it.
  */
 function releaseStartUpMemory(): void {
   setFlagsFromString('--expose-gc');

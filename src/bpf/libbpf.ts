@@ -62,8 +62,9 @@ export function openInRoot(rootPath: string, path: string): number {
 
 /**
  * Gives back to the kernel memory that start-up used and steady state does not: malloc's free
- * pages (libbpf's BTF and ELF parsing) and capstone's decoder tables, read in again by the next
- * disassembly.
+ * pages (libbpf's BTF and ELF parsing), and this process's pages of node's and capstone's
+ * read-only code and data (module loading, compilers, decoder tables: about 20 MB after start-up);
+ * what runs again is read in again from the page cache.
  */
 export function releaseMemory(): void {
   native().releaseMemory();

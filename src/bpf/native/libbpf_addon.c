@@ -656,42 +656,81 @@ static napi_value disassemble(napi_env env, napi_callback_info info)
 
 /* ---------------------------------------------------------------- memory */
 
-static int drop_read_only_segments(struct dl_phdr_info *info, size_t size, void *data)
+/* Drops this process's pages of [lo, hi) where it maps a file read-only: they
+ * are read in again from the page cache when next used. Checked against
+ * /proc/self/maps so that memory no longer backed by the file (node's code
+ * remapped to anonymous huge pages by --use-largepages) is never dropped. */
+static void drop_file_pages(FILE *maps, uintptr_t lo, uintptr_t hi)
 {
-	const void *inside = data;
-	long page = sysconf(_SC_PAGESIZE);
+	unsigned long start, end, inode;
+	char *line = NULL, perms[5];
+	size_t cap = 0;
 
-	for (int i = 0; i < info->dlpi_phnum; i++) {
-		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-		uintptr_t start = info->dlpi_addr + ph->p_vaddr;
-
-		if (ph->p_type == PT_LOAD && (uintptr_t)inside >= start && (uintptr_t)inside < start + ph->p_memsz)
-			goto found;
-	}
-	return 0;
-found:
-	/* Only segments that are read-only in the file: never written, so the
-	 * pages dropped are read again from the file. RELRO lies in a writable
-	 * segment and is left alone. */
-	for (int i = 0; i < info->dlpi_phnum; i++) {
-		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-		uintptr_t start = (info->dlpi_addr + ph->p_vaddr + page - 1) & ~(uintptr_t)(page - 1);
-		uintptr_t end = (info->dlpi_addr + ph->p_vaddr + ph->p_filesz) & ~(uintptr_t)(page - 1);
-
-		if (ph->p_type == PT_LOAD && ph->p_flags == PF_R && end > start)
+	rewind(maps);
+	while (getline(&line, &cap, maps) > 0) {
+		if (sscanf(line, "%lx-%lx %4s %*s %*s %lu", &start, &end, perms, &inode) != 4 || !inode || perms[1] == 'w')
+			continue;
+		start = start > lo ? start : lo;
+		end = end < hi ? end : hi;
+		if (start < end)
 			madvise((void *)start, end - start, MADV_DONTNEED);
 	}
+	free(line);
+}
+
+/* An object's segments that are read-only in the file. RELRO lies in a
+ * writable segment: kept. */
+static void release_object(FILE *maps, struct dl_phdr_info *info)
+{
+	uintptr_t page = sysconf(_SC_PAGESIZE);
+
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		uintptr_t lo = (info->dlpi_addr + ph->p_vaddr + page - 1) & ~(page - 1);
+		uintptr_t hi = (info->dlpi_addr + ph->p_vaddr + ph->p_filesz) & ~(page - 1);
+
+		if (ph->p_type == PT_LOAD && !(ph->p_flags & PF_W) && lo < hi)
+			drop_file_pages(maps, lo, hi);
+	}
+}
+
+/* dl_iterate_phdr lists the main program first. */
+static int release_main_program(struct dl_phdr_info *info, size_t size, void *maps)
+{
+	release_object(maps, info);
 	return 1;
 }
 
-/* releaseMemory(): hands back to the kernel what start-up used and steady
- * state does not: malloc's free pages (libbpf's BTF and ELF parsing, the TLS
- * probe planning) and capstone's decoder tables (about 5 MB of its library's
- * read-only pages; the next disassembly reads them in again). */
+static int release_capstone(struct dl_phdr_info *info, size_t size, void *maps)
+{
+	uintptr_t at = (uintptr_t)cs_disasm_iter;
+
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+
+		if (ph->p_type == PT_LOAD && at >= info->dlpi_addr + ph->p_vaddr && at < info->dlpi_addr + ph->p_vaddr + ph->p_memsz) {
+			release_object(maps, info);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* releaseMemory(): hands back what start-up used and steady state does not:
+ * malloc's free pages (libbpf's BTF and ELF parsing, the TLS probe planning),
+ * and the read-only pages of node (its module loader, compilers, start-up
+ * paths) and of capstone (its decoder tables); what runs again is read in
+ * again from the page cache. */
 static napi_value release_memory(napi_env env, napi_callback_info info)
 {
+	FILE *maps = fopen("/proc/self/maps", "re");
+
 	malloc_trim(0);
-	dl_iterate_phdr(drop_read_only_segments, (void *)cs_disasm_iter);
+	if (!maps)
+		return NULL;
+	dl_iterate_phdr(release_main_program, maps);
+	dl_iterate_phdr(release_capstone, maps);
+	fclose(maps);
 	return NULL;
 }
 
