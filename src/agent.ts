@@ -1,5 +1,7 @@
 import type { Logger } from 'pino';
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { SocketCapture } from './capture/socket-capture.js';
 import { ReplaySource, syntheticSipBatches } from './capture/replay.js';
 import { decodeBatch, F_TLS, SRC_EXEC, SRC_TCP_CONNECT, SRC_TLS_CONN, SRC_TLS_HANDSHAKE_FAILED, type CaptureRecord, type RecordSource } from './capture/record.js';
@@ -28,6 +30,7 @@ import type { SpoolOptions } from './output/spool.js';
 import { MAX_UDP_PACKET } from './hep/chunks.js';
 import type { HepTarget } from './output/target.js';
 import { ControlServer } from './output/control-server.js';
+import { releaseMemory } from './bpf/libbpf.js';
 import { MetricsServer } from './output/metrics.js';
 import { Failures } from './failures.js';
 
@@ -324,6 +327,19 @@ async function warmUp(o: ForwardingOptions, log: Logger): Promise<void> {
   await agent.stop();
 }
 
+/**
+ * Start-up's garbage (the warm-up's pipeline, the BPF object's BTF, the TLS probe planning) and
+ * the code that ran only then would otherwise stay resident: V8 collects its old generation only
+ * as it grows, malloc keeps freed pages, and node's code pages stay mapped once read. A full GC,
+ * then the native side's release (malloc_trim, node's and capstone's read-only pages). V8 exposes
+ * its GC only under --expose-gc, which may be set from inside before a new context asks for it.
+ */
+function releaseStartUpMemory(): void {
+  setFlagsFromString('--expose-gc');
+  (runInNewContext('gc') as () => void)();
+  releaseMemory();
+}
+
 export interface ForwardingOptions extends Omit<HostCaptureOptions, 'selection'>, ContainerFilterOptions, SelectionOptions, ForwardOptions {
   /** One entry per --hep: a collector, or a failover group (primary first). */
   targets: HepTarget[][];
@@ -370,6 +386,7 @@ export class Forwarding {
     await this.control.start();
     await warmUp(this.o, this.log);
     await this.agent.start();
+    releaseStartUpMemory();
     this.capturing = true;
     this.statsTimer = setInterval(() => this.log.info(this.stats(), 'stats'), 60_000);
     this.statsTimer.unref();

@@ -36,6 +36,7 @@ interface Addon {
   ringBufferStats(reader: Handle): RingBufferStats;
   openInRoot(rootPath: string, path: string): number;
   disassemble(code: Buffer, address: number): Instruction[];
+  releaseMemory(): void;
 }
 
 // The addon is built in place (src/bpf/native/build); the compiled wrapper in dist/ loads the same file.
@@ -57,6 +58,16 @@ function native(): Addon {
  */
 export function openInRoot(rootPath: string, path: string): number {
   return native().openInRoot(rootPath, path);
+}
+
+/**
+ * Gives back to the kernel memory that start-up used and steady state does not: malloc's free
+ * pages (libbpf's BTF and ELF parsing), and this process's pages of node's and capstone's
+ * read-only code and data (module loading, compilers, decoder tables: about 20 MB after start-up);
+ * what runs again is read in again from the page cache.
+ */
+export function releaseMemory(): void {
+  native().releaseMemory();
 }
 
 /** One x86-64 instruction as capstone decodes it. */

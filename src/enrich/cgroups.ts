@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 
 /** Where the cgroup v2 hierarchy is mounted, and which of its directories the mount shows at that point. */
@@ -71,32 +71,47 @@ export class CgroupIndex {
     return this.known.get(cgroupId)?.path;
   }
 
-  /** The path of `cgroupId`, learnt from `pid`; undefined when it cannot be confirmed. */
+  /**
+   * The path of `cgroupId`, learnt from `pid`; undefined when it cannot be confirmed. The common
+   * case (the pid is still in that cgroup) is answered before this returns: a read of
+   * /proc/PID/cgroup and a stat, once per cgroup. They are not left to the thread pool because
+   * under overload the event loop turns only every few seconds (the native reader's batches come
+   * back to back), and every message waiting for this answer would wait in the hold until then.
+   */
   resolve(cgroupId: bigint, pid: number): Promise<string | undefined> {
     const hit = this.known.get(cgroupId);
     if (hit) return Promise.resolve(hit.path);
     let p = this.inflight.get(cgroupId);
     if (!p) {
-      p = this.learn(cgroupId, pid).finally(() => this.inflight.delete(cgroupId));
+      const path = this.learnFromPid(cgroupId, pid);
+      if (path !== undefined) return Promise.resolve(path);
+      p = this.learnByInode(cgroupId).finally(() => this.inflight.delete(cgroupId));
       this.inflight.set(cgroupId, p);
     }
     return p;
   }
 
-  private async learn(cgroupId: bigint, pid: number): Promise<string | undefined> {
-    let path = await readFile(join(this.procRoot, String(pid), 'cgroup'), 'utf8').then(cgroup2PathOf, () => undefined);
-    let dir = path === undefined ? undefined : this.dirOf(path);
-    if (dir && (await stat(dir, { bigint: true }).then((s) => s.ino, () => undefined)) !== cgroupId) path = undefined;
-    // The sender exited (a short-lived process) or moved: look for the directory itself, rarely.
-    if (path === undefined) {
-      path = await this.searchByInode(cgroupId);
-      dir = path === undefined ? undefined : this.dirOf(path);
+  private learnFromPid(cgroupId: bigint, pid: number): string | undefined {
+    let path: string | undefined;
+    try {
+      path = cgroup2PathOf(readFileSync(join(this.procRoot, String(pid), 'cgroup'), 'utf8'));
+    } catch {
+      return undefined;
     }
+    const dir = path === undefined ? undefined : this.dirOf(path);
+    if (path === undefined || (dir && statSync(dir, { bigint: true, throwIfNoEntry: false })?.ino !== cgroupId)) return undefined;
+    this.known.set(cgroupId, { path, dir });
+    return path;
+  }
+
+  /** The sender exited (a short-lived process) or moved: look for the directory itself, rarely. */
+  private async learnByInode(cgroupId: bigint): Promise<string | undefined> {
+    const path = await this.searchByInode(cgroupId);
     if (path === undefined) {
       this.unresolved++;
       return undefined;
     }
-    this.known.set(cgroupId, { path, dir });
+    this.known.set(cgroupId, { path, dir: this.dirOf(path) });
     return path;
   }
 

@@ -24,6 +24,9 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <link.h>
+#include <malloc.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -651,6 +654,86 @@ static napi_value disassemble(napi_env env, napi_callback_info info)
 	return result;
 }
 
+/* ---------------------------------------------------------------- memory */
+
+/* Drops this process's pages of [lo, hi) where it maps a file read-only: they
+ * are read in again from the page cache when next used. Checked against
+ * /proc/self/maps so that memory no longer backed by the file (node's code
+ * remapped to anonymous huge pages by --use-largepages) is never dropped. */
+static void drop_file_pages(FILE *maps, uintptr_t lo, uintptr_t hi)
+{
+	unsigned long start, end, inode;
+	char *line = NULL, perms[5];
+	size_t cap = 0;
+
+	rewind(maps);
+	while (getline(&line, &cap, maps) > 0) {
+		if (sscanf(line, "%lx-%lx %4s %*s %*s %lu", &start, &end, perms, &inode) != 4 || !inode || perms[1] == 'w')
+			continue;
+		start = start > lo ? start : lo;
+		end = end < hi ? end : hi;
+		if (start < end)
+			madvise((void *)start, end - start, MADV_DONTNEED);
+	}
+	free(line);
+}
+
+/* An object's segments that are read-only in the file. RELRO lies in a
+ * writable segment: kept. */
+static void release_object(FILE *maps, struct dl_phdr_info *info)
+{
+	uintptr_t page = sysconf(_SC_PAGESIZE);
+
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		uintptr_t lo = (info->dlpi_addr + ph->p_vaddr + page - 1) & ~(page - 1);
+		uintptr_t hi = (info->dlpi_addr + ph->p_vaddr + ph->p_filesz) & ~(page - 1);
+
+		if (ph->p_type == PT_LOAD && !(ph->p_flags & PF_W) && lo < hi)
+			drop_file_pages(maps, lo, hi);
+	}
+}
+
+/* dl_iterate_phdr lists the main program first. */
+static int release_main_program(struct dl_phdr_info *info, size_t size, void *maps)
+{
+	release_object(maps, info);
+	return 1;
+}
+
+static int release_capstone(struct dl_phdr_info *info, size_t size, void *maps)
+{
+	uintptr_t at = (uintptr_t)cs_disasm_iter;
+
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+
+		if (ph->p_type == PT_LOAD && at >= info->dlpi_addr + ph->p_vaddr && at < info->dlpi_addr + ph->p_vaddr + ph->p_memsz) {
+			release_object(maps, info);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* releaseMemory(): hands back what start-up used and steady state does not:
+ * malloc's free pages (libbpf's BTF and ELF parsing, the TLS probe planning),
+ * and the read-only pages of node (its module loader, compilers, start-up
+ * paths) and of capstone (its decoder tables); what runs again is read in
+ * again from the page cache. */
+static napi_value release_memory(napi_env env, napi_callback_info info)
+{
+	FILE *maps = fopen("/proc/self/maps", "re");
+
+	malloc_trim(0);
+	if (!maps)
+		return NULL;
+	dl_iterate_phdr(release_main_program, maps);
+	dl_iterate_phdr(release_capstone, maps);
+	fclose(maps);
+	return NULL;
+}
+
 /* ---------------------------------------------------------------- ring buffer */
 
 struct batch {
@@ -1270,6 +1353,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "ringBufferStats", ring_buffer_stats },
 		{ "openInRoot", open_in_root },
 		{ "disassemble", disassemble },
+		{ "releaseMemory", release_memory },
 		{ "udpConnect", udp_connect },
 		{ "udpSend", udp_send },
 		{ "udpClose", udp_close },
