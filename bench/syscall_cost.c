@@ -3,11 +3,16 @@
 //   syscall_cost pair ITER PORT    SIP sendto + recvfrom of one 800-byte SIP message
 //   syscall_cost write ITER        unrelated 800-byte write() to /dev/null
 //   syscall_cost junk ITER PORT    unrelated 800-byte non-SIP UDP sendto to a socket never read
+//   syscall_cost paced ITER PORT RATE  the pair, RATE pairs a second: the mean CPU time of the
+//                                  calling thread per pair (the application's own cost, at a
+//                                  load the agent keeps up with, where the unpaced pair measures
+//                                  the agent's overload on the machine's other cores)
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +24,14 @@ static double now_ns(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static double thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
@@ -116,8 +129,33 @@ int main(int argc, char **argv)
 				sendto(tx, msg, sizeof(msg), 0, (struct sockaddr *)&dst, sizeof(dst));
 			}
 		}
+	} else if (argc == 5 && !strcmp(mode, "paced")) {
+		int port = atoi(argv[3]);
+		int rx = udp_bound(port), tx = socket(AF_INET, SOCK_DGRAM, 0);
+		struct sockaddr_in dst = loopback(port);
+		long interval = 1000000000L / atol(argv[4]);
+		struct timespec next;
+		double cpu = 0, c0;
+
+		prctl(PR_SET_TIMERSLACK, 1UL);
+		sip_message(msg, port);
+		clock_gettime(CLOCK_MONOTONIC, &next);
+		for (i = -iter / 10; i < iter; i++) {
+			next.tv_nsec += interval;
+			if (next.tv_nsec >= 1000000000L) {
+				next.tv_sec++;
+				next.tv_nsec -= 1000000000L;
+			}
+			clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+			c0 = thread_cpu_ns();
+			op_pair(tx, rx, msg, &dst);
+			if (i >= 0)
+				cpu += thread_cpu_ns() - c0;
+		}
+		printf("%.1f\n", cpu / iter);
+		return 0;
 	} else {
-		fprintf(stderr, "usage: %s pair|write|junk ITER [PORT]\n", argv[0]);
+		fprintf(stderr, "usage: %s pair|write|junk ITER [PORT] | paced ITER PORT RATE\n", argv[0]);
 		return 2;
 	}
 	printf("%.1f\n", (now_ns() - t0) / iter);

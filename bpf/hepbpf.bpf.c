@@ -59,6 +59,14 @@ struct {
 	__uint(max_entries, 16 << 20);
 } events SEC(".maps");
 
+/* A wakeup per record costs the traced application an interrupt on its CPU and an IPI to the
+ * reader's (VM exits on a VM), and the reader a context switch per record. The reader polls every
+ * few milliseconds instead, and is woken early only for a backlog worth a batch. */
+static __always_inline __u64 wakeup_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, HEPBPF_CNT_MAX);
@@ -593,7 +601,7 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 			r->data_len = len = 0;
 		}
 	}
-	if (bpf_ringbuf_output(&events, s, sizeof(*r) + len, 0)) {
+	if (bpf_ringbuf_output(&events, s, sizeof(*r) + len, wakeup_flags())) {
 		count(HEPBPF_CNT_RINGBUF_FULL);
 		return 0;
 	}
@@ -636,7 +644,7 @@ static __noinline int emit_notice(const struct notice *n)
 	r.ip_proto = IPPROTO_TCP;
 	r.source = n->source;
 	r.fd = n->aux;
-	if (bpf_ringbuf_output(&events, &r, sizeof(r), 0))
+	if (bpf_ringbuf_output(&events, &r, sizeof(r), wakeup_flags()))
 		count(HEPBPF_CNT_RINGBUF_FULL);
 	return 0;
 }

@@ -109,6 +109,7 @@ struct hepbpf_record {
 struct hepbpf_config {
 	__u32 self_tgid; /* the agent's own pid: never captured */
 	__u32 filter_ports; /* 1: only sockets with a port in the sip_ports map */
+	__u32 wakeup_bytes; /* wake the reader once this much is waiting; it polls for less */
 };
 
 #endif

@@ -109,7 +109,8 @@ export interface UprobeOpts {
 export interface RingBufferOpts {
   /** A batch is handed to JS when it would exceed this many bytes. Default 1 MiB. */
   batchBytes?: number;
-  /** ...or when its first record is this old. Default 10 ms. */
+  /** ...or when its first record is this old. Default 10 ms. Also how often the ring buffer is
+   * looked at when no wakeup comes (records written with BPF_RB_NO_WAKEUP). */
   maxLatencyMs?: number;
 }
 

@@ -38,6 +38,14 @@ export function ringBufferBytes(env: NodeJS.ProcessEnv = process.env): number {
   return mib << 20;
 }
 
+/**
+ * The reader is woken early once 1/16 of the ring buffer is waiting, else it polls every POLL_MS and
+ * hands a batch over once its first record is POLL_MS old: a record reaches JS within 2 x POLL_MS.
+ * A wakeup per record (the libbpf default) cost each traced send an interrupt and an IPI.
+ */
+const WAKEUP_FRACTION = 16;
+const POLL_MS = 10;
+
 /** The kernel-facing part of capture: loads bpf/hepbpf.bpf.c, configures it, attaches every probe, drains the ring buffer. */
 export class SocketCapture implements RecordSource {
   private obj?: BpfObject;
@@ -54,13 +62,15 @@ export class SocketCapture implements RecordSource {
     const obj = BpfObject.open(BPF_OBJECT_PATH);
     this.obj = obj;
     try {
-      // struct hepbpf_config is the only .rodata variable: { u32 self_tgid; u32 filter_ports; }
+      // struct hepbpf_config is the only .rodata variable: { u32 self_tgid; u32 filter_ports; u32 wakeup_bytes; }
+      const ringBytes = ringBufferBytes();
       const rodata = obj.initialValue('.rodata');
       rodata.writeUInt32LE(process.pid, 0);
       rodata.writeUInt32LE(this.opts.sipPorts?.length ? 1 : 0, 4);
+      rodata.writeUInt32LE(ringBytes / WAKEUP_FRACTION, 8);
       obj.setInitialValue('.rodata', rodata);
       obj.setMaxEntries('scratch', possibleCpus());
-      obj.setMaxEntries('events', ringBufferBytes());
+      obj.setMaxEntries('events', ringBytes);
       obj.load();
       const ports = obj.map('sip_ports');
       for (const p of this.opts.sipPorts ?? []) {
@@ -70,7 +80,7 @@ export class SocketCapture implements RecordSource {
       }
       for (const prog of obj.programNames()) if (!TLS_PROGRAMS.has(prog)) obj.attach(prog);
       // Reading first: processes that start while the TLS libraries are looked for are reported.
-      this.reader = obj.ringBuffer('events', onBatch);
+      this.reader = obj.ringBuffer('events', onBatch, { maxLatencyMs: POLL_MS });
       this.tls = new TlsProbes(obj, this.opts.log);
       this.tls.start();
     } catch (err) {

@@ -75,12 +75,13 @@ afterEach(() => {
 });
 
 /** Opens probes.bpf.o configured for this process, loads it, fills the scratch payload with a known pattern. */
-function loadProbes(opts: { targetTgid?: number; tag?: number; payloadLen?: number } = {}): BpfObject {
+function loadProbes(opts: { targetTgid?: number; tag?: number; payloadLen?: number; noWakeup?: boolean } = {}): BpfObject {
   const obj = BpfObject.open(PROBES);
   objects.push(obj);
   const rodata = obj.initialValue('.rodata');
   rodata.writeUInt32LE(opts.targetTgid ?? process.pid, 0);
   rodata.writeUInt32LE(opts.tag ?? 0, 4);
+  rodata.writeUInt32LE(opts.noWakeup ? 1 : 0, 8);
   obj.setInitialValue('.rodata', rodata);
   obj.setMaxEntries('scratch', cpus);
   obj.load();
@@ -264,6 +265,23 @@ suite('libbpf binding (real kernel)', () => {
     expect(Date.now() - start).toBeGreaterThanOrEqual(15);
     expect(batches[0].length).toBe(3 * 32);
     expect(reader.stats()).toEqual({ batches: 1, records: 3 });
+  });
+
+  it('polls: records written without a wakeup arrive within two maxLatencyMs', async () => {
+    const obj = loadProbes({ noWakeup: true });
+    obj.attach('tst_getppid');
+    const batches: Buffer[] = [];
+    const reader = obj.ringBuffer('events', (b) => batches.push(Buffer.from(b)), { maxLatencyMs: 20 });
+    for (let round = 1; round <= 3; round++) {
+      const start = Date.now();
+      getppid(2);
+      await until(() => batches.length === round, `round ${round}'s batch`, 2000);
+      // consumed at the next poll (<= 20 ms), handed over once the first record is 20 ms old
+      expect(Date.now() - start).toBeLessThan(1000);
+      expect(batches[round - 1].length).toBe(2 * 32);
+    }
+    expect(reader.stats()).toEqual({ batches: 3, records: 6 });
+    expect(hits(obj, HIT.lost)).toBe(0);
   });
 
   it('applies back-pressure: a busy JS thread makes the ring buffer overflow, every record is delivered or counted lost', async () => {

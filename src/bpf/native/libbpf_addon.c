@@ -938,7 +938,8 @@ static void *drain_thread(void *arg)
 	int timeout, n;
 
 	while (!stopping(r)) {
-		timeout = -1;
+		/* Polls as well: the BPF side wakes us only for a backlog (wakeup_flags()). */
+		timeout = (int)(r->max_latency_ns / 1000000);
 		if (r->cur && r->cur->len) {
 			left = (int64_t)(r->cur_first_ns + r->max_latency_ns - now_ns());
 			timeout = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
@@ -950,8 +951,7 @@ static void *drain_thread(void *arg)
 		}
 		if (stopping(r))
 			break;
-		if (n > 0)
-			ring_buffer__consume(r->rb);
+		ring_buffer__consume(r->rb);
 		if (r->cur && r->cur->len && now_ns() - r->cur_first_ns >= r->max_latency_ns)
 			flush(r);
 	}
