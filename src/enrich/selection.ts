@@ -12,8 +12,11 @@
  *   CSeq; an ACK belongs to its INVITE's), e.g. the responses to a request whose Request-URI matched.
  * - dialog mode: a match holds for the rest of its Call-ID's dialog, until the final response to its
  *   BYE (or to the request, when no dialog came of it), or until it is idle for the timeout. Diameter
- *   messages correlated to the call (src/enrich/correlation.ts gives them its Call-ID as correlation id)
- *   follow it.
+ *   messages correlated to the call (src/enrich/correlation.ts gives them its Call-ID as correlation id,
+ *   or the call's operator key) follow it.
+ * - Transactions and dialogs are tracked by Call-ID, not by correlation id: an operator key
+ *   (--correlation-header) may first appear mid-dialog.
+ * - Connection events follow the messages of their connection (src/enrich/connection-events.ts).
  *
  * State is kept only for transactions and dialogs a filter matched, bounded in entries (the least
  * recently seen go first, counted) and in time.
@@ -196,7 +199,7 @@ const DIALOG_REQUESTS = new Set(['INVITE', 'SUBSCRIBE', 'REFER']);
 const CLOSING_REQUESTS = new Set(['ACK', 'BYE', 'CANCEL']);
 
 export interface SelectionStats {
-  /** Messages left out on purpose, not lost: by these filters, or by the container filters. */
+  /** Messages (and connection events) left out on purpose, not lost: by these filters, or by the container filters. */
   filtered: { selection: number; container: number };
   /** Transactions or dialogs remembered now. */
   entries: number;
