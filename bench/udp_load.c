@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "loopback.h"
 
 #define MSG_SIZE 800
 
@@ -34,24 +35,6 @@ static void stop_on(int sig)
 	struct sigaction sa = { .sa_handler = on_stop };
 
 	sigaction(sig, &sa, NULL);
-}
-
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static struct sockaddr_in loopback(int port)
-{
-	struct sockaddr_in a = {
-		.sin_family = AF_INET,
-		.sin_port = htons(port),
-		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-	};
-	return a;
 }
 
 /* A receive buffer big enough that a short stall of the reader loses nothing: the bench

@@ -97,7 +97,7 @@ export class Agent {
     this.attribution = new Attribution(opts.containers, (ev) => this.deliver(ev), opts.hold);
     this.assembler = new StreamAssembler((m) => this.onMessage(m));
     this.tls = new TlsAttribution((r) => this.assemble(r));
-    this.connections = new ConnectionEvents(this.clock, (ev) => this.deliver(ev));
+    this.connections = new ConnectionEvents(this.clock, (ev) => this.deliver(ev), this.selection);
     this.capture = opts.source;
     if (opts.maxBusyMs !== undefined) this.shedder = new Shedder(opts.log, () => this.capture.counters().ringbufFull ?? 0, opts.maxBusyMs);
   }
@@ -190,8 +190,9 @@ export class Agent {
       return;
     }
     const correlationId = this.correlator.sip(message, sip);
-    this.connections.correlated(message, correlationId);
-    if (this.selection.active && !this.selection.select({ src: message.src, dst: message.dst, payload: message.payload, sip, correlationId, nowMs: nowMs(message) })) return;
+    const selected = !this.selection.active || this.selection.select({ src: message.src, dst: message.dst, payload: message.payload, sip, correlationId, nowMs: nowMs(message) });
+    this.connections.correlated(message, correlationId, selected);
+    if (!selected) return;
     const masked = this.redact ? redactSip(message.payload) : undefined;
     if (masked) this.redacted++;
     this.countForwarded(message);
@@ -207,8 +208,9 @@ export class Agent {
     }
     if (diameter.malformed) this.diameterMalformed++;
     const { id, latencyMs } = this.correlator.diameter(message, diameter);
-    this.connections.correlated(message, id);
-    if (this.selection.active && !this.selection.select({ src: message.src, dst: message.dst, payload: message.payload, correlationId: id, nowMs: nowMs(message) })) return;
+    const selected = !this.selection.active || this.selection.select({ src: message.src, dst: message.dst, payload: message.payload, correlationId: id, nowMs: nowMs(message) });
+    this.connections.correlated(message, id, selected);
+    if (!selected) return;
     let payload = message.payload;
     const masked = this.redact ? redactDiameter(payload, diameter.avps) : undefined;
     if (masked) {

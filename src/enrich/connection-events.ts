@@ -9,6 +9,11 @@
  * The payload is the JSON OpenSIPS's tracer sends for its transport events (proto_tcp/proto_tls
  * `trace_destination`): Protocol, Event (CONNECTED, ACCEPTED, CLOSED), Status (SUCCESS, FAILURE),
  * Message; a failed handshake is the CONNECTED or ACCEPTED event of its side with Status FAILURE.
+ *
+ * With selective forwarding (src/enrich/selection.ts) a connection's events go out only when it
+ * carried a selected message: they wait for one as above, and go out with its id. Those of a
+ * connection that carried none are left out, counted as filtered; those of a connection that carried
+ * no message at all (a failed handshake) are judged by their ends (--address, --port).
  */
 import {
   IPPROTO_TCP, SRC_TCP_ACCEPT, SRC_TCP_CLOSE, SRC_TCP_CONNECT, SRC_TLS_HANDSHAKE_FAILED, type CaptureRecord,
@@ -17,6 +22,7 @@ import type { MonotonicClock } from '../capture/clock.js';
 import type { AppProto, Endpoint, Message } from '../stream/message.js';
 import { flowId } from './correlation.js';
 import type { CaptureEvent } from './event.js';
+import type { Selection } from './selection.js';
 
 export interface ConnectionEvent {
   Protocol: 'TCP' | 'TLS';
@@ -37,13 +43,15 @@ interface Connection {
   pid: number;
   comm: string;
   cgroupId: bigint;
-  /** Client and server, when its connect or accept was seen. */
-  client?: Endpoint;
+  /** One of its messages was selected (always, without selective forwarding). */
+  selected: boolean;
 }
 
 interface Waiting {
   sinceNs: bigint;
   events: CaptureEvent[];
+  /** The connection carried messages, none of them selected: when the wait is over, its events are left out. */
+  carried: boolean;
 }
 
 /** By HEPBPF_TLS_FN_*, and the side bits next to it (bpf/hepbpf.h). */
@@ -66,6 +74,7 @@ export class ConnectionEvents {
   constructor(
     private readonly clock: MonotonicClock,
     private readonly deliver: (ev: CaptureEvent) => void,
+    private readonly selection?: Selection,
   ) {}
 
   /** A connection event record from the kernel. */
@@ -120,24 +129,31 @@ export class ConnectionEvents {
     if (closed) this.clients.delete(r.sockId);
     if (conn) {
       if (closed) this.known.delete(r.sockId); // the kernel reuses the socket's address
-      return this.send(event);
+      if (conn.selected) return this.send(event);
+      // Closed, nothing selected on it: nothing can select it any more.
+      if (closed) return this.selection?.connectionFiltered();
     }
     const w = this.waiting.get(r.sockId);
     if (w) w.events.push(event);
     else if (this.waiting.size >= MAX_WAITING) {
       this.stats.waitingFull++;
-      this.sendWithFlowId(event);
-    } else this.waiting.set(r.sockId, { sinceNs: process.hrtime.bigint(), events: [event] });
+      this.sendWithFlowId(event, !!conn);
+    } else this.waiting.set(r.sockId, { sinceNs: process.hrtime.bigint(), events: [event], carried: !!conn });
   }
 
-  /** A message on connection m.sockId was correlated: its events carry that id. */
-  correlated(m: Message, correlationId: string): void {
+  /** A message on connection m.sockId was correlated, and selected or not: its events carry the id of a selected one. */
+  correlated(m: Message, correlationId: string, selected: boolean): void {
     if (m.transport !== 'tcp' && m.transport !== 'tls') return;
     const prev = this.known.get(m.sockId);
-    if (!prev || prev.correlationId !== correlationId)
-      this.remember(this.known, m.sockId, { correlationId, proto: m.proto, pid: m.pid, comm: m.comm, cgroupId: m.cgroupId }, MAX_KNOWN);
+    // Once a message on it was selected, its events keep the id of the last selected one.
+    const changed = !prev || ((selected || !prev.selected) && (prev.correlationId !== correlationId || prev.selected !== selected));
+    if (changed) this.remember(this.known, m.sockId, { correlationId, proto: m.proto, pid: m.pid, comm: m.comm, cgroupId: m.cgroupId, selected }, MAX_KNOWN);
     const w = this.waiting.get(m.sockId);
     if (!w) return;
+    if (!selected) {
+      w.carried = true;
+      return;
+    }
     this.waiting.delete(m.sockId);
     for (const ev of w.events) {
       ev.correlationId = correlationId;
@@ -146,12 +162,12 @@ export class ConnectionEvents {
     }
   }
 
-  /** Events that waited HOLD_NS go out with their flow id. */
+  /** Events that waited HOLD_NS go out with their flow id (or are left out, see the header comment). */
   expire(nowNs: bigint): void {
     for (const [sock, w] of this.waiting) {
       if (nowNs - w.sinceNs < HOLD_NS) break; // insertion order is arrival order
       this.waiting.delete(sock);
-      for (const ev of w.events) this.sendWithFlowId(ev);
+      for (const ev of w.events) this.sendWithFlowId(ev, w.carried);
     }
   }
 
@@ -159,7 +175,9 @@ export class ConnectionEvents {
     this.expire(BigInt(Number.MAX_SAFE_INTEGER) * 1_000_000n);
   }
 
-  private sendWithFlowId(ev: CaptureEvent): void {
+  /** An event that waited in vain for a selected message: `carried`, its connection carried only others. */
+  private sendWithFlowId(ev: CaptureEvent, carried: boolean): void {
+    if (this.selection?.active && (carried || !this.selection.selectsEnds(ev.message.src, ev.message.dst))) return this.selection.connectionFiltered();
     this.stats.waitedOut++;
     ev.correlationId = flowId(ev.message);
     this.send(ev);

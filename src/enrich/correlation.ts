@@ -27,6 +27,7 @@ import { findAllAvps, findAvp, find3gpp, type DiameterInfo } from '../protocols/
 import { VENDOR_3GPP } from '../protocols/diameter-dictionary.js';
 import type { Endpoint, Message } from '../stream/message.js';
 import { boundedText } from '../hep/chunks.js';
+import { ExpiringMap } from './expiring-map.js';
 
 /** How long a SIP fact (icid, REGISTER user) or an unanswered request is remembered. */
 const REMEMBER_NS = 300_000_000_000n;
@@ -44,50 +45,6 @@ export const REGEX_SCAN_BYTES = 4096;
 
 const APP_CX = 16777216;
 const APP_SH = 16777217;
-
-/** A map whose entries are dropped after a time or when it is full, oldest first. */
-class ExpiringMap<V> {
-  private readonly map = new Map<string, { value: V; untilNs: bigint }>();
-  /** Entries dropped before their time because the map was full. */
-  evicted = 0;
-
-  set(key: string, value: V, untilNs: bigint): void {
-    this.map.delete(key);
-    if (this.map.size >= MAX_ENTRIES) {
-      this.map.delete(this.map.keys().next().value!);
-      this.evicted++;
-    }
-    this.map.set(key, { value, untilNs });
-  }
-
-  get(key: string, nowNs: bigint): V | undefined {
-    const e = this.map.get(key);
-    if (!e) return undefined;
-    if (e.untilNs < nowNs) {
-      this.map.delete(key);
-      return undefined;
-    }
-    return e.value;
-  }
-
-  take(key: string, nowNs: bigint): V | undefined {
-    const v = this.get(key, nowNs);
-    this.map.delete(key);
-    return v;
-  }
-
-  /** Drops expired entries from the front (insertion order approximates expiry order). */
-  sweep(nowNs: bigint): void {
-    for (const [k, e] of this.map) {
-      if (e.untilNs >= nowNs) break;
-      this.map.delete(k);
-    }
-  }
-
-  get size(): number {
-    return this.map.size;
-  }
-}
 
 const hostPort = (e: Endpoint) => (e.ip.includes(':') ? `[${e.ip}]:${e.port}` : `${e.ip}:${e.port}`);
 
@@ -214,13 +171,13 @@ export interface DiameterCorrelation {
 }
 
 export class Correlator {
-  private readonly icids = new ExpiringMap<string>();
-  private readonly registering = new ExpiringMap<string>();
-  private readonly sessions = new ExpiringMap<string>();
-  private readonly pending = new ExpiringMap<{ id: string; tsNs: bigint }>();
+  private readonly icids = new ExpiringMap<string, bigint>(MAX_ENTRIES);
+  private readonly registering = new ExpiringMap<string, bigint>(MAX_ENTRIES);
+  private readonly sessions = new ExpiringMap<string, bigint>(MAX_ENTRIES);
+  private readonly pending = new ExpiringMap<{ id: string; tsNs: bigint }, bigint>(MAX_ENTRIES);
   /** Call-ID -> the operator's key of its call; each map has one lifetime, so its order is its expiry order (see sweep). */
-  private readonly keys = new ExpiringMap<string>();
-  private readonly endedKeys = new ExpiringMap<string>();
+  private readonly keys = new ExpiringMap<string, bigint>(MAX_ENTRIES);
+  private readonly endedKeys = new ExpiringMap<string, bigint>(MAX_ENTRIES);
   private readonly keyHeader?: string;
   private readonly keyRegex?: RegExp;
   private sinceSweep = 0;

@@ -61,7 +61,7 @@ const STAT_METRICS: StatMetric[] = [
   counter('hepbpf_correlation_keyed_total', 'capture.correlation.keyed', "SIP messages that carried the operator's correlation key (--correlation-header, --correlation-regex)"),
   counter('hepbpf_correlation_keys_evicted_total', 'capture.correlation.keysEvicted', "Call-IDs whose operator's key was forgotten early, the table being full"),
   gauge('hepbpf_correlation_entries', 'capture.correlation.{table:icids|registering|sessions|pendingRequests|keys}', 'entries of the correlation tables'),
-  counter('hepbpf_filtered_total', 'capture.selection.filtered.{by:selection|container}', 'messages left out on purpose, by --method/--user/--call-id/--address/--port filters or by container filters; not lost'),
+  counter('hepbpf_filtered_total', 'capture.selection.filtered.{by:selection|container}', 'messages (and connection events) left out on purpose, by --method/--user/--call-id/--address/--port filters or by container filters; not lost'),
   gauge('hepbpf_selection_entries', 'capture.selection.entries', 'transactions or dialogs remembered for --selection-mode transaction or dialog'),
   counter('hepbpf_selection_evicted_total', 'capture.selection.evicted', 'remembered transactions or dialogs forgotten early, the table being full (--selection-max-entries)'),
   counter('hepbpf_container_held_total', 'capture.containers.held', 'messages held for container names'),

@@ -29,6 +29,36 @@ const eventsOf = (c: HepCollector) =>
   c.packets.map((raw) => decodeHep(raw)).filter((p) => p.protoType === 100).map((p) => ({ p, json: JSON.parse(p.payload!.toString()) as EventJson }));
 const ends = (p: HepPacket) => `${p.srcIp}:${p.srcPort} -> ${p.dstIp}:${p.dstPort}`;
 
+/** One TCP connection to a server on `host`: INVITE, 200 OK, then both ends close. Its ports are the ground truth. */
+async function inviteOverTcp(callId: string, host = '127.0.0.1'): Promise<{ clientPort: number; serverPort: number }> {
+  const invite = Buffer.from(`INVITE sip:b@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK-1\r\nCall-ID: ${callId}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n`);
+  const ok = Buffer.from(`SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK-1\r\nCall-ID: ${callId}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n`);
+  let serverSide: Socket | undefined;
+  const serverRead: Buffer[] = [];
+  const server = createServer((s) => {
+    serverSide = s;
+    s.on('data', (d) => {
+      serverRead.push(d);
+      if (Buffer.concat(serverRead).length === invite.length) s.write(ok);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, host, r));
+  const serverPort = (server.address() as AddressInfo).port;
+  const client = createConnection(serverPort, host);
+  const clientRead: Buffer[] = [];
+  client.on('data', (d) => clientRead.push(d));
+  await new Promise<void>((r) => client.once('connect', () => r()));
+  const clientPort = client.localPort!;
+  client.write(invite);
+  await until('client read the 200', () => Buffer.concat(clientRead).length === ok.length);
+  await new Promise<void>((r) => {
+    client.end(() => undefined);
+    serverSide!.once('end', () => serverSide!.end(r));
+  });
+  server.close();
+  return { clientPort, serverPort };
+}
+
 describe.skipIf(!!why)('connection events', () => {
   let dir: string;
   let env: NodeJS.ProcessEnv;
@@ -53,31 +83,7 @@ describe.skipIf(!!why)('connection events', () => {
 
   it('TCP: connect, accept and close of a SIP connection, each with its Call-ID, in time order around the SIP', async () => {
     const callId = `conn-tcp-${process.pid}`;
-    const invite = Buffer.from(`INVITE sip:b@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK-1\r\nCall-ID: ${callId}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n`);
-    const ok = Buffer.from(`SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK-1\r\nCall-ID: ${callId}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n`);
-    let serverSide: Socket | undefined;
-    const serverRead: Buffer[] = [];
-    const server = createServer((s) => {
-      serverSide = s;
-      s.on('data', (d) => {
-        serverRead.push(d);
-        if (Buffer.concat(serverRead).length === invite.length) s.write(ok);
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const serverPort = (server.address() as AddressInfo).port;
-    const client = createConnection(serverPort, '127.0.0.1');
-    const clientRead: Buffer[] = [];
-    client.on('data', (d) => clientRead.push(d));
-    await new Promise<void>((r) => client.once('connect', () => r()));
-    const clientPort = client.localPort!;
-    client.write(invite);
-    await until('client read the 200', () => Buffer.concat(clientRead).length === ok.length);
-    await new Promise<void>((r) => {
-      client.end(() => undefined);
-      serverSide!.once('end', () => serverSide!.end(r));
-    });
-    server.close();
+    const { clientPort, serverPort } = await inviteOverTcp(callId);
     await until('4 events of the connection', () => eventsOf(hep).filter(({ p }) => p.correlationId === callId).length >= 4);
     await hep.waitFor(0, 1, 500);
 
@@ -151,4 +157,60 @@ sys.exit(1)
       await tail.waitForOutput((o) => o.split('\n').filter((l) => l.includes(`127.0.0.1:${clientPort}`) && l.includes('TLS handshake failed')).length === 2);
     });
   });
+
+  describe('with selective forwarding', () => {
+    // Two agents beside the first: one selecting a Call-ID, one an address; one call each on its own connection.
+    let byCallId: { hep: HepCollector; agent: RunningAgent };
+    let byAddress: { hep: HepCollector; agent: RunningAgent };
+    const selectedCall = `conn-sel-${process.pid}`;
+    const otherCall = `conn-other-${process.pid}`;
+
+    const start = async (args: string[]) => {
+      const c = await udpCollector();
+      return { hep: c, agent: await startAgent(['run', '--hep', c.url, '--connection-events', ...args], env) };
+    };
+
+    beforeAll(async () => {
+      byCallId = await start(['--call-id', selectedCall]);
+      byAddress = await start(['--address', '127.0.0.2']);
+    });
+
+    afterAll(async () => {
+      for (const a of [byCallId, byAddress]) {
+        await a?.agent.stop();
+        await a?.hep.close();
+      }
+    });
+
+    it('only the events of connections that carried selected messages, with their Call-ID; the others counted as filtered', async () => {
+      const a = await inviteOverTcp(selectedCall); // 127.0.0.1 -> 127.0.0.1
+      const b = await inviteOverTcp(otherCall, '127.0.0.2'); // 127.0.0.1 -> 127.0.0.2
+      const wireA = `127.0.0.1:${a.clientPort} -> 127.0.0.1:${a.serverPort}`;
+      const wireB = `127.0.0.1:${b.clientPort} -> 127.0.0.2:${b.serverPort}`;
+      const fourEvents = (wire: string, callId: string) => ['ACCEPTED', 'CLOSED', 'CLOSED', 'CONNECTED'].map((e) => `TCP ${e} SUCCESS ${wire} ${callId}`);
+      const eventsOn = (c: HepCollector, ...ports: number[]) =>
+        eventsOf(c).filter(({ p }) => ports.includes(p.srcPort!) || ports.includes(p.dstPort!)).map(({ p, json }) => `${json.Protocol} ${json.Event} ${json.Status} ${ends(p)} ${p.correlationId}`).sort();
+      // The agent without filters saw all eight: the connections are complete.
+      await until('8 events on the unfiltered agent', () => eventsOn(hep, a.clientPort, b.clientPort).length >= 8);
+      expect(eventsOn(hep, a.clientPort, b.clientPort)).toEqual([...fourEvents(wireA, selectedCall), ...fourEvents(wireB, otherCall)].sort());
+      await until('4 events on each selective agent', () => eventsOn(byCallId.hep, a.clientPort).length >= 4 && eventsOn(byAddress.hep, b.clientPort).length >= 4);
+      // Stopped, the agents send or leave out what still waits: then nothing more can come.
+      const stats: number[] = [];
+      for (const x of [byCallId, byAddress]) {
+        const { code, final } = await x.agent.stop();
+        expect(code).toBe(0);
+        stats.push((final as { capture: { selection: { filtered: { selection: number } } } }).capture.selection.filtered.selection);
+      }
+      await byAddress.hep.waitFor(0, 1, 500);
+      expect(eventsOn(byCallId.hep, a.clientPort, b.clientPort)).toEqual(fourEvents(wireA, selectedCall).sort());
+      expect(eventsOn(byAddress.hep, a.clientPort, b.clientPort)).toEqual(fourEvents(wireB, otherCall).sort());
+      const ports = [a.clientPort, b.clientPort];
+      const sipOf = (c: HepCollector) =>
+        c.packets.map((raw) => decodeHep(raw)).filter((p) => p.protoType === 1 && (ports.includes(p.srcPort!) || ports.includes(p.dstPort!))).map((p) => p.correlationId);
+      expect([sipOf(byCallId.hep), sipOf(byAddress.hep)]).toEqual([[selectedCall, selectedCall], [otherCall, otherCall]]);
+      // Each left out the other call: its INVITE, its 200 and its connection's four events (and any other traffic of the host).
+      for (const filtered of stats) expect(filtered).toBeGreaterThanOrEqual(6);
+    });
+  });
 });
+

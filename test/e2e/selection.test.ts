@@ -71,7 +71,10 @@ describe.skipIf(!!why)('selective forwarding: sipp mix, one agent per mode, chec
     // keeps only it (--port, with the case's filters): TLS plaintext (e.g. a soak run's) is captured
     // on any port.
     const only = ['--sip-ports', String(uasPort), '--port', String(uasPort)];
-    agents.push(...(await Promise.all(CASES.map((c, i) => startAgent(['run', '--hep', collectors[i].url, ...only, ...c.args], env(i), 120_000)))));
+    const started = await Promise.allSettled(CASES.map((c, i) => startAgent(['run', '--hep', collectors[i].url, ...only, ...c.args], env(i), 120_000)));
+    // Those that started are stopped by afterAll even when another did not.
+    for (const s of started) if (s.status === 'fulfilled') agents.push(s.value);
+    for (const s of started) if (s.status === 'rejected') throw s.reason;
     // tail attached to the first agent (all but OPTIONS), with the filters of the dialog case
     tail = await startTail(['--json', '--full', '--port', String(uasPort), '--user', 'carol', '--selection-mode', 'dialog'], env(0));
     tailLines = await startTail(['--port', String(uasPort), '--user', 'carol', '--selection-mode', 'dialog'], env(0));

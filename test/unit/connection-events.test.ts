@@ -6,18 +6,21 @@ import { batchOf, encodeRecord, type RecordSpec } from '../../src/capture/replay
 import { ConnectionEvents } from '../../src/enrich/connection-events.js';
 import type { CaptureEvent } from '../../src/enrich/event.js';
 import type { Message } from '../../src/stream/message.js';
+import { Selection, type SelectionOptions } from '../../src/enrich/selection.js';
 
 const SOCK = 0xffff888000002000n;
 
-function setup() {
+function setup(selectionOptions: SelectionOptions = {}) {
   const out: CaptureEvent[] = [];
-  const events = new ConnectionEvents(new MonotonicClock(), (ev) => out.push(ev));
+  const selection = new Selection(selectionOptions);
+  const events = new ConnectionEvents(new MonotonicClock(), (ev) => out.push(ev), selection);
   const feed = (spec: Partial<RecordSpec>) =>
     decodeBatch(batchOf([encodeRecord({ data: Buffer.alloc(0), ipProto: 6, sockId: SOCK, localPort: 40000, remotePort: 5061, comm: 'kamailio', ...spec })]), (r) => events.record(r));
-  const sip = (callId: string) =>
-    events.correlated({ sockId: SOCK, transport: 'tcp', proto: 'sip', pid: 7, comm: 'kamailio', cgroupId: 9n } as Message, callId);
+  const sip = (callId: string, selected = true, sockId = SOCK) =>
+    events.correlated({ sockId, transport: 'tcp', proto: 'sip', pid: 7, comm: 'kamailio', cgroupId: 9n } as Message, callId, selected);
   const line = (ev: CaptureEvent) => `${ev.correlationId} ${ev.message.src.port}->${ev.message.dst.port} ${ev.payload.toString()}`;
-  return { out, events, feed, sip, line };
+  const filtered = () => selection.stats().filtered.selection;
+  return { out, events, feed, sip, line, filtered };
 }
 
 describe('connection events', () => {
@@ -61,5 +64,37 @@ describe('connection events', () => {
     for (let i = 0n; i < 4097n; i++) feed({ source: SRC_TCP_CONNECT, sockId: SOCK + i });
     expect(out.length).toBe(1);
     expect(events.stats.waitingFull).toBe(1);
+  });
+
+  it('with selective forwarding: the events of a connection wait for a selected message and carry its id; those of a connection with none are left out, counted', () => {
+    const { out, events, feed, sip, filtered } = setup({ callId: ['call-b'] });
+    const other = SOCK + 1n;
+    feed({ source: SRC_TCP_CONNECT });
+    feed({ source: SRC_TCP_CONNECT, sockId: other, localPort: 40001 });
+    sip('call-a', false); // not selected: the connect keeps waiting
+    sip('call-x', false, other);
+    expect(out).toEqual([]);
+    sip('call-b'); // a later call on the same connection is selected
+    expect(out.map((ev) => `${ev.correlationId} ${ev.summary}`)).toEqual(['call-b TCP CONNECTED SUCCESS: Connected']);
+    sip('call-a', false);
+    feed({ source: SRC_TCP_CLOSE });
+    // It carried a selected call: its close goes, with the id of the last selected message.
+    expect(out.map((ev) => ev.correlationId)).toEqual(['call-b', 'call-b']);
+    // The other connection carried nothing selected: its connect is left out after the hold, its close at once.
+    events.expire(process.hrtime.bigint() + 3_000_000_000n);
+    feed({ source: SRC_TCP_CLOSE, sockId: other, localPort: 40001 });
+    expect(out).toHaveLength(2);
+    expect(filtered()).toBe(2);
+    expect(events.stats).toMatchObject({ events: 2, waitedOut: 0 });
+  });
+
+  it('with selective forwarding: a failed handshake (no message) is judged by its ends', () => {
+    const cases: [SelectionOptions, number][] = [[{ port: [5061] }, 1], [{ address: ['10.0.0.0/8'] }, 0], [{ callId: ['c'] }, 0], [{ excludeMethod: ['OPTIONS'] }, 1]];
+    for (const [o, sent] of cases) {
+      const { out, events, feed, filtered } = setup(o);
+      feed({ source: SRC_TLS_HANDSHAKE_FAILED, tlsId: 0x66n, origLen: -1 >>> 0, fd: 1 | 0x100 });
+      events.flush();
+      expect([out.length, filtered()], JSON.stringify(o)).toEqual([sent, 1 - sent]);
+    }
   });
 });

@@ -120,6 +120,22 @@ describe('selection (src/enrich/selection.ts)', () => {
     expect(selected({ excludeUser: ['carol'], selectionMode: 'dialog' }, msgs)).toEqual(['2:diameter', '3:diameter', '11:diameter']);
   });
 
+  it("an operator's key that appears mid-dialog (--correlation-header) does not split it: SIP by Call-ID, the call's Diameter by the key", () => {
+    // The key arrives with the 200 OK: from there on the call's messages and its Diameter carry it as correlation id.
+    const keyed = (m: Selectable): Selectable => ({ ...m, correlationId: 'op-key-7' });
+    const c1 = call('c1', '<sip:carol@ims.test>');
+    const msgs = [...c1.slice(0, 3), ...c1.slice(3).map(keyed), diameter('op-key-7', 7), diameter('other-key', 7)];
+    expect(selected({ user: ['carol'], selectionMode: 'dialog' }, msgs)).toEqual(['0:INVITE', '1:100', '2:180', '3:200', '4:ACK', '5:BYE', '6:200', '7:diameter']);
+    expect(selected({ excludeUser: ['carol'], selectionMode: 'dialog' }, msgs)).toEqual(['8:diameter']);
+    expect(selected({ user: ['carol'], selectionMode: 'transaction' }, msgs)).toEqual(['0:INVITE', '1:100', '2:180', '3:200', '4:ACK']);
+  });
+
+  it('a connection event is judged by its ends when its connection carried no message', () => {
+    const ends = (o: SelectionOptions) => new Selection(o).selectsEnds(A, B);
+    expect([ends({}), ends({ excludeMethod: ['OPTIONS'] }), ends({ address: ['10.0.0.0/24'] }), ends({ port: [5080], excludeUser: ['x'] })]).toEqual([true, true, true, true]);
+    expect([ends({ address: ['10.0.1.0/24'] }), ends({ excludePort: [5060] }), ends({ callId: ['c1'] }), ends({ user: ['carol'], address: ['10.0.0.1'] })]).toEqual([false, false, false, false]);
+  });
+
   it('forgets a dialog idle past the timeout, a finished transaction after a linger, and counts what it left out', () => {
     const s = new Selection({ user: ['carol'], selectionMode: 'dialog', selectionTimeout: 10 });
     const [invite, ...rest] = call('c1');

@@ -1,0 +1,41 @@
+/** The bounded expiring table under correlation and selection (src/enrich/expiring-map.ts). */
+import { describe, expect, it } from 'vitest';
+import { ExpiringMap } from '../../src/enrich/expiring-map.js';
+
+describe('expiring map', () => {
+  it('returns an entry until its deadline, not after; take forgets it', () => {
+    const m = new ExpiringMap<string, bigint>(10);
+    m.set('a', 'A', 100n);
+    expect([m.get('a', 100n), m.get('b', 0n)]).toEqual(['A', undefined]);
+    expect(m.get('a', 101n)).toBeUndefined();
+    expect(m.size).toBe(0); // read past its deadline: dropped
+    m.set('a', 'A', 100n);
+    expect([m.take('a', 50n), m.get('a', 50n), m.size]).toEqual(['A', undefined, 0]);
+  });
+
+  it('when full drops the least recently set, counted; use() makes an entry the most recent and its deadline movable', () => {
+    const m = new ExpiringMap<number, number>(3);
+    for (const k of ['a', 'b', 'c']) m.set(k, 1, 1000);
+    m.get('a', 0); // get leaves the order alone: a is still first
+    m.set('d', 1, 1000);
+    expect([m.get('a', 0), m.size, m.evicted]).toEqual([undefined, 3, 1]);
+    const b = m.use('b', 0)!; // b is now the most recent: c goes next
+    b.until = 5000;
+    m.set('e', 1, 1000);
+    expect([m.get('c', 0), m.get('b', 4000), m.evicted]).toEqual([undefined, 1, 2]);
+    // setting a key again replaces it without evicting anything
+    m.set('b', 2, 1000);
+    expect([m.get('b', 0), m.size, m.evicted]).toEqual([2, 3, 2]);
+  });
+
+  it('sweep drops expired entries from the front, stopping at the first live one', () => {
+    const m = new ExpiringMap<string, number>(10);
+    m.set('a', 'A', 10);
+    m.set('b', 'B', 20);
+    m.set('c', 'C', 5); // behind a live entry: left for a read or the bound
+    m.sweep(15);
+    expect(m.size).toBe(2);
+    expect([m.get('b', 15), m.get('c', 15), m.size]).toEqual(['B', undefined, 1]);
+    expect(m.evicted).toBe(0);
+  });
+});
