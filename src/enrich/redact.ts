@@ -177,6 +177,19 @@ function nextWLine(payload: Buffer, from: number, w: [number, number]): number {
   }
 }
 
+/** Where the masked copy of a SIP message is made, grown as messages need (up to the 64 KiB of a message). */
+let sipCopy = Buffer.allocUnsafe(8192);
+
+/**
+ * A copy of `payload` in sipCopy. A Buffer of its own per message (from Node's 8 KiB pools) was
+ * the costliest part of masking an INVITE with SDES keys: a new pool every dozen messages.
+ */
+function copyOf(payload: Buffer): Buffer {
+  if (payload.length > sipCopy.length) sipCopy = Buffer.allocUnsafe(Math.max(2 * sipCopy.length, payload.length));
+  payload.copy(sipCopy);
+  return sipCopy.subarray(0, payload.length);
+}
+
 /**
  * A copy of a SIP message with its secrets masked, or undefined when it has none: SDP `a=crypto`
  * keys, `a=key-mgmt` data (MIKEY) and the IMS AKA `ck`/`ik` of WWW-Authenticate. The lines that can
@@ -185,6 +198,8 @@ function nextWLine(payload: Buffer, from: number, w: [number, number]): number {
  * a WWW-Authenticate header at a line's start (from its w; it runs over its folded lines). Attribute,
  * header and parameter names are case-insensitive. Linear: each such line is read once, up to its end
  * (a message with no line feed is one line). Only a WWW-Authenticate line becomes a string.
+ * The copy is a view of a buffer the next call reuses: like a message's payload it is valid during
+ * the callback, and whatever keeps it (the hold) copies it.
  */
 export function redactSip(payload: Buffer): Buffer | undefined {
   const first = firstSecret(payload);
@@ -209,7 +224,7 @@ export function redactSip(payload: Buffer): Buffer | undefined {
       w = nextWLine(payload, start + 1, wAt);
     }
     if (!mask) continue;
-    copy ??= Buffer.from(payload);
+    copy ??= copyOf(payload);
     mask(payload, copy, start, end);
     // The next line with secrets starts after this one's end.
     if (eq >= 0 && eq - 1 < end) eq = payload.indexOf(0x3d, end + 1);
