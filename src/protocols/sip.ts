@@ -176,6 +176,18 @@ function digitsValue(buf: Buffer, from: number, to: number): number {
   return n;
 }
 
+/** The method buf[from..to) names: one of METHODS' strings when it is one (no string per message), else its text. */
+function methodName(buf: Buffer, from: number, to: number): string {
+  for (let k = 0; k < METHODS.length; k++) {
+    const m = METHODS[k];
+    if (m.length !== to - from) continue;
+    let i = 0;
+    while (i < m.length && buf[from + i] === m.charCodeAt(i)) i++;
+    if (i === m.length) return m;
+  }
+  return buf.toString('latin1', from, to);
+}
+
 /** The number buf[from..to) holds once trimmed as .trim() trims, if it is digits only (what /^\d+$/ accepts); else -1. No string. */
 function digitsIn(buf: Buffer, from: number, to: number): number {
   from = skipSpace(buf, from, to);
@@ -205,7 +217,9 @@ function parseStartLine(line: string, info: SipInfo): boolean {
   }
   const uriEnd = n - 8;
   for (let i = space + 1; i < uriEnd; i++) if (isSpace(line.charCodeAt(i))) return false;
-  info.method = line.slice(0, space);
+  let method: string | undefined;
+  for (let i = 0; i < METHODS.length && !method; i++) if (METHODS[i].length === space && line.startsWith(METHODS[i])) method = METHODS[i]; // no string per message
+  info.method = method ?? line.slice(0, space);
   info.requestUri = line.slice(space + 1, uriEnd);
   info.summary = line.slice(0, uriEnd);
   return true;
@@ -247,7 +261,7 @@ export function parseSip(buf: Buffer): SipInfo | null {
         const methodEnd = method > number ? tokenEnd(buf, method, to) : method;
         if (number > from && methodEnd > method) {
           info.cseqNumber = digitsValue(buf, from, number);
-          info.cseqMethod = buf.toString('latin1', method, methodEnd);
+          info.cseqMethod = methodName(buf, method, methodEnd);
         }
       }
     }
