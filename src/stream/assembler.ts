@@ -30,8 +30,20 @@ interface StreamState {
  * the same connection object): the kernel flags each connection's first record (F_STREAM_START).
  */
 function streamKey(rec: CaptureRecord): string {
-  return rec.flags & F_TLS ? `tls:${rec.pid}:${rec.tlsId}:${rec.direction}` : `${rec.sockId}:${rec.direction}`;
+  const tls = (rec.flags & F_TLS) !== 0;
+  const id = tls ? rec.tlsId : rec.sockId;
+  let known = keyText.get(id);
+  if (!known || known.tls !== tls || (tls && known.pid !== rec.pid)) {
+    if (keyText.size >= MAX_STREAMS) keyText.clear();
+    const key = (direction: number) => (tls ? `tls:${rec.pid}:${id}:${direction}` : `${id}:${direction}`);
+    known = { tls, pid: rec.pid, byDirection: [key(0), key(1)] };
+    keyText.set(id, known);
+  }
+  return known.byDirection[rec.direction];
 }
+
+/** The key text of each socket (or TLS connection) id, by direction: made once, not per record (a number's digits and a string each). */
+const keyText = new Map<bigint, { tls: boolean; pid: number; byDirection: string[] }>();
 
 /**
  * Turns records into messages: a UDP record is one datagram; TCP (and SCTP) records are
