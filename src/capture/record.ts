@@ -140,9 +140,10 @@ export class CaptureRecord {
     this.cgroupId = idAt(this.view, base + OFF_CGROUP);
     this.sockId = idAt(this.view, base + OFF_SOCK);
     this.tlsId = idAt(this.view, base + OFF_TLS);
-    this.pid = buf.readUInt32LE(base + OFF_PID);
-    this.tid = buf.readUInt32LE(base + OFF_TID);
-    this.origLen = buf.readUInt32LE(base + OFF_ORIG_LEN);
+    const view = this.view; // its reads are inlined, Buffer's read*LE are calls with their own checks
+    this.pid = view.getUint32(base + OFF_PID, true);
+    this.tid = view.getUint32(base + OFF_TID, true);
+    this.origLen = view.getUint32(base + OFF_ORIG_LEN, true);
     this.dataLen = dataLen;
     this.direction = buf[base + OFF_DIRECTION];
     this.family = buf[base + OFF_FAMILY];
@@ -150,11 +151,11 @@ export class CaptureRecord {
     this.l7 = buf[base + OFF_L7];
     this.source = buf[base + OFF_SOURCE];
     this.flags = buf[base + OFF_FLAGS];
-    this.localPort = buf.readUInt16LE(base + OFF_LOCAL_PORT);
-    this.remotePort = buf.readUInt16LE(base + OFF_REMOTE_PORT);
-    this.fd = buf.readUInt32LE(base + OFF_FD);
-    this.netns = buf.readUInt32LE(base + OFF_NETNS);
-    this.msgHash = buf.readUInt32LE(base + OFF_MSG_HASH);
+    this.localPort = view.getUint16(base + OFF_LOCAL_PORT, true);
+    this.remotePort = view.getUint16(base + OFF_REMOTE_PORT, true);
+    this.fd = view.getUint32(base + OFF_FD, true);
+    this.netns = view.getUint32(base + OFF_NETNS, true);
+    this.msgHash = view.getUint32(base + OFF_MSG_HASH, true);
     this.data = buf.subarray(base + RECORD_HEADER_SIZE, base + RECORD_HEADER_SIZE + dataLen);
     this.local = this.remote = undefined;
     if (this.family === AF_INET) this.ipVersion = 4;
