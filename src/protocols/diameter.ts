@@ -325,8 +325,9 @@ class JsonBytes {
 
   /** A JSON string of any text. */
   string(text: string): void {
-    this.room(6 * text.length + 2); // UTF-8 takes at most 3 bytes per UTF-16 unit, an escape 6
-    this.length += this.buf.write(JSON.stringify(text), this.length, 'utf8');
+    const json = JSON.stringify(text);
+    this.room(Buffer.byteLength(json));
+    this.length += this.buf.write(json, this.length, 'utf8');
   }
 
   /**
@@ -335,13 +336,13 @@ class JsonBytes {
    */
   utf8(data: Buffer): void {
     let plain = true;
-    let ascii = true;
+    let checked = false; // whether the bytes are known to be valid UTF-8 (looked at once, at the first non-ASCII byte)
     for (let i = 0; i < data.length && plain; i++) {
       const c = data[i];
       if (c < 0x20 || c === 0x22 || c === 0x5c) plain = false;
-      else if (c >= 0x80) ascii = false;
+      else if (c >= 0x80 && !checked) plain = checked = isUtf8(data);
     }
-    if (!plain || (!ascii && !isUtf8(data))) return this.string(data.toString('utf8'));
+    if (!plain) return this.string(data.toString('utf8'));
     this.room(data.length + 2);
     this.buf[this.length++] = 0x22;
     if (data.length > 64) this.length += data.copy(this.buf, this.length);
