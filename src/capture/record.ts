@@ -70,6 +70,25 @@ const TEXT_CACHE_SIZE = 4096;
 const ipv4Text = new Map<number, string>();
 const commText = new Map<number, { bytes: Buffer; text: string }>();
 
+/** The BigInts of ids that records repeat (cgroup, socket, TLS connection), by their low 30 bits; cleared when full. */
+const ids = new Map<number, { low: number; high: number; id: bigint }>();
+
+/**
+ * The 64-bit id at `at`, as the BigInt it was the last time: a BigInt per id per record was a third
+ * of what decoding a record allocated. 0 is 0n.
+ */
+function idAt(view: DataView, at: number): bigint {
+  const low = view.getUint32(at, true);
+  const high = view.getUint32(at + 4, true);
+  if (low === 0 && high === 0) return 0n;
+  const seen = ids.get(low & 0x3fffffff); // a small integer key: no number boxed per lookup
+  if (seen && seen.low === low && seen.high === high) return seen.id;
+  const id = view.getBigUint64(at, true);
+  if (ids.size >= TEXT_CACHE_SIZE) ids.clear();
+  ids.set(low & 0x3fffffff, { low, high, id });
+  return id;
+}
+
 /**
  * One record, decoded in place. The decoder reuses a single instance: every field, and `data`
  * (a view into the batch), is valid only during the callback. Copy what you keep.
@@ -118,12 +137,13 @@ export class CaptureRecord {
     // One DataView per batch: getBigUint64 makes one BigInt, Buffer's readBigUInt64LE four.
     if (this.view.buffer !== buf.buffer || this.view.byteOffset !== buf.byteOffset || this.view.byteLength !== buf.length) this.view = new DataView(buf.buffer, buf.byteOffset, buf.length);
     this.tsNs = this.view.getBigUint64(base + OFF_TS, true);
-    this.cgroupId = this.view.getBigUint64(base + OFF_CGROUP, true);
-    this.sockId = this.view.getBigUint64(base + OFF_SOCK, true);
-    this.tlsId = this.view.getBigUint64(base + OFF_TLS, true);
-    this.pid = buf.readUInt32LE(base + OFF_PID);
-    this.tid = buf.readUInt32LE(base + OFF_TID);
-    this.origLen = buf.readUInt32LE(base + OFF_ORIG_LEN);
+    this.cgroupId = idAt(this.view, base + OFF_CGROUP);
+    this.sockId = idAt(this.view, base + OFF_SOCK);
+    this.tlsId = idAt(this.view, base + OFF_TLS);
+    const view = this.view; // its reads are inlined, Buffer's read*LE are calls with their own checks
+    this.pid = view.getUint32(base + OFF_PID, true);
+    this.tid = view.getUint32(base + OFF_TID, true);
+    this.origLen = view.getUint32(base + OFF_ORIG_LEN, true);
     this.dataLen = dataLen;
     this.direction = buf[base + OFF_DIRECTION];
     this.family = buf[base + OFF_FAMILY];
@@ -131,11 +151,11 @@ export class CaptureRecord {
     this.l7 = buf[base + OFF_L7];
     this.source = buf[base + OFF_SOURCE];
     this.flags = buf[base + OFF_FLAGS];
-    this.localPort = buf.readUInt16LE(base + OFF_LOCAL_PORT);
-    this.remotePort = buf.readUInt16LE(base + OFF_REMOTE_PORT);
-    this.fd = buf.readUInt32LE(base + OFF_FD);
-    this.netns = buf.readUInt32LE(base + OFF_NETNS);
-    this.msgHash = buf.readUInt32LE(base + OFF_MSG_HASH);
+    this.localPort = view.getUint16(base + OFF_LOCAL_PORT, true);
+    this.remotePort = view.getUint16(base + OFF_REMOTE_PORT, true);
+    this.fd = view.getUint32(base + OFF_FD, true);
+    this.netns = view.getUint32(base + OFF_NETNS, true);
+    this.msgHash = view.getUint32(base + OFF_MSG_HASH, true);
     this.data = buf.subarray(base + RECORD_HEADER_SIZE, base + RECORD_HEADER_SIZE + dataLen);
     this.local = this.remote = undefined;
     if (this.family === AF_INET) this.ipVersion = 4;

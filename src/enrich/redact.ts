@@ -42,42 +42,101 @@ export function redactDiameter(payload: Buffer, avps: Avp[]): Buffer | undefined
 }
 
 /**
- * The lines that can carry secrets, found in one pass: SDP `a=crypto` (RFC 4568) and `a=key-mgmt`
- * (RFC 4567, MIKEY) attribute lines, and WWW-Authenticate headers with their folded continuation
- * lines (TS 24.229: the S-CSCF's 401 to the P-CSCF carries the IMS AKA keys `ck` and `ik`). SDP
- * attribute names, header names and parameter names are case-insensitive.
- */
-const SECRET_LINE = /a=crypto:[^\n]*|a=key-mgmt:[^\n]*|^www-authenticate[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*/gim;
-/** SDES key material: `inline:` followed by the base64 key||salt, up to `|`, `;` or whitespace. */
-const INLINE_KEY = /inline:([A-Za-z0-9+/=]+)/gi;
-/** `a=key-mgmt:<prtcl-id> <keymgmt-data>`: the base64 key management message (a MIKEY message with its keys). */
-const KEY_MGMT_DATA = /^a=key-mgmt:[ \t]*[^ \t\r\n]+[ \t]+([A-Za-z0-9+/=]+)/i;
-/**
  * In a WWW-Authenticate value: a quoted string taken whole (so `ck=` inside another parameter's
  * value is not a parameter), or a `ck`/`ik` parameter with its quoted or token value. A quoted
  * string left open runs to the end of its line, so every match succeeds where it starts: linear.
  */
 const AKA_KEY = /"(?:[^"\\\r\n]|\\[^\r\n])*"?|(?<![\w!#$%&'*+.^`|~-])(?:ck|ik)[ \t]*=[ \t]*(?:"((?:[^"\\\r\n]|\\[^\r\n])*)"?|([^\s,;"]+))/dgi;
-const INLINE_LENGTH = 'inline:'.length;
 
-/** Masks the secrets of one line found by SECRET_LINE, starting at `at` in the message. */
-function maskLine(copy: Buffer, line: string, at: number): void {
-  const head = line.charCodeAt(0) | 0x20;
-  if (head === 0x77 /* w */) {
-    for (const m of line.matchAll(AKA_KEY)) {
-      const value = m.indices![1] ?? m.indices![2]; // none: a quoted string of another parameter
-      if (value) copy.fill(MASK, at + value[0], at + value[1]);
-    }
-  } else if ((line.charCodeAt(2) | 0x20) === 0x6b /* a=k */) {
-    const m = KEY_MGMT_DATA.exec(line);
-    if (m) copy.fill(MASK, at + m[0].length - m[1].length, at + m[0].length);
-  } else {
-    for (const key of line.matchAll(INLINE_KEY)) {
-      const start = at + key.index + INLINE_LENGTH;
-      copy.fill(MASK, start, start + key[1].length);
-    }
+const LF = 0x0a;
+const CR = 0x0d;
+const A_CRYPTO = Buffer.from('a=crypto:');
+const A_KEY_MGMT = Buffer.from('a=key-mgmt:');
+const WWW_AUTHENTICATE = Buffer.from('www-authenticate');
+const INLINE = Buffer.from('inline:');
+
+/** Is `lower` at buf[at..], its letters in any case and every other byte exactly? */
+function lowerAt(buf: Buffer, at: number, lower: Buffer): boolean {
+  if (at + lower.length > buf.length) return false;
+  for (let i = 0; i < lower.length; i++) {
+    const c = buf[at + i];
+    const t = lower[i];
+    if (c !== t && !(t >= 0x61 && t <= 0x7a && c === t - 0x20)) return false;
   }
+  return true;
 }
+
+/** SDES and MIKEY keys are base64: [A-Za-z0-9+/=]. */
+function isBase64(c: number): boolean {
+  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2b || c === 0x2f || c === 0x3d;
+}
+
+/** Where the run of base64 at buf[from..to) ends. */
+function base64End(buf: Buffer, from: number, to: number): number {
+  while (from < to && isBase64(buf[from])) from++;
+  return from;
+}
+
+/** Where the run of blanks (space, tab) at buf[from..to) ends. */
+function blanksEnd(buf: Buffer, from: number, to: number): number {
+  while (from < to && (buf[from] === 0x20 || buf[from] === 0x09)) from++;
+  return from;
+}
+
+/** Where the line from `at` ends: its LF, or the end. */
+function lineEnd(buf: Buffer, at: number): number {
+  const lf = buf.indexOf(LF, at);
+  return lf < 0 ? buf.length : lf;
+}
+
+/**
+ * Where the WWW-Authenticate header starting at `at` ends (the LF of its last folded line), or -1 when
+ * none starts there: the header name in any case, blanks, a colon, and the lines that continue it.
+ */
+function wwwAuthenticateEnd(buf: Buffer, at: number): number {
+  if (!lowerAt(buf, at, WWW_AUTHENTICATE)) return -1;
+  const colon = blanksEnd(buf, at + WWW_AUTHENTICATE.length, buf.length);
+  if (buf[colon] !== 0x3a) return -1;
+  let end = lineEnd(buf, colon);
+  while (end + 1 < buf.length && (buf[end + 1] === 0x20 || buf[end + 1] === 0x09)) end = lineEnd(buf, end + 1);
+  return end;
+}
+
+/** The secret-carrying lines: what each masks, in `copy`, of the line at payload[from..to). */
+type MaskLine = (payload: Buffer, copy: Buffer, from: number, to: number) => void;
+
+/**
+ * SDES key material: each `inline:` (any case) followed by base64 key||salt, up to `|`, `;` or
+ * whitespace. Found from the colons: a native search, where a loop over every byte costs more.
+ */
+const maskInlineKeys: MaskLine = (payload, copy, from, to) => {
+  let last = from; // a key ends where the next one may start
+  for (let colon = payload.indexOf(0x3a, from + INLINE.length - 1); colon >= 0 && colon < to; colon = payload.indexOf(0x3a, colon + 1)) {
+    const at = colon + 1 - INLINE.length;
+    if (at < last || !lowerAt(payload, at, INLINE)) continue;
+    const end = base64End(payload, colon + 1, to);
+    if (end === colon + 1) continue;
+    copy.fill(MASK, colon + 1, end);
+    last = end;
+  }
+};
+
+/** `a=key-mgmt:<prtcl-id> <keymgmt-data>`: the base64 key management message (a MIKEY message with its keys). */
+const maskKeyMgmtData: MaskLine = (payload, copy, from, to) => {
+  const protocol = blanksEnd(payload, from + A_KEY_MGMT.length, to);
+  let p = protocol;
+  while (p < to && payload[p] !== 0x20 && payload[p] !== 0x09 && payload[p] !== CR) p++;
+  const data = blanksEnd(payload, p, to);
+  if (p > protocol && data > p) copy.fill(MASK, data, base64End(payload, data, to));
+};
+
+/** The IMS AKA `ck` and `ik` of a WWW-Authenticate header (a 401's: the only line that becomes a string). */
+const maskAkaKeys: MaskLine = (payload, copy, from, to) => {
+  for (const m of payload.toString('latin1', from, to).matchAll(AKA_KEY)) {
+    const value = m.indices![1] ?? m.indices![2]; // none: a quoted string of another parameter
+    if (value) copy.fill(MASK, from + value[0], from + value[1]);
+  }
+};
 
 /** SDP attributes that carry keys, lower case from the `=`. */
 const KEY_ATTRIBUTES = [Buffer.from('=crypto:'), Buffer.from('=key-mgmt:')];
@@ -91,30 +150,85 @@ function attributeAt(payload: Buffer, at: number, attribute: Buffer): boolean {
 }
 
 /**
- * Whether the message can hold a secret: an SDP key attribute (any case), or a 401, whose
- * WWW-Authenticate may carry `ck`/`ik`. Most messages have neither, and looking at the bytes after
- * each `=` spares them a string of the whole message.
+ * Whether the message can hold a secret: where the `=` of its first SDP key attribute (any case) is,
+ * 0 for a 401 (whose WWW-Authenticate may carry `ck`/`ik`), -1 when it has neither. Most messages
+ * have neither, and looking at the bytes after each `=` spares them any further search.
  */
-function maySecrets(payload: Buffer): boolean {
-  if (bytesAt(payload, 0, UNAUTHORIZED)) return true;
+function firstSecret(payload: Buffer): number {
+  if (bytesAt(payload, 0, UNAUTHORIZED)) return 0;
   for (let at = payload.indexOf(0x3d); at >= 0; at = payload.indexOf(0x3d, at + 1)) {
-    for (const attribute of KEY_ATTRIBUTES) if (attributeAt(payload, at, attribute)) return true;
+    for (const attribute of KEY_ATTRIBUTES) if (attributeAt(payload, at, attribute)) return at;
   }
-  return false;
+  return -1;
+}
+
+/**
+ * Where the next line at or after `from` starts with a w or W (where a WWW-Authenticate header may
+ * start, after LF or CR), or -1. `w` holds where the next w and W are (-1: none after), each searched
+ * for again only once passed: every search is native, and the message is searched once.
+ */
+function nextWLine(payload: Buffer, from: number, w: [number, number]): number {
+  for (;;) {
+    if (w[0] >= 0 && w[0] < from) w[0] = payload.indexOf(0x77, from);
+    if (w[1] >= 0 && w[1] < from) w[1] = payload.indexOf(0x57, from);
+    const at = w[0] < 0 ? w[1] : w[1] < 0 ? w[0] : Math.min(w[0], w[1]);
+    if (at <= 0 || payload[at - 1] === LF || payload[at - 1] === CR) return at;
+    from = at + 1;
+  }
+}
+
+/** Where the masked copy of a SIP message is made, grown as messages need (up to the 64 KiB of a message). */
+let sipCopy = Buffer.allocUnsafe(8192);
+
+/**
+ * A copy of `payload` in sipCopy. A Buffer of its own per message (from Node's 8 KiB pools) was
+ * the costliest part of masking an INVITE with SDES keys: a new pool every dozen messages.
+ */
+function copyOf(payload: Buffer): Buffer {
+  if (payload.length > sipCopy.length) sipCopy = Buffer.allocUnsafe(Math.max(2 * sipCopy.length, payload.length));
+  payload.copy(sipCopy);
+  return sipCopy.subarray(0, payload.length);
 }
 
 /**
  * A copy of a SIP message with its secrets masked, or undefined when it has none: SDP `a=crypto`
- * keys, `a=key-mgmt` data (MIKEY) and the IMS AKA `ck`/`ik` of WWW-Authenticate. Linear: each such
- * line is read once, up to its end (a message with no line feed is one line).
+ * keys, `a=key-mgmt` data (MIKEY) and the IMS AKA `ck`/`ik` of WWW-Authenticate. The lines that can
+ * carry them are found in one pass of native searches for single bytes (a loop over every byte costs
+ * more): an `a=crypto:` or `a=key-mgmt:` anywhere (from its `=`; it runs to the end of its line), and
+ * a WWW-Authenticate header at a line's start (from its w; it runs over its folded lines). Attribute,
+ * header and parameter names are case-insensitive. Linear: each such line is read once, up to its end
+ * (a message with no line feed is one line). Only a WWW-Authenticate line becomes a string.
+ * The copy is a view of a buffer the next call reuses: like a message's payload it is valid during
+ * the callback, and whatever keeps it (the hold) copies it.
  */
 export function redactSip(payload: Buffer): Buffer | undefined {
-  if (!maySecrets(payload)) return undefined;
-  const text = payload.toString('latin1');
-  SECRET_LINE.lastIndex = 0;
-  let line = SECRET_LINE.exec(text);
-  if (!line) return undefined;
-  const copy = Buffer.from(payload);
-  for (; line; line = SECRET_LINE.exec(text)) maskLine(copy, line[0], line.index);
+  const first = firstSecret(payload);
+  if (first < 0) return undefined;
+  let copy: Buffer | undefined;
+  const wAt: [number, number] = [payload.indexOf(0x77), payload.indexOf(0x57)];
+  let eq = payload.indexOf(0x3d, Math.max(first, 1)); // an a=crypto: or a=key-mgmt: is an SDP key attribute: none before the first
+  let w = nextWLine(payload, 0, wAt);
+  while (eq >= 0 || w >= 0) {
+    let start: number;
+    let end = -1;
+    let mask: MaskLine | undefined;
+    if (eq >= 0 && (w < 0 || eq - 1 < w)) {
+      start = eq - 1;
+      mask = lowerAt(payload, start, A_CRYPTO) ? maskInlineKeys : lowerAt(payload, start, A_KEY_MGMT) ? maskKeyMgmtData : undefined;
+      if (mask) end = lineEnd(payload, eq);
+      eq = payload.indexOf(0x3d, eq + 1);
+    } else {
+      start = w;
+      end = wwwAuthenticateEnd(payload, start);
+      if (end >= 0) mask = maskAkaKeys;
+      w = nextWLine(payload, start + 1, wAt);
+    }
+    if (!mask) continue;
+    copy ??= copyOf(payload);
+    mask(payload, copy, start, end);
+    // The next line with secrets starts after this one's end.
+    if (eq >= 0 && eq - 1 < end) eq = payload.indexOf(0x3d, end + 1);
+    if (w >= 0 && w < end) w = nextWLine(payload, end + 1, wAt);
+  }
   return copy;
 }

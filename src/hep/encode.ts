@@ -121,24 +121,24 @@ export class HepEncoder {
     p = put(out, p, CHUNK.ipProto, 1);
     out[p++] = m.ipProto;
     p = put(out, p, v4 ? CHUNK.srcIp4 : CHUNK.srcIp6, src.length);
-    p += src.copy(out, p);
+    p = copySmall(src, out, p);
     p = put(out, p, v4 ? CHUNK.dstIp4 : CHUNK.dstIp6, dst.length);
-    p += dst.copy(out, p);
+    p = copySmall(dst, out, p);
     p = be16(out, put(out, p, CHUNK.srcPort, 2), m.srcPort);
     p = be16(out, put(out, p, CHUNK.dstPort, 2), m.dstPort);
     p = be32(out, put(out, p, CHUNK.tsSec, 4), Math.floor(m.timeUs / 1e6));
     p = be32(out, put(out, p, CHUNK.tsUsec, 4), m.timeUs % 1e6);
     p = put(out, p, CHUNK.protoType, 1);
     out[p++] = m.protoType;
-    p += this.agentChunks.copy(out, p);
+    p = copySmall(this.agentChunks, out, p);
     p = put(out, p, CHUNK.correlationId, Buffer.byteLength(m.correlationId));
     p += out.write(m.correlationId, p, 'utf8');
     p = put(out, p, CHUNK.payload, payloadBytes);
     p += m.payload.copy(out, p, 0, payloadBytes);
     if (m.nodeName) {
       p = put(out, p, CHUNK.nodeName, m.nodeName.length);
-      p += m.nodeName.copy(out, p);
-    } else p += this.tailChunks.copy(out, p);
+      p = copySmall(m.nodeName, out, p);
+    } else p = copySmall(this.tailChunks, out, p);
     out[off] = 0x48; // HEP3
     out[off + 1] = 0x45;
     out[off + 2] = 0x50;
@@ -146,6 +146,16 @@ export class HepEncoder {
     be16(out, off + 4, p - off);
     return { length: p - off, payloadBytes };
   }
+}
+
+/**
+ * Copies the bytes of a short chunk (an address, the agent's chunks, a node name) to out[p]; returns
+ * the end. Up to 32 bytes a loop: Buffer.copy is a native call of about 25 ns, four a packet.
+ */
+function copySmall(bytes: Buffer, out: Buffer, p: number): number {
+  if (bytes.length > 32) return p + bytes.copy(out, p);
+  for (let i = 0; i < bytes.length; i++) out[p + i] = bytes[i];
+  return p + bytes.length;
 }
 
 /**

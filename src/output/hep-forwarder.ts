@@ -1,7 +1,7 @@
 import type { CaptureEvent } from '../enrich/event.js';
 import { HepEncoder, type HepAgentFields, type HepMessage } from '../hep/encode.js';
 import { HEP_PROTO_DIAMETER, HEP_PROTO_LOG, HEP_PROTO_SIP, MAX_PACKET } from '../hep/chunks.js';
-import { diameterJson } from '../protocols/diameter.js';
+import { diameterJsonBytes } from '../protocols/diameter.js';
 import type { Logger } from 'pino';
 import type { HepSender } from './hep-sender.js';
 import { TcpHepSender } from './hep-sender-tcp.js';
@@ -53,7 +53,7 @@ export class HepForwarder {
 
   forward(ev: CaptureEvent): void {
     const m = ev.message;
-    const payload = ev.diameter && this.diameterPayload === 'json' ? Buffer.from(JSON.stringify(diameterJson(ev.diameter))) : ev.payload;
+    const payload = ev.diameter && this.diameterPayload === 'json' ? diameterJsonBytes(ev.diameter) : ev.payload;
     const hep = this.hep;
     hep.family = m.family;
     hep.ipProto = this.ipProto[m.transport];

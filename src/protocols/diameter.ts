@@ -3,6 +3,7 @@
  * framer (src/stream/diameter-framer.ts) has checked the header; malformed AVPs are counted, and
  * whatever decoded before them is kept.
  */
+import { isUtf8 } from 'node:buffer';
 import { APPLICATIONS, AVPS, COMMANDS, VENDOR_3GPP, avpKey, type AvpType } from './diameter-dictionary.js';
 
 // Header plausibility, shared with the stream framer (src/stream/diameter-framer.ts).
@@ -287,60 +288,195 @@ export interface DiameterJson {
   malformed?: string;
 }
 
-export function diameterJson(d: DiameterInfo): DiameterJson {
-  const cmd = COMMANDS.get(d.commandCode);
-  const json: DiameterJson = {
-    version: d.version,
-    length: d.length,
-    flags: { request: d.request, proxiable: d.proxiable, error: d.error, retransmit: d.retransmit },
-    commandCode: d.commandCode,
-    command: cmd ? `${cmd.name}-${d.request ? 'Request' : 'Answer'}` : String(d.commandCode),
-    applicationId: d.applicationId,
-    application: d.application,
-    hopByHop: d.hopByHop,
-    endToEnd: d.endToEnd,
-    avps: d.avps.map(avpJson),
-  };
-  if (d.malformed) json.malformed = d.malformed;
-  return json;
+/**
+ * JSON text written straight into bytes, into one buffer reused from message to message (grown
+ * when a message needs more): what JSON.stringify and Buffer.from made, without an object and
+ * strings per AVP in between. Keys and names are written as they are: they need no escaping.
+ */
+class JsonBytes {
+  buf = Buffer.allocUnsafe(16 * 1024);
+  length = 0;
+
+  private room(n: number): void {
+    if (this.length + n <= this.buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(2 * this.buf.length, this.length + n));
+    this.buf.copy(grown, 0, 0, this.length);
+    this.buf = grown;
+  }
+
+  /** ASCII that needs no escaping: punctuation, keys, dictionary names. Short: a loop costs less than write()'s native call. */
+  raw(text: string): void {
+    this.room(text.length);
+    for (let i = 0; i < text.length; i++) this.buf[this.length++] = text.charCodeAt(i);
+  }
+
+  /** An integer (|n| < 2^53), digit by digit: no string. */
+  int(n: number): void {
+    this.room(17);
+    if (n < 0) {
+      this.buf[this.length++] = 0x2d;
+      n = -n;
+    }
+    let digits = 1;
+    for (let rest = n; rest >= 10; rest = Math.floor(rest / 10)) digits++;
+    for (let i = this.length + digits - 1; i >= this.length; i--, n = Math.floor(n / 10)) this.buf[i] = 0x30 + (n % 10);
+    this.length += digits;
+  }
+
+  /** A JSON string of any text. */
+  string(text: string): void {
+    const json = JSON.stringify(text);
+    this.room(Buffer.byteLength(json));
+    this.length += this.buf.write(json, this.length, 'utf8');
+  }
+
+  /**
+   * The JSON string of UTF-8 bytes: the bytes themselves when valid and free of what JSON escapes
+   * (quote, backslash, control characters); else through a string, as any text.
+   */
+  utf8(data: Buffer): void {
+    let plain = true;
+    let checked = false; // whether the bytes are known to be valid UTF-8 (looked at once, at the first non-ASCII byte)
+    for (let i = 0; i < data.length && plain; i++) {
+      const c = data[i];
+      if (c < 0x20 || c === 0x22 || c === 0x5c) plain = false;
+      else if (c >= 0x80 && !checked) plain = checked = isUtf8(data);
+    }
+    if (!plain) return this.string(data.toString('utf8'));
+    this.room(data.length + 2);
+    this.buf[this.length++] = 0x22;
+    if (data.length > 64) this.length += data.copy(this.buf, this.length);
+    else for (let i = 0; i < data.length; i++) this.buf[this.length++] = data[i];
+    this.buf[this.length++] = 0x22;
+  }
+
+  /** A JSON string of the bytes in lower-case hex. */
+  hex(data: Buffer): void {
+    this.room(2 * data.length + 2);
+    this.buf[this.length++] = 0x22;
+    for (const b of data) {
+      this.buf[this.length++] = HEX_DIGITS[b >> 4];
+      this.buf[this.length++] = HEX_DIGITS[b & 15];
+    }
+    this.buf[this.length++] = 0x22;
+  }
 }
 
-function avpJson(a: Avp): AvpJson {
-  const def = AVPS.get(avpKey(a.code, a.vendorId));
-  const flags = (a.flags & FLAG_VENDOR ? 'V' : '') + (a.flags & FLAG_MANDATORY ? 'M' : '') + (a.flags & FLAG_PROTECTED ? 'P' : '');
-  const out: AvpJson = a.vendorId ? { code: a.code, vendorId: a.vendorId, flags } : { code: a.code, flags };
-  if (def) out.name = def.name;
-  if (a.avps) out.avps = a.avps.map(avpJson);
-  else {
-    const v = def ? typedValue(def.type, a.data) : undefined;
-    if (v !== undefined) out.value = v;
-    else out.hex = a.data.toString('hex');
+const HEX_DIGITS = Buffer.from('0123456789abcdef');
+const json = new JsonBytes();
+/** Past this, the buffer of the last message is let go rather than kept for the next. */
+const JSON_BUFFER_KEPT = 256 * 1024;
+
+/**
+ * The HEP payload of a Diameter message: the JSON of DiameterJson (README "Diameter"), keys in its
+ * order, as JSON.stringify writes them. A view of a buffer that the next call reuses: copy what you keep.
+ */
+export function diameterJsonBytes(d: DiameterInfo): Buffer {
+  if (json.buf.length > JSON_BUFFER_KEPT) json.buf = Buffer.allocUnsafe(16 * 1024);
+  json.length = 0;
+  const cmd = COMMANDS.get(d.commandCode);
+  json.raw('{"version":');
+  json.int(d.version);
+  json.raw(',"length":');
+  json.int(d.length);
+  json.raw(d.request ? ',"flags":{"request":true' : ',"flags":{"request":false');
+  json.raw(d.proxiable ? ',"proxiable":true' : ',"proxiable":false');
+  json.raw(d.error ? ',"error":true' : ',"error":false');
+  json.raw(d.retransmit ? ',"retransmit":true},"commandCode":' : ',"retransmit":false},"commandCode":');
+  json.int(d.commandCode);
+  json.raw(',"command":"');
+  if (cmd) {
+    json.raw(cmd.name);
+    json.raw(d.request ? '-Request"' : '-Answer"');
+  } else {
+    json.int(d.commandCode);
+    json.raw('"');
   }
-  return out;
+  json.raw(',"applicationId":');
+  json.int(d.applicationId);
+  json.raw(',"application":"');
+  json.raw(d.application); // a dictionary name, or the id's digits
+  json.raw('","hopByHop":');
+  json.int(d.hopByHop);
+  json.raw(',"endToEnd":');
+  json.int(d.endToEnd);
+  json.raw(',"avps":');
+  avpsJson(d.avps);
+  if (d.malformed) {
+    json.raw(',"malformed":');
+    json.string(d.malformed);
+  }
+  json.raw('}');
+  return json.buf.subarray(0, json.length);
+}
+
+/** The `flags` member by the V, M and P bits (0x80, 0x40, 0x20) shifted down. */
+const FLAGS_JSON = ['', 'P', 'M', 'MP', 'V', 'VP', 'VM', 'VMP'].map((f) => `,"flags":"${f}"`);
+
+function avpsJson(avps: Avp[]): void {
+  json.raw('[');
+  for (let i = 0; i < avps.length; i++) {
+    const a = avps[i];
+    const def = AVPS.get(avpKey(a.code, a.vendorId));
+    json.raw(i === 0 ? '{"code":' : ',{"code":');
+    json.int(a.code);
+    if (a.vendorId) {
+      json.raw(',"vendorId":');
+      json.int(a.vendorId);
+    }
+    json.raw(FLAGS_JSON[(a.flags & (FLAG_VENDOR | FLAG_MANDATORY | FLAG_PROTECTED)) >> 5]);
+    if (def) {
+      json.raw(',"name":"');
+      json.raw(def.name);
+      json.raw('"');
+    }
+    if (a.avps) {
+      json.raw(',"avps":');
+      avpsJson(a.avps);
+    } else if (!(def && typedValue(def.type, a.data))) {
+      json.raw(',"hex":');
+      json.hex(a.data);
+    }
+    json.raw('}');
+  }
+  json.raw(']');
 }
 
 /** 1900-01-01 to 1970-01-01 in seconds: Diameter Time is NTP seconds. */
 const NTP_EPOCH_OFFSET = 2208988800;
 
-function typedValue(type: AvpType, data: Buffer): string | number | undefined {
+/** Writes an AVP's value as its type shows it (`,"value":...`); false when its data does not fit the type (then shown as hex). */
+function typedValue(type: AvpType, data: Buffer): boolean {
   switch (type) {
     case 'utf8':
-      return data.toString('utf8');
+      json.raw(',"value":');
+      json.utf8(data);
+      return true;
     case 'u32':
-      return data.length === 4 ? data.readUInt32BE(0) : undefined;
     case 'i32':
-      return data.length === 4 ? data.readInt32BE(0) : undefined;
+      if (data.length !== 4) return false;
+      json.raw(',"value":');
+      json.int(type === 'u32' ? data.readUInt32BE(0) : data.readInt32BE(0));
+      return true;
     case 'u64': {
-      if (data.length !== 8) return undefined;
+      if (data.length !== 8) return false;
       const v = data.readBigUInt64BE(0);
-      return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString();
+      json.raw(',"value":');
+      if (v <= BigInt(Number.MAX_SAFE_INTEGER)) json.int(Number(v));
+      else json.string(v.toString());
+      return true;
     }
     case 'time':
-      return data.length === 4 ? new Date((data.readUInt32BE(0) - NTP_EPOCH_OFFSET) * 1000).toISOString() : undefined;
+      if (data.length !== 4) return false;
+      json.raw(',"value":');
+      json.string(new Date((data.readUInt32BE(0) - NTP_EPOCH_OFFSET) * 1000).toISOString());
+      return true;
     case 'address':
-      if (data.length === 6 && data.readUInt16BE(0) === 1) return [...data.subarray(2)].join('.');
-      return undefined;
+      if (data.length !== 6 || data.readUInt16BE(0) !== 1) return false;
+      json.raw(',"value":');
+      json.string([...data.subarray(2)].join('.'));
+      return true;
     default:
-      return undefined;
+      return false;
   }
 }

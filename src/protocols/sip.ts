@@ -88,7 +88,7 @@ export function startLineAt(buf: Buffer, off: number, lf?: number): 1 | 0 | -1 {
   const uri = buf.indexOf(SP, off) + 1;
   const versionAt = lf - 8;
   if (buf[lf - 1] !== CR || buf[versionAt - 1] !== SP || versionAt - 1 <= uri) return -1;
-  if (buf.compare(SIP_VERSION, 0, SIP_VERSION.length, versionAt, lf - 1) !== 0) return -1;
+  if (!bytesAt(buf, versionAt, SIP_VERSION)) return -1; // up to lf - 1: CR checked above
   const space = buf.indexOf(SP, uri);
   return space === versionAt - 1 ? 1 : -1;
 }
@@ -124,10 +124,7 @@ export function contentLength(buf: Buffer, headerEnd: number): number {
     if (c === 0x6c /* l */ || c === 0x63 /* c */) {
       const colon = colonInLine(buf, line, next);
       if (colon > 0) {
-        if (headerNameIs(buf, line, colon, 'content-length') || headerNameIs(buf, line, colon, 'l')) {
-          const value = buf.toString('latin1', colon + 1, next).trim();
-          return /^\d+$/.test(value) ? Number(value) : -1;
-        }
+        if (headerNameIs(buf, line, colon, 'content-length') || headerNameIs(buf, line, colon, 'l')) return digitsIn(buf, colon + 1, next);
       }
     }
     line = next;
@@ -179,6 +176,25 @@ function digitsValue(buf: Buffer, from: number, to: number): number {
   return n;
 }
 
+/** The method buf[from..to) names: one of METHODS' strings when it is one (no string per message), else its text. */
+function methodName(buf: Buffer, from: number, to: number): string {
+  for (let k = 0; k < METHODS.length; k++) {
+    const m = METHODS[k];
+    if (m.length !== to - from) continue;
+    let i = 0;
+    while (i < m.length && buf[from + i] === m.charCodeAt(i)) i++;
+    if (i === m.length) return m;
+  }
+  return buf.toString('latin1', from, to);
+}
+
+/** The number buf[from..to) holds once trimmed as .trim() trims, if it is digits only (what /^\d+$/ accepts); else -1. No string. */
+function digitsIn(buf: Buffer, from: number, to: number): number {
+  from = skipSpace(buf, from, to);
+  to = cutSpace(buf, from, to);
+  return to > from && digitsEnd(buf, from, to) === to ? digitsValue(buf, from, to) : -1;
+}
+
 /**
  * The start line, checked character by character: what /^SIP\/2\.0 (\d{3})(?: (.*))?$/ and
  * /^([A-Z]+) (\S+) SIP\/2\.0$/ accept, without their match arrays. `line` has no trailing blanks.
@@ -201,7 +217,9 @@ function parseStartLine(line: string, info: SipInfo): boolean {
   }
   const uriEnd = n - 8;
   for (let i = space + 1; i < uriEnd; i++) if (isSpace(line.charCodeAt(i))) return false;
-  info.method = line.slice(0, space);
+  let method: string | undefined;
+  for (let i = 0; i < METHODS.length && !method; i++) if (METHODS[i].length === space && line.startsWith(METHODS[i])) method = METHODS[i]; // no string per message
+  info.method = method ?? line.slice(0, space);
   info.requestUri = line.slice(space + 1, uriEnd);
   info.summary = line.slice(0, uriEnd);
   return true;
@@ -234,7 +252,8 @@ export function parseSip(buf: Buffer): SipInfo | null {
       const to = cutSpace(buf, from, next);
       if (headerNameIs(buf, line, colon, 'call-id') || headerNameIs(buf, line, colon, 'i')) info.callId = buf.toString('latin1', from, to);
       else if (headerNameIs(buf, line, colon, 'content-length') || headerNameIs(buf, line, colon, 'l')) {
-        if (to > from && digitsEnd(buf, from, to) === to) info.contentLength = digitsValue(buf, from, to);
+        const length = digitsIn(buf, from, to);
+        if (length >= 0) info.contentLength = length;
       } else if (headerNameIs(buf, line, colon, 'cseq')) {
         // `CSeq: 1 INVITE`: digits, blanks, a method (anything after it is ignored)
         const number = digitsEnd(buf, from, to);
@@ -242,7 +261,7 @@ export function parseSip(buf: Buffer): SipInfo | null {
         const methodEnd = method > number ? tokenEnd(buf, method, to) : method;
         if (number > from && methodEnd > method) {
           info.cseqNumber = digitsValue(buf, from, number);
-          info.cseqMethod = buf.toString('latin1', method, methodEnd);
+          info.cseqMethod = methodName(buf, method, methodEnd);
         }
       }
     }

@@ -14,15 +14,15 @@ const MAX_KEYS = 1 << 15;
  * Bytes of a message that identify it, with its size and flow: the start line and the first headers
  * (Via branch, Call-ID, CSeq) differ between any two messages of a flow. One side may see a message
  * whole and the other cut at the 64 KiB capture limit, so only a prefix both sides have is hashed.
- * FNV-1a in JS over 512 bytes costs about what crypto.hash('sha1') does (~0.7 µs, measured) and
- * allocates nothing.
+ * Hashed in JS four bytes a round, 512 bytes cost about 0.35 µs (byte by byte 0.7-0.8 µs, about what
+ * crypto.hash('sha1') does; measured) and allocate nothing.
  */
 const HASHED_PREFIX = 512;
 
 const TRANSPORT_SEED: Record<Message['transport'], number> = { udp: 1, tcp: 2, tls: 3, sctp: 4, ws: 5, wss: 6 };
 
 /**
- * A message's bucket key: two independent 32-bit FNV-1a variants over the first payload bytes,
+ * A message's bucket key: two independent 32-bit multiplicative hashes (FNV-1a variants) over the first payload bytes,
  * seeded with what both sides always know (transport, destination port, size), folded into one
  * 53-bit number. A number key costs about 0.6 µs less per message than the string of those four
  * parts (measured: 1.0 vs 1.66 µs per accept()). A UDP copy carries the kernel's hash of its first
@@ -38,7 +38,14 @@ function bucketKey(m: Message): number {
     const buf = m.payload;
     const n = Math.min(buf.length, HASHED_PREFIX);
     b ^= 0x01000193 ^ n;
-    for (let i = 0; i < n; i++) {
+    // Four bytes a round: a quarter of the multiplications, which were most of accept()'s time.
+    let i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const w = buf[i] | (buf[i + 1] << 8) | (buf[i + 2] << 16) | (buf[i + 3] << 24);
+      a = Math.imul(a ^ w, 0x01000193) ^ (a >>> 17);
+      b = Math.imul(b ^ w, 0x5bd1e995) ^ (b >>> 15);
+    }
+    for (; i < n; i++) {
       a = Math.imul(a ^ buf[i], 0x01000193);
       b = Math.imul(b ^ buf[i], 0x5bd1e995) ^ (b >>> 15);
     }

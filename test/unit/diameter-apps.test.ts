@@ -12,7 +12,10 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { redactDiameter } from '../../src/enrich/redact.js';
-import { diameterJson, parseDiameter, type AvpJson } from '../../src/protocols/diameter.js';
+import { diameterJsonBytes, parseDiameter, type AvpJson, type DiameterInfo, type DiameterJson } from '../../src/protocols/diameter.js';
+
+/** The HEP payload of a Diameter message, read back. */
+const diameterJson = (d: DiameterInfo): DiameterJson => JSON.parse(diameterJsonBytes(d).toString());
 
 const require = createRequire(import.meta.url);
 const codec = require('diameter/lib/diameter-codec.js') as { encodeMessage(m: unknown): Buffer };

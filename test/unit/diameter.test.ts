@@ -4,9 +4,12 @@ import { StreamAssembler } from '../../src/stream/assembler.js';
 import { DiameterFramer } from '../../src/stream/diameter-framer.js';
 import type { FramerStats } from '../../src/stream/framer.js';
 import type { Message } from '../../src/stream/message.js';
-import { diameterJson, diameterSummary, MAX_GROUP_DEPTH, parseDiameter } from '../../src/protocols/diameter.js';
+import { diameterJsonBytes, diameterSummary, MAX_GROUP_DEPTH, parseDiameter, type DiameterInfo, type DiameterJson } from '../../src/protocols/diameter.js';
 import { avp, diameterMessage, diameterResyncChain, TGPP, type AvpSpec } from '../helpers/diameter.js';
 import { batchOf, encodeRecord } from '../../src/capture/replay.js';
+
+/** The HEP payload of a Diameter message, read back. */
+const diameterJson = (d: DiameterInfo): DiameterJson => JSON.parse(diameterJsonBytes(d).toString());
 
 const cer = diameterMessage({
   request: true,
