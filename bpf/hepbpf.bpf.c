@@ -104,6 +104,7 @@ struct inflight {
 	__s32 nr; /* syscall number: ties socket-layer events to this syscall */
 	__u16 proto;
 	__u8 source; /* HEPBPF_SRC_*, 0: slot unused */
+	__u32 seq; /* TCP: the counter this syscall moves, at its entry (bpf/local_copies.bpf.h) */
 	struct sock *last_read_sk; /* TCP socket this thread last read outside a TLS call (see tls_enter) */
 };
 
@@ -192,6 +193,8 @@ struct sock_msg {
 	__u32 fd;
 	__u16 proto;
 	__u8 source;
+	__u8 has_seq; /* TCP: seq is the sequence number of the first byte (bpf/local_copies.bpf.h) */
+	__u32 seq;
 };
 
 /* Progress of copying a message's bytes into scratch, one bpf_loop step at a time. */
@@ -221,11 +224,11 @@ static __always_inline struct scratch_buf *scratch_slot(void)
 	return bpf_map_lookup_elem(&scratch, &cpu);
 }
 
-#include "local_copies.bpf.h"
-
 /* Reinterprets a kernel address as a typed, read-only pointer: field loads
  * through it are plain loads the verifier guards, not helper calls. */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+#include "local_copies.bpf.h"
 
 /* The struct sock behind fd when it is an AF_INET/AF_INET6 TCP/UDP/SCTP socket,
  * else NULL. Runs for every read() and write() on the host: everything up to
@@ -499,8 +502,10 @@ static __always_inline int tls_enter(__u64 conn, const void *buf, const void *ou
 __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 {
 	struct scratch_buf *s = scratch_slot();
+	struct tcp_sent *flow = NULL;
 	struct hepbpf_record *r;
 	struct gather g = {};
+	bool ingress, reduced = false;
 	__u16 lport, rport;
 	__u32 len;
 	__u8 l7 = 0;
@@ -556,29 +561,46 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 			return 0;
 	}
 
-	g.limit = len;
-	bpf_loop(GATHER_STEPS, gather_step, &g, 0);
-	if (g.fault) {
-		count(HEPBPF_CNT_READ_FAULT);
-		return 0;
+	ingress = is_ingress(m->source);
+	if (known && m->has_seq && !m->tls_id) /* a TCP flow that may have both ends here (bpf/local_copies.bpf.h) */
+		flow = tcp_sent_of(r, ingress);
+	if (flow && ingress) {
+		if (!(known->started & (1 << HEPBPF_DIR_INGRESS)))
+			flow->cov = 0; /* a new connection: what the entry covers was another's */
+		flow->receiver = 1;
+		reduced = tcp_sent_covers(flow, m->seq, m->orig_len);
+		if (reduced)
+			count(HEPBPF_CNT_TCP_RX_REDUCED);
+		else if (flow->cov)
+			count(HEPBPF_CNT_TCP_RX_WHOLE);
 	}
-	len = g.off;
-	if (len > HEPBPF_MAX_DATA)
-		len = HEPBPF_MAX_DATA;
+	if (reduced) {
+		len = 0; /* userspace has the bytes: not even read */
+	} else {
+		g.limit = len;
+		bpf_loop(GATHER_STEPS, gather_step, &g, 0);
+		if (g.fault) {
+			count(HEPBPF_CNT_READ_FAULT);
+			return 0;
+		}
+		len = g.off;
+		if (len > HEPBPF_MAX_DATA)
+			len = HEPBPF_MAX_DATA;
+	}
 
 	stamp(r);
 	r->sock_id = (__u64)m->sk;
 	r->tls_id = m->tls_id;
 	r->orig_len = m->orig_len;
 	r->data_len = len;
-	r->direction = is_ingress(m->source) ? HEPBPF_DIR_INGRESS : HEPBPF_DIR_EGRESS;
+	r->direction = ingress ? HEPBPF_DIR_INGRESS : HEPBPF_DIR_EGRESS;
 	r->ip_proto = m->proto;
 	r->l7 = l7;
 	r->source = m->source;
 	r->fd = m->fd;
 	if (m->tls_id)
 		r->flags |= HEPBPF_F_TLS;
-	if (len < m->orig_len) {
+	if (len < m->orig_len && !reduced) {
 		r->flags |= HEPBPF_F_TRUNCATED;
 		count(HEPBPF_CNT_TRUNCATED);
 	}
@@ -586,6 +608,11 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	 * address, which the next connection reuses once this one is closed. */
 	if (known && !(known->started & (1 << r->direction)))
 		r->flags |= HEPBPF_F_STREAM_START;
+	/* Its bytes' place: a receiver's, to use or drop what userspace kept; a whole sender's, to be kept. */
+	if (flow && (ingress || (flow->receiver && !(r->flags & HEPBPF_F_TRUNCATED)))) {
+		r->flags |= HEPBPF_F_SEQ | (reduced ? HEPBPF_F_COUNTERPART : 0);
+		r->msg_hash = m->seq;
+	}
 	if (m->proto == IPPROTO_UDP) {
 		r->msg_hash = msg_hash(s->data, len);
 		if (r->direction == HEPBPF_DIR_INGRESS && udp_sender_emitted(r)) {
@@ -602,6 +629,8 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		known->started |= 1 << r->direction;
 	if (m->proto == IPPROTO_UDP && r->direction == HEPBPF_DIR_EGRESS)
 		udp_sent_remember(r);
+	if (flow && !ingress && (r->flags & HEPBPF_F_SEQ)) /* once out: a receiver's read may now rely on it */
+		tcp_sent_out(flow, m->seq, m->orig_len, r->flags & HEPBPF_F_STREAM_START);
 	return 0;
 }
 
@@ -818,6 +847,8 @@ static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const
 	in->fd = ctx->args[0];
 	in->proto = proto;
 	in->source = source;
+	if (proto == IPPROTO_TCP)
+		in->seq = tcp_seq(sk, is_ingress(source));
 	return 0;
 }
 
@@ -994,6 +1025,11 @@ static __always_inline void finish_io(const struct inflight *in, long ret)
 		known = sock_l7_of(m.sk);
 		if (!known)
 			return;
+	}
+	/* Its bytes' place in the stream, unless another syscall moved the socket's counter too. */
+	if (m.proto == IPPROTO_TCP && tcp_seq(m.sk, is_ingress(m.source)) - in->seq == (__u32)ret) {
+		m.seq = in->seq;
+		m.has_seq = 1;
 	}
 	emit(&m, known);
 }
