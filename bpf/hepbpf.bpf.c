@@ -495,6 +495,48 @@ static __always_inline bool carries_ours(__u8 l7);
 static __always_inline void conn_carries_ours(struct sock *sk, __u64 tls_id);
 static __always_inline int tls_enter(__u64 conn, const void *buf, const void *out_len, __u8 source);
 
+/* A TCP message whose bytes' place is known, in r with its fields set (bpf/local_copies.bpf.h):
+ * flags r HEPBPF_F_SEQ when its flow's receiver reads on this host; returns 1 when it
+ * is a receiver's read whose bytes the sender's records carried (header only), else 0.
+ * started: sock_l7.started of its socket. Global, so the verifier checks it apart from emit(). */
+__noinline int tcp_local(const struct sock_msg *m, __u8 started, struct hepbpf_record *r)
+{
+	struct tcp_sent *e;
+
+	if (!m || !r || (r->flags & HEPBPF_F_TRUNCATED))
+		return 0;
+	e = tcp_sent_of(r, r->direction == HEPBPF_DIR_INGRESS);
+	if (!e)
+		return 0;
+	r->flags |= HEPBPF_F_SEQ;
+	r->msg_hash = m->seq;
+	if (r->direction == HEPBPF_DIR_EGRESS)
+		return 0;
+	if (!(started & (1 << HEPBPF_DIR_INGRESS)))
+		e->cov = 0; /* a new connection: what the entry covers was another's */
+	if (tcp_sent_covers(e, m->seq, m->orig_len)) {
+		count(HEPBPF_CNT_TCP_RX_REDUCED);
+		r->flags |= HEPBPF_F_COUNTERPART;
+		return 1;
+	}
+	if (e->cov)
+		count(HEPBPF_CNT_TCP_RX_WHOLE);
+	return 0;
+}
+
+/* The flagged sender's record r of m went out: a receiver's read may now rely on it. Global, see above. */
+__noinline int tcp_sent_out(const struct sock_msg *m, const struct hepbpf_record *r)
+{
+	struct tcp_sent *e;
+
+	if (!m || !r || r->direction != HEPBPF_DIR_EGRESS)
+		return 0;
+	e = tcp_sent_of(r, false);
+	if (e)
+		tcp_sent_extend(e, m->seq, m->orig_len, r->flags & HEPBPF_F_STREAM_START);
+	return 0;
+}
+
 /* Turns one message into a record if it is SIP or Diameter, and submits it.
  * known: what the connection carries so far, updated here; NULL for a
  * datagram, which is judged alone (SIP only: no Diameter over UDP).
@@ -502,10 +544,8 @@ static __always_inline int tls_enter(__u64 conn, const void *buf, const void *ou
 __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 {
 	struct scratch_buf *s = scratch_slot();
-	struct tcp_sent *flow = NULL;
 	struct hepbpf_record *r;
 	struct gather g = {};
-	bool ingress, reduced = false;
 	__u16 lport, rport;
 	__u32 len;
 	__u8 l7 = 0;
@@ -561,46 +601,29 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 			return 0;
 	}
 
-	ingress = is_ingress(m->source);
-	if (known && m->has_seq && !m->tls_id) /* a TCP flow that may have both ends here (bpf/local_copies.bpf.h) */
-		flow = tcp_sent_of(r, ingress);
-	if (flow && ingress) {
-		if (!(known->started & (1 << HEPBPF_DIR_INGRESS)))
-			flow->cov = 0; /* a new connection: what the entry covers was another's */
-		flow->receiver = 1;
-		reduced = tcp_sent_covers(flow, m->seq, m->orig_len);
-		if (reduced)
-			count(HEPBPF_CNT_TCP_RX_REDUCED);
-		else if (flow->cov)
-			count(HEPBPF_CNT_TCP_RX_WHOLE);
+	g.limit = len;
+	bpf_loop(GATHER_STEPS, gather_step, &g, 0);
+	if (g.fault) {
+		count(HEPBPF_CNT_READ_FAULT);
+		return 0;
 	}
-	if (reduced) {
-		len = 0; /* userspace has the bytes: not even read */
-	} else {
-		g.limit = len;
-		bpf_loop(GATHER_STEPS, gather_step, &g, 0);
-		if (g.fault) {
-			count(HEPBPF_CNT_READ_FAULT);
-			return 0;
-		}
-		len = g.off;
-		if (len > HEPBPF_MAX_DATA)
-			len = HEPBPF_MAX_DATA;
-	}
+	len = g.off;
+	if (len > HEPBPF_MAX_DATA)
+		len = HEPBPF_MAX_DATA;
 
 	stamp(r);
 	r->sock_id = (__u64)m->sk;
 	r->tls_id = m->tls_id;
 	r->orig_len = m->orig_len;
 	r->data_len = len;
-	r->direction = ingress ? HEPBPF_DIR_INGRESS : HEPBPF_DIR_EGRESS;
+	r->direction = is_ingress(m->source) ? HEPBPF_DIR_INGRESS : HEPBPF_DIR_EGRESS;
 	r->ip_proto = m->proto;
 	r->l7 = l7;
 	r->source = m->source;
 	r->fd = m->fd;
 	if (m->tls_id)
 		r->flags |= HEPBPF_F_TLS;
-	if (len < m->orig_len && !reduced) {
+	if (len < m->orig_len) {
 		r->flags |= HEPBPF_F_TRUNCATED;
 		count(HEPBPF_CNT_TRUNCATED);
 	}
@@ -608,11 +631,8 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	 * address, which the next connection reuses once this one is closed. */
 	if (known && !(known->started & (1 << r->direction)))
 		r->flags |= HEPBPF_F_STREAM_START;
-	/* Its bytes' place: a receiver's, to use or drop what userspace kept; a whole sender's, to be kept. */
-	if (flow && (ingress || (flow->receiver && !(r->flags & HEPBPF_F_TRUNCATED)))) {
-		r->flags |= HEPBPF_F_SEQ | (reduced ? HEPBPF_F_COUNTERPART : 0);
-		r->msg_hash = m->seq;
-	}
+	if (known && m->has_seq && !m->tls_id && tcp_local(m, known->started, r))
+		r->data_len = len = 0;
 	if (m->proto == IPPROTO_UDP) {
 		r->msg_hash = msg_hash(s->data, len);
 		if (r->direction == HEPBPF_DIR_INGRESS && udp_sender_emitted(r)) {
@@ -629,8 +649,8 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		known->started |= 1 << r->direction;
 	if (m->proto == IPPROTO_UDP && r->direction == HEPBPF_DIR_EGRESS)
 		udp_sent_remember(r);
-	if (flow && !ingress && (r->flags & HEPBPF_F_SEQ)) /* once out: a receiver's read may now rely on it */
-		tcp_sent_out(flow, m->seq, m->orig_len, r->flags & HEPBPF_F_STREAM_START);
+	if (r->flags & HEPBPF_F_SEQ)
+		tcp_sent_out(m, r);
 	return 0;
 }
 

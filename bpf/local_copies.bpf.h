@@ -107,9 +107,9 @@ struct tcp_flow {
 	__u32 netns;
 };
 
+/* A flow whose receiver reads on this host (its reads make the entry). */
 struct tcp_sent {
 	__u64 cov; /* sender's bytes [start << 32, end) out in flagged records; 0: none */
-	__u8 receiver; /* a socket on this host reads this flow: flag the sender's records */
 };
 
 struct {
@@ -123,9 +123,9 @@ struct {
 
 static __always_inline bool is_loopback(const __u8 *a, __u8 family)
 {
-	static const __u8 one[16] = { [15] = 1 };
+	const __u32 *w = (const __u32 *)a;
 
-	return family == AF_INET ? a[0] == 127 : __builtin_memcmp(a, one, 16) == 0;
+	return family == AF_INET ? a[0] == 127 : !w[0] && !w[1] && !w[2] && w[3] == bpf_htonl(1);
 }
 
 /* The TCP socket's counter that a syscall of this direction moves. */
@@ -136,11 +136,11 @@ static __always_inline __u32 tcp_seq(struct sock *sk, bool ingress)
 	return ingress ? tp->copied_seq : tp->write_seq;
 }
 
-/* The flow of the bytes r carries (its addresses filled); the receiver's read creates it. */
+/* The flow of the bytes r carries (its addresses filled); a receiver's read makes it. */
 static __always_inline struct tcp_sent *tcp_sent_of(const struct hepbpf_record *r, bool ingress)
 {
 	struct tcp_flow key = {};
-	struct tcp_sent fresh = {};
+	struct tcp_sent none = {};
 	struct tcp_sent *e;
 
 	__builtin_memcpy(key.src, ingress ? r->remote_addr : r->local_addr, 16);
@@ -151,8 +151,7 @@ static __always_inline struct tcp_sent *tcp_sent_of(const struct hepbpf_record *
 	e = bpf_map_lookup_elem(&tcp_sent, &key);
 	if (e || !ingress)
 		return e;
-	fresh.receiver = 1;
-	bpf_map_update_elem(&tcp_sent, &key, &fresh, BPF_NOEXIST);
+	bpf_map_update_elem(&tcp_sent, &key, &none, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&tcp_sent, &key);
 }
 
@@ -166,7 +165,7 @@ static __always_inline bool tcp_sent_covers(const struct tcp_sent *e, __u32 seq,
 }
 
 /* A flagged sender's record of [seq, seq + len) went out: it extends the run, or starts one. */
-static __always_inline void tcp_sent_out(struct tcp_sent *e, __u32 seq, __u32 len, bool stream_start)
+static __always_inline void tcp_sent_extend(struct tcp_sent *e, __u32 seq, __u32 len, bool stream_start)
 {
 	__u64 cov = e->cov;
 	__u32 start = cov >> 32, end = cov;
