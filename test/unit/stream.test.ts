@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { decodeBatch, F_COUNTERPART, F_SEQ, F_STREAM_START, L7_DIAMETER } from '../../src/capture/record.js';
+import { type CaptureRecord, decodeBatch, F_COUNTERPART, F_SEQ, F_STREAM_START, L7_DIAMETER } from '../../src/capture/record.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
+import { SentBytes } from '../../src/stream/sent-bytes.js';
 import { LocalDedup } from '../../src/stream/dedup.js';
 import type { Message } from '../../src/stream/message.js';
 import { SipFramer } from '../../src/stream/sip-framer.js';
@@ -473,6 +474,19 @@ describe('stream lifetime', () => {
     push({ ...receiver, data: b, msgHash: 1000 + a.length, flags: F_SEQ });
     expect(out).toEqual([`100 ${a.toString().slice(0, 20)}`, `100 ${b.toString().slice(0, 20)}`, `200 ${b.toString().slice(0, 20)}`]);
     expect(asm.stats().localTcp).toMatchObject({ missing: 1, bytes: 0 });
+  });
+
+  it('keeps local TCP senders\' bytes under its bound: the least recently written flow goes first', () => {
+    const kept = new SentBytes(100);
+    const each = (specs: RecordSpec[], f: (r: CaptureRecord) => void) => decodeBatch(batchOf(specs.map(encodeRecord)), f);
+    const sent = (port: number, seq: number) => ({ ipProto: 6 as const, localPort: port, remotePort: 5060, msgHash: seq, flags: F_SEQ, data: Buffer.alloc(40, port) });
+    each([sent(40000, 0), sent(40001, 0), sent(40000, 40)], (r) => kept.keep(r, false));
+    expect(kept.stats()).toEqual({ flows: 1, bytes: 80, missing: 0, evictedForMemory: 1 });
+    const read = (port: number) => ({ ipProto: 6 as const, direction: 1, localPort: 5060, remotePort: port, msgHash: 0, origLen: 80, flags: F_SEQ | F_COUNTERPART, data: Buffer.alloc(0) });
+    const got: Array<Buffer | undefined> = [];
+    each([read(40000), read(40001)], (r) => got.push(kept.take(r, true)));
+    expect(got.map((b) => b?.length)).toEqual([80, undefined]);
+    expect(kept.stats()).toMatchObject({ bytes: 0, missing: 1 });
   });
 
   it('starts afresh when a new connection takes the socket address of a closed one (first record flagged by the kernel)', () => {
