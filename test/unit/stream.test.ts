@@ -440,7 +440,7 @@ describe('stream lifetime', () => {
     const push = (spec: RecordSpec) => decodeBatch(batchOf([encodeRecord(spec)]), (r) => asm.push(r));
     const tcp = { ipProto: 6 as const, source: 1 };
     const sender = { ...tcp, pid: 100, sockId: 1n, localPort: 40000, remotePort: 5060 };
-    const receiver = { ...tcp, pid: 200, sockId: 2n, direction: 1, source: 6, localPort: 5060, remotePort: 40000 };
+    const receiver = { ...tcp, pid: 200, sockId: 2n, direction: 1 as const, source: 6, localPort: 5060, remotePort: 40000 };
     const seq = 0xfffffc00; // the run wraps past 2^32
     const header = (at: number, len: number, flags = 0) => ({ ...receiver, data: Buffer.alloc(0), origLen: len, msgHash: at >>> 0, flags: F_SEQ | F_COUNTERPART | flags });
     push({ ...sender, data: a, msgHash: seq, flags: F_SEQ | F_STREAM_START });
@@ -466,7 +466,7 @@ describe('stream lifetime', () => {
     const asm = new StreamAssembler((m) => out.push(`${m.pid} ${m.payload.toString().slice(0, 20)}`));
     const push = (spec: RecordSpec) => decodeBatch(batchOf([encodeRecord(spec)]), (r) => asm.push(r));
     const sender = { ipProto: 6 as const, source: 1, pid: 100, sockId: 1n, localPort: 40000, remotePort: 5060 };
-    const receiver = { ipProto: 6 as const, source: 6, pid: 200, sockId: 2n, direction: 1, localPort: 5060, remotePort: 40000 };
+    const receiver = { ipProto: 6 as const, source: 6, pid: 200, sockId: 2n, direction: 1 as const, localPort: 5060, remotePort: 40000 };
     push({ ...sender, data: a, msgHash: 1000, flags: F_SEQ | F_STREAM_START });
     // A new connection on the same addresses and ports: its first record (not kept) drops the old bytes.
     push({ ...sender, sockId: 3n, data: b, msgHash: 1000 + a.length, flags: F_STREAM_START });
@@ -482,7 +482,7 @@ describe('stream lifetime', () => {
     const sent = (port: number, seq: number) => ({ ipProto: 6 as const, localPort: port, remotePort: 5060, msgHash: seq, flags: F_SEQ, data: Buffer.alloc(40, port) });
     each([sent(40000, 0), sent(40001, 0), sent(40000, 40)], (r) => kept.keep(r, false));
     expect(kept.stats()).toEqual({ flows: 1, bytes: 80, missing: 0, evictedForMemory: 1 });
-    const read = (port: number) => ({ ipProto: 6 as const, direction: 1, localPort: 5060, remotePort: port, msgHash: 0, origLen: 80, flags: F_SEQ | F_COUNTERPART, data: Buffer.alloc(0) });
+    const read = (port: number) => ({ ipProto: 6 as const, direction: 1 as const, localPort: 5060, remotePort: port, msgHash: 0, origLen: 80, flags: F_SEQ | F_COUNTERPART, data: Buffer.alloc(0) });
     const got: Array<Buffer | undefined> = [];
     each([read(40000), read(40001)], (r) => got.push(kept.take(r, true)));
     expect(got.map((b) => b?.length)).toEqual([80, undefined]);
