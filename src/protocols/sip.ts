@@ -103,16 +103,23 @@ export function colonInLine(buf: Buffer, line: number, next: number): number {
   return -1;
 }
 
-/** Is buf[from..to), trailing blanks aside, the header name `lower` (lower case) in any case? Compares bytes: no string per header. */
-export function headerNameIs(buf: Buffer, from: number, to: number, lower: string): boolean {
-  while (to > from && (buf[to - 1] === 0x20 || buf[to - 1] === 0x09)) to--;
-  if (to - from !== lower.length) return false;
+/**
+ * Is `lower` (lower case) at buf[from..], its letters in any case and every other byte exactly? The
+ * caller has checked there are lower.length bytes: one comparison, no trimming or string.
+ */
+export function nameIs(buf: Buffer, from: number, lower: string): boolean {
   for (let i = 0; i < lower.length; i++) {
     const c = buf[from + i];
     const t = lower.charCodeAt(i);
     if (c !== t && !(t >= 0x61 && t <= 0x7a && c === t - 0x20)) return false;
   }
   return true;
+}
+
+/** Is buf[from..to), trailing blanks aside, the header name `lower` (lower case) in any case? Compares bytes: no string per header. */
+export function headerNameIs(buf: Buffer, from: number, to: number, lower: string): boolean {
+  while (to > from && (buf[to - 1] === 0x20 || buf[to - 1] === 0x09)) to--;
+  return to - from === lower.length && nameIs(buf, from, lower);
 }
 
 /** Content-Length (or compact `l`) of a header block, or -1 if absent or malformed. Reads each line once. */
@@ -234,7 +241,11 @@ export function parseSip(buf: Buffer): SipInfo | null {
   if (!startsLikeSip(buf)) return null;
   const firstEnd = buf.indexOf(LF);
   const startLine = buf.toString('latin1', 0, firstEnd < 0 ? Math.min(buf.length, 512) : firstEnd).trimEnd();
-  const info: SipInfo = { summary: startLine };
+  // Every field set, in one order: one object shape for every message, for the stages that read it.
+  const info: SipInfo = {
+    method: undefined, requestUri: undefined, statusCode: undefined, reason: undefined, callId: undefined,
+    cseqNumber: undefined, cseqMethod: undefined, contentLength: undefined, summary: startLine,
+  };
   if (!parseStartLine(startLine, info)) return null;
   if (firstEnd < 0) return info;
 
@@ -243,25 +254,36 @@ export function parseSip(buf: Buffer): SipInfo | null {
     let next = buf.indexOf(LF, line);
     if (next < 0 || next > end) next = end;
     if (next - line <= 1) break; // empty line: end of headers
-    // Only Call-ID/i, CSeq and Content-Length/l matter: look at the first letter before decoding a name.
+    // Only Call-ID/i, CSeq and Content-Length/l matter: look at the first letter, then the name's length, before comparing a name.
     const c = buf[line] | 0x20;
     const colon = c === 0x63 || c === 0x69 || c === 0x6c ? colonInLine(buf, line, next) : -1;
     if (colon > line) {
-      // Values are read as bytes, trimmed as .trim() would: only the Call-ID and CSeq method become text.
-      const from = skipSpace(buf, colon + 1, next);
-      const to = cutSpace(buf, from, next);
-      if (headerNameIs(buf, line, colon, 'call-id') || headerNameIs(buf, line, colon, 'i')) info.callId = buf.toString('latin1', from, to);
-      else if (headerNameIs(buf, line, colon, 'content-length') || headerNameIs(buf, line, colon, 'l')) {
-        const length = digitsIn(buf, from, to);
-        if (length >= 0) info.contentLength = length;
-      } else if (headerNameIs(buf, line, colon, 'cseq')) {
-        // `CSeq: 1 INVITE`: digits, blanks, a method (anything after it is ignored)
-        const number = digitsEnd(buf, from, to);
-        const method = skipSpace(buf, number, to);
-        const methodEnd = method > number ? tokenEnd(buf, method, to) : method;
-        if (number > from && methodEnd > method) {
-          info.cseqNumber = digitsValue(buf, from, number);
-          info.cseqMethod = methodName(buf, method, methodEnd);
+      let nameEnd = colon;
+      while (nameEnd > line && (buf[nameEnd - 1] === 0x20 || buf[nameEnd - 1] === 0x09)) nameEnd--;
+      const n = nameEnd - line;
+      const header =
+        n === 1 ? (c === 0x69 ? 'call-id' : c === 0x6c ? 'content-length' : '')
+        : n === 7 && nameIs(buf, line, 'call-id') ? 'call-id'
+        : n === 14 && nameIs(buf, line, 'content-length') ? 'content-length'
+        : n === 4 && nameIs(buf, line, 'cseq') ? 'cseq'
+        : '';
+      if (header) {
+        // Values are read as bytes, trimmed as .trim() would: only the Call-ID and CSeq method become text.
+        const from = skipSpace(buf, colon + 1, next);
+        const to = cutSpace(buf, from, next);
+        if (header === 'call-id') info.callId = buf.toString('latin1', from, to);
+        else if (header === 'content-length') {
+          const length = digitsIn(buf, from, to);
+          if (length >= 0) info.contentLength = length;
+        } else {
+          // `CSeq: 1 INVITE`: digits, blanks, a method (anything after it is ignored)
+          const number = digitsEnd(buf, from, to);
+          const method = skipSpace(buf, number, to);
+          const methodEnd = method > number ? tokenEnd(buf, method, to) : method;
+          if (number > from && methodEnd > method) {
+            info.cseqNumber = digitsValue(buf, from, number);
+            info.cseqMethod = methodName(buf, method, methodEnd);
+          }
         }
       }
     }
