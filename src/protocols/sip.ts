@@ -122,9 +122,12 @@ export function headerNameIs(buf: Buffer, from: number, to: number, lower: strin
   return to - from === lower.length && nameIs(buf, from, lower);
 }
 
-/** Content-Length (or compact `l`) of a header block, or -1 if absent or malformed. Reads each line once. */
-export function contentLength(buf: Buffer, headerEnd: number): number {
-  let line = buf.indexOf(LF) + 1; // skip the start line
+/**
+ * Content-Length (or compact `l`) of the header block at buf[from..headerEnd) (headerEnd: where its
+ * CRLFCRLF is), or -1 if absent or malformed. Reads each line once; no view of the block is made.
+ */
+export function contentLength(buf: Buffer, headerEnd: number, from = 0): number {
+  let line = buf.indexOf(LF, from) + 1; // skip the start line
   while (line > 0 && line < headerEnd) {
     const next = buf.indexOf(LF, line) + 1 || headerEnd;
     const c = buf[line] | 0x20;

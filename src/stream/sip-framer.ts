@@ -107,7 +107,7 @@ export class SipFramer extends StreamFramer {
           this.headerSearched = Math.max(0, buf.length - off - 3);
           return off;
         }
-        const cl = contentLength(buf.subarray(off, headerEnd + 4), headerEnd - off);
+        const cl = contentLength(buf, headerEnd, off);
         total = headerEnd + 4 - off + Math.max(cl, 0);
         if (total > MAX_PLAUSIBLE_BYTES) {
           this.stats.discardedBytes += headerEnd + 4 - off;
