@@ -205,51 +205,49 @@ function digitsIn(buf: Buffer, from: number, to: number): number {
   return to > from && digitsEnd(buf, from, to) === to ? digitsValue(buf, from, to) : -1;
 }
 
+const SIP_VERSION_SP = Buffer.from('SIP/2.0 ');
+const SP_SIP_VERSION = Buffer.from(' SIP/2.0');
+
 /**
- * The start line, checked character by character: what /^SIP\/2\.0 (\d{3})(?: (.*))?$/ and
- * /^([A-Z]+) (\S+) SIP\/2\.0$/ accept, without their match arrays. `line` has no trailing blanks.
+ * The start line buf[0..end) (no trailing blanks), checked byte by byte: what /^SIP\/2\.0 (\d{3})(?: (.*))?$/
+ * and /^([A-Z]+) (\S+) SIP\/2\.0$/ accept, without their match arrays. Its text is made once, for
+ * the summary; the reason and request-URI are slices of it.
  */
-function parseStartLine(line: string, info: SipInfo): boolean {
-  const n = line.length;
-  if (line.startsWith('SIP/2.0 ')) {
-    if (n < 11 || !isDigitCode(line.charCodeAt(8)) || !isDigitCode(line.charCodeAt(9)) || !isDigitCode(line.charCodeAt(10))) return false;
-    if (n > 11 && (line.charCodeAt(11) !== SP || line.indexOf('\r', 12) >= 0)) return false; // `.` matches neither CR nor LF (none left)
-    info.statusCode = (line.charCodeAt(8) - 0x30) * 100 + (line.charCodeAt(9) - 0x30) * 10 + (line.charCodeAt(10) - 0x30);
-    info.reason = n > 11 ? line.slice(12) : '';
-    info.summary = line.slice(8);
+function parseStartLine(buf: Buffer, end: number, info: SipInfo): boolean {
+  if (end >= SIP_VERSION_SP.length && bytesAt(buf, 0, SIP_VERSION_SP)) {
+    if (end < 11 || !isDigit(buf[8]) || !isDigit(buf[9]) || !isDigit(buf[10])) return false;
+    if (end > 11) {
+      if (buf[11] !== SP) return false;
+      for (let i = 12; i < end; i++) if (buf[i] === CR) return false; // `.` matches neither CR nor LF (none left)
+    }
+    info.statusCode = (buf[8] - 0x30) * 100 + (buf[9] - 0x30) * 10 + (buf[10] - 0x30);
+    info.summary = buf.toString('latin1', 8, end);
+    info.reason = end > 11 ? info.summary.slice(4) : '';
     return true;
   }
-  const space = line.indexOf(' ');
-  if (space <= 0 || n - space - 1 <= 8 || !line.endsWith(' SIP/2.0')) return false;
-  for (let i = 0; i < space; i++) {
-    const c = line.charCodeAt(i);
-    if (c < 0x41 || c > 0x5a) return false;
-  }
-  const uriEnd = n - 8;
-  for (let i = space + 1; i < uriEnd; i++) if (isSpace(line.charCodeAt(i))) return false;
-  let method: string | undefined;
-  for (let i = 0; i < METHODS.length && !method; i++) if (METHODS[i].length === space && line.startsWith(METHODS[i])) method = METHODS[i]; // no string per message
-  info.method = method ?? line.slice(0, space);
-  info.requestUri = line.slice(space + 1, uriEnd);
-  info.summary = line.slice(0, uriEnd);
+  let space = 0;
+  while (space < end && buf[space] !== SP) space++;
+  if (space === 0 || space === end || end - space - 1 <= 8 || !bytesAt(buf, end - SP_SIP_VERSION.length, SP_SIP_VERSION)) return false;
+  for (let i = 0; i < space; i++) if (buf[i] < 0x41 || buf[i] > 0x5a) return false;
+  const uriEnd = end - SP_SIP_VERSION.length;
+  for (let i = space + 1; i < uriEnd; i++) if (isSpace(buf[i])) return false;
+  info.method = methodName(buf, 0, space); // no string per message for a known method
+  info.summary = buf.toString('latin1', 0, uriEnd);
+  info.requestUri = info.summary.slice(space + 1);
   return true;
-}
-
-function isDigitCode(c: number): boolean {
-  return c >= 0x30 && c <= 0x39;
 }
 
 /** Parses the start line and the Call-ID / CSeq headers (long and compact forms). Null if not SIP. */
 export function parseSip(buf: Buffer): SipInfo | null {
   if (!startsLikeSip(buf)) return null;
   const firstEnd = buf.indexOf(LF);
-  const startLine = buf.toString('latin1', 0, firstEnd < 0 ? Math.min(buf.length, 512) : firstEnd).trimEnd();
   // Every field set, in one order: one object shape for every message, for the stages that read it.
   const info: SipInfo = {
     method: undefined, requestUri: undefined, statusCode: undefined, reason: undefined, callId: undefined,
-    cseqNumber: undefined, cseqMethod: undefined, contentLength: undefined, summary: startLine,
+    cseqNumber: undefined, cseqMethod: undefined, contentLength: undefined, summary: '',
   };
-  if (!parseStartLine(startLine, info)) return null;
+  // The start line without trailing whitespace, as .trimEnd() cuts it.
+  if (!parseStartLine(buf, cutSpace(buf, 0, firstEnd < 0 ? Math.min(buf.length, 512) : firstEnd), info)) return null;
   if (firstEnd < 0) return info;
 
   const end = Math.min(buf.length, MAX_SCAN);
