@@ -142,6 +142,37 @@ export function contentLength(buf: Buffer, headerEnd: number, from = 0): number 
   return -1;
 }
 
+/**
+ * The header block of the message at buf[from..], whose start line ends at the LF `lf` (-1: none
+ * yet), read in one walk over its lines: returns where its CRLFCRLF is (what buf.indexOf(CRLFCRLF,
+ * from) finds), or -1; and leaves in `found` its Content-Length as contentLength() reads it. One
+ * native search per line, where a search for CRLFCRLF and then a walk for Content-Length made two passes.
+ */
+export function headerBlock(buf: Buffer, from: number, lf: number, found: { contentLength: number }): number {
+  let length = -1;
+  let lengthSeen = false;
+  for (let q = lf; q >= 0; ) {
+    if (buf[q + 1] === CR && buf[q + 2] === LF && buf[q - 1] === CR && q - 1 >= from) {
+      found.contentLength = length;
+      return q - 1;
+    }
+    const line = q + 1;
+    const next = buf.indexOf(LF, line);
+    const c = buf[line] | 0x20;
+    if (!lengthSeen && (c === 0x6c /* l */ || c === 0x63 /* c */)) {
+      const end = next < 0 ? buf.length : next + 1;
+      const colon = colonInLine(buf, line, end);
+      // The first Content-Length line decides, as in contentLength().
+      if (colon > 0 && (headerNameIs(buf, line, colon, 'content-length') || headerNameIs(buf, line, colon, 'l'))) {
+        length = digitsIn(buf, colon + 1, end);
+        lengthSeen = true;
+      }
+    }
+    q = next;
+  }
+  return -1;
+}
+
 /** Is every byte CR or LF (a keep-alive, RFC 5626 "double CRLF")? */
 export function isKeepAlive(data: Buffer): boolean {
   for (let i = 0; i < data.length; i++) if (data[i] !== 0x0d && data[i] !== 0x0a) return false;
