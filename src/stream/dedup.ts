@@ -23,12 +23,20 @@ const TRANSPORT_SEED: Record<Message['transport'], number> = { udp: 1, tcp: 2, t
 
 /** Does an Int32Array read memory as the little-endian words the byte-by-byte reading makes? */
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-/** The 32-bit words of the memory under the last payload hashed: one view per batch (or stream buffer), not per message. */
+/**
+ * The 32-bit words of the memory under the last two payloads hashed from different memory (a batch,
+ * a stream's buffer): one view per batch or buffer, not per message, while messages alternate between them.
+ */
 let words: Int32Array<ArrayBufferLike> = new Int32Array(0);
+let wordsBefore: Int32Array<ArrayBufferLike> = words;
 
 function wordsUnder(buf: Buffer): Int32Array | undefined {
   if (!LITTLE_ENDIAN) return undefined;
-  if (words.buffer !== buf.buffer) words = new Int32Array(buf.buffer, 0, buf.buffer.byteLength >> 2);
+  const memory = buf.buffer;
+  if (words.buffer === memory) return words;
+  const other = wordsBefore.buffer === memory ? wordsBefore : new Int32Array(memory, 0, memory.byteLength >> 2);
+  wordsBefore = words;
+  words = other;
   return words;
 }
 
