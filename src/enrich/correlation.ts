@@ -22,7 +22,7 @@
  * characters (and counted), so it fits a HEP chunk and a table key stays small.
  */
 import { setFlagsFromString } from 'node:v8';
-import { colonInLine, headerNameIs, type SipInfo } from '../protocols/sip.js';
+import { bytesAt, colonInLine, headerNameIs, nameIs, type SipInfo } from '../protocols/sip.js';
 import { findAllAvps, findAvp, find3gpp, type DiameterInfo } from '../protocols/diameter.js';
 import { VENDOR_3GPP } from '../protocols/diameter-dictionary.js';
 import type { Endpoint, Message } from '../stream/message.js';
@@ -68,27 +68,55 @@ const TO = /\r\n(?:to|t)[ \t]*:([^\r\n]*)/i;
 const AUTH_USER = /\r\nauthorization[ \t]*:[^\r\n]*?\busername[ \t]*=[ \t]*"([^"\r\n]*)"/i;
 const ICID_NEEDLE = Buffer.from('icid-value');
 const PCV = 'p-charging-vector';
-const PCV_COLON = /^[ \t]*:/;
-const ICID_VALUE = /icid-value[ \t]*=[ \t]*"?([^;"\s,]+)/i;
-const CRLFCRLF = Buffer.from('\r\n\r\n');
+
+const isBlank = (c: number) => c === 0x20 || c === 0x09;
+/** What ends an icid-value: `;`, `"`, `,` or whitespace as a regex's \s sees it among latin1 characters. */
+const endsIcid = (c: number) => c === 0x3b || c === 0x22 || c === 0x2c || c === 0x20 || (c >= 0x09 && c <= 0x0d) || c === 0xa0;
 
 /**
- * The icid-value of a P-Charging-Vector header. Looked for line by line in the header block, each
- * line read once: one regex over the whole message (a lazy scan per header name) was quadratic on a
- * message repeating the header name.
+ * The value of the first `icid-value` parameter (name in any case) in buf[from..to): what
+ * /icid-value[ \t]*=[ \t]*"?([^;"\s,]+)/i captures, read from the bytes; undefined when the message
+ * has no `icid-value` in lower case anywhere.
+ */
+function icidParameter(buf: Buffer, from: number, to: number): string | undefined {
+  for (let at = from; at + ICID_NEEDLE.length <= to; at++) {
+    if ((buf[at] | 0x20) !== 0x69 || !nameIs(buf, at, 'icid-value')) continue;
+    let p = at + ICID_NEEDLE.length;
+    while (p < to && isBlank(buf[p])) p++;
+    if (buf[p] !== 0x3d || p >= to) continue;
+    p++;
+    while (p < to && isBlank(buf[p])) p++;
+    if (buf[p] === 0x22 && p < to) p++;
+    let end = p;
+    while (end < to && !endsIcid(buf[end])) end++;
+    if (end === p) continue;
+    // A message is looked at only if it has the name in lower case (the rule's first test, once a whole-message search).
+    if (!bytesAt(buf, at, ICID_NEEDLE) && buf.indexOf(ICID_NEEDLE) < 0) return undefined;
+    return buf.toString('latin1', p, end);
+  }
+  return undefined;
+}
+
+/**
+ * The icid-value of a P-Charging-Vector header, in a message that has `icid-value` in lower case.
+ * Looked for line by line in the header block (up to its CRLF CRLF), each line read once, as bytes:
+ * one regex over the whole message (a lazy scan per header name) was quadratic on a message
+ * repeating the header name, and searching the whole message for the name and the header block's
+ * end cost more than reading its lines.
  */
 function icidOf(payload: Buffer): string | undefined {
-  let end = payload.indexOf(CRLFCRLF);
-  if (end < 0) end = payload.length;
-  for (let line = 0; line < end; ) {
+  for (let line = 0; line < payload.length; ) {
     let next = payload.indexOf(0x0a, line);
-    if (next < 0 || next > end) next = end;
-    if ((payload[line] | 0x20) === 0x70 && next - line > PCV.length && payload.toString('latin1', line, line + PCV.length).toLowerCase() === PCV) {
-      const rest = payload.toString('latin1', line + PCV.length, next);
-      const icid = PCV_COLON.test(rest) ? ICID_VALUE.exec(rest)?.[1] : undefined;
+    if (next < 0) next = payload.length;
+    if ((payload[line] | 0x20) === 0x70 && next - line > PCV.length && nameIs(payload, line, PCV)) {
+      let colon = line + PCV.length;
+      while (colon < next && isBlank(payload[colon])) colon++;
+      const icid = payload[colon] === 0x3a && colon < next ? icidParameter(payload, colon + 1, next) : undefined;
       if (icid) return icid;
     }
     line = next + 1;
+    // CR LF CR LF: the header block ends.
+    if (payload[line] === 0x0d && payload[line + 1] === 0x0a && payload[line - 2] === 0x0d) break;
   }
   return undefined;
 }
@@ -202,10 +230,8 @@ export class Correlator {
     const id = this.bounded(sip.callId || flowId(m));
     const now = m.tsNs;
     this.maybeSweep(now);
-    if (m.payload.indexOf(ICID_NEEDLE) >= 0) {
-      const icid = icidOf(m.payload);
-      if (icid) this.icids.set(boundedText(icid), id, now + REMEMBER_NS);
-    }
+    const icid = icidOf(m.payload);
+    if (icid) this.icids.set(boundedText(icid), id, now + REMEMBER_NS);
     if (sip.method === 'REGISTER') {
       const head = m.payload.toString('latin1', 0, Math.min(m.payload.length, 16 * 1024));
       const to = TO.exec(head)?.[1];

@@ -103,10 +103,11 @@ export function colonInLine(buf: Buffer, line: number, next: number): number {
   return -1;
 }
 
-/** Is buf[from..to), trailing blanks aside, the header name `lower` (lower case) in any case? Compares bytes: no string per header. */
-export function headerNameIs(buf: Buffer, from: number, to: number, lower: string): boolean {
-  while (to > from && (buf[to - 1] === 0x20 || buf[to - 1] === 0x09)) to--;
-  if (to - from !== lower.length) return false;
+/**
+ * Is `lower` (lower case) at buf[from..], its letters in any case and every other byte exactly? The
+ * caller has checked there are lower.length bytes: one comparison, no trimming or string.
+ */
+export function nameIs(buf: Buffer, from: number, lower: string): boolean {
   for (let i = 0; i < lower.length; i++) {
     const c = buf[from + i];
     const t = lower.charCodeAt(i);
@@ -115,9 +116,18 @@ export function headerNameIs(buf: Buffer, from: number, to: number, lower: strin
   return true;
 }
 
-/** Content-Length (or compact `l`) of a header block, or -1 if absent or malformed. Reads each line once. */
-export function contentLength(buf: Buffer, headerEnd: number): number {
-  let line = buf.indexOf(LF) + 1; // skip the start line
+/** Is buf[from..to), trailing blanks aside, the header name `lower` (lower case) in any case? Compares bytes: no string per header. */
+export function headerNameIs(buf: Buffer, from: number, to: number, lower: string): boolean {
+  while (to > from && (buf[to - 1] === 0x20 || buf[to - 1] === 0x09)) to--;
+  return to - from === lower.length && nameIs(buf, from, lower);
+}
+
+/**
+ * Content-Length (or compact `l`) of the header block at buf[from..headerEnd) (headerEnd: where its
+ * CRLFCRLF is), or -1 if absent or malformed. Reads each line once; no view of the block is made.
+ */
+export function contentLength(buf: Buffer, headerEnd: number, from = 0): number {
+  let line = buf.indexOf(LF, from) + 1; // skip the start line
   while (line > 0 && line < headerEnd) {
     const next = buf.indexOf(LF, line) + 1 || headerEnd;
     const c = buf[line] | 0x20;
@@ -128,6 +138,37 @@ export function contentLength(buf: Buffer, headerEnd: number): number {
       }
     }
     line = next;
+  }
+  return -1;
+}
+
+/**
+ * The header block of the message at buf[from..], whose start line ends at the LF `lf` (-1: none
+ * yet), read in one walk over its lines: returns where its CRLFCRLF is (what buf.indexOf(CRLFCRLF,
+ * from) finds), or -1; and leaves in `found` its Content-Length as contentLength() reads it. One
+ * native search per line, where a search for CRLFCRLF and then a walk for Content-Length made two passes.
+ */
+export function headerBlock(buf: Buffer, from: number, lf: number, found: { contentLength: number }): number {
+  let length = -1;
+  let lengthSeen = false;
+  for (let q = lf; q >= 0; ) {
+    if (buf[q + 1] === CR && buf[q + 2] === LF && buf[q - 1] === CR && q - 1 >= from) {
+      found.contentLength = length;
+      return q - 1;
+    }
+    const line = q + 1;
+    const next = buf.indexOf(LF, line);
+    const c = buf[line] | 0x20;
+    if (!lengthSeen && (c === 0x6c /* l */ || c === 0x63 /* c */)) {
+      const end = next < 0 ? buf.length : next + 1;
+      const colon = colonInLine(buf, line, end);
+      // The first Content-Length line decides, as in contentLength().
+      if (colon > 0 && (headerNameIs(buf, line, colon, 'content-length') || headerNameIs(buf, line, colon, 'l'))) {
+        length = digitsIn(buf, colon + 1, end);
+        lengthSeen = true;
+      }
+    }
+    q = next;
   }
   return -1;
 }
@@ -195,47 +236,49 @@ function digitsIn(buf: Buffer, from: number, to: number): number {
   return to > from && digitsEnd(buf, from, to) === to ? digitsValue(buf, from, to) : -1;
 }
 
+const SIP_VERSION_SP = Buffer.from('SIP/2.0 ');
+const SP_SIP_VERSION = Buffer.from(' SIP/2.0');
+
 /**
- * The start line, checked character by character: what /^SIP\/2\.0 (\d{3})(?: (.*))?$/ and
- * /^([A-Z]+) (\S+) SIP\/2\.0$/ accept, without their match arrays. `line` has no trailing blanks.
+ * The start line buf[0..end) (no trailing blanks), checked byte by byte: what /^SIP\/2\.0 (\d{3})(?: (.*))?$/
+ * and /^([A-Z]+) (\S+) SIP\/2\.0$/ accept, without their match arrays. Its text is made once, for
+ * the summary; the reason and request-URI are slices of it.
  */
-function parseStartLine(line: string, info: SipInfo): boolean {
-  const n = line.length;
-  if (line.startsWith('SIP/2.0 ')) {
-    if (n < 11 || !isDigitCode(line.charCodeAt(8)) || !isDigitCode(line.charCodeAt(9)) || !isDigitCode(line.charCodeAt(10))) return false;
-    if (n > 11 && (line.charCodeAt(11) !== SP || line.indexOf('\r', 12) >= 0)) return false; // `.` matches neither CR nor LF (none left)
-    info.statusCode = (line.charCodeAt(8) - 0x30) * 100 + (line.charCodeAt(9) - 0x30) * 10 + (line.charCodeAt(10) - 0x30);
-    info.reason = n > 11 ? line.slice(12) : '';
-    info.summary = line.slice(8);
+function parseStartLine(buf: Buffer, end: number, info: SipInfo): boolean {
+  if (end >= SIP_VERSION_SP.length && bytesAt(buf, 0, SIP_VERSION_SP)) {
+    if (end < 11 || !isDigit(buf[8]) || !isDigit(buf[9]) || !isDigit(buf[10])) return false;
+    if (end > 11) {
+      if (buf[11] !== SP) return false;
+      for (let i = 12; i < end; i++) if (buf[i] === CR) return false; // `.` matches neither CR nor LF (none left)
+    }
+    info.statusCode = (buf[8] - 0x30) * 100 + (buf[9] - 0x30) * 10 + (buf[10] - 0x30);
+    info.summary = buf.toString('latin1', 8, end);
+    info.reason = end > 11 ? info.summary.slice(4) : '';
     return true;
   }
-  const space = line.indexOf(' ');
-  if (space <= 0 || n - space - 1 <= 8 || !line.endsWith(' SIP/2.0')) return false;
-  for (let i = 0; i < space; i++) {
-    const c = line.charCodeAt(i);
-    if (c < 0x41 || c > 0x5a) return false;
-  }
-  const uriEnd = n - 8;
-  for (let i = space + 1; i < uriEnd; i++) if (isSpace(line.charCodeAt(i))) return false;
-  let method: string | undefined;
-  for (let i = 0; i < METHODS.length && !method; i++) if (METHODS[i].length === space && line.startsWith(METHODS[i])) method = METHODS[i]; // no string per message
-  info.method = method ?? line.slice(0, space);
-  info.requestUri = line.slice(space + 1, uriEnd);
-  info.summary = line.slice(0, uriEnd);
+  let space = 0;
+  while (space < end && buf[space] !== SP) space++;
+  if (space === 0 || space === end || end - space - 1 <= 8 || !bytesAt(buf, end - SP_SIP_VERSION.length, SP_SIP_VERSION)) return false;
+  for (let i = 0; i < space; i++) if (buf[i] < 0x41 || buf[i] > 0x5a) return false;
+  const uriEnd = end - SP_SIP_VERSION.length;
+  for (let i = space + 1; i < uriEnd; i++) if (isSpace(buf[i])) return false;
+  info.method = methodName(buf, 0, space); // no string per message for a known method
+  info.summary = buf.toString('latin1', 0, uriEnd);
+  info.requestUri = info.summary.slice(space + 1);
   return true;
-}
-
-function isDigitCode(c: number): boolean {
-  return c >= 0x30 && c <= 0x39;
 }
 
 /** Parses the start line and the Call-ID / CSeq headers (long and compact forms). Null if not SIP. */
 export function parseSip(buf: Buffer): SipInfo | null {
   if (!startsLikeSip(buf)) return null;
   const firstEnd = buf.indexOf(LF);
-  const startLine = buf.toString('latin1', 0, firstEnd < 0 ? Math.min(buf.length, 512) : firstEnd).trimEnd();
-  const info: SipInfo = { summary: startLine };
-  if (!parseStartLine(startLine, info)) return null;
+  // Every field set, in one order: one object shape for every message, for the stages that read it.
+  const info: SipInfo = {
+    method: undefined, requestUri: undefined, statusCode: undefined, reason: undefined, callId: undefined,
+    cseqNumber: undefined, cseqMethod: undefined, contentLength: undefined, summary: '',
+  };
+  // The start line without trailing whitespace, as .trimEnd() cuts it.
+  if (!parseStartLine(buf, cutSpace(buf, 0, firstEnd < 0 ? Math.min(buf.length, 512) : firstEnd), info)) return null;
   if (firstEnd < 0) return info;
 
   const end = Math.min(buf.length, MAX_SCAN);
@@ -243,25 +286,36 @@ export function parseSip(buf: Buffer): SipInfo | null {
     let next = buf.indexOf(LF, line);
     if (next < 0 || next > end) next = end;
     if (next - line <= 1) break; // empty line: end of headers
-    // Only Call-ID/i, CSeq and Content-Length/l matter: look at the first letter before decoding a name.
+    // Only Call-ID/i, CSeq and Content-Length/l matter: look at the first letter, then the name's length, before comparing a name.
     const c = buf[line] | 0x20;
     const colon = c === 0x63 || c === 0x69 || c === 0x6c ? colonInLine(buf, line, next) : -1;
     if (colon > line) {
-      // Values are read as bytes, trimmed as .trim() would: only the Call-ID and CSeq method become text.
-      const from = skipSpace(buf, colon + 1, next);
-      const to = cutSpace(buf, from, next);
-      if (headerNameIs(buf, line, colon, 'call-id') || headerNameIs(buf, line, colon, 'i')) info.callId = buf.toString('latin1', from, to);
-      else if (headerNameIs(buf, line, colon, 'content-length') || headerNameIs(buf, line, colon, 'l')) {
-        const length = digitsIn(buf, from, to);
-        if (length >= 0) info.contentLength = length;
-      } else if (headerNameIs(buf, line, colon, 'cseq')) {
-        // `CSeq: 1 INVITE`: digits, blanks, a method (anything after it is ignored)
-        const number = digitsEnd(buf, from, to);
-        const method = skipSpace(buf, number, to);
-        const methodEnd = method > number ? tokenEnd(buf, method, to) : method;
-        if (number > from && methodEnd > method) {
-          info.cseqNumber = digitsValue(buf, from, number);
-          info.cseqMethod = methodName(buf, method, methodEnd);
+      let nameEnd = colon;
+      while (nameEnd > line && (buf[nameEnd - 1] === 0x20 || buf[nameEnd - 1] === 0x09)) nameEnd--;
+      const n = nameEnd - line;
+      const header =
+        n === 1 ? (c === 0x69 ? 'call-id' : c === 0x6c ? 'content-length' : '')
+        : n === 7 && nameIs(buf, line, 'call-id') ? 'call-id'
+        : n === 14 && nameIs(buf, line, 'content-length') ? 'content-length'
+        : n === 4 && nameIs(buf, line, 'cseq') ? 'cseq'
+        : '';
+      if (header) {
+        // Values are read as bytes, trimmed as .trim() would: only the Call-ID and CSeq method become text.
+        const from = skipSpace(buf, colon + 1, next);
+        const to = cutSpace(buf, from, next);
+        if (header === 'call-id') info.callId = buf.toString('latin1', from, to);
+        else if (header === 'content-length') {
+          const length = digitsIn(buf, from, to);
+          if (length >= 0) info.contentLength = length;
+        } else {
+          // `CSeq: 1 INVITE`: digits, blanks, a method (anything after it is ignored)
+          const number = digitsEnd(buf, from, to);
+          const method = skipSpace(buf, number, to);
+          const methodEnd = method > number ? tokenEnd(buf, method, to) : method;
+          if (number > from && methodEnd > method) {
+            info.cseqNumber = digitsValue(buf, from, number);
+            info.cseqMethod = methodName(buf, method, methodEnd);
+          }
         }
       }
     }

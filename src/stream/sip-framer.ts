@@ -5,7 +5,7 @@
  */
 
 import { FrameSink, FramerStats, MAX_MESSAGE_BYTES, StreamFramer } from './framer.js';
-import { contentLength, findStartLine, MAX_START_LINE_BYTES, START_LINE_LOOKAHEAD, startLineAt } from '../protocols/sip.js';
+import { contentLength, findStartLine, headerBlock, MAX_START_LINE_BYTES, START_LINE_LOOKAHEAD, startLineAt } from '../protocols/sip.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const CR = 0x0d;
@@ -30,6 +30,8 @@ export class SipFramer extends StreamFramer {
   private startSearched = 0;
   private lineFrom = 0;
   private lineEnd = 0;
+  /** What headerBlock() found of the message being framed. */
+  private readonly header = { contentLength: -1 };
 
   /** keepAlive receives each run of CR/LF bytes between messages (a view, valid during the call). */
   constructor(stats: FramerStats, sink: FrameSink, private readonly keepAlive: (run: Buffer) => void = () => {}) {
@@ -85,7 +87,8 @@ export class SipFramer extends StreamFramer {
       while (off < buf.length && (buf[off] === CR || buf[off] === LF)) off++;
       if (off > run) this.keepAlive(buf.subarray(run, off));
       if (off >= buf.length) return off;
-      const start = startLineAt(buf, off, this.lfFrom(buf, off));
+      const lf = this.lfFrom(buf, off);
+      const start = startLineAt(buf, off, lf);
       if (start === 0) return off;
       if (start < 0) {
         const next = findStartLine(buf, off + 1, Math.max(off + 1, this.startSearched));
@@ -98,7 +101,9 @@ export class SipFramer extends StreamFramer {
       }
       let total = off === 0 ? known : -1;
       if (total < 0) {
-        const headerEnd = buf.indexOf(CRLFCRLF, off + (off === 0 ? searched : 0));
+        // A header first looked at now is read in one walk; one searched before resumes where that search ended.
+        const resumed = off === 0 && searched > 0;
+        const headerEnd = resumed ? buf.indexOf(CRLFCRLF, searched) : headerBlock(buf, off, lf, this.header);
         if (headerEnd < 0) {
           if (buf.length - off > MAX_HEADER_BYTES) {
             this.stats.discardedBytes += buf.length - off;
@@ -107,7 +112,7 @@ export class SipFramer extends StreamFramer {
           this.headerSearched = Math.max(0, buf.length - off - 3);
           return off;
         }
-        const cl = contentLength(buf.subarray(off, headerEnd + 4), headerEnd - off);
+        const cl = resumed ? contentLength(buf, headerEnd) : this.header.contentLength;
         total = headerEnd + 4 - off + Math.max(cl, 0);
         if (total > MAX_PLAUSIBLE_BYTES) {
           this.stats.discardedBytes += headerEnd + 4 - off;
