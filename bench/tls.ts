@@ -15,7 +15,6 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '../test/helpers/collector.js';
 import { startKamailioTlsHop, type KamailioTlsHop } from '../test/helpers/kamailio-tls.js';
 import { PROBES_ENV } from '../src/capture/tls-sites.js';
 import { median } from './median.js';
@@ -27,6 +26,8 @@ export interface TlsBenchInput {
   summary: string[][];
   /** Starts the agent forwarding to `hep`; stop() ends it. */
   startAgent(hep: string, env: NodeJS.ProcessEnv): Promise<{ stop(): Promise<unknown> }>;
+  /** A HEP/UDP collector that reads and counts what it gets (bench/udp_load.c hepcount). */
+  startCollector(): Promise<{ port: number; stop(): Promise<number> }>;
   /** bench/tls_cost.c, built, and the certificate and key it serves. */
   tlsCost: string;
   cert: string;
@@ -57,7 +58,11 @@ const runC = (bin: string, ...argv: string[]) =>
     }),
   );
 
-/** Runs `fn` with the agent in `mode` (none: without it); the agent forwards to a port nobody reads. */
+/**
+ * Runs `fn` with the agent in `mode` (none: without it), forwarding to a collector that reads: to a
+ * port nobody reads, every HEP datagram would cost the agent's kernel an ICMP port unreachable and
+ * the agent a sendmmsg() per refusal, which no real collector costs.
+ */
 async function withAgent<T>(r: TlsBenchInput, mode: Mode, sinkPort: number, fn: () => Promise<T>): Promise<T> {
   if (mode === 'none') return fn();
   const agent = await r.startAgent(`udp://127.0.0.1:${sinkPort}`, { ...process.env, [PROBES_ENV]: mode });
@@ -100,7 +105,15 @@ async function maxCallsPerSecond(hop: KamailioTlsHop): Promise<number> {
 }
 
 export async function tlsBench(r: TlsBenchInput): Promise<Record<string, unknown>> {
-  const sinkPort = await freePort();
+  const collector = await r.startCollector();
+  try {
+    return await measure(r, collector.port);
+  } finally {
+    await collector.stop();
+  }
+}
+
+async function measure(r: TlsBenchInput, sinkPort: number): Promise<Record<string, unknown>> {
   const pair: Record<Mode, { wall: number; cpu: number }[]> = { none: [], auto: [], entry: [] };
   const paced: Record<Mode, number[]> = { none: [], auto: [], entry: [] };
   r.say(`\n(tls) TLS capture cost to the application (median of ${PAIR_ROUNDS} rounds, modes alternating)`);
