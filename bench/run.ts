@@ -442,7 +442,7 @@ async function main() {
     const k = (results.kamailio = await kamailioBench({ say, table, dir, port, track, stopProc, startAgent: withAgent ? startAgent : null, startCounter: (p) => startCounter('udp', p) })) as Record<string, { maxCps: number; ratio: number }>;
     if (k.hepbpf) summary.push(['Kamailio stateless proxy, max cps with 0 failed calls', `${k.none.maxCps.toFixed(0)} cps`, `${k.hepbpf.maxCps.toFixed(0)} cps (${k.hepbpf.ratio.toFixed(2)}; siptrace ${k.siptrace.ratio.toFixed(2)})`, '>= 0.9']);
   }
-  if (only.includes('tls') && withAgent) results.tls = await tlsBench({ say, table, summary, startAgent, tlsCost: TLS_COST, cert: TLS_CERT, key: TLS_KEY });
+  if (only.includes('tls') && withAgent) results.tls = await tlsBench({ say, table, summary, startAgent, startCollector: () => startCounter('udp', port()), tlsCost: TLS_COST, cert: TLS_CERT, key: TLS_KEY });
   if (only.includes('pipeline')) results.pipeline = await pipelineBench({ say, table });
   if (only.includes('spool')) results.spool = await spoolBench({ say, table });
   if (summary.length > 1) {

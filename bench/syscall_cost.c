@@ -12,21 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include "loopback.h"
 
 #define MSG_SIZE 800
-
-static double thread_cpu_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
 
 static int udp_bound(int port)
 {
@@ -65,6 +56,19 @@ static void op_pair(int tx, int rx, const char *msg, const struct sockaddr_in *d
 
 	sendto(tx, msg, MSG_SIZE, 0, (const struct sockaddr *)dst, sizeof(*dst));
 	recvfrom(rx, in, sizeof(in), 0, (struct sockaddr *)&from, &fromlen);
+}
+
+struct udp_pair {
+	int tx, rx;
+	const char *msg;
+	struct sockaddr_in dst;
+};
+
+static void paced_pair(void *ctx)
+{
+	struct udp_pair *p = ctx;
+
+	op_pair(p->tx, p->rx, p->msg, &p->dst);
 }
 
 int main(int argc, char **argv)
@@ -114,28 +118,10 @@ int main(int argc, char **argv)
 		}
 	} else if (argc == 5 && !strcmp(mode, "paced")) {
 		int port = atoi(argv[3]);
-		int rx = udp_bound(port), tx = socket(AF_INET, SOCK_DGRAM, 0);
-		struct sockaddr_in dst = loopback(port);
-		long interval = 1000000000L / atol(argv[4]);
-		struct timespec next;
-		double cpu = 0, c0;
+		struct udp_pair p = { .tx = socket(AF_INET, SOCK_DGRAM, 0), .rx = udp_bound(port), .msg = msg, .dst = loopback(port) };
 
-		prctl(PR_SET_TIMERSLACK, 1UL);
 		sip_message(msg, port);
-		clock_gettime(CLOCK_MONOTONIC, &next);
-		for (i = -iter / 10; i < iter; i++) {
-			next.tv_nsec += interval;
-			if (next.tv_nsec >= 1000000000L) {
-				next.tv_sec++;
-				next.tv_nsec -= 1000000000L;
-			}
-			clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
-			c0 = thread_cpu_ns();
-			op_pair(tx, rx, msg, &dst);
-			if (i >= 0)
-				cpu += thread_cpu_ns() - c0;
-		}
-		printf("%.1f\n", cpu / iter);
+		printf("%.1f\n", paced_cpu_ns(iter, atol(argv[4]), paced_pair, &p));
 		return 0;
 	} else {
 		fprintf(stderr, "usage: %s pair|write|junk ITER [PORT] | paced ITER PORT RATE\n", argv[0]);

@@ -4,6 +4,8 @@
 // application itself; on a busy machine the wall clock also carries other processes' load.
 //   tls_cost ssl ITER CERT KEY   SSL_write of a 1 KiB SIP message on one end + SSL_read of it on the
 //                                other (OpenSSL, TLS 1.3, socket BIO)
+//   tls_cost ssl ITER CERT KEY RATE  the same pair, RATE pairs a second: prints the mean CPU time of
+//                                the calling thread per pair (see paced_cpu_ns())
 //   tls_cost tcp ITER            write + read of 1 KiB that is not SIP, no TLS (an unrelated TCP user)
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -122,7 +124,8 @@ static void ssl_op(void *ctx)
 	}
 }
 
-static void ssl_cost(long iter, const char *cert, const char *key)
+/* rate 0: as fast as one thread goes, wall and CPU; else paced at rate pairs a second, thread CPU. */
+static void ssl_cost(long iter, const char *cert, const char *key, long rate)
 {
 	SSL_CTX *sctx = SSL_CTX_new(TLS_server_method()), *cctx = SSL_CTX_new(TLS_client_method());
 	struct ssl_pair p;
@@ -140,7 +143,10 @@ static void ssl_cost(long iter, const char *cert, const char *key)
 	SSL_set_accept_state(p.server);
 	handshake(p.client, p.server, cfd, sfd);
 	fill_sip(p.msg);
-	print_mean_ns(iter, ssl_op, &p);
+	if (rate)
+		printf("%.1f\n", paced_cpu_ns(iter, rate, ssl_op, &p));
+	else
+		print_mean_ns(iter, ssl_op, &p);
 }
 
 struct tcp_pair {
@@ -176,12 +182,12 @@ int main(int argc, char **argv)
 {
 	long iter = argc > 2 ? atol(argv[2]) : 0;
 
-	if (argc == 5 && !strcmp(argv[1], "ssl") && iter > 0)
-		ssl_cost(iter, argv[3], argv[4]);
+	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "ssl") && iter > 0)
+		ssl_cost(iter, argv[3], argv[4], argc == 6 ? atol(argv[5]) : 0);
 	else if (argc == 3 && !strcmp(argv[1], "tcp") && iter > 0)
 		tcp_cost(iter);
 	else {
-		fprintf(stderr, "usage: tls_cost ssl ITER CERT KEY | tls_cost tcp ITER\n");
+		fprintf(stderr, "usage: tls_cost ssl ITER CERT KEY [RATE] | tls_cost tcp ITER\n");
 		return 2;
 	}
 	return 0;
