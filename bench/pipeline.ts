@@ -179,6 +179,7 @@ const STAGES = [
   'HEP encode',
   'whole pipeline',
   'selection, 10 filters',
+  'selection, 10 filters, --correlation-header',
   'whole pipeline, 10 filters',
 ] as const;
 type Stage = (typeof STAGES)[number];
@@ -195,12 +196,16 @@ async function scenarioFigures(name: string, rec: Recorder): Promise<Record<Stag
     for (const p of parsed) if (p.diameter) c.diameter(p.message, p.diameter);
     else c.sip(p.message, p.sip!);
   };
-  const correlator = new Correlator();
-  const selectables: Selectable[] = parsed.map(({ message: m, sip, diameter }) => ({
+  // What selection is handed: with an operator's key, the keyed dialogs lead it to their Call-IDs.
+  const selectablesOf = (correlator: Correlator): Selectable[] => parsed.map(({ message: m, sip, diameter }) => ({
     src: m.src, dst: m.dst, payload: m.payload, sip, correlationId: sip ? correlator.sip(m, sip) : correlator.diameter(m, diameter!).id, nowMs: Number(m.tsNs / 1_000_000n),
   }));
-  const selection = new Selection(TEN_FILTERS);
-  if (selectables.some((m) => !selection.select(m))) throw new Error(`${name}: the bench's filters must keep every message`);
+  const selectables = selectablesOf(new Correlator());
+  const keyedSelectables = selectablesOf(new Correlator(KEY_HEADER));
+  for (const s of [selectables, keyedSelectables]) {
+    const selection = new Selection(TEN_FILTERS);
+    if (s.some((m) => !selection.select(m))) throw new Error(`${name}: the bench's filters must keep every message`);
+  }
   const decode = measure(n, () => undefined, () => {
     for (const b of batches) decodeBatch(b, noop);
   });
@@ -235,6 +240,9 @@ async function scenarioFigures(name: string, rec: Recorder): Promise<Record<Stag
     }),
     'selection, 10 filters': measure(n, () => new Selection(TEN_FILTERS), (s) => {
       for (const m of selectables) s.select(m);
+    }),
+    'selection, 10 filters, --correlation-header': measure(n, () => new Selection(TEN_FILTERS), (s) => {
+      for (const m of keyedSelectables) s.select(m);
     }),
     'whole pipeline, 10 filters': measure(n, () => replayAgent(resolver, TEN_FILTERS), ({ source, agent }) => {
       for (const b of batches) source.replay(b);

@@ -145,9 +145,12 @@ export class ConnectionEvents {
   correlated(m: Message, correlationId: string, selected: boolean): void {
     if (m.transport !== 'tcp' && m.transport !== 'tls') return;
     const prev = this.known.get(m.sockId);
-    // Once a message on it was selected, its events keep the id of the last selected one.
-    const changed = !prev || ((selected || !prev.selected) && (prev.correlationId !== correlationId || prev.selected !== selected));
-    if (changed) this.remember(this.known, m.sockId, { correlationId, proto: m.proto, pid: m.pid, comm: m.comm, cgroupId: m.cgroupId, selected }, MAX_KNOWN);
+    // Replaced unless a selected entry would be overwritten by an unselected one (once a message on
+    // it was selected, its events keep the id of the last selected one), and only when its id or
+    // selection changes.
+    const overwritesSelected = prev?.selected === true && !selected;
+    const unchanged = prev?.correlationId === correlationId && prev.selected === selected;
+    if (!overwritesSelected && !unchanged) this.remember(this.known, m.sockId, { correlationId, proto: m.proto, pid: m.pid, comm: m.comm, cgroupId: m.cgroupId, selected }, MAX_KNOWN);
     const w = this.waiting.get(m.sockId);
     if (!w) return;
     if (!selected) {

@@ -8,6 +8,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ADDON_PATH, BpfObject, forEachRecord } from '../../src/bpf/libbpf.js';
 import { ensureTracefs, tracefsMount } from '../../src/bpf/tracefs.js';
 import { kernelSuiteSkipReason } from '../helpers/agent.js';
+import { until } from '../helpers/wait.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const OUT = resolve(ROOT, 'build/test-bpf');
@@ -35,14 +36,6 @@ function u64(n: number): Buffer {
 /** Makes the kernel run the getppid syscall (process.ppid is not cached). */
 function getppid(times: number): void {
   for (let i = 0; i < times; i++) void process.ppid;
-}
-
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 interface BpftoolProg {
@@ -141,7 +134,7 @@ suite('libbpf binding (real kernel)', () => {
     const batches: Buffer[] = [];
     const reader = obj.ringBuffer('events', (b) => batches.push(Buffer.from(b)));
     getppid(5);
-    await until(() => reader.stats().records === 5, '5 records');
+    await until('5 records', () => reader.stats().records === 5);
 
     const all = Buffer.concat(batches);
     expect(all.length).toBe(5 * (8 + EVENT_SIZE));
@@ -167,7 +160,7 @@ suite('libbpf binding (real kernel)', () => {
     const batches: Buffer[] = [];
     const reader = obj.ringBuffer('events', (b) => batches.push(Buffer.from(b)), { batchBytes: 4096 });
     getppid(1);
-    await until(() => reader.stats().records === 1, 'the padded record');
+    await until('the padded record', () => reader.stats().records === 1);
     expect(batches).toHaveLength(1);
     const padded = batches[0];
     expect(padded.length).toBe(8 + 40);
@@ -180,7 +173,7 @@ suite('libbpf binding (real kernel)', () => {
 
     obj.map('payload_len').update(u32(0), u32(MAX_PAYLOAD));
     getppid(2);
-    await until(() => reader.stats().records === 3, 'two maximum-size records');
+    await until('two maximum-size records', () => reader.stats().records === 3);
     expect(batches).toHaveLength(3);
     for (const big of batches.slice(1)) {
       expect(big.length).toBe(8 + EVENT_SIZE + MAX_PAYLOAD);
@@ -197,7 +190,7 @@ suite('libbpf binding (real kernel)', () => {
     // pooled buffers grown for those records still hand over batches of at most batchBytes
     obj.map('payload_len').update(u32(0), u32(0));
     getppid(300);
-    await until(() => reader.stats().records === 303, '300 small records');
+    await until('300 small records', () => reader.stats().records === 303);
     expect(batches.slice(3).map((b) => b.length)).toEqual([4096, 4096, (300 - 256) * 32]);
   });
 
@@ -215,9 +208,9 @@ suite('libbpf binding (real kernel)', () => {
         throw new Error(`bad batch ${calls}`);
       });
       getppid(1);
-      await until(() => uncaught.length === 1, 'the first exception');
+      await until('the first exception', () => uncaught.length === 1);
       getppid(1);
-      await until(() => uncaught.length === 2, 'the second exception');
+      await until('the second exception', () => uncaught.length === 2);
       expect(uncaught.map((e) => e.message)).toEqual(['bad batch 1', 'bad batch 2']);
       expect(reader.stats()).toEqual({ batches: 2, records: 2 });
     } finally {
@@ -241,7 +234,7 @@ suite('libbpf binding (real kernel)', () => {
     );
     getppid(1000);
     // 32 framed bytes per record: 128 records fill a 4096-byte batch
-    await until(() => batches.length === 7, '7 full batches');
+    await until('7 full batches', () => batches.length === 7);
     expect(batches.map((b) => b.length)).toEqual(Array(7).fill(4096));
     reader.stop();
     expect(batches).toHaveLength(8);
@@ -261,7 +254,7 @@ suite('libbpf binding (real kernel)', () => {
     const reader = obj.ringBuffer('events', (b) => batches.push(Buffer.from(b)), { maxLatencyMs: 20 });
     const start = Date.now();
     getppid(3);
-    await until(() => batches.length === 1, 'the partial batch', 2000);
+    await until('the partial batch', () => batches.length === 1, 2000);
     expect(Date.now() - start).toBeGreaterThanOrEqual(15);
     expect(batches[0].length).toBe(3 * 32);
     expect(reader.stats()).toEqual({ batches: 1, records: 3 });
@@ -275,7 +268,7 @@ suite('libbpf binding (real kernel)', () => {
     for (let round = 1; round <= 3; round++) {
       const start = Date.now();
       getppid(2);
-      await until(() => batches.length === round, `round ${round}'s batch`, 2000);
+      await until(`round ${round}'s batch`, () => batches.length === round, 2000);
       // consumed at the next poll (<= 20 ms), handed over once the first record is 20 ms old
       expect(Date.now() - start).toBeLessThan(1000);
       expect(batches[round - 1].length).toBe(2 * 32);
@@ -305,7 +298,7 @@ suite('libbpf binding (real kernel)', () => {
     const total = 40_000;
     getppid(total);
     const lost = hits(obj, HIT.lost);
-    await until(() => received + lost === total, 'every record delivered or counted lost', 20_000);
+    await until('every record delivered or counted lost', () => received + lost === total, 20_000);
     expect(lost).toBeGreaterThan(0);
     expect(received).toBeGreaterThan(30_000);
     expect(ordered).toBe(true);
@@ -370,7 +363,7 @@ suite('libbpf binding (real kernel)', () => {
     try {
       let out = '';
       child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-      await until(() => out.includes('waiting'), 'the target to start');
+      await until('the target to start', () => out.includes('waiting'));
       const libc = readFileSync(`/proc/${child.pid}/maps`, 'utf8')
         .split('\n')
         .map((l) => l.split(/\s+/)[5])
@@ -407,7 +400,7 @@ suite('libbpf binding (real kernel)', () => {
     expect(linksOf(ids)).toEqual([]);
     expect(() => obj.load()).toThrow(/closed/);
     // the kernel frees a program detached from a perf event a little later
-    await until(() => testProgIds().length === 0, 'the kernel to free our programs');
+    await until('the kernel to free our programs', () => testProgIds().length === 0);
   });
 
   it('leaves nothing attached when the process that attached dies', async () => {
@@ -425,12 +418,12 @@ suite('libbpf binding (real kernel)', () => {
     try {
       let out = '';
       child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-      await until(() => out.includes('attached'), 'the child to attach');
+      await until('the child to attach', () => out.includes('attached'));
       const ids = testProgIds();
       expect(linksOf(ids)).toHaveLength(2);
       child.kill('SIGKILL');
       await once(child, 'exit');
-      await until(() => linksOf(ids).length === 0 && testProgIds().length === 0, 'the kernel to drop links and programs');
+      await until('the kernel to drop links and programs', () => linksOf(ids).length === 0 && testProgIds().length === 0);
     } finally {
       child.kill('SIGKILL');
     }

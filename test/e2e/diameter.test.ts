@@ -17,6 +17,7 @@ import { makeTestCa, startFreeDiameter, type FreeDiameter } from '../helpers/fre
 import { APP, cer, connectClientPeer, startServerPeer } from '../helpers/diameter-peer.js';
 import { diameterMessage, TGPP, type AvpSpec } from '../helpers/diameter.js';
 import { sippUas } from '../helpers/sipp.js';
+import { until } from '../helpers/wait.js';
 import { callIdOf, decryptedTlsStreams, LoopbackCapture, splitDiameter, splitSip, type WireMessage } from '../helpers/wire.js';
 
 // The npm `diameter` package (CommonJS, no types): the Gx/Ro client.
@@ -353,16 +354,17 @@ describe.skipIf(!!why)('Diameter between real freeDiameter peers', () => {
     let deep: AvpSpec = { code: 444, value: 'x' };
     for (let i = 0; i < 12; i++) deep = { code: 443, value: [deep] };
     const tooDeep = diameterMessage({ request: true, command: 272, app: 4, hopByHop: 0x7100, endToEnd: 0x7100, avps: [{ code: 263, value: 'deep;1' }, deep] });
+    const isForwarded = (m: Buffer) => () => hepRaw.packets.some((p) => decodeHep(p).payload!.equals(m));
     try {
+      // Each malformed run in a write of its own: the next goes once the valid DWR after it is out.
       for (const [bad, n] of [[dwr(0).subarray(0, 12), 1], [tooLong.subarray(0, 30), 2], [avpPastEnd, 3]] as const) {
         await client.write(Buffer.concat([bad, dwr(n)]));
-        await new Promise((r) => setTimeout(r, 100));
+        await until(`DWR ${n} after malformed run ${n} forwarded`, isForwarded(dwr(n)));
       }
       await client.write(tooDeep);
       await client.write(dwr(4));
       // The agent forwards the client's messages from its writes: once the last one is out, the rest are.
-      const last = dwr(4).toString('hex');
-      for (let i = 0; i < 200 && !hepRaw.packets.some((p) => decodeHep(p).payload!.toString('hex') === last); i++) await new Promise((r) => setTimeout(r, 50));
+      await until('the last DWR forwarded', isForwarded(dwr(4)));
     } finally {
       client.close();
       await server.close();

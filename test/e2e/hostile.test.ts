@@ -11,6 +11,7 @@ import { kernelSuiteSkipReason, startAgent, type RunningAgent } from '../helpers
 import { freePort, tcpCollector, type HepCollector } from '../helpers/collector.js';
 import { cer } from '../helpers/diameter-peer.js';
 import { diameterMessage } from '../helpers/diameter.js';
+import { sleep, until } from '../helpers/wait.js';
 
 const why = kernelSuiteSkipReason('end-to-end hostile-message tests');
 
@@ -71,15 +72,14 @@ describe.skipIf(!!why)('hostile messages on the real agent', () => {
     try {
       const sock = connect(port, '127.0.0.1');
       await new Promise<void>((r, j) => sock.once('connect', r).once('error', j));
-      for (const m of sent) {
+      const fromClient = () => hep.packets.map((p) => decodeHep(p)).filter((p) => p.dstPort === port);
+      // One at a time: the next is written once the agent forwarded this one.
+      for (const [i, m] of sent.entries()) {
         await new Promise<void>((r) => sock.write(m, () => r()));
-        await new Promise((r) => setTimeout(r, 100));
+        await until(`message ${i + 1} of ${sent.length} forwarded`, () => fromClient().length > i);
       }
       sock.destroy();
-      const fromClient = () => hep.packets.map((p) => decodeHep(p)).filter((p) => p.dstPort === port);
-      const deadline = Date.now() + 10_000;
-      while (fromClient().length < sent.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      await new Promise((r) => setTimeout(r, 500)); // a duplicate would show up by now
+      await sleep(500); // a settle: a duplicate would show up by now
       const forwarded = fromClient();
       expect(agent.proc.exitCode).toBeNull();
       expect(forwarded.map((p) => p.payload!.readUInt32BE(12))).toEqual([0x100, 0x101, 0x102, 0x103]);

@@ -94,6 +94,7 @@ function startPeer(args: string[]): { proc: ChildProcess; output(): Buffer } {
 }
 
 const listening = (port: number) => execFileSync('ss', ['-Hltn', `sport = :${port}`]).toString().trim() !== '';
+const connected = (port: number) => execFileSync('ss', ['-Htn', 'state', 'established', `dport = :${port}`]).toString().trim() !== '';
 
 describe.skipIf(!!why)('hepbpf tail --pcap', () => {
   let dir: string;
@@ -132,8 +133,9 @@ describe.skipIf(!!why)('hepbpf tail --pcap', () => {
       await until('s_server listening', () => listening(tls));
       const cli = startPeer(['s_client', '-connect', `127.0.0.1:${tls}`, '-quiet']);
       peers.push(cli.proc);
-      // Part of the scenario, as in tls.test.ts: the new processes' libssl is probed within a second.
-      await new Promise((r) => setTimeout(r, 1000));
+      // Their libssl is the host's, probed before tail was ready (the loader paths of its root): no
+      // wait for a probe, only for s_client to connect (it writes what it read after its handshake).
+      await until('s_client connected', () => connected(tls));
       cli.proc.stdin!.write(Buffer.concat(tlsReqs));
       await until('requests decrypted by s_server', () => srv.output().length >= Buffer.concat(tlsReqs).length);
       srv.proc.stdin!.write(Buffer.concat(tlsResps));

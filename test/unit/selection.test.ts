@@ -130,6 +130,13 @@ describe('selection (src/enrich/selection.ts)', () => {
     expect(selected({ user: ['carol'], selectionMode: 'transaction' }, msgs)).toEqual(['0:INVITE', '1:100', '2:180', '3:200', '4:ACK']);
   });
 
+  it("an operator's key that moves between dialogs within one ms leads the Diameter to the dialog that carried it last", () => {
+    const keyed = (m: Selectable): Selectable => ({ ...m, correlationId: 'op-key-7', nowMs: 5 });
+    const [c1, c2] = [call('c1', '<sip:carol@ims.test>').map(keyed), call('c2', '<sip:dave@ims.test>').map(keyed)];
+    const msgs = [c1[0], c1[1], c2[0], c1[2], diameter('op-key-7', 5), c2[1], diameter('op-key-7', 5)];
+    expect(selected({ user: ['carol'], excludeUser: ['dave'], selectionMode: 'dialog' }, msgs)).toEqual(['0:INVITE', '1:100', '3:180', '4:diameter']);
+  });
+
   it('a connection event is judged by its ends when its connection carried no message', () => {
     const ends = (o: SelectionOptions) => new Selection(o).selectsEnds(A, B);
     expect([ends({}), ends({ excludeMethod: ['OPTIONS'] }), ends({ address: ['10.0.0.0/24'] }), ends({ port: [5080], excludeUser: ['x'] })]).toEqual([true, true, true, true]);
