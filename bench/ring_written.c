@@ -1,6 +1,7 @@
 // For `npm run bench`: the bytes a BPF ring buffer has taken since it was made, that is its
 // producer position (each record with its 8-byte header, padded to 8 bytes; failed outputs not
-// counted). Read-only: it maps the producer's page, never the consumer's.
+// counted). It maps the producer's page read-only (a BPF_F_RDONLY fd cannot be mapped at all),
+// never the consumer's.
 //   ring_written MAP_ID
 #include <linux/bpf.h>
 #include <stdio.h>
@@ -23,7 +24,6 @@ int main(int argc, char **argv)
 	}
 	memset(&attr, 0, sizeof(attr));
 	attr.map_id = atoi(argv[1]);
-	attr.open_flags = BPF_F_RDONLY;
 	fd = syscall(SYS_bpf, BPF_MAP_GET_FD_BY_ID, &attr, sizeof(attr));
 	if (fd < 0) {
 		perror("BPF_MAP_GET_FD_BY_ID");
