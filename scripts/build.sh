@@ -14,3 +14,6 @@ if [ ! -f "$addon" ] || [ -n "$(find src/bpf/native -maxdepth 1 -newer "$addon" 
 fi
 
 npx tsc -p tsconfig.json
+# The package's bin must be executable on its own: `npx hepbpf` reuses the link it cached in ~/.npm/_npx
+# on an earlier run and then runs the file as it is, without npm's chmod on install.
+chmod +x dist/src/cli/main.js

@@ -5,9 +5,9 @@
  * program, link and uprobe it made must be gone (bpftool and tracefs before and after).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { kernelSuiteSkipReason, REPO } from '../helpers/agent.js';
+import { CLI, kernelSuiteSkipReason, REPO } from '../helpers/agent.js';
 import { bpfState } from '../helpers/bpf-state.js';
 import { udpCollector } from '../helpers/collector.js';
 import { sleep } from '../helpers/wait.js';
@@ -42,6 +42,12 @@ const COMMANDS: Record<string, (hep: string) => string[]> = {
 };
 
 describe.skipIf(!!why)('service commands stop the agent on the wrapper\'s signal', () => {
+  // A second `npx hepbpf` on a machine runs the bin through the link npm cached on the first one,
+  // without npm's chmod, so the build itself must leave it executable.
+  it('the built bin is executable by itself', () => {
+    expect(statSync(CLI).mode & 0o111).toBe(0o111);
+  });
+
   for (const [name, argv] of Object.entries(COMMANDS))
     for (const signal of ['SIGTERM', 'SIGINT'] as const)
       it(`${signal} to \`${name}\`: the agent exits and detaches everything`, async () => {
