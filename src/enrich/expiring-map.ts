@@ -18,9 +18,17 @@ export class ExpiringMap<V, T extends number | bigint> {
 
   constructor(private readonly maxEntries: number) {}
 
-  /** Sets `key`, now the most recently set; returns its entry. */
+  /**
+   * Sets `key`, now the most recently set; returns its entry. An entry that already holds `value`
+   * and `until` is left as it is, in its place: setting it again would only allocate (a dialog's
+   * messages set the same entry over and over).
+   */
   set(key: string, value: V, until: T): Expiring<V, T> {
-    this.map.delete(key);
+    const old = this.map.get(key);
+    if (old !== undefined) {
+      if (old.value === value && old.until === until) return old;
+      this.map.delete(key);
+    }
     if (this.map.size >= this.maxEntries) {
       this.map.delete(this.map.keys().next().value!);
       this.evicted++;

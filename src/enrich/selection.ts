@@ -233,9 +233,6 @@ export class Selection {
    * -> its Call-ID, so that the Diameter tied to the call, which carries the key, follows it.
    */
   private readonly keyedDialogs: ExpiringMap<string, number>;
-  /** The operator's key set last in keyedDialogs and its entry: setting that again unchanged would change nothing. */
-  private lastKeyed?: string;
-  private lastKeyedEntry?: Expiring<string, number>;
   private sinceSweep = 0;
   private readonly counters = { selection: 0, container: 0 };
 
@@ -271,7 +268,7 @@ export class Selection {
     if (tracked) {
       this.follow(tracked, m);
       // The operator's key (it may come mid-dialog) leads the Diameter of the call to its Call-ID.
-      if (this.mode === 'dialog' && m.sip?.callId && m.correlationId !== m.sip.callId) this.keyDialog(bounded(m.correlationId), key!, tracked.until, m.nowMs);
+      if (this.mode === 'dialog' && m.sip?.callId && m.correlationId !== m.sip.callId) this.keyedDialogs.set(bounded(m.correlationId), key!, tracked.until);
     }
     const state = tracked?.value ?? 0;
     if (excluded || state & EXCLUDED) return this.filtered();
@@ -331,20 +328,6 @@ export class Selection {
     if (tracked || m.sip || this.keyedDialogs.size === 0) return tracked;
     const callId = this.keyedDialogs.get(key, m.nowMs);
     return callId === undefined ? undefined : this.entries.use(callId, m.nowMs);
-  }
-
-  /**
-   * Leads the operator's key `opKey` to the dialog `callId` until `until`. When the entry set last
-   * already says exactly that (the dialog's next message in the same capture ms, or after its end,
-   * when its deadline no longer moves), setting it again would delete, insert and allocate to leave
-   * the table as it was: skipped. Only this method sets keyedDialogs, so that entry is still the
-   * newest unless it was dropped (expired).
-   */
-  private keyDialog(opKey: string, callId: string, until: number, nowMs: number): void {
-    const last = this.lastKeyedEntry;
-    if (last?.until === until && last.value === callId && this.lastKeyed === opKey && this.keyedDialogs.get(opKey, nowMs) !== undefined) return;
-    this.lastKeyed = opKey;
-    this.lastKeyedEntry = this.keyedDialogs.set(opKey, callId, until);
   }
 
   /**

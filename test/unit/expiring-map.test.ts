@@ -28,6 +28,20 @@ describe('expiring map', () => {
     expect([m.get('b', 0), m.size, m.evicted]).toEqual([2, 3, 2]);
   });
 
+  it('setting an entry to what it holds leaves it as it is, in its place; a new value or deadline replaces it, now the most recent', () => {
+    const m = new ExpiringMap<string, number>(2);
+    const a = m.set('a', 'A', 10);
+    m.set('b', 'B', 10);
+    expect(m.set('a', 'A', 10)).toBe(a);
+    m.set('c', 'C', 10); // a is still the least recently set
+    expect([m.get('a', 0), m.get('b', 0), m.evicted]).toEqual([undefined, 'B', 1]);
+    const b = m.set('b', 'B', 20); // a later deadline: a new entry, now after c
+    expect(b).not.toBe(m.set('b', 'B', 10));
+    expect(m.set('b', 'X', 10)).not.toBe(m.set('b', 'B', 10));
+    m.set('d', 'D', 10);
+    expect([m.get('c', 0), m.get('b', 0), m.get('d', 0), m.evicted]).toEqual([undefined, 'B', 'D', 2]);
+  });
+
   it('sweep drops expired entries from the front, stopping at the first live one', () => {
     const m = new ExpiringMap<string, number>(10);
     m.set('a', 'A', 10);
