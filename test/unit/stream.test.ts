@@ -377,6 +377,25 @@ describe('local dedup', () => {
     expect([d.accept(at('egress', ['127.0.0.1', 5060], ['127.0.0.1', 5070], 'P')), d.accept(at('ingress', ['127.0.0.1', 5061], ['127.0.0.1', 5070], 'P'))]).toEqual([true, true]);
   });
 
+  it('pairs the copies of a payload wherever they lie in memory, and only those', () => {
+    // 511 bytes: whole words and a tail of three bytes, the first 512 bytes being what is hashed.
+    const text = 'INVITE sip:b@x SIP/2.0\r\n' + 'v'.repeat(511 - 25);
+    const placed = (direction: 'egress' | 'ingress', bytes: string, offset: number, endOfMemory: boolean): Message => {
+      const memory = Buffer.from(new ArrayBuffer(offset + bytes.length + (endOfMemory ? 0 : 64)));
+      const payload = memory.subarray(offset, offset + bytes.length);
+      payload.write(bytes, 'latin1');
+      return { ...msg(direction, text), payload };
+    };
+    const changed = (at: number) => text.slice(0, at) + 'X' + text.slice(at + 1);
+    for (let offset = 0; offset < 8; offset++) {
+      for (const [other, pairs] of [[text, true], [changed(0), false], [changed(508), false], [changed(510), false]] as const) {
+        const d = new LocalDedup();
+        const kept = [d.accept(placed('egress', text, offset, false)), d.accept(placed('ingress', other, 3 - (offset & 3), true))];
+        expect(kept, `offset ${offset}, ${other === text ? 'same' : 'changed'}`).toEqual([true, !pairs]);
+      }
+    }
+  });
+
   it('keeps a retransmission pair apart from the original pair: two egress and two ingress in any order', () => {
     for (const order of [['e', 'e', 'i', 'i'], ['e', 'i', 'e', 'i'], ['i', 'e', 'e', 'i'], ['i', 'i', 'e', 'e']]) {
       const d = new LocalDedup();
