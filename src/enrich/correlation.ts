@@ -22,7 +22,7 @@
  * characters (and counted), so it fits a HEP chunk and a table key stays small.
  */
 import { setFlagsFromString } from 'node:v8';
-import { bytesAt, colonInLine, headerNameIs, nameIs, type SipInfo } from '../protocols/sip.js';
+import { colonInLine, headerNameIs, nameIs, type SipInfo } from '../protocols/sip.js';
 import { findAllAvps, findAvp, find3gpp, type DiameterInfo } from '../protocols/diameter.js';
 import { VENDOR_3GPP } from '../protocols/diameter-dictionary.js';
 import type { Endpoint, Message } from '../stream/message.js';
@@ -66,7 +66,7 @@ export function identityKey(id: string): string {
 
 const TO = /\r\n(?:to|t)[ \t]*:([^\r\n]*)/i;
 const AUTH_USER = /\r\nauthorization[ \t]*:[^\r\n]*?\busername[ \t]*=[ \t]*"([^"\r\n]*)"/i;
-const ICID_NEEDLE = Buffer.from('icid-value');
+const ICID = 'icid-value';
 const PCV = 'p-charging-vector';
 
 const isBlank = (c: number) => c === 0x20 || c === 0x09;
@@ -74,32 +74,33 @@ const isBlank = (c: number) => c === 0x20 || c === 0x09;
 const endsIcid = (c: number) => c === 0x3b || c === 0x22 || c === 0x2c || c === 0x20 || (c >= 0x09 && c <= 0x0d) || c === 0xa0;
 
 /**
- * The value of the first `icid-value` parameter (name in any case) in buf[from..to): what
- * /icid-value[ \t]*=[ \t]*"?([^;"\s,]+)/i captures, read from the bytes; undefined when the message
- * has no `icid-value` in lower case anywhere.
+ * The value of the first non-empty `icid-value` parameter in the header value buf[from..to): its
+ * name in any case (SIP parameter names are case-insensitive), at the start of the value or of a
+ * `;`-separated parameter, so that no other parameter whose name or value ends in it is taken; the
+ * value without its opening quote, up to `;`, `"`, `,` or whitespace. One pass over the bytes.
  */
 function icidParameter(buf: Buffer, from: number, to: number): string | undefined {
-  for (let at = from; at + ICID_NEEDLE.length <= to; at++) {
-    if ((buf[at] | 0x20) !== 0x69 || !nameIs(buf, at, 'icid-value')) continue;
-    let p = at + ICID_NEEDLE.length;
-    while (p < to && isBlank(buf[p])) p++;
-    if (buf[p] !== 0x3d || p >= to) continue;
-    p++;
-    while (p < to && isBlank(buf[p])) p++;
-    if (buf[p] === 0x22 && p < to) p++;
-    let end = p;
-    while (end < to && !endsIcid(buf[end])) end++;
-    if (end === p) continue;
-    // A message is looked at only if it has the name in lower case (the rule's first test, once a whole-message search).
-    if (!bytesAt(buf, at, ICID_NEEDLE) && buf.indexOf(ICID_NEEDLE) < 0) return undefined;
-    return buf.toString('latin1', p, end);
+  for (let at = from; at < to; at++) {
+    while (at < to && isBlank(buf[at])) at++;
+    if (to - at > ICID.length && nameIs(buf, at, ICID)) {
+      let p = at + ICID.length;
+      while (p < to && isBlank(buf[p])) p++;
+      if (p < to && buf[p] === 0x3d) {
+        p++;
+        while (p < to && isBlank(buf[p])) p++;
+        if (p < to && buf[p] === 0x22) p++;
+        let end = p;
+        while (end < to && !endsIcid(buf[end])) end++;
+        if (end > p) return buf.toString('latin1', p, end);
+      }
+    }
+    while (at < to && buf[at] !== 0x3b) at++;
   }
   return undefined;
 }
 
 /**
- * The icid-value of a P-Charging-Vector header, in a message that has `icid-value` in lower case.
- * Looked for line by line in the header block (up to its CRLF CRLF), each line read once, as bytes:
+ * The icid-value of a P-Charging-Vector header, looked for line by line in the header block (up to its CRLF CRLF), each line read once, as bytes:
  * one regex over the whole message (a lazy scan per header name) was quadratic on a message
  * repeating the header name, and searching the whole message for the name and the header block's
  * end cost more than reading its lines.

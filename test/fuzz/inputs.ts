@@ -35,6 +35,7 @@ export const hostileSip = fc.constantFrom(
     `INVITE sip:b@x SIP/2.0\r\nContent-Length: 65000\r\n\r\n${repeat('a=crypto:inline:A', 65_000)}`,
     `MESSAGE sip:b@x SIP/2.0\r\n${repeat('cxxxxxxxxxxxxxxxxxx\r\n', 30_000)}Content-Length: 30000\r\n\r\n${'b'.repeat(30_000)}`,
     `INVITE sip:b@x SIP/2.0\r\nCall-ID: pcv\r\n${repeat('P-Charging-Vector: ', 64_000)}\r\nX: icid-value\r\n\r\n`,
+    `INVITE sip:b@x SIP/2.0\r\nCall-ID: pcv\r\n${repeat('P-Charging-Vector: ICID-VALUE=x\r\n', 64_000)}\r\n`,
     `REGISTER sip:x SIP/2.0\r\nAuthorization: ${repeat('username="', 64_000)}\r\n\r\n`,
     `INVITE sip:b@x SIP/2.0\r\nCall-ID: ${'\u00ff'.repeat(60_000)}\r\n\r\n`,
     `SIP/2.0 x\r\n\r\n${repeat('SIP/2.0 ', 60_000)}`,

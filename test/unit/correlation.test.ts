@@ -52,6 +52,18 @@ describe('correlation ids', () => {
     expect(dia(c, req(275, 16777236, 2, [{ code: 263, value: 'pcscf;rx;1' }]), 900).id).toBe('call-1@ims');
   });
 
+  it('icid-value: the parameter name in any case, only as a parameter of its own, its first non-empty value', () => {
+    const aarFor = (icid: string, hbh: number) => req(265, 16777236, hbh, [{ code: 263, value: `pcscf;rx;${hbh}` }, { code: 505, vendor: TGPP, value: icid }]);
+    const pcv = (callId: string, value: string) => invite(callId, '').replace(/P-Charging-Vector: [^\r]*/, `P-CHARGING-VECTOR:${value}`);
+    const c = new Correlator();
+    sip(c, pcv('upper', ' ICID-Value = "AbC=";orig-ioi=ims.test')); // no `icid-value` in lower case anywhere
+    sip(c, pcv('suffix', 'orig-icid-value=wrong;icid-generated-at=icid-value=wrong2; icid-value=right'));
+    sip(c, pcv('empty', 'icid-value=;icid-value=second'));
+    sip(c, pcv('none', 'xicid-value=no'));
+    expect([aarFor('AbC=', 1), aarFor('right', 2), aarFor('second', 3)].map((m, i) => dia(c, m, i).id)).toEqual(['upper', 'suffix', 'empty']);
+    for (const icid of ['wrong', 'wrong2', 'no']) expect(dia(c, aarFor(icid, 9), 9).id).toBe('pcscf;rx;9');
+  });
+
   it('Ro CCR with IMS-Charging-Identifier nested in Service-Information: the INVITE Call-ID', () => {
     const c = new Correlator();
     sip(c, invite('call-2@ims', 'icid-2'));
