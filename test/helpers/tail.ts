@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Writable } from 'node:stream';
 import { CLI } from './agent.js';
+import { sleep, until as waitUntil } from './wait.js';
 
 export interface RunningTail {
   proc: ChildProcess;
@@ -23,14 +24,13 @@ export async function startTail(args: string[], env: NodeJS.ProcessEnv, stdout: 
   proc.stdout?.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (err += d));
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
-  const until = async (what: string, ok: () => boolean, timeoutMs: number) => {
-    const deadline = Date.now() + timeoutMs;
-    while (!ok()) {
-      if (Date.now() > deadline) throw new Error(`tail: no ${what} after ${timeoutMs} ms; stderr:\n${err}\nstdout:\n${out}`);
-      if (proc.exitCode !== null) throw new Error(`tail exited with ${proc.exitCode} before ${what}; stderr:\n${err}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
+  // Waits on tail's output, failing at once if tail exited (or was killed) meanwhile.
+  const until = (what: string, ok: () => boolean, timeoutMs: number) =>
+    waitUntil(() => `${what} from tail after ${timeoutMs} ms; stderr:\n${err}\nstdout:\n${out}`, () => {
+      if (ok()) return true;
+      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`tail exited (${proc.exitCode ?? proc.signalCode}) before ${what}; stderr:\n${err}`);
+      return false;
+    }, timeoutMs);
   await until('ready notice', () => err.includes('ready'), 30_000).catch((e) => {
     proc.kill('SIGKILL'); // not left capturing after the test
     throw e;
@@ -59,7 +59,7 @@ export async function tailDuring(args: string[], env: NodeJS.ProcessEnv, traffic
   traffic();
   const lines = (out: string) => out.split('\n').length - 1; // complete lines only
   await tail.waitForOutput((out) => lines(out) >= count, 15_000).catch(() => undefined); // fewer: the assertions say what is missing
-  await new Promise((r) => setTimeout(r, 500));
+  await sleep(500);
   await tail.stop();
   return { notice: tail.err(), records: tail.out().trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
 }
