@@ -23,6 +23,7 @@ interface Addon {
   initialValue(obj: Handle, mapName: string): Buffer;
   setMaxEntries(obj: Handle, mapName: string, n: number): void;
   load(obj: Handle): void;
+  loadAlone(obj: Handle, progName: string): string;
   attach(obj: Handle, progName: string, binaryPath?: string, funcNameOrOffset?: string | number, retprobe?: boolean, pid?: number): Handle;
   map(obj: Handle, name: string): MapInfo;
   close(obj: Handle): void;
@@ -120,6 +121,12 @@ export interface RingBufferStats {
   records: number;
 }
 
+export interface VerifierStats {
+  insnsProcessed: number;
+  /** The verifier's statistics as it printed them (BPF_LOG_STATS). */
+  text: string;
+}
+
 const BPF_MAP_TYPE_PERCPU_HASH = 5;
 const BPF_MAP_TYPE_PERCPU_ARRAY = 6;
 const BPF_MAP_TYPE_LRU_PERCPU_HASH = 10;
@@ -161,6 +168,18 @@ export class BpfObject {
   /** Creates maps, relocates (CO-RE against /sys/kernel/btf/vmlinux) and loads every program. */
   load(): void {
     native().load(this.open());
+  }
+
+  /**
+   * Instead of load(), for measuring: loads `progName` alone, the other programs left out, and
+   * returns what the verifier reported for it: the instructions it processed (its limit is 1M a
+   * program) and its whole statistics text (states, time, stack).
+   */
+  loadAlone(progName: string): VerifierStats {
+    const text = native().loadAlone(this.open(), progName);
+    const processed = /processed (\d+) insns/.exec(text);
+    if (!processed) throw new Error(`${progName}: no verifier statistics in ${JSON.stringify(text)}`);
+    return { insnsProcessed: Number(processed[1]), text };
   }
 
   /**

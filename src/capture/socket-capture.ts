@@ -46,6 +46,19 @@ export function ringBufferBytes(env: NodeJS.ProcessEnv = process.env): number {
 const WAKEUP_FRACTION = 16;
 const POLL_MS = 10;
 
+/** Sets the opened object's configuration and map sizes, before it loads. */
+export function configure(obj: BpfObject, filterPorts: boolean): void {
+  // struct hepbpf_config is the only .rodata variable: { u32 self_tgid; u32 filter_ports; u32 wakeup_bytes; }
+  const ringBytes = ringBufferBytes();
+  const rodata = obj.initialValue('.rodata');
+  rodata.writeUInt32LE(process.pid, 0);
+  rodata.writeUInt32LE(filterPorts ? 1 : 0, 4);
+  rodata.writeUInt32LE(ringBytes / WAKEUP_FRACTION, 8);
+  obj.setInitialValue('.rodata', rodata);
+  obj.setMaxEntries('scratch', possibleCpus());
+  obj.setMaxEntries('events', ringBytes);
+}
+
 /** The kernel-facing part of capture: loads bpf/hepbpf.bpf.c, configures it, attaches every probe, drains the ring buffer. */
 export class SocketCapture implements RecordSource {
   private obj?: BpfObject;
@@ -62,15 +75,7 @@ export class SocketCapture implements RecordSource {
     const obj = BpfObject.open(BPF_OBJECT_PATH);
     this.obj = obj;
     try {
-      // struct hepbpf_config is the only .rodata variable: { u32 self_tgid; u32 filter_ports; u32 wakeup_bytes; }
-      const ringBytes = ringBufferBytes();
-      const rodata = obj.initialValue('.rodata');
-      rodata.writeUInt32LE(process.pid, 0);
-      rodata.writeUInt32LE(this.opts.sipPorts?.length ? 1 : 0, 4);
-      rodata.writeUInt32LE(ringBytes / WAKEUP_FRACTION, 8);
-      obj.setInitialValue('.rodata', rodata);
-      obj.setMaxEntries('scratch', possibleCpus());
-      obj.setMaxEntries('events', ringBytes);
+      configure(obj, !!this.opts.sipPorts?.length);
       obj.load();
       const ports = obj.map('sip_ports');
       for (const p of this.opts.sipPorts ?? []) {

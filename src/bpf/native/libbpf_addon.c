@@ -349,6 +349,48 @@ static napi_value object_load(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+/* loadAlone(object, progName) -> string: loads that program only (the others
+ * are left out) and returns the verifier's statistics for it (BPF_LOG_STATS:
+ * "processed N insns (limit 1000000) ...", the verification time). */
+static napi_value object_load_alone(napi_env env, napi_callback_info info)
+{
+	static char stats[4096];
+	struct bpf_program *prog, *target = NULL;
+	struct bpf_object *obj;
+	napi_value result;
+	char *name;
+	int err;
+
+	GET_ARGS(2);
+	obj = arg_object(env, argv[0]);
+	name = arg_string(env, argv[1]);
+	bpf_object__for_each_program(prog, obj) {
+		bool me = name && !strcmp(bpf_program__name(prog), name);
+
+		bpf_program__set_autoload(prog, me);
+		if (me)
+			target = prog;
+	}
+	if (!target) {
+		throw_errno(env, name ? name : "loadAlone", ENOENT);
+		free(name);
+		return NULL;
+	}
+	free(name);
+	stats[0] = '\0';
+	bpf_program__set_log_level(target, 4);
+	bpf_program__set_log_buf(target, stats, sizeof(stats));
+	capture_begin();
+	err = bpf_object__load(obj);
+	capture_end(err);
+	if (err) {
+		throw_errno(env, "bpf_object__load", -err);
+		return NULL;
+	}
+	napi_create_string_utf8(env, stats, NAPI_AUTO_LENGTH, &result);
+	return result;
+}
+
 /* attach(object, progName[, binaryPath, funcName, retprobe, pid]) -> link.
  * With a binary path the program is a uprobe/uretprobe on funcName;
  * otherwise libbpf attaches it as its SEC() says. */
@@ -1340,6 +1382,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "initialValue", object_initial_value },
 		{ "setMaxEntries", object_set_max_entries },
 		{ "load", object_load },
+		{ "loadAlone", object_load_alone },
 		{ "attach", object_attach },
 		{ "map", object_map },
 		{ "close", object_close },
