@@ -470,6 +470,50 @@ static napi_value link_destroy(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+static void *destroy_link(void *link)
+{
+	bpf_link__destroy(link);
+	return NULL;
+}
+
+/* linksDestroy(links[]): detaches them all at once, a thread each: each
+ * tracepoint's or uprobe's detach waits out RCU grace periods, which side by
+ * side partly overlap (see BpfLink.destroyAll). */
+static napi_value links_destroy(napi_env env, napi_callback_info info)
+{
+	struct link_handle **handles;
+	pthread_attr_t attr;
+	pthread_t *threads;
+	bool *started;
+	uint32_t n = 0, i;
+	napi_value v;
+
+	GET_ARGS(1);
+	napi_get_array_length(env, argv[0], &n);
+	handles = calloc(n ? n : 1, sizeof(*handles));
+	threads = calloc(n ? n : 1, sizeof(*threads));
+	started = calloc(n ? n : 1, sizeof(*started));
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 64 << 10);
+	for (i = 0; i < n; i++) {
+		napi_get_element(env, argv[0], i, &v);
+		handles[i] = arg_external(env, v);
+		started[i] = handles[i]->link && !pthread_create(&threads[i], &attr, destroy_link, handles[i]->link);
+	}
+	for (i = 0; i < n; i++) {
+		if (started[i])
+			pthread_join(threads[i], NULL);
+		else
+			bpf_link__destroy(handles[i]->link); /* no thread: here */
+		handles[i]->link = NULL;
+	}
+	pthread_attr_destroy(&attr);
+	free(started);
+	free(threads);
+	free(handles);
+	return NULL;
+}
+
 /* close(object): maps and programs go; links made from it stay until destroyed. */
 static napi_value object_close(napi_env env, napi_callback_info info)
 {
@@ -1387,6 +1431,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "map", object_map },
 		{ "close", object_close },
 		{ "linkDestroy", link_destroy },
+		{ "linksDestroy", links_destroy },
 		{ "mapLookup", map_lookup },
 		{ "mapUpdate", map_update },
 		{ "mapDelete", map_delete },
