@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { decodeBatch, F_COUNTERPART, F_STREAM_START, L7_DIAMETER } from '../../src/capture/record.js';
+import { type CaptureRecord, decodeBatch, F_COUNTERPART, F_SEQ, F_STREAM_START, L7_DIAMETER } from '../../src/capture/record.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
+import { SentBytes } from '../../src/stream/sent-bytes.js';
 import { LocalDedup } from '../../src/stream/dedup.js';
 import type { Message } from '../../src/stream/message.js';
 import { SipFramer } from '../../src/stream/sip-framer.js';
@@ -430,6 +431,62 @@ describe('stream lifetime', () => {
     expect(asm.stats().streams).toBe(1);
     asm.expire(1n + 121_000_000_000n);
     expect(asm.stats()).toMatchObject({ streams: 0, expiredStreams: 1 });
+  });
+
+  it('frames a local TCP receiver\'s header-only reads from the bytes its sender\'s records carried, wherever the reads split them', () => {
+    const [a, b, c] = [sipMessage('seq-a'), sipMessage('seq-b'), sipMessage('seq-c')];
+    const out: Message[] = [];
+    const asm = new StreamAssembler((m) => out.push({ ...m, payload: Buffer.from(m.payload) }));
+    const push = (spec: RecordSpec) => decodeBatch(batchOf([encodeRecord(spec)]), (r) => asm.push(r));
+    const tcp = { ipProto: 6 as const, source: 1 };
+    const sender = { ...tcp, pid: 100, sockId: 1n, localPort: 40000, remotePort: 5060 };
+    const receiver = { ...tcp, pid: 200, sockId: 2n, direction: 1 as const, source: 6, localPort: 5060, remotePort: 40000 };
+    const seq = 0xfffffc00; // the run wraps past 2^32
+    const header = (at: number, len: number, flags = 0) => ({ ...receiver, data: Buffer.alloc(0), origLen: len, msgHash: at >>> 0, flags: F_SEQ | F_COUNTERPART | flags });
+    push({ ...sender, data: a, msgHash: seq, flags: F_SEQ | F_STREAM_START });
+    push({ ...sender, data: Buffer.concat([b, c]), msgHash: (seq + a.length) >>> 0, flags: F_SEQ });
+    // The receiver's first read was whole (before the flow was known), the next two split b|c unevenly.
+    push({ ...receiver, data: a, msgHash: seq, flags: F_SEQ | F_STREAM_START });
+    push(header(seq + a.length, b.length + 10));
+    push(header(seq + a.length + b.length + 10, c.length - 10));
+    expect(out.map((m) => [m.pid, m.direction, m.payload.toString()])).toEqual([
+      [100, 'egress', a.toString()], [100, 'egress', b.toString()], [100, 'egress', c.toString()],
+      [200, 'ingress', a.toString()], [200, 'ingress', b.toString()], [200, 'ingress', c.toString()],
+    ]);
+    expect(out.every((m) => !m.payloadOmitted && !m.msgHash)).toBe(true);
+    // Everything read is let go; each receiver's copy pairs with its sender's.
+    expect(asm.stats().localTcp).toEqual({ flows: 1, bytes: 0, missing: 0, evictedForMemory: 0 });
+    const d = new LocalDedup();
+    expect(out.map((m) => d.accept(m))).toEqual([true, true, true, false, false, false]);
+  });
+
+  it('restarts a local TCP receiver\'s stream whose bytes were not kept, and drops a closed connection\'s bytes on the next one\'s first record', () => {
+    const [a, b] = [sipMessage('kept-a'), sipMessage('kept-b')];
+    const out: string[] = [];
+    const asm = new StreamAssembler((m) => out.push(`${m.pid} ${m.payload.toString().slice(0, 20)}`));
+    const push = (spec: RecordSpec) => decodeBatch(batchOf([encodeRecord(spec)]), (r) => asm.push(r));
+    const sender = { ipProto: 6 as const, source: 1, pid: 100, sockId: 1n, localPort: 40000, remotePort: 5060 };
+    const receiver = { ipProto: 6 as const, source: 6, pid: 200, sockId: 2n, direction: 1 as const, localPort: 5060, remotePort: 40000 };
+    push({ ...sender, data: a, msgHash: 1000, flags: F_SEQ | F_STREAM_START });
+    // A new connection on the same addresses and ports: its first record (not kept) drops the old bytes.
+    push({ ...sender, sockId: 3n, data: b, msgHash: 1000 + a.length, flags: F_STREAM_START });
+    push({ ...receiver, data: Buffer.alloc(0), origLen: a.length, msgHash: 1000, flags: F_SEQ | F_COUNTERPART | F_STREAM_START });
+    push({ ...receiver, data: b, msgHash: 1000 + a.length, flags: F_SEQ });
+    expect(out).toEqual([`100 ${a.toString().slice(0, 20)}`, `100 ${b.toString().slice(0, 20)}`, `200 ${b.toString().slice(0, 20)}`]);
+    expect(asm.stats().localTcp).toMatchObject({ missing: 1, bytes: 0 });
+  });
+
+  it('keeps local TCP senders\' bytes under its bound: the least recently written flow goes first', () => {
+    const kept = new SentBytes(100);
+    const each = (specs: RecordSpec[], f: (r: CaptureRecord) => void) => decodeBatch(batchOf(specs.map(encodeRecord)), f);
+    const sent = (port: number, seq: number) => ({ ipProto: 6 as const, localPort: port, remotePort: 5060, msgHash: seq, flags: F_SEQ, data: Buffer.alloc(40, port) });
+    each([sent(40000, 0), sent(40001, 0), sent(40000, 40)], (r) => kept.keep(r, false));
+    expect(kept.stats()).toEqual({ flows: 1, bytes: 80, missing: 0, evictedForMemory: 1 });
+    const read = (port: number) => ({ ipProto: 6 as const, direction: 1 as const, localPort: 5060, remotePort: port, msgHash: 0, origLen: 80, flags: F_SEQ | F_COUNTERPART, data: Buffer.alloc(0) });
+    const got: Array<Buffer | undefined> = [];
+    each([read(40000), read(40001)], (r) => got.push(kept.take(r, true)));
+    expect(got.map((b) => b?.length)).toEqual([80, undefined]);
+    expect(kept.stats()).toMatchObject({ bytes: 0, missing: 1 });
   });
 
   it('starts afresh when a new connection takes the socket address of a closed one (first record flagged by the kernel)', () => {
