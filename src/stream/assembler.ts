@@ -1,5 +1,5 @@
 import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_COUNTERPART, F_NO_CONN, F_NO_PEER, F_SEQ, F_STREAM_START, F_TLS, L7_DIAMETER, L7_WEBSOCKET } from '../capture/record.js';
-import type { AppProto, Endpoint, Message, Transport } from './message.js';
+import type { AppProto, Endpoint, Message, ReceiverCopy, Transport } from './message.js';
 import { SipFramer } from './sip-framer.js';
 import { isKeepAlive } from '../protocols/sip.js';
 import { DiameterFramer } from './diameter-framer.js';
@@ -47,7 +47,8 @@ function streamKey(rec: CaptureRecord): string {
 const keyText = new Map<bigint, { tls: boolean; pid: number; byDirection: string[] }>();
 
 /**
- * Turns records into messages: a UDP record is one datagram; TCP (and SCTP) records are
+ * Turns records into messages: a UDP record is one datagram (a local datagram's header-only receiver's
+ * copy is no message: it is handed on as a ReceiverCopy); TCP (and SCTP) records are
  * reassembled per socket and direction, TLS plaintext per TLS connection and direction, then framed. A
  * local TCP connection's receiver is framed from the bytes its sender's records carried when the kernel
  * sent its reads header only (src/stream/sent-bytes.ts).
@@ -70,8 +71,15 @@ export class StreamAssembler {
   private currentTransport: Transport = 'tcp';
   private currentProto: AppProto = 'sip';
 
+  /** The one ReceiverCopy, rewritten for each header-only receiver's copy. */
+  private readonly receiverCopy: ReceiverCopy = {
+    tsNs: 0n, transport: 'udp', direction: 'ingress', src: { ip: '', port: 0 }, dst: { ip: '', port: 0 }, size: 0, msgHash: 0, cgroupId: 0n, pid: 0, netns: 0,
+  };
+
+  /** Header-only receiver's copies of local datagrams go to onReceiverCopy (none without it), not through framing. */
   constructor(
     private readonly onMessage: (m: Message) => void,
+    private readonly onReceiverCopy: (c: ReceiverCopy) => void = () => {},
     private readonly maxBufferBytes = MAX_BUFFER_BYTES,
   ) {}
 
@@ -83,11 +91,10 @@ export class StreamAssembler {
       this.boundBuffers();
     }
     if (rec.ipProto === IPPROTO_UDP) {
+      if (rec.flags & F_COUNTERPART) return this.handOnReceiverCopy(rec);
       this.currentTransport = 'udp';
       this.currentProto = 'sip';
-      // A header-only receiver's copy (counterpart) carries no bytes by design: neither cut nor a keep-alive.
-      const whole = (rec.flags & F_COUNTERPART) === 0;
-      this.emit(rec.data, rec.origLen, whole && rec.truncated, whole && (rec.dataLen === 0 || isKeepAlive(rec.data)));
+      this.emit(rec.data, rec.origLen, rec.truncated, rec.dataLen === 0 || isKeepAlive(rec.data));
       return;
     }
     const tls = (rec.flags & F_TLS) !== 0;
@@ -202,12 +209,25 @@ export class StreamAssembler {
       peerUnknown: (r.flags & F_NO_PEER) !== 0,
       connectionUnknown: (r.flags & F_NO_CONN) !== 0,
       msgHash: r.ipProto === IPPROTO_UDP ? r.msgHash : 0,
-      payloadOmitted: r.ipProto === IPPROTO_UDP && (r.flags & F_COUNTERPART) !== 0,
       keepAlive,
       // Set later by attribution: declared here so that setting them adds no property to the object.
       peerCgroupId: undefined,
       peerPid: undefined,
     });
+  }
+
+  /** A header-only receiver's copy carries no bytes: its ends, size and hash are all there is to hand on. */
+  private handOnReceiverCopy(r: CaptureRecord): void {
+    const c = this.receiverCopy;
+    c.tsNs = r.tsNs;
+    c.src = this.endpoint(r.remoteAddr(), r.remotePort);
+    c.dst = this.localEndpoint(r);
+    c.size = r.origLen;
+    c.msgHash = r.msgHash;
+    c.cgroupId = r.cgroupId;
+    c.pid = r.pid;
+    c.netns = r.netns;
+    this.onReceiverCopy(c);
   }
 
   /**
