@@ -239,6 +239,15 @@ async function searchRate(step: (rate: number) => Promise<{ f: Flood; forwarded?
   return steps;
 }
 
+/**
+ * UDP datagrams dropped on this host because a socket's receive buffer was full (/proc/net/snmp
+ * RcvbufErrors): over HEP/UDP, the collector's that did not keep up, though any socket of the host counts.
+ */
+function udpReceiveDrops(): number {
+  const [names, values] = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Udp:')).map((l) => l.split(/\s+/));
+  return Number(values?.[names.indexOf('RcvbufErrors')] ?? 0);
+}
+
 /** Ring-buffer records the kernel wrote per message the agent forwarded, over one agent's run (from its final stats). */
 const recordsPerMessage: Record<string, number[]> = {};
 
@@ -252,9 +261,12 @@ async function searchWithAgent(transport: 'udp' | 'tcp', sip: 'udp' | 'tcp' = 'u
   try {
     const agent = await startAgent(`${transport}://127.0.0.1:${hepPort}`);
     let before = 0;
+    let udpDropsAtStep = 0;
     const steps = await searchRate(async (rate) => {
+      const drops = udpReceiveDrops();
       const f = await flood(rate, STEP_SECS, port(), sip);
       const after = await counter.settle();
+      udpDropsAtStep = udpReceiveDrops() - drops;
       const forwarded = after - before;
       before = after;
       return { f, forwarded };
@@ -267,7 +279,9 @@ async function searchWithAgent(transport: 'udp' | 'tcp', sip: 'udp' | 'tcp' = 'u
     if (!last.ok && last.forwarded !== undefined) {
       // Earlier steps were lossless, so the agent's loss counters belong to this one.
       const hep = Object.values(stats.hep?.collectors ?? {})[0] as Record<string, number> | undefined;
-      last.result += ` (kernel ring buffer full ${stats.capture?.kernel?.ringbufFull ?? '?'}, HEP queue dropped ${hep?.dropped ?? '?'}, send errors ${hep?.errors ?? '?'})`;
+      last.result +=
+        ` (kernel ring buffer full ${stats.capture?.kernel?.ringbufFull ?? '?'}, shed ${stats.capture?.shed?.lag ?? '?'}, HEP queue dropped ${hep?.dropped ?? '?'},` +
+        ` send errors ${hep?.errors ?? '?'}, UDP datagrams the host's full receive buffers dropped during the step ${udpDropsAtStep})`;
     }
     return steps;
   } finally {
