@@ -3,16 +3,18 @@
  * Every figure is printed next to its baseline measured in the same run: the machines are
  * noisy, so baseline and agent runs alternate and medians are reported.
  *   --json          print the figures as JSON instead of tables
- *   --only=a,b,c    sections: (a) zero-loss rates, (b) syscall costs, (c) footprint (idle, 1k/s, 10k/s, overload; a fresh agent at 60k/s), (tls) TLS probe
+ *   --only=a,b,c    sections: (a) zero-loss rates, (b) syscall costs, (c) footprint (idle, 1k/s, 10k/s, overload; a fresh agent at 60k/s), (tcp) SIP
+ *                   over TCP between local processes: ring-buffer records and bytes per message, CPU, loss, (tls) TLS probe
  *                   modes (bench/tls.ts), (kamailio) the cost to a Kamailio stateless proxy
  *                   (bench/kamailio.ts), (start) loss right after `ready` (bench/cold-start.ts): these
  *                   need root and load the agent's BPF programs; (pipeline) per-stage costs on recorded
  *                   records, without kernel or root (bench/pipeline.ts); (spool) the cost of spooling
  *                   (bench/spool.ts)
  *   --no-agent      baselines only (also when dist/src/cli/main.js is not built)
+ *   --agent=PATH    the agent to measure: another build's dist/src/cli/main.js (default this checkout's), to compare builds
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,11 +27,11 @@ import { median } from './median.js';
 import { AGENT_NODE_FLAGS } from '../src/cli/node-flags.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
-const CLI = resolve(REPO, 'dist/src/cli/main.js');
 const args = process.argv.slice(2);
+const CLI = resolve(args.find((a) => a.startsWith('--agent='))?.slice(8) ?? resolve(REPO, 'dist/src/cli/main.js'));
 const json = args.includes('--json');
-const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'tls', 'start', 'pipeline', 'kamailio'];
-const needsKernel = only.some((s) => ['a', 'b', 'c', 'tls', 'start', 'kamailio'].includes(s));
+const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'tcp', 'tls', 'start', 'pipeline', 'kamailio'];
+const needsKernel = only.some((s) => ['a', 'b', 'c', 'tcp', 'tls', 'start', 'kamailio'].includes(s));
 const withAgent = !args.includes('--no-agent') && existsSync(CLI);
 const say = (line = '') => json || process.stdout.write(line + '\n');
 
@@ -41,6 +43,7 @@ if (needsKernel && process.getuid?.() !== 0) {
 const TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
 const dir = mkdtempSync(join(tmpdir(), 'hepbpf-bench-'));
 const UDP_LOAD = join(dir, 'udp_load');
+const RING_WRITTEN = join(dir, 'ring_written');
 const SYSCALL_COST = join(dir, 'syscall_cost');
 const TLS_COST = join(dir, 'tls_cost');
 const TLS_CERT = join(dir, 'cert.pem');
@@ -145,8 +148,9 @@ interface Flood {
   seconds: number;
 }
 
-async function flood(rate: number, secs: number, to = port()): Promise<Flood> {
-  const out = await runC(UDP_LOAD, 'flood', String(rate), String(secs), String(to));
+/** `rate` 800-byte SIP messages/s for `secs` s from one local process to another, over UDP or one TCP connection. */
+async function flood(rate: number, secs: number, to = port(), sip: 'udp' | 'tcp' = 'udp'): Promise<Flood> {
+  const out = await runC(UDP_LOAD, 'flood', String(rate), String(secs), String(to), sip);
   const m = /sent (\d+) received (-?\d+) failed (\d+) seconds ([\d.]+)/.exec(out);
   if (!m) throw new Error(`udp_load flood: unexpected output ${out}`);
   return { sent: +m[1], received: +m[2], failed: +m[3], seconds: +m[4] };
@@ -235,19 +239,34 @@ async function searchRate(step: (rate: number) => Promise<{ f: Flood; forwarded?
   return steps;
 }
 
+/**
+ * UDP datagrams dropped on this host because a socket's receive buffer was full (/proc/net/snmp
+ * RcvbufErrors): over HEP/UDP, the collector's that did not keep up, though any socket of the host counts.
+ */
+function udpReceiveDrops(): number {
+  const [names, values] = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Udp:')).map((l) => l.split(/\s+/));
+  return Number(values?.[names.indexOf('RcvbufErrors')] ?? 0);
+}
+
 /** Ring-buffer records the kernel wrote per message the agent forwarded, over one agent's run (from its final stats). */
 const recordsPerMessage: Record<string, number[]> = {};
 
-/** One agent for the whole search, as it would run: each step's HEP packets are counted once delivery settles. */
-async function searchWithAgent(transport: 'udp' | 'tcp'): Promise<Step[]> {
+/**
+ * One agent for the whole search, as it would run: each step's HEP packets are counted once delivery settles.
+ * transport: HEP's; sip: the flood's. Records per message go into `perMessage` under the HEP transport.
+ */
+async function searchWithAgent(transport: 'udp' | 'tcp', sip: 'udp' | 'tcp' = 'udp', perMessage = recordsPerMessage): Promise<Step[]> {
   const hepPort = port();
   const counter = await startCounter(transport, hepPort);
   try {
     const agent = await startAgent(`${transport}://127.0.0.1:${hepPort}`);
     let before = 0;
+    let udpDropsAtStep = 0;
     const steps = await searchRate(async (rate) => {
-      const f = await flood(rate, STEP_SECS);
+      const drops = udpReceiveDrops();
+      const f = await flood(rate, STEP_SECS, port(), sip);
       const after = await counter.settle();
+      udpDropsAtStep = udpReceiveDrops() - drops;
       const forwarded = after - before;
       before = after;
       return { f, forwarded };
@@ -255,12 +274,14 @@ async function searchWithAgent(transport: 'udp' | 'tcp'): Promise<Step[]> {
     const stats = await agent.stop();
     const emitted = stats.capture?.kernel?.emitted;
     const forwarded = stats.capture?.forwarded;
-    if (emitted !== undefined && forwarded) (recordsPerMessage[transport] ??= []).push(emitted / forwarded);
+    if (emitted !== undefined && forwarded) (perMessage[transport] ??= []).push(emitted / forwarded);
     const last = steps[steps.length - 1];
     if (!last.ok && last.forwarded !== undefined) {
       // Earlier steps were lossless, so the agent's loss counters belong to this one.
       const hep = Object.values(stats.hep?.collectors ?? {})[0] as Record<string, number> | undefined;
-      last.result += ` (kernel ring buffer full ${stats.capture?.kernel?.ringbufFull ?? '?'}, HEP queue dropped ${hep?.dropped ?? '?'}, send errors ${hep?.errors ?? '?'})`;
+      last.result +=
+        ` (kernel ring buffer full ${stats.capture?.kernel?.ringbufFull ?? '?'}, shed ${stats.capture?.shed?.lag ?? '?'}, HEP queue dropped ${hep?.dropped ?? '?'},` +
+        ` send errors ${hep?.errors ?? '?'}, UDP datagrams the host's full receive buffers dropped during the step ${udpDropsAtStep})`;
     }
     return steps;
   } finally {
@@ -312,6 +333,60 @@ async function zeroLossRates() {
     summary.push(['zero-loss rate, HEP/TCP (median)', show(medians.noAgent), show(medians.hepTcp), '>= 150k/s']);
   }
   results.zeroLoss = { medianRate: medians, passes, recordsPerMessage };
+}
+
+/** The id of the agent's ring buffer (the only BPF_MAP_TYPE_RINGBUF map among its fds), from /proc. */
+function ringBufferId(pid: number): number {
+  for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
+    const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    if (/^map_type:\s+27$/m.test(info)) return Number(/^map_id:\s+(\d+)$/m.exec(info)![1]);
+  }
+  throw new Error(`no ring buffer among the fds of ${pid}`);
+}
+
+/**
+ * (tcp) 800-byte SIP over one TCP connection between two local processes: both ends' syscalls are
+ * captured, and the kernel may send the receiver's reads header only (bpf/local_copies.bpf.h). A fresh
+ * agent per rate (HEP/UDP, capturing the flood's port only) reports what the ring buffer carried per
+ * forwarded message, its CPU and what it did not forward; then one agent's zero-loss rate search.
+ */
+async function localTcp() {
+  const TCP_RATES = [10_000, 25_000, 50_000];
+  const SECS = 5;
+  say(`\n(tcp) 800-byte SIP over TCP between two local processes (one connection, a write per message, reads of up to 64 KiB), HEP/UDP`);
+  if (!withAgent) return say('  (no agent)');
+  const rows = [['rate', 'forwarded', 'records / msg', 'ring-buffer bytes / msg', 'reads header only / whole', 'CPU (% of one core)']];
+  const figures: Record<string, object> = {};
+  for (const rate of TCP_RATES) {
+    const counter = await startCounter('udp', port());
+    try {
+      const sipPort = port();
+      const agent = await startAgent(`udp://127.0.0.1:${counter.port}`, process.env, ['--sip-ports', String(sipPort)]);
+      await sleep(1000);
+      const ring = ringBufferId(agent.pid);
+      const writtenBefore = Number(await runC(RING_WRITTEN, String(ring)));
+      const before = procStats(agent.pid);
+      const t0 = performance.now();
+      const f = await flood(rate, SECS, sipPort, 'tcp');
+      const cpuPercent = ((procStats(agent.pid).cpuS - before.cpuS) / ((performance.now() - t0) / 1000)) * 100;
+      const forwarded = await counter.settle();
+      const ringBytes = Number(await runC(RING_WRITTEN, String(ring))) - writtenBefore;
+      const kernel = (await agent.stop()).capture?.kernel ?? {};
+      const records = kernel.emitted / forwarded;
+      figures[`at${rate}PerS`] = { sent: f.sent, forwarded, records, ringBytes: ringBytes / forwarded, cpuPercent, readsReduced: kernel.tcpReadReduced, readsWhole: kernel.tcpReadWhole };
+      const reads = kernel.tcpReadReduced === undefined ? '-' : `${kernel.tcpReadReduced} / ${kernel.tcpReadWhole}`;
+      rows.push([fmtRate(rate), `${forwarded}/${f.sent}`, records.toFixed(2), (ringBytes / forwarded).toFixed(0), reads, `${cpuPercent.toFixed(1)}%`]);
+      if (rate === 10_000) summary.push([`SIP/TCP between local processes at ${fmtRate(rate)}: ring-buffer bytes / msg, agent CPU`, '-', `${(ringBytes / forwarded).toFixed(0)} B, ${cpuPercent.toFixed(0)}%`, 'one copy (~930 B)']);
+    } finally {
+      await counter.stop();
+    }
+  }
+  table(rows);
+  const steps = await searchWithAgent('udp', 'tcp', {});
+  const upTo = steps.filter((s) => s.ok).map((s) => fmtRate(s.rate));
+  const last = steps[steps.length - 1];
+  say(`  zero-loss search (steps of ${STEP_SECS} s, one agent, HEP/UDP): ${upTo.length ? `zero loss up to ${upTo[upTo.length - 1]}` : 'no lossless step'}` + (last.ok ? ' (the highest step)' : `; at ${fmtRate(last.rate)}: ${last.result}`));
+  results.localTcp = { ...figures, zeroLossRate: Math.max(0, ...steps.filter((s) => s.ok).map((s) => s.rate)), steps };
 }
 
 /** Resident memory by kind of mapping: the ring buffer (mapped twice) and other BPF maps, code and data of files (node, libraries), the rest (V8 heap, malloc, stacks). */
@@ -424,6 +499,7 @@ async function freshOverload(counter: Awaited<ReturnType<typeof startCounter>>, 
 async function main() {
   if (needsKernel) {
     execFileSync('cc', ['-O2', '-o', UDP_LOAD, resolve(REPO, 'bench/udp_load.c')]);
+    execFileSync('cc', ['-O2', '-o', RING_WRITTEN, resolve(REPO, 'bench/ring_written.c')]);
     execFileSync('cc', ['-O2', '-o', SYSCALL_COST, resolve(REPO, 'bench/syscall_cost.c')]);
     execFileSync('cc', ['-O2', '-o', TLS_COST, resolve(REPO, 'bench/tls_cost.c'), '-lssl', '-lcrypto']);
     execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', TLS_KEY, '-out', TLS_CERT, '-days', '2', '-subj', '/CN=hepbpf-bench'], { stdio: 'ignore' });
@@ -434,6 +510,7 @@ async function main() {
   if (only.includes('b')) await syscallCosts();
   if (only.includes('a')) await zeroLossRates();
   if (only.includes('c')) await footprint();
+  if (only.includes('tcp')) await localTcp();
   if (only.includes('start') && withAgent) {
     const c = (results.coldStart = await coldStartBench({ say, table, startAgent, port, flood, startCounter: (p) => startCounter('udp', p) })) as { rounds: { lost: number }[] };
     summary.push(['messages lost, 20k/s for 8 s from `ready` (worst round)', '0', String(Math.max(...c.rounds.map((r) => r.lost))), '0']);

@@ -5,7 +5,7 @@
  * entering the receiver, as on a real host. Built with src/capture/replay.ts.
  */
 import { batchOf, encodeRecord, type RecordSpec } from '../src/capture/replay.js';
-import { F_TLS, L7_DIAMETER, L7_SIP, L7_WEBSOCKET } from '../src/capture/record.js';
+import { F_COUNTERPART, F_TLS, L7_DIAMETER, L7_SIP, L7_WEBSOCKET } from '../src/capture/record.js';
 import { ContainerResolver } from '../src/enrich/containers.js';
 import type { CgroupIndex } from '../src/enrich/cgroups.js';
 import type { DockerApi } from '../src/enrich/docker-api.js';
@@ -160,6 +160,8 @@ export class Recorder {
   exchange(o: {
     from: Peer; to: Peer; fromPort: number; toPort: number; ipProto: 6 | 17; l7: number; tls?: boolean;
     writes: Buffer[]; reads?: Buffer[]; messages: number;
+    /** UDP as the kernel records a datagram between two processes of this host (bpf/local_copies.bpf.h): both copies carry its hash, the receiver's no bytes. */
+    receiverHeaderOnly?: boolean;
   }): void {
     const side = (p: Peer, direction: 0 | 1, local: number, remote: number, data: Buffer): RecordSpec => ({
       cgroupId: p.cgroupId, pid: p.pid, comm: p.comm, direction, ipProto: o.ipProto, l7: o.l7,
@@ -170,8 +172,16 @@ export class Recorder {
       source: o.tls ? (direction === 0 ? 11 : 12) : 3,
       localAddr: p.addr, remoteAddr: direction === 0 ? o.to.addr : o.from.addr, localPort: local, remotePort: remote, data,
     });
-    for (const w of o.writes) this.record(side(o.from, 0, o.fromPort, o.toPort, w));
-    for (const r of o.reads ?? o.writes) this.record(side(o.to, 1, o.toPort, o.fromPort, r));
+    if (o.receiverHeaderOnly) {
+      for (const w of o.writes) {
+        const msgHash = kernelHash(w);
+        this.record({ ...side(o.from, 0, o.fromPort, o.toPort, w), msgHash });
+        this.record({ ...side(o.to, 1, o.toPort, o.fromPort, Buffer.alloc(0)), msgHash, origLen: w.length, flags: F_COUNTERPART, source: 8 });
+      }
+    } else {
+      for (const w of o.writes) this.record(side(o.from, 0, o.fromPort, o.toPort, w));
+      for (const r of o.reads ?? o.writes) this.record(side(o.to, 1, o.toPort, o.fromPort, r));
+    }
     this.messages += o.messages;
   }
 
@@ -182,11 +192,19 @@ export class Recorder {
   }
 }
 
+/** Stands for the kernel's msg_hash of a datagram's first 512 bytes: any nonzero value both copies share. */
+function kernelHash(data: Buffer): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < Math.min(data.length, 512); i++) h = Math.imul(h ^ data[i], 0x01000193);
+  return h >>> 0 || 1;
+}
+
 /** `buf` cut into `parts` reads of about equal size. */
 const split = (buf: Buffer, parts: number) =>
   Array.from({ length: parts }, (_, i) => buf.subarray(Math.floor((buf.length * i) / parts), Math.floor((buf.length * (i + 1)) / parts)));
 
-export type Scenario = 'SIP/UDP' | 'SIP/TCP' | 'SIP/TLS' | 'SIP/WS' | 'Diameter';
+export type Scenario = 'SIP/UDP' | 'SIP/UDP local' | 'SIP/TCP' | 'SIP/TLS' | 'SIP/WS' | 'Diameter';
+/** The mixed traffic's scenarios. */
 export const SCENARIOS: Scenario[] = ['SIP/UDP', 'SIP/TCP', 'SIP/TLS', 'SIP/WS', 'Diameter'];
 
 const WS_UPGRADE = Buffer.from(
@@ -205,9 +223,11 @@ export function record(rec: Recorder, scenario: Scenario, calls: number, tag = '
   for (let i = 0; i < calls; i++) {
     const id = `${scenario}-${tag}${i}`;
     const icid = `icid-${tag}${i}`;
-    if (scenario === 'SIP/UDP') {
-      rec.exchange({ ...sip, ipProto: 17, writes: [invite(id, icid)], messages: 1 });
-      rec.exchange({ ...back, ipProto: 17, writes: [ok(id)], messages: 1 });
+    if (scenario === 'SIP/UDP' || scenario === 'SIP/UDP local') {
+      // SIP/UDP: both copies whole; SIP/UDP local: as the kernel now records two local processes' datagrams.
+      const receiverHeaderOnly = scenario === 'SIP/UDP local';
+      rec.exchange({ ...sip, ipProto: 17, writes: [invite(id, icid)], messages: 1, receiverHeaderOnly });
+      rec.exchange({ ...back, ipProto: 17, writes: [ok(id)], messages: 1, receiverHeaderOnly });
     } else if (scenario === 'SIP/TCP' || scenario === 'SIP/TLS') {
       // Two INVITEs in one write (pipelining), read in three pieces; the answers written one by one, read together.
       const tls = scenario === 'SIP/TLS';

@@ -1,8 +1,11 @@
 // SIP load and HEP counting for `npm run bench`. All traffic stays on 127.0.0.1.
-//   udp_load flood RATE SECS PORT     one process sends RATE 800-byte SIP messages/s for SECS s
-//                                     (sendto, paced in 1 ms slots, a unique Call-ID each) to a
-//                                     second process that counts them (recvfrom); prints
-//                                     "sent N received M seconds S"
+//   udp_load flood RATE SECS PORT [udp|tcp]
+//                                     one process sends RATE 800-byte SIP messages/s for SECS s
+//                                     (paced in 1 ms slots, a unique Call-ID each) to a second
+//                                     process that counts them; UDP (default): sendto, recvfrom;
+//                                     TCP: one connection, a write per message, reads of up to
+//                                     64 KiB (as a SIP server reads); prints
+//                                     "sent N received M failed F seconds S"
 //   udp_load hepcount udp|tcp PORT    counts HEP packets (TCP: by the HEP3 length field) until
 //                                     SIGTERM; prints the running count every 200 ms, the final
 //                                     count last
@@ -13,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -76,11 +81,11 @@ struct sip_template {
 	int seq_at[4];
 };
 
-static void sip_template_init(struct sip_template *t, int port)
+static void sip_template_init(struct sip_template *t, int port, const char *transport)
 {
 	static const char *const before_seq[4] = { "z9hG4bK-", "tag=l", "Call-ID: load-", "CSeq: " };
 	const char *fmt = "MESSAGE sip:bench@127.0.0.1:%05d SIP/2.0\r\n"
-			  "Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-0000000000\r\n"
+			  "Via: SIP/2.0/%s 127.0.0.1;branch=z9hG4bK-0000000000\r\n"
 			  "From: <sip:load@127.0.0.1>;tag=l0000000000\r\nTo: <sip:bench@127.0.0.1>\r\n"
 			  "Call-ID: load-0000000000@127.0.0.1\r\nCSeq: 0000000000 MESSAGE\r\n"
 			  "Content-Type: text/plain\r\nContent-Length: %03d\r\n\r\n";
@@ -88,8 +93,8 @@ static void sip_template_init(struct sip_template *t, int port)
 	int len, i;
 
 	/* the header length does not depend on the 3-digit Content-Length: measure, then fill */
-	len = snprintf(head, sizeof(head), fmt, port, 0);
-	snprintf(head, sizeof(head), fmt, port, MSG_SIZE - len);
+	len = snprintf(head, sizeof(head), fmt, port, transport, 0);
+	snprintf(head, sizeof(head), fmt, port, transport, MSG_SIZE - len);
 	memcpy(t->msg, head, len);
 	memset(t->msg + len, 'x', MSG_SIZE - len);
 	for (i = 0; i < 4; i++)
@@ -108,7 +113,7 @@ static void sip_template_number(struct sip_template *t, long n)
 }
 
 /* The receiving process: counts datagrams until told to stop, then drains what is queued. */
-static long receive(int fd)
+static long receive_datagrams(int fd)
 {
 	static char in[2048];
 	struct sockaddr_in from;
@@ -126,30 +131,56 @@ static long receive(int fd)
 	}
 }
 
-static int flood(long rate, long secs, int port)
+/* The receiving end of a TCP flood: one connection, read until the sender closes it; whole messages. */
+static long receive_stream(int ls)
+{
+	static char in[65535];
+	long bytes = 0;
+	ssize_t n;
+	int c = accept(ls, NULL, NULL);
+
+	if (c < 0)
+		return -1;
+	while ((n = read(c, in, sizeof(in))) != 0)
+		if (n > 0)
+			bytes += n;
+		else if (errno != EINTR)
+			return -1;
+	return bytes / MSG_SIZE;
+}
+
+static int flood(long rate, long secs, int port, int type)
 {
 	static struct sip_template sip;
 	struct sockaddr_in dst = loopback(port);
-	int rx = bound(SOCK_DGRAM, port), result[2];
+	int rx = bound(type, port), result[2], one = 1;
 	long total = rate * secs, sent = 0, failed = 0, received = 0, slot;
 	struct timespec start, wake;
 	pid_t child;
 
-	if (pipe(result)) {
-		perror("pipe");
+	if (pipe(result) || (type == SOCK_STREAM && listen(rx, 1))) {
+		perror("pipe/listen");
 		return 1;
 	}
 	stop_on(SIGTERM);
 	child = fork();
 	if (child == 0) {
-		received = receive(rx);
+		received = type == SOCK_STREAM ? receive_stream(rx) : receive_datagrams(rx);
 		write(result[1], &received, sizeof(received));
 		_exit(0);
 	}
 	close(rx);
 
-	int tx = socket(AF_INET, SOCK_DGRAM, 0);
-	sip_template_init(&sip, port);
+	int tx = socket(AF_INET, type, 0);
+	if (type == SOCK_STREAM) {
+		/* a segment per message, as a SIP server sends them */
+		setsockopt(tx, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (connect(tx, (struct sockaddr *)&dst, sizeof(dst))) {
+			perror("connect");
+			return 1;
+		}
+	}
+	sip_template_init(&sip, port, type == SOCK_STREAM ? "TCP" : "UDP");
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	double t0 = now_ns();
 	for (slot = 1; sent + failed < total && !stop; slot++) {
@@ -157,7 +188,8 @@ static int flood(long rate, long secs, int port)
 
 		for (; sent + failed < due && sent + failed < total;) {
 			sip_template_number(&sip, sent + failed);
-			if (sendto(tx, sip.msg, MSG_SIZE, 0, (struct sockaddr *)&dst, sizeof(dst)) == MSG_SIZE)
+			if (sendto(tx, sip.msg, MSG_SIZE, 0, type == SOCK_STREAM ? NULL : (struct sockaddr *)&dst,
+				   type == SOCK_STREAM ? 0 : sizeof(dst)) == MSG_SIZE)
 				sent++;
 			else
 				failed++;
@@ -173,8 +205,12 @@ static int flood(long rate, long secs, int port)
 	}
 	double seconds = (now_ns() - t0) / 1e9;
 
-	usleep(100000); /* let loopback softirq work queued behind the last send finish */
-	kill(child, SIGTERM);
+	if (type == SOCK_STREAM) {
+		close(tx); /* the receiver reads to the end */
+	} else {
+		usleep(100000); /* let loopback softirq work queued behind the last send finish */
+		kill(child, SIGTERM);
+	}
 	if (read(result[0], &received, sizeof(received)) != sizeof(received))
 		received = -1;
 	waitpid(child, NULL, 0);
@@ -267,12 +303,13 @@ static long hepcount(const char *proto, int port)
 
 int main(int argc, char **argv)
 {
-	if (argc == 5 && !strcmp(argv[1], "flood"))
-		return flood(atol(argv[2]), atol(argv[3]), atoi(argv[4]));
+	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "flood"))
+		return flood(atol(argv[2]), atol(argv[3]), atoi(argv[4]),
+			     argc == 6 && !strcmp(argv[5], "tcp") ? SOCK_STREAM : SOCK_DGRAM);
 	if (argc == 4 && !strcmp(argv[1], "hepcount")) {
 		printf("%ld\n", hepcount(argv[2], atoi(argv[3])));
 		return 0;
 	}
-	fprintf(stderr, "usage: %s flood RATE SECS PORT | hepcount udp|tcp PORT\n", argv[0]);
+	fprintf(stderr, "usage: %s flood RATE SECS PORT [udp|tcp] | hepcount udp|tcp PORT\n", argv[0]);
 	return 2;
 }

@@ -112,6 +112,7 @@ struct inflight {
 	__s32 nr; /* syscall number: ties socket-layer events to this syscall */
 	__u16 proto;
 	__u8 source; /* HEPBPF_SRC_*, 0: slot unused */
+	__u32 seq; /* TCP: the counter this syscall moves, at its entry (bpf/local_copies.bpf.h) */
 	struct sock *last_read_sk; /* TCP socket this thread last read outside a TLS call (see tls_enter) */
 };
 
@@ -200,6 +201,8 @@ struct sock_msg {
 	__u32 fd;
 	__u16 proto;
 	__u8 source;
+	__u8 has_seq; /* TCP: seq is the sequence number of the first byte (bpf/local_copies.bpf.h) */
+	__u32 seq;
 };
 
 /* Progress of copying a message's bytes into scratch, one bpf_loop step at a time. */
@@ -229,11 +232,11 @@ static __always_inline struct scratch_buf *scratch_slot(void)
 	return bpf_map_lookup_elem(&scratch, &cpu);
 }
 
-#include "local_copies.bpf.h"
-
 /* Reinterprets a kernel address as a typed, read-only pointer: field loads
  * through it are plain loads the verifier guards, not helper calls. */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+#include "local_copies.bpf.h"
 
 /* The struct sock behind fd when it is an AF_INET/AF_INET6 TCP/UDP/SCTP socket,
  * else NULL. Runs for every read() and write() on the host: everything up to
@@ -550,6 +553,48 @@ __noinline int classify(const struct sock_msg *m, struct sock_l7 *known, struct 
 	return l7;
 }
 
+/* A TCP message whose bytes' place is known, in r with its fields set (bpf/local_copies.bpf.h):
+ * flags r HEPBPF_F_SEQ when its flow's receiver reads on this host; returns 1 when it
+ * is a receiver's read whose bytes the sender's records carried (header only), else 0.
+ * started: sock_l7.started of its socket. Global, so the verifier checks it apart from emit(). */
+__noinline int tcp_local(const struct sock_msg *m, __u8 started, struct hepbpf_record *r)
+{
+	struct tcp_sent *e;
+
+	if (!m || !r || (r->flags & HEPBPF_F_TRUNCATED))
+		return 0;
+	e = tcp_sent_of(r, r->direction == HEPBPF_DIR_INGRESS);
+	if (!e)
+		return 0;
+	r->flags |= HEPBPF_F_SEQ;
+	r->msg_hash = m->seq;
+	if (r->direction == HEPBPF_DIR_EGRESS)
+		return 0;
+	if (!(started & (1 << HEPBPF_DIR_INGRESS)))
+		e->cov = 0; /* a new connection: what the entry covers was another's */
+	if (tcp_sent_covers(e, m->seq, m->orig_len)) {
+		count(HEPBPF_CNT_TCP_RX_REDUCED);
+		r->flags |= HEPBPF_F_COUNTERPART;
+		return 1;
+	}
+	if (e->cov)
+		count(HEPBPF_CNT_TCP_RX_WHOLE);
+	return 0;
+}
+
+/* The flagged sender's record r of m went out: a receiver's read may now rely on it. Global, see above. */
+__noinline int tcp_sent_out(const struct sock_msg *m, const struct hepbpf_record *r)
+{
+	struct tcp_sent *e;
+
+	if (!m || !r || r->direction != HEPBPF_DIR_EGRESS)
+		return 0;
+	e = tcp_sent_of(r, false);
+	if (e)
+		tcp_sent_extend(e, m->seq, m->orig_len, r->flags & HEPBPF_F_STREAM_START);
+	return 0;
+}
+
 /* Turns one message into a record if it is SIP or Diameter, and submits it.
  * known: what the connection carries so far, updated here; NULL for a
  * datagram, which is judged alone (SIP only: no Diameter over UDP).
@@ -614,6 +659,8 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	 * address, which the next connection reuses once this one is closed. */
 	if (known && !(known->started & (1 << r->direction)))
 		r->flags |= HEPBPF_F_STREAM_START;
+	if (known && m->has_seq && !m->tls_id && tcp_local(m, known->started, r))
+		r->data_len = len = 0;
 	if (m->proto == IPPROTO_UDP) {
 		r->msg_hash = msg_hash(s->data, len);
 		if (r->direction == HEPBPF_DIR_INGRESS && udp_sender_emitted(r)) {
@@ -630,6 +677,8 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		known->started |= 1 << r->direction;
 	if (m->proto == IPPROTO_UDP && r->direction == HEPBPF_DIR_EGRESS)
 		udp_sent_remember(r);
+	if (r->flags & HEPBPF_F_SEQ)
+		tcp_sent_out(m, r);
 	return 0;
 }
 
@@ -846,6 +895,8 @@ static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const
 	in->fd = ctx->args[0];
 	in->proto = proto;
 	in->source = source;
+	if (proto == IPPROTO_TCP)
+		in->seq = tcp_seq(sk, is_ingress(source));
 	return 0;
 }
 
@@ -1022,6 +1073,11 @@ static __always_inline void finish_io(const struct inflight *in, long ret)
 		known = sock_l7_of(m.sk);
 		if (!known)
 			return;
+	}
+	/* Its bytes' place in the stream, unless another syscall moved the socket's counter too. */
+	if (m.proto == IPPROTO_TCP && tcp_seq(m.sk, is_ingress(m.source)) - in->seq == (__u32)ret) {
+		m.seq = in->seq;
+		m.has_seq = 1;
 	}
 	emit(&m, known);
 }

@@ -61,10 +61,13 @@
 #define HEPBPF_F_NO_PEER 0x02 /* peer address unknown (e.g. recvfrom with NULL addr on unconnected UDP) */
 #define HEPBPF_F_TLS 0x04 /* plaintext of the TLS connection tls_id */
 #define HEPBPF_F_NO_CONN 0x08 /* TLS plaintext whose socket is not known (yet): addresses and ports are zero */
-#define HEPBPF_F_COUNTERPART 0x10 /* receiver's copy of a local UDP datagram whose sender's copy was emitted:
+#define HEPBPF_F_COUNTERPART 0x10 /* receiver's copy of a local UDP datagram whose sender's copy was emitted (TCP: F_SEQ):
 				   * header only (data_len 0, orig_len and msg_hash kept), it names the receiver */
 #define HEPBPF_F_STREAM_START 0x20 /* first record of this TCP (or TLS) connection in this direction: a closed
 				    * connection's socket address (sock_id) is reused by later ones, a new stream starts */
+#define HEPBPF_F_SEQ 0x40 /* TCP, both ends on this host (bpf/local_copies.bpf.h): msg_hash is the sequence number
+			   * of the first byte. A sender's record: userspace keeps its bytes for the receiver's. A receiver's
+			   * with HEPBPF_F_COUNTERPART: header only (data_len 0), its bytes are those the sender's records carried */
 
 /* Index into the "counters" per-CPU array map: every loss is counted. */
 #define HEPBPF_CNT_RINGBUF_FULL 0 /* bpf_ringbuf_output failed: record lost */
@@ -75,7 +78,10 @@
 /* Receiver's copies of UDP datagrams (see bpf/local_copies.bpf.h) */
 #define HEPBPF_CNT_RX_REDUCED 5 /* sent header only: the sender's record was emitted */
 #define HEPBPF_CNT_RX_WHOLE 6 /* sent whole: no sender's record known (remote sender, lost, no peer address) */
-#define HEPBPF_CNT_MAX 8
+/* Reads of local TCP connections (see bpf/local_copies.bpf.h) */
+#define HEPBPF_CNT_TCP_RX_REDUCED 7 /* sent header only: the sender's records carried the bytes */
+#define HEPBPF_CNT_TCP_RX_WHOLE 8 /* sent whole although the sender's records are kept: read before they were written, or not all */
+#define HEPBPF_CNT_MAX 9
 
 struct hepbpf_record {
 	__u64 ts_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
@@ -100,7 +106,8 @@ struct hepbpf_record {
 	__u8 remote_addr[16];
 	char comm[16];
 	__u32 netns; /* inode of the socket's network namespace (loopback addresses are per namespace); 0 if unknown */
-	__u32 msg_hash; /* UDP: hash of the first 512 payload bytes, the same in both copies of a datagram; else 0 */
+	__u32 msg_hash; /* UDP: hash of the first 512 payload bytes, the same in both copies of a datagram;
+			 * TCP with HEPBPF_F_SEQ: sequence number of the first byte; else 0 */
 	/* data[data_len] follows */
 };
 /* sizeof(struct hepbpf_record) == 120 */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Local UDP datagrams, with one payload through the ring buffer. A datagram
+ * Local UDP datagrams and TCP connections, with one payload through the ring buffer. A datagram
  * between two processes on this host is seen leaving one and entering the
  * other. When the sender's record went out whole, the receiver's copy is only
  * needed to name the receiver (pid, cgroup, namespace, addresses): it goes out
@@ -79,6 +79,100 @@ static __always_inline bool udp_sender_emitted(const struct hepbpf_record *r)
 	}
 	count(HEPBPF_CNT_RX_REDUCED);
 	return true;
+}
+
+/*
+ * TCP. Both ends' records of a local connection carry the same bytes; the
+ * receiver's read goes header only (HEPBPF_F_SEQ | HEPBPF_F_COUNTERPART) when
+ * the sender's records carried every byte of it, and userspace frames the
+ * receiver's stream from the bytes it kept of those records.
+ *
+ * Sequence numbers place the bytes: a syscall's are [seq at its entry, + the
+ * count it returned), taken only when the socket's counter moved by exactly
+ * that count (no other thread's I/O on it meanwhile, no MSG_PEEK). The sender's
+ * records are flagged, and kept by userspace, once the flow has a receiver
+ * reading on this host; tcp_sent.cov then covers the run of flagged records
+ * that went out, each extending it only once out, so userspace holds at least
+ * what it covers when a receiver's record that relies on it arrives. A read
+ * before the write's record went out, a write that was cut, lost or not seen
+ * (sendfile), or another connection's stale entry leave the read whole.
+ */
+
+/* A TCP flow, one way, as its sender sees it; netns only for loopback (each namespace has its own). */
+struct tcp_flow {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 netns;
+};
+
+/* A flow whose receiver reads on this host (its reads make the entry). */
+struct tcp_sent {
+	__u64 cov; /* sender's bytes [start << 32, end) out in flagged records; 0: none */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct tcp_flow);
+	__type(value, struct tcp_sent);
+} tcp_sent SEC(".maps");
+
+#define TCP_COV_MAX (1U << 30) /* a run this long starts again: sequence arithmetic holds under 2^31 */
+
+static __always_inline bool is_loopback(const __u8 *a, __u8 family)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return family == AF_INET ? a[0] == 127 : !w[0] && !w[1] && !w[2] && w[3] == bpf_htonl(1);
+}
+
+/* The TCP socket's counter that a syscall of this direction moves. */
+static __always_inline __u32 tcp_seq(struct sock *sk, bool ingress)
+{
+	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+
+	return ingress ? tp->copied_seq : tp->write_seq;
+}
+
+/* The flow of the bytes r carries (its addresses filled); a receiver's read makes it. */
+static __always_inline struct tcp_sent *tcp_sent_of(const struct hepbpf_record *r, bool ingress)
+{
+	struct tcp_flow key = {};
+	struct tcp_sent none = {};
+	struct tcp_sent *e;
+
+	__builtin_memcpy(key.src, ingress ? r->remote_addr : r->local_addr, 16);
+	__builtin_memcpy(key.dst, ingress ? r->local_addr : r->remote_addr, 16);
+	key.sport = ingress ? r->remote_port : r->local_port;
+	key.dport = ingress ? r->local_port : r->remote_port;
+	key.netns = is_loopback(r->local_addr, r->family) ? r->netns : 0;
+	e = bpf_map_lookup_elem(&tcp_sent, &key);
+	if (e || !ingress)
+		return e;
+	bpf_map_update_elem(&tcp_sent, &key, &none, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&tcp_sent, &key);
+}
+
+/* Did flagged sender's records that went out carry every byte of [seq, seq + len)? */
+static __always_inline bool tcp_sent_covers(const struct tcp_sent *e, __u32 seq, __u32 len)
+{
+	__u64 cov = e->cov;
+	__u32 start = cov >> 32, end = cov;
+
+	return cov && (__s32)(seq - start) >= 0 && (__s32)(end - (seq + len)) >= 0;
+}
+
+/* A flagged sender's record of [seq, seq + len) went out: it extends the run, or starts one. */
+static __always_inline void tcp_sent_extend(struct tcp_sent *e, __u32 seq, __u32 len, bool stream_start)
+{
+	__u64 cov = e->cov;
+	__u32 start = cov >> 32, end = cov;
+
+	if (!cov || stream_start || end != seq || seq + len - start >= TCP_COV_MAX)
+		start = seq;
+	e->cov = (__u64)start << 32 | (__u32)(seq + len);
 }
 
 #endif

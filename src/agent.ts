@@ -10,7 +10,7 @@ import { MonotonicClock } from './capture/clock.js';
 import { MAX_BUSY_MS, Shedder } from './capture/shed.js';
 import { StreamAssembler } from './stream/assembler.js';
 import { LocalDedup } from './stream/dedup.js';
-import type { Message } from './stream/message.js';
+import type { Message, ReceiverCopy } from './stream/message.js';
 import { parseSip } from './protocols/sip.js';
 import { diameterSummary, parseDiameter } from './protocols/diameter.js';
 import { Correlator, type OperatorKey } from './enrich/correlation.js';
@@ -95,7 +95,7 @@ export class Agent {
     this.selection = opts.selection ?? new Selection({});
     this.failures = new Failures(opts.log);
     this.attribution = new Attribution(opts.containers, (ev) => this.deliver(ev), opts.hold);
-    this.assembler = new StreamAssembler((m) => this.onMessage(m));
+    this.assembler = new StreamAssembler((m) => this.onMessage(m), (c) => this.onReceiverCopy(c));
     this.tls = new TlsAttribution((r) => this.assemble(r));
     this.connections = new ConnectionEvents(this.clock, (ev) => this.deliver(ev), this.selection);
     this.capture = opts.source;
@@ -158,6 +158,19 @@ export class Agent {
     }
   }
 
+  /** The receiver's header-only copy of a local datagram names the receiver of the sender's copy; nothing else is done with it. */
+  private onReceiverCopy(copy: ReceiverCopy): void {
+    try {
+      this.attribution.learn(copy);
+      const first = this.dedup.pairReceiverCopy(copy);
+      if (!first) return; // counted by dedup
+      this.duplicates++;
+      this.attribution.counterpart(first, copy);
+    } catch (err) {
+      this.failures.failed('message', err);
+    }
+  }
+
   private deliver(ev: CaptureEvent): void {
     try {
       this.opts.sink(ev);
@@ -169,10 +182,9 @@ export class Agent {
   private processMessage(message: Message): void {
     this.attribution.learn(message);
     if (!this.dedup.accept(message)) {
-      if (!this.dedup.matched) return; // a header-only receiver's copy with no sender's copy: counted by dedup
       if (message.keepAlive) return; // the other side's copy of a keep-alive: counted once, below
       this.duplicates++;
-      this.attribution.counterpart(this.dedup.matched, message);
+      this.attribution.counterpart(this.dedup.matched!, message);
       return;
     }
     if (message.keepAlive) {

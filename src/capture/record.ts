@@ -22,6 +22,12 @@ export const F_NO_CONN = 0x08;
 export const F_COUNTERPART = 0x10;
 /** First record of a TCP (or TLS) connection in this direction: a closed connection's sockId is reused by later ones. */
 export const F_STREAM_START = 0x20;
+/**
+ * TCP, both ends on this host (bpf/local_copies.bpf.h): msgHash is the sequence number of the first byte. A
+ * sender's record: its bytes are kept for the receiver's. A receiver's with F_COUNTERPART: header only, its
+ * bytes are those the sender's records carried.
+ */
+export const F_SEQ = 0x40;
 export const SRC_TLS_CONN = 15;
 export const SRC_EXEC = 16;
 /** Connection events (bpf/conn_events.bpf.h): records without data. */
@@ -36,6 +42,7 @@ export const IPPROTO_SCTP = 132;
 /** Names of the `counters` map entries, by HEPBPF_CNT_* index. */
 export const COUNTER_NAMES = [
   'ringbufFull', 'truncated', 'readFault', 'emitted', 'inflightFull', 'receiverCopyReduced', 'receiverCopyWhole',
+  'tcpReadReduced', 'tcpReadWhole',
 ] as const;
 
 // struct hepbpf_record field offsets
@@ -117,9 +124,9 @@ export class CaptureRecord {
   fd = 0;
   /** Inode of the socket's network namespace; 0 when unknown (TLS before its socket is known). */
   netns = 0;
-  /** UDP: hash of the first 512 payload bytes, the same in the sender's and the receiver's copy; 0 otherwise. */
+  /** UDP: hash of the first 512 payload bytes, the same in the sender's and the receiver's copy. TCP with F_SEQ: the sequence number of the first byte. 0 otherwise. */
   msgHash = 0;
-  data: Buffer = this.buf;
+  private dataView?: Buffer;
   /** 4 or 6. A dual-stack socket talking IPv4 reports IPv4-mapped IPv6 addresses: folded to IPv4, as on the wire. */
   ipVersion: 4 | 6 = 4;
   private local?: string;
@@ -156,8 +163,7 @@ export class CaptureRecord {
     this.fd = view.getUint32(base + OFF_FD, true);
     this.netns = view.getUint32(base + OFF_NETNS, true);
     this.msgHash = view.getUint32(base + OFF_MSG_HASH, true);
-    this.data = buf.subarray(base + RECORD_HEADER_SIZE, base + RECORD_HEADER_SIZE + dataLen);
-    this.local = this.remote = undefined;
+    this.dataView = this.local = this.remote = undefined;
     if (this.family === AF_INET) this.ipVersion = 4;
     else if (this.family === AF_INET6) this.ipVersion = this.carriesIpv4() ? 4 : 6;
     else return false;
@@ -197,6 +203,11 @@ export class CaptureRecord {
     this.buf.copy(to, OFF_LOCAL_PORT, this.base + OFF_LOCAL_PORT, this.base + OFF_REMOTE_PORT + 2);
     this.buf.copy(to, OFF_LOCAL_ADDR, this.base + OFF_LOCAL_ADDR, this.base + OFF_REMOTE_ADDR + 16);
     this.buf.copy(to, OFF_NETNS, this.base + OFF_NETNS, this.base + OFF_NETNS + 4);
+  }
+
+  /** The captured bytes, a view made on first use: a header-only copy needs none (a Buffer view costs about 100 ns). */
+  get data(): Buffer {
+    return (this.dataView ??= this.buf.subarray(this.base + RECORD_HEADER_SIZE, this.base + RECORD_HEADER_SIZE + this.dataLen));
   }
 
   get truncated(): boolean {

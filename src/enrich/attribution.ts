@@ -1,5 +1,5 @@
 import type { CaptureEvent } from './event.js';
-import type { Endpoint, Message, Transport } from '../stream/message.js';
+import type { Endpoint, Message, ReceiverCopy, Transport } from '../stream/message.js';
 import { parseDiameter } from '../protocols/diameter.js';
 import type { ContainerResolver } from './containers.js';
 import { HeldPayloads } from './held-payloads.js';
@@ -109,7 +109,7 @@ export class Attribution {
   }
 
   /** Every copy of every message, forwarded or not: its local side belongs to its cgroup. */
-  learn(m: Message): void {
+  learn(m: Message | ReceiverCopy): void {
     if (m.tsNs > this.latestTsNs) this.latestTsNs = m.tsNs;
     const own = m.direction === 'egress' ? m.src : m.dst;
     if (isWildcard(own.ip) || (isLoopback(own.ip) && !m.netns)) return;
@@ -126,7 +126,7 @@ export class Attribution {
   }
 
   /** The receiver's (or sender's) copy of a message already submitted: it names the other end. */
-  counterpart(first: Message, copy: Message): void {
+  counterpart(first: Message, copy: Message | ReceiverCopy): void {
     first.peerCgroupId = copy.cgroupId;
     first.peerPid = copy.pid;
     this.stats.peerFromCounterpart++;

@@ -1,10 +1,11 @@
-import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_COUNTERPART, F_NO_CONN, F_NO_PEER, F_STREAM_START, F_TLS, L7_DIAMETER, L7_WEBSOCKET } from '../capture/record.js';
-import type { AppProto, Endpoint, Message, Transport } from './message.js';
+import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_COUNTERPART, F_NO_CONN, F_NO_PEER, F_SEQ, F_STREAM_START, F_TLS, L7_DIAMETER, L7_WEBSOCKET } from '../capture/record.js';
+import type { AppProto, Endpoint, Message, ReceiverCopy, Transport } from './message.js';
 import { SipFramer } from './sip-framer.js';
 import { isKeepAlive } from '../protocols/sip.js';
 import { DiameterFramer } from './diameter-framer.js';
 import { WebSocketFramer, type WebSocketStats } from './websocket-framer.js';
 import type { FramerStats, StreamFramer } from './framer.js';
+import { SentBytes } from './sent-bytes.js';
 
 /** A stream that has been silent this long is forgotten (its partial message with it). */
 const STREAM_IDLE_NS = 120_000_000_000n;
@@ -46,13 +47,17 @@ function streamKey(rec: CaptureRecord): string {
 const keyText = new Map<bigint, { tls: boolean; pid: number; byDirection: string[] }>();
 
 /**
- * Turns records into messages: a UDP record is one datagram; TCP (and SCTP) records are
- * reassembled per socket and direction, TLS plaintext per TLS connection and direction, then framed.
+ * Turns records into messages: a UDP record is one datagram (a local datagram's header-only receiver's
+ * copy is no message: it is handed on as a ReceiverCopy); TCP (and SCTP) records are
+ * reassembled per socket and direction, TLS plaintext per TLS connection and direction, then framed. A
+ * local TCP connection's receiver is framed from the bytes its sender's records carried when the kernel
+ * sent its reads header only (src/stream/sent-bytes.ts).
  * Keep-alives (CR/LF only) are messages with `keepAlive` set: the agent pairs their two local copies and counts them.
  */
 export class StreamAssembler {
   private readonly streams = new Map<string, StreamState>();
   private readonly endpoints = new Map<string, Map<number, Endpoint>>();
+  private readonly sent = new SentBytes();
   private readonly framerStats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
   private readonly diameterStats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
   private readonly diameterMalformed = { malformed: 0 };
@@ -66,8 +71,15 @@ export class StreamAssembler {
   private currentTransport: Transport = 'tcp';
   private currentProto: AppProto = 'sip';
 
+  /** The one ReceiverCopy, rewritten for each header-only receiver's copy. */
+  private readonly receiverCopy: ReceiverCopy = {
+    tsNs: 0n, transport: 'udp', direction: 'ingress', src: { ip: '', port: 0 }, dst: { ip: '', port: 0 }, size: 0, msgHash: 0, cgroupId: 0n, pid: 0, netns: 0,
+  };
+
+  /** Header-only receiver's copies of local datagrams go to onReceiverCopy (none without it), not through framing. */
   constructor(
     private readonly onMessage: (m: Message) => void,
+    private readonly onReceiverCopy: (c: ReceiverCopy) => void = () => {},
     private readonly maxBufferBytes = MAX_BUFFER_BYTES,
   ) {}
 
@@ -79,15 +91,20 @@ export class StreamAssembler {
       this.boundBuffers();
     }
     if (rec.ipProto === IPPROTO_UDP) {
+      if (rec.flags & F_COUNTERPART) return this.handOnReceiverCopy(rec);
       this.currentTransport = 'udp';
       this.currentProto = 'sip';
-      // A header-only receiver's copy (counterpart) carries no bytes by design: neither cut nor a keep-alive.
-      const whole = (rec.flags & F_COUNTERPART) === 0;
-      this.emit(rec.data, rec.origLen, whole && rec.truncated, whole && (rec.dataLen === 0 || isKeepAlive(rec.data)));
+      this.emit(rec.data, rec.origLen, rec.truncated, rec.dataLen === 0 || isKeepAlive(rec.data));
       return;
     }
     const tls = (rec.flags & F_TLS) !== 0;
     this.currentTransport = tls ? 'tls' : rec.ipProto === IPPROTO_TCP ? 'tcp' : 'sctp';
+    let data = rec.data;
+    if (!tls && rec.ipProto === IPPROTO_TCP && rec.flags & (F_SEQ | F_STREAM_START)) {
+      const kept = this.localTcp(rec);
+      if (kept === null) return;
+      data = kept;
+    }
     const key = streamKey(rec);
     let stream = this.streams.get(key);
     // A new connection on the socket address (or TLS object) of a closed one: the old stream is done,
@@ -118,7 +135,26 @@ export class StreamAssembler {
     stream.lastNs = rec.tsNs;
     this.currentProto = stream.proto;
     if (stream.websocket) this.currentTransport = tls ? 'wss' : 'ws';
-    stream.framer.push(rec.data, rec.origLen - rec.dataLen);
+    stream.framer.push(data, rec.origLen - data.length);
+  }
+
+  /**
+   * A local TCP connection's bytes cross the ring buffer once (bpf/local_copies.bpf.h): a sender's are kept
+   * for the receiver, a receiver's header-only read takes them. The record's bytes, or null when they were
+   * not kept (its stream cannot continue: forgotten).
+   */
+  private localTcp(rec: CaptureRecord): Buffer | null {
+    const headerOnly = (rec.flags & F_COUNTERPART) !== 0;
+    if (rec.direction === DIR_EGRESS) {
+      if (rec.flags & F_SEQ) this.sent.keep(rec, (rec.flags & F_STREAM_START) !== 0);
+      else this.sent.forget(rec); // a new connection: what its flow held was another's
+      return rec.data;
+    }
+    if (!(rec.flags & F_SEQ)) return rec.data;
+    const kept = this.sent.take(rec, headerOnly);
+    if (!headerOnly) return rec.data;
+    if (!kept) this.forget(rec);
+    return kept ?? null;
   }
 
   /** Forgets the stream of `rec` (its framing failed): the next bytes start afresh. */
@@ -172,13 +208,26 @@ export class StreamAssembler {
       truncated,
       peerUnknown: (r.flags & F_NO_PEER) !== 0,
       connectionUnknown: (r.flags & F_NO_CONN) !== 0,
-      msgHash: r.msgHash,
-      payloadOmitted: (r.flags & F_COUNTERPART) !== 0,
+      msgHash: r.ipProto === IPPROTO_UDP ? r.msgHash : 0,
       keepAlive,
       // Set later by attribution: declared here so that setting them adds no property to the object.
       peerCgroupId: undefined,
       peerPid: undefined,
     });
+  }
+
+  /** A header-only receiver's copy carries no bytes: its ends, size and hash are all there is to hand on. */
+  private handOnReceiverCopy(r: CaptureRecord): void {
+    const c = this.receiverCopy;
+    c.tsNs = r.tsNs;
+    c.src = this.endpoint(r.remoteAddr(), r.remotePort);
+    c.dst = this.localEndpoint(r);
+    c.size = r.origLen;
+    c.msgHash = r.msgHash;
+    c.cgroupId = r.cgroupId;
+    c.pid = r.pid;
+    c.netns = r.netns;
+    this.onReceiverCopy(c);
   }
 
   /**
@@ -220,7 +269,8 @@ export class StreamAssembler {
       ...this.framerStats,
       diameter: { ...this.diameterStats, ...this.diameterMalformed },
       websocket: { ...this.websocketStats },
-      streams: this.streams.size, expiredStreams: this.expired, evictedForMemory: this.evictedForMemory, streamBufferBytes: this.bufferBytes() };
+      streams: this.streams.size, expiredStreams: this.expired, evictedForMemory: this.evictedForMemory, streamBufferBytes: this.bufferBytes(),
+      localTcp: this.sent.stats() };
   }
 
   /** Memory the streams hold for partial messages (read with the stats, not per record). */

@@ -1,7 +1,8 @@
-import type { Endpoint, Message } from './message.js';
+import type { Endpoint, Message, ReceiverCopy, Transport } from './message.js';
 
 /** How long a message seen on one side waits for its other side. */
 const WINDOW_NS = 2_000_000_000n;
+const EXPIRE_EVERY_NS = 1_000_000n;
 /**
  * Buckets at most: each keeps its messages' objects (about 1 KB) for the window, so this bounds the
  * dedup's memory at about 32 MB (README "Memory and overload"). Past it the oldest go before their
@@ -19,7 +20,10 @@ const MAX_KEYS = 1 << 15;
  */
 const HASHED_PREFIX = 512;
 
-const TRANSPORT_SEED: Record<Message['transport'], number> = { udp: 1, tcp: 2, tls: 3, sctp: 4, ws: 5, wss: 6 };
+/** A header-only copy's payload: the kernel's hash stands for its bytes. */
+const EMPTY = Buffer.alloc(0);
+
+const TRANSPORT_SEED: Record<Transport, number> = { udp: 1, tcp: 2, tls: 3, sctp: 4, ws: 5, wss: 6 };
 
 /**
  * Views of the memory under the last two payloads hashed from different memory (a batch, a stream's
@@ -45,14 +49,13 @@ function viewOver(buf: Buffer): DataView {
  * parts (measured: 1.0 vs 1.66 µs per accept()). A UDP copy carries the kernel's hash of its first
  * bytes (msgHash; a header-only copy has nothing else to hash): that stands for the payload bytes.
  */
-function bucketKey(m: Message): number {
-  let a = Math.imul(0x811c9dc5 ^ m.size, 0x01000193) ^ m.dst.port;
-  let b = TRANSPORT_SEED[m.transport] << 24;
-  if (m.msgHash) {
-    a = Math.imul(a ^ m.msgHash, 0x01000193);
-    b = Math.imul(b ^ m.msgHash ^ 0x6b, 0x5bd1e995);
+function bucketKey(size: number, dstPort: number, transport: Transport, msgHash: number, buf: Buffer): number {
+  let a = Math.imul(0x811c9dc5 ^ size, 0x01000193) ^ dstPort;
+  let b = TRANSPORT_SEED[transport] << 24;
+  if (msgHash) {
+    a = Math.imul(a ^ msgHash, 0x01000193);
+    b = Math.imul(b ^ msgHash ^ 0x6b, 0x5bd1e995);
   } else {
-    const buf = m.payload;
     const n = Math.min(buf.length, HASHED_PREFIX);
     b ^= 0x01000193 ^ n;
     // Four bytes a round: a quarter of the multiplications, which were most of accept()'s time. Each
@@ -163,18 +166,19 @@ function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
  * from the same side are distinct wire messages (UDP retransmissions) and are both kept.
  * Messages are bucketed by what both sides always know (transport, destination port, size, payload
  * hash); addresses are then compared allowing for what a side does not know. For a local UDP datagram
- * whose sender's copy went out, the kernel sends the receiver's copy header only (payloadOmitted, paired
- * by the kernel's hash, bpf/local_copies.bpf.h); whole copies of the rest are paired as before.
+ * whose sender's copy went out, the kernel sends the receiver's copy header only (a ReceiverCopy, paired
+ * by the kernel's hash in pairReceiverCopy, bpf/local_copies.bpf.h); whole copies of the rest are paired as before.
  */
 export class LocalDedup {
   private readonly buckets = new Buckets();
   dropped = 0;
-  /** Header-only receiver's copies (payloadOmitted) whose sender's copy was not here: the receiver stays unnamed. */
+  /** Header-only receiver's copies whose sender's copy was not here: the receiver stays unnamed. */
   unpaired = 0;
   /** Buckets dropped before their window ended, the table being full. */
   evictedEarly = 0;
-  /** After accept() returned false: the accepted copy it was paired with (its counterpart names the other end), or undefined. */
+  /** After accept() returned false: the accepted copy it was paired with (its counterpart names the other end). */
   matched?: Message;
+  private nextExpireNs = 0n;
 
   constructor(
     private readonly windowNs = WINDOW_NS,
@@ -184,26 +188,15 @@ export class LocalDedup {
   /** True if the message should be forwarded. */
   accept(m: Message): boolean {
     this.expire(m.tsNs);
-    const key = bucketKey(m);
+    const key = bucketKey(m.size, m.dst.port, m.transport, m.msgHash ?? 0, m.payload);
     const bucket = this.buckets.get(key);
-    if (!bucket && m.payloadOmitted) return this.unpairedCopy();
     if (!bucket) {
       this.buckets.use(key, { tsNs: m.tsNs, entries: [{ direction: m.direction, src: m.src, dst: m.dst, copies: [m] }] });
       return true;
     }
+    this.matched = this.take(key, bucket, m);
+    if (this.matched) return false;
     const { entries } = bucket;
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i];
-      if (e.direction !== m.direction && sameEndpoint(e.src, m.src) && sameEndpoint(e.dst, m.dst)) {
-        this.matched = e.copies.shift();
-        // The last copy of the last entry (the usual case) takes its bucket with it: no splice (it allocates).
-        if (e.copies.length === 0 && entries.length === 1) this.buckets.delete(key);
-        else if (e.copies.length === 0) entries.splice(i, 1);
-        this.dropped++;
-        return false;
-      }
-    }
-    if (m.payloadOmitted) return this.unpairedCopy();
     const same = entries.find((e) => e.direction === m.direction && e.src.ip === m.src.ip && e.src.port === m.src.port && e.dst.ip === m.dst.ip);
     if (same) same.copies.push(m);
     else entries.push({ direction: m.direction, src: m.src, dst: m.dst, copies: [m] });
@@ -213,15 +206,45 @@ export class LocalDedup {
     return true;
   }
 
-  /** A header-only copy is never forwarded, nor waited for by anything. */
-  private unpairedCopy(): false {
-    this.matched = undefined;
-    this.unpaired++;
-    return false;
+  /**
+   * The sender's copy a header-only receiver's copy belongs to, taken out of its bucket; undefined
+   * when it is not here (counted in `unpaired`: the receiver stays unnamed). The copy itself is never
+   * forwarded nor kept.
+   */
+  pairReceiverCopy(c: ReceiverCopy): Message | undefined {
+    this.expire(c.tsNs);
+    const key = bucketKey(c.size, c.dst.port, c.transport, c.msgHash, EMPTY);
+    const bucket = this.buckets.get(key);
+    const matched = bucket && this.take(key, bucket, c);
+    if (!matched) this.unpaired++;
+    return matched;
   }
 
-  /** Buckets are in order of last use: drop from the front. */
+  /** The oldest copy in `bucket` of the other side of `m`'s flow, taken out (the bucket with it when it was the last); undefined if none. */
+  private take(key: number, bucket: Bucket, m: Pick<Message, 'direction' | 'src' | 'dst'>): Message | undefined {
+    const { entries } = bucket;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      if (e.direction !== m.direction && sameEndpoint(e.src, m.src) && sameEndpoint(e.dst, m.dst)) {
+        const matched = e.copies.shift();
+        // The last copy of the last entry (the usual case) takes its bucket with it: no splice (it allocates).
+        if (e.copies.length === 0 && entries.length === 1) this.buckets.delete(key);
+        else if (e.copies.length === 0) entries.splice(i, 1);
+        this.dropped++;
+        return matched;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Buckets are in order of last use: drop from the front. Looked at once per EXPIRE_EVERY_NS of capture
+   * time (and whenever the table is full): walking the table's front for every copy cost an iterator and
+   * a BigInt per copy, and a bucket that stays up to 1 ms past its 2 s window changes nothing.
+   */
   private expire(nowNs: bigint): void {
+    if (nowNs < this.nextExpireNs && this.buckets.size < this.maxKeys) return;
+    this.nextExpireNs = nowNs + EXPIRE_EVERY_NS;
     this.evictedEarly += this.buckets.expire(nowNs, this.windowNs, this.maxKeys);
   }
 

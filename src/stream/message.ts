@@ -38,13 +38,28 @@ export interface Message {
   peerPid?: number;
   /** UDP: the kernel's hash of the first payload bytes, the same in both copies of a local datagram (0: none). */
   msgHash?: number;
-  /**
-   * The receiver's copy of a local datagram whose sender's copy was captured: the kernel sent its header
-   * only (payload empty, size kept). It names the receiver and is never forwarded.
-   */
-  payloadOmitted?: boolean;
   /** Keep-alive CR/LF bytes (RFC 5626), not a message: paired like one, counted, never forwarded. */
   keepAlive?: boolean;
   /** TLS plaintext whose socket could not be determined: src and dst are 0.0.0.0:0, not guessed. */
   connectionUnknown: boolean;
+}
+
+/**
+ * The receiver's copy of a local datagram whose sender's copy was captured: the kernel sent its header
+ * only (bpf/local_copies.bpf.h). It is no message: it names the receiver of the sender's copy, which
+ * LocalDedup pairs it with by the kernel's hash, and is never forwarded. The assembler rewrites one
+ * object per copy: valid only during the callback that receives it.
+ */
+export interface ReceiverCopy {
+  tsNs: bigint;
+  readonly transport: 'udp';
+  readonly direction: 'ingress';
+  src: Endpoint;
+  dst: Endpoint;
+  /** Bytes the datagram had (the sender's copy's size). */
+  size: number;
+  msgHash: number;
+  cgroupId: bigint;
+  pid: number;
+  netns: number;
 }

@@ -41,7 +41,7 @@ describe('ring-buffer records', () => {
     const h = readFileSync(new URL('../../bpf/hepbpf.h', import.meta.url), 'utf8');
     const names = [...h.matchAll(/#define HEPBPF_CNT_(\w+) (\d+)/g)].filter(([, n]) => n !== 'MAX').map(([, , i]) => Number(i));
     expect(names).toEqual(COUNTER_NAMES.map((_, i) => i));
-    expect(COUNTER_NAMES.slice(5)).toEqual(['receiverCopyReduced', 'receiverCopyWhole']);
+    expect(COUNTER_NAMES.slice(5)).toEqual(['receiverCopyReduced', 'receiverCopyWhole', 'tcpReadReduced', 'tcpReadWhole']);
   });
 
   it('exposes the raw 16-byte addresses', () => {

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { decodeBatch, F_COUNTERPART, F_STREAM_START, L7_DIAMETER } from '../../src/capture/record.js';
+import { type CaptureRecord, decodeBatch, F_COUNTERPART, F_SEQ, F_STREAM_START, L7_DIAMETER } from '../../src/capture/record.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
+import { SentBytes } from '../../src/stream/sent-bytes.js';
 import { LocalDedup } from '../../src/stream/dedup.js';
-import type { Message } from '../../src/stream/message.js';
+import type { Endpoint, Message, ReceiverCopy } from '../../src/stream/message.js';
 import { SipFramer } from '../../src/stream/sip-framer.js';
 import type { FramerStats } from '../../src/stream/framer.js';
 import { batchOf, encodeRecord, type RecordSpec } from '../../src/capture/replay.js';
@@ -188,7 +189,7 @@ describe('records to messages', () => {
 
   it('forgets the least recently used TCP streams once partial messages hold more than its bound, and counts them', () => {
     const out: string[] = [];
-    const asm = new StreamAssembler((m) => out.push(m.payload.toString()), 20_000);
+    const asm = new StreamAssembler((m) => out.push(m.payload.toString()), undefined, 20_000);
     // Three connections each stop in the middle of a 9000-byte message.
     const whole = [1, 2, 3].map((n) => sipMessage(`partial-${n}`, 'b'.repeat(9000)));
     const specs: RecordSpec[] = whole.map((m, i) => ({ ipProto: 6, sockId: BigInt(i + 1), data: m.subarray(0, 8000) }));
@@ -284,25 +285,33 @@ describe('records to messages', () => {
     expect([m.src, m.dst, m.family]).toEqual([{ ip: '::1', port: 5070 }, { ip: '::1', port: 5060 }, 6]);
   });
 
-  it('turns a header-only receiver\'s copy into a message without payload that keeps its size, hash and ends', () => {
-    const [m] = collect([{ direction: 1, localPort: 5070, remotePort: 5060, data: Buffer.alloc(0), origLen: 812, flags: F_COUNTERPART, msgHash: 77 }]);
-    expect([m.payloadOmitted, m.text, m.size, m.truncated, m.msgHash, m.src, m.dst, m.transport]).toEqual([
-      true, '', 812, false, 77, { ip: '127.0.0.1', port: 5060 }, { ip: '127.0.0.1', port: 5070 }, 'udp',
-    ]);
+  it('hands a header-only receiver\'s copy on as no message, with its size, hash and ends', () => {
+    const copies: ReceiverCopy[] = [];
+    const messages: Message[] = [];
+    const asm = new StreamAssembler((m) => messages.push(m), (c) => copies.push({ ...c }));
+    const spec: RecordSpec = { pid: 200, cgroupId: 9n, netns: 7, direction: 1, localPort: 5070, remotePort: 5060, data: Buffer.alloc(0), origLen: 812, flags: F_COUNTERPART, msgHash: 77 };
+    decodeBatch(batchOf([encodeRecord(spec)]), (r) => asm.push(r));
+    expect(messages).toEqual([]);
+    expect(copies).toEqual([{
+      tsNs: 1_000_000n, transport: 'udp', direction: 'ingress', src: { ip: '127.0.0.1', port: 5060 }, dst: { ip: '127.0.0.1', port: 5070 }, size: 812, msgHash: 77, cgroupId: 9n, pid: 200, netns: 7,
+    }]);
     // An empty datagram without the flag is still a keep-alive.
     expect(collect([{ data: Buffer.alloc(0) }]).map((m) => m.keepAlive)).toEqual([true]);
   });
 
   it('pairs a recorded sender\'s record with the receiver\'s header-only record: one message forwarded, the receiver named', () => {
     const data = sipMessage('header-only');
-    const [sent, header] = collect([
+    const d = new LocalDedup();
+    const kept: Message[] = [];
+    const paired: Array<[number | undefined, number, Endpoint]> = [];
+    const asm = new StreamAssembler((m) => d.accept(m) && kept.push(m), (c) => paired.push([d.pairReceiverCopy(c)?.pid, c.pid, c.dst]));
+    decodeBatch(batchOf(([
       { pid: 100, localPort: 40000, remotePort: 5060, data, msgHash: 0xabcdef },
       { pid: 200, direction: 1, localAddr: [0, 0, 0, 0], localPort: 5060, remotePort: 40000, data: Buffer.alloc(0), origLen: data.length, flags: F_COUNTERPART, msgHash: 0xabcdef },
-    ]);
-    const d = new LocalDedup();
-    const kept = [sent, header].filter((m) => d.accept({ ...m, payload: Buffer.from(m.text) }));
-    expect(kept.map((m) => [m.direction, m.text])).toEqual([['egress', data.toString()]]);
-    expect([d.matched?.pid, header.pid, header.dst]).toEqual([100, 200, { ip: '127.0.0.1', port: 5060 }]);
+    ] as RecordSpec[]).map(encodeRecord)), (r) => asm.push(r));
+    expect(kept.map((m) => m.direction)).toEqual(['egress']);
+    expect(paired).toEqual([[100, 200, { ip: '127.0.0.1', port: 5060 }]]);
+    expect([d.unpaired, d.size]).toEqual([0, 0]);
   });
 
   it('skips a malformed record and decodes the rest of the batch', () => {
@@ -405,26 +414,33 @@ describe('local dedup', () => {
     }
   });
 
+  const receiverCopy = (hash: number, size = 6): ReceiverCopy => ({
+    tsNs: 1n, transport: 'udp', direction: 'ingress', src: { ip: '127.0.0.1', port: 5060 }, dst: { ip: '127.0.0.1', port: 5070 }, size, msgHash: hash, cgroupId: 2n, pid: 2, netns: 0,
+  });
+
   it('pairs a header-only receiver\'s copy with the sender\'s copy by the kernel\'s hash', () => {
     const d = new LocalDedup();
     const sent = { ...msg('egress', 'INVITE'), msgHash: 1234 };
-    const header = { ...msg('ingress', ''), size: 6, msgHash: 1234, payloadOmitted: true };
-    expect([d.accept(sent), d.accept(header)]).toEqual([true, false]);
-    expect([d.matched, d.unpaired, d.size]).toEqual([sent, 0, 0]);
+    expect(d.accept(sent)).toBe(true);
+    expect(d.pairReceiverCopy(receiverCopy(1234))).toBe(sent);
+    expect([d.unpaired, d.size]).toEqual([0, 0]);
     // A whole receiver's copy (the kernel's fallback) pairs by the same hash.
     const again = { ...msg('egress', 'INVITE'), msgHash: 99 };
     expect([d.accept(again), d.accept({ ...msg('ingress', 'INVITE'), msgHash: 99 })]).toEqual([true, false]);
     expect(d.matched).toBe(again);
   });
 
-  it('never forwards nor keeps a header-only copy whose sender\'s copy is not there; counts it', () => {
+  it('never keeps a header-only copy whose sender\'s copy is not there; counts it', () => {
     const d = new LocalDedup();
-    const header = (hash: number) => ({ ...msg('ingress', ''), size: 6, msgHash: hash, payloadOmitted: true });
-    expect(d.accept(header(5))).toBe(false);
+    expect(d.pairReceiverCopy(receiverCopy(5))).toBeUndefined();
     // Same bucket, other direction missing: a second sender's copy elsewhere does not make it pair.
     expect(d.accept({ ...msg('egress', 'OTHER'), msgHash: 6, dst: { ip: '10.9.9.9', port: 5070 } })).toBe(true);
-    expect(d.accept(header(6))).toBe(false);
-    expect([d.matched, d.unpaired, d.size]).toEqual([undefined, 2, 1]);
+    expect(d.pairReceiverCopy(receiverCopy(6))).toBeUndefined();
+    expect([d.unpaired, d.size]).toEqual([2, 1]);
+    // Nor does a sender's copy of another size with the same hash.
+    expect(d.accept({ ...msg('egress', 'INVITE'), msgHash: 7 })).toBe(true);
+    expect(d.pairReceiverCopy(receiverCopy(7, 7))).toBeUndefined();
+    expect([d.unpaired, d.size]).toEqual([3, 2]);
   });
 
   it('holds at most maxKeys messages', () => {
@@ -449,6 +465,62 @@ describe('stream lifetime', () => {
     expect(asm.stats().streams).toBe(1);
     asm.expire(1n + 121_000_000_000n);
     expect(asm.stats()).toMatchObject({ streams: 0, expiredStreams: 1 });
+  });
+
+  it('frames a local TCP receiver\'s header-only reads from the bytes its sender\'s records carried, wherever the reads split them', () => {
+    const [a, b, c] = [sipMessage('seq-a'), sipMessage('seq-b'), sipMessage('seq-c')];
+    const out: Message[] = [];
+    const asm = new StreamAssembler((m) => out.push({ ...m, payload: Buffer.from(m.payload) }));
+    const push = (spec: RecordSpec) => decodeBatch(batchOf([encodeRecord(spec)]), (r) => asm.push(r));
+    const tcp = { ipProto: 6 as const, source: 1 };
+    const sender = { ...tcp, pid: 100, sockId: 1n, localPort: 40000, remotePort: 5060 };
+    const receiver = { ...tcp, pid: 200, sockId: 2n, direction: 1 as const, source: 6, localPort: 5060, remotePort: 40000 };
+    const seq = 0xfffffc00; // the run wraps past 2^32
+    const header = (at: number, len: number, flags = 0) => ({ ...receiver, data: Buffer.alloc(0), origLen: len, msgHash: at >>> 0, flags: F_SEQ | F_COUNTERPART | flags });
+    push({ ...sender, data: a, msgHash: seq, flags: F_SEQ | F_STREAM_START });
+    push({ ...sender, data: Buffer.concat([b, c]), msgHash: (seq + a.length) >>> 0, flags: F_SEQ });
+    // The receiver's first read was whole (before the flow was known), the next two split b|c unevenly.
+    push({ ...receiver, data: a, msgHash: seq, flags: F_SEQ | F_STREAM_START });
+    push(header(seq + a.length, b.length + 10));
+    push(header(seq + a.length + b.length + 10, c.length - 10));
+    expect(out.map((m) => [m.pid, m.direction, m.payload.toString()])).toEqual([
+      [100, 'egress', a.toString()], [100, 'egress', b.toString()], [100, 'egress', c.toString()],
+      [200, 'ingress', a.toString()], [200, 'ingress', b.toString()], [200, 'ingress', c.toString()],
+    ]);
+    expect(out.every((m) => !m.msgHash)).toBe(true);
+    // Everything read is let go; each receiver's copy pairs with its sender's.
+    expect(asm.stats().localTcp).toEqual({ flows: 1, bytes: 0, missing: 0, evictedForMemory: 0 });
+    const d = new LocalDedup();
+    expect(out.map((m) => d.accept(m))).toEqual([true, true, true, false, false, false]);
+  });
+
+  it('restarts a local TCP receiver\'s stream whose bytes were not kept, and drops a closed connection\'s bytes on the next one\'s first record', () => {
+    const [a, b] = [sipMessage('kept-a'), sipMessage('kept-b')];
+    const out: string[] = [];
+    const asm = new StreamAssembler((m) => out.push(`${m.pid} ${m.payload.toString().slice(0, 20)}`));
+    const push = (spec: RecordSpec) => decodeBatch(batchOf([encodeRecord(spec)]), (r) => asm.push(r));
+    const sender = { ipProto: 6 as const, source: 1, pid: 100, sockId: 1n, localPort: 40000, remotePort: 5060 };
+    const receiver = { ipProto: 6 as const, source: 6, pid: 200, sockId: 2n, direction: 1 as const, localPort: 5060, remotePort: 40000 };
+    push({ ...sender, data: a, msgHash: 1000, flags: F_SEQ | F_STREAM_START });
+    // A new connection on the same addresses and ports: its first record (not kept) drops the old bytes.
+    push({ ...sender, sockId: 3n, data: b, msgHash: 1000 + a.length, flags: F_STREAM_START });
+    push({ ...receiver, data: Buffer.alloc(0), origLen: a.length, msgHash: 1000, flags: F_SEQ | F_COUNTERPART | F_STREAM_START });
+    push({ ...receiver, data: b, msgHash: 1000 + a.length, flags: F_SEQ });
+    expect(out).toEqual([`100 ${a.toString().slice(0, 20)}`, `100 ${b.toString().slice(0, 20)}`, `200 ${b.toString().slice(0, 20)}`]);
+    expect(asm.stats().localTcp).toMatchObject({ missing: 1, bytes: 0 });
+  });
+
+  it('keeps local TCP senders\' bytes under its bound: the least recently written flow goes first', () => {
+    const kept = new SentBytes(100);
+    const each = (specs: RecordSpec[], f: (r: CaptureRecord) => void) => decodeBatch(batchOf(specs.map(encodeRecord)), f);
+    const sent = (port: number, seq: number) => ({ ipProto: 6 as const, localPort: port, remotePort: 5060, msgHash: seq, flags: F_SEQ, data: Buffer.alloc(40, port) });
+    each([sent(40000, 0), sent(40001, 0), sent(40000, 40)], (r) => kept.keep(r, false));
+    expect(kept.stats()).toEqual({ flows: 1, bytes: 80, missing: 0, evictedForMemory: 1 });
+    const read = (port: number) => ({ ipProto: 6 as const, direction: 1 as const, localPort: 5060, remotePort: port, msgHash: 0, origLen: 80, flags: F_SEQ | F_COUNTERPART, data: Buffer.alloc(0) });
+    const got: Array<Buffer | undefined> = [];
+    each([read(40000), read(40001)], (r) => got.push(kept.take(r, true)));
+    expect(got.map((b) => b?.length)).toEqual([80, undefined]);
+    expect(kept.stats()).toMatchObject({ bytes: 0, missing: 1 });
   });
 
   it('starts afresh when a new connection takes the socket address of a closed one (first record flagged by the kernel)', () => {
