@@ -355,7 +355,7 @@ async function localTcp() {
   const SECS = 5;
   say(`\n(tcp) 800-byte SIP over TCP between two local processes (one connection, a write per message, reads of up to 64 KiB), HEP/UDP`);
   if (!withAgent) return say('  (no agent)');
-  const rows = [['rate', 'forwarded', 'records / msg', 'ring-buffer bytes / msg', 'reads header only / whole', 'CPU (% of one core)']];
+  const rows = [['rate', 'forwarded', 'records / msg', 'ring-buffer bytes / msg', 'reads header only / whole', 'CPU (% of one core)', 'lost: ring buffer full / shed / receiver\'s bytes missing']];
   const figures: Record<string, object> = {};
   for (const rate of TCP_RATES) {
     const counter = await startCounter('udp', port());
@@ -371,11 +371,14 @@ async function localTcp() {
       const cpuPercent = ((procStats(agent.pid).cpuS - before.cpuS) / ((performance.now() - t0) / 1000)) * 100;
       const forwarded = await counter.settle();
       const ringBytes = Number(await runC(RING_WRITTEN, String(ring))) - writtenBefore;
-      const kernel = (await agent.stop()).capture?.kernel ?? {};
+      const capture = (await agent.stop()).capture ?? {};
+      const kernel = capture.kernel ?? {};
       const records = kernel.emitted / forwarded;
-      figures[`at${rate}PerS`] = { sent: f.sent, forwarded, records, ringBytes: ringBytes / forwarded, cpuPercent, readsReduced: kernel.tcpReadReduced, readsWhole: kernel.tcpReadWhole };
+      const lost = { ringbufFull: kernel.ringbufFull, shed: capture.shed?.lag, missing: capture.streams?.localTcp?.missing };
+      figures[`at${rate}PerS`] = { sent: f.sent, forwarded, records, ringBytes: ringBytes / forwarded, cpuPercent, readsReduced: kernel.tcpReadReduced, readsWhole: kernel.tcpReadWhole, lost };
       const reads = kernel.tcpReadReduced === undefined ? '-' : `${kernel.tcpReadReduced} / ${kernel.tcpReadWhole}`;
-      rows.push([fmtRate(rate), `${forwarded}/${f.sent}`, records.toFixed(2), (ringBytes / forwarded).toFixed(0), reads, `${cpuPercent.toFixed(1)}%`]);
+      rows.push([fmtRate(rate), `${forwarded}/${f.sent}`, records.toFixed(2), (ringBytes / forwarded).toFixed(0), reads, `${cpuPercent.toFixed(1)}%`,
+        `${lost.ringbufFull ?? '?'} / ${lost.shed ?? '?'} / ${lost.missing ?? '-'}`]);
       if (rate === 10_000) summary.push([`SIP/TCP between local processes at ${fmtRate(rate)}: ring-buffer bytes / msg, agent CPU`, '-', `${(ringBytes / forwarded).toFixed(0)} B, ${cpuPercent.toFixed(0)}%`, 'one copy (~930 B)']);
     } finally {
       await counter.stop();
