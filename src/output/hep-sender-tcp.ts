@@ -329,7 +329,9 @@ export class TcpHepSender implements HepSender {
       return;
     }
     if (!this.slab.fits(packet.length)) {
-      this.seal();
+      // A full slab goes to the socket now, not after the turn: a backlog of kernel records is worked
+      // through in one long turn, and at tens of MB/s of HEP the queue would fill before it ends.
+      this.write();
       this.slab.renew(packet.length);
       this.openFrom = 0;
     }

@@ -223,6 +223,26 @@ describe('HEP senders', () => {
     await close();
   });
 
+  it('TCP: a burst longer than the queue bound within one event-loop turn is written slab by slab as it comes, nothing dropped', async () => {
+    const { port, received, close } = await tcpCollector();
+    // The agent works through a backlog of kernel records in one turn: what waits for the turn's end is bounded by the queue.
+    const sender = new TcpHepSender(parseHepTarget(`tcp://127.0.0.1:${port}`), log, { maxQueueBytes: 2 << 20 });
+    sender.send(hepPacket(0));
+    for (let i = 0; i < 100 && received.length < 1; i++) await sleep(20);
+    expect(received.length, 'connected').toBe(1);
+    const packet = Buffer.alloc(1000, 7);
+    packet.write('HEP3', 0, 'latin1');
+    packet.writeUInt16BE(1000, 4);
+    for (let i = 0; i < 6000; i++) sender.send(packet); // 6 MB, three times the queue bound
+    expect(sender.stats().dropped).toBe(0);
+    await sender.flush();
+    for (let i = 0; i < 200 && received.length < 6001; i++) await sleep(20);
+    expect(received.length).toBe(6001);
+    expect(sender.stats()).toMatchObject({ sent: 6001, dropped: 0, queued: 0 });
+    await sender.close();
+    await close();
+  });
+
   it('TCP: a collector that is not up yet gets what was queued; past the queue bound packets are dropped and counted', async () => {
     const { port, close: closeProbe } = await tcpCollector();
     await closeProbe();
