@@ -5,7 +5,7 @@
  * entering the receiver, as on a real host. Built with src/capture/replay.ts.
  */
 import { batchOf, encodeRecord, type RecordSpec } from '../src/capture/replay.js';
-import { F_COUNTERPART, F_TLS, L7_DIAMETER, L7_SIP, L7_WEBSOCKET } from '../src/capture/record.js';
+import { F_COUNTERPART, F_SEQ, F_TLS, L7_DIAMETER, L7_SIP, L7_WEBSOCKET } from '../src/capture/record.js';
 import { ContainerResolver } from '../src/enrich/containers.js';
 import type { CgroupIndex } from '../src/enrich/cgroups.js';
 import type { DockerApi } from '../src/enrich/docker-api.js';
@@ -143,6 +143,8 @@ export class Recorder {
   /** SIP and Diameter messages that should come out, each once. */
   messages = 0;
   private tsNs: bigint;
+  /** Local TCP: the sequence number of each flow's next byte, by `fromPort>toPort`. */
+  private readonly nextSeq = new Map<string, number>();
 
   constructor(startNs = 1_000_000_000n) {
     this.tsNs = startNs;
@@ -160,7 +162,10 @@ export class Recorder {
   exchange(o: {
     from: Peer; to: Peer; fromPort: number; toPort: number; ipProto: 6 | 17; l7: number; tls?: boolean;
     writes: Buffer[]; reads?: Buffer[]; messages: number;
-    /** UDP as the kernel records a datagram between two processes of this host (bpf/local_copies.bpf.h): both copies carry its hash, the receiver's no bytes. */
+    /**
+     * As the kernel records two processes of this host (bpf/local_copies.bpf.h), the receiver's copies carry no bytes.
+     * UDP: both copies carry the datagram's hash. TCP: both carry the sequence number of their first byte.
+     */
     receiverHeaderOnly?: boolean;
   }): void {
     const side = (p: Peer, direction: 0 | 1, local: number, remote: number, data: Buffer): RecordSpec => ({
@@ -172,7 +177,21 @@ export class Recorder {
       source: o.tls ? (direction === 0 ? 11 : 12) : 3,
       localAddr: p.addr, remoteAddr: direction === 0 ? o.to.addr : o.from.addr, localPort: local, remotePort: remote, data,
     });
-    if (o.receiverHeaderOnly) {
+    if (o.receiverHeaderOnly && o.ipProto === 6) {
+      const flow = `${o.fromPort}>${o.toPort}`;
+      const first = this.nextSeq.get(flow) ?? 0xfffff000; // the run wraps past 2^32
+      let seq = first;
+      for (const w of o.writes) {
+        this.record({ ...side(o.from, 0, o.fromPort, o.toPort, w), msgHash: seq, flags: F_SEQ });
+        seq = (seq + w.length) >>> 0;
+      }
+      seq = first;
+      for (const r of o.reads ?? o.writes) {
+        this.record({ ...side(o.to, 1, o.toPort, o.fromPort, Buffer.alloc(0)), msgHash: seq, origLen: r.length, flags: F_SEQ | F_COUNTERPART });
+        seq = (seq + r.length) >>> 0;
+      }
+      this.nextSeq.set(flow, seq);
+    } else if (o.receiverHeaderOnly) {
       for (const w of o.writes) {
         const msgHash = kernelHash(w);
         this.record({ ...side(o.from, 0, o.fromPort, o.toPort, w), msgHash });
@@ -203,7 +222,7 @@ function kernelHash(data: Buffer): number {
 const split = (buf: Buffer, parts: number) =>
   Array.from({ length: parts }, (_, i) => buf.subarray(Math.floor((buf.length * i) / parts), Math.floor((buf.length * (i + 1)) / parts)));
 
-export type Scenario = 'SIP/UDP' | 'SIP/UDP local' | 'SIP/TCP' | 'SIP/TLS' | 'SIP/WS' | 'Diameter';
+export type Scenario = 'SIP/UDP' | 'SIP/UDP local' | 'SIP/TCP' | 'SIP/TCP local' | 'SIP/TLS' | 'SIP/WS' | 'Diameter';
 /** The mixed traffic's scenarios. */
 export const SCENARIOS: Scenario[] = ['SIP/UDP', 'SIP/TCP', 'SIP/TLS', 'SIP/WS', 'Diameter'];
 
@@ -228,14 +247,16 @@ export function record(rec: Recorder, scenario: Scenario, calls: number, tag = '
       const receiverHeaderOnly = scenario === 'SIP/UDP local';
       rec.exchange({ ...sip, ipProto: 17, writes: [invite(id, icid)], messages: 1, receiverHeaderOnly });
       rec.exchange({ ...back, ipProto: 17, writes: [ok(id)], messages: 1, receiverHeaderOnly });
-    } else if (scenario === 'SIP/TCP' || scenario === 'SIP/TLS') {
+    } else if (scenario === 'SIP/TCP' || scenario === 'SIP/TCP local' || scenario === 'SIP/TLS') {
       // Two INVITEs in one write (pipelining), read in three pieces; the answers written one by one, read together.
+      // SIP/TCP local: the receiver's reads header only, as the kernel now records two local processes' connection.
       const tls = scenario === 'SIP/TLS';
+      const receiverHeaderOnly = scenario === 'SIP/TCP local';
       const port = tls ? 5061 : 5060;
       const both = Buffer.concat([invite(`${id}a`, icid), invite(`${id}b`, icid)]);
-      rec.exchange({ ...sip, toPort: port, ipProto: 6, tls, writes: [both], reads: split(both, 3), messages: 2 });
+      rec.exchange({ ...sip, toPort: port, ipProto: 6, tls, writes: [both], reads: split(both, 3), messages: 2, receiverHeaderOnly });
       const answers = [ok(`${id}a`), ok(`${id}b`)];
-      rec.exchange({ ...back, fromPort: port, ipProto: 6, tls, writes: answers, reads: [Buffer.concat(answers)], messages: 2 });
+      rec.exchange({ ...back, fromPort: port, ipProto: 6, tls, writes: answers, reads: [Buffer.concat(answers)], messages: 2, receiverHeaderOnly });
     } else if (scenario === 'SIP/WS') {
       // One connection, opened by the handshake before the first request.
       const ws = { ...sip, toPort: 8080, ipProto: 6 as const, l7: L7_WEBSOCKET };

@@ -5,7 +5,7 @@ import { isKeepAlive } from '../protocols/sip.js';
 import { DiameterFramer } from './diameter-framer.js';
 import { WebSocketFramer, type WebSocketStats } from './websocket-framer.js';
 import type { FramerStats, StreamFramer } from './framer.js';
-import { SentBytes } from './sent-bytes.js';
+import { flowKey, SentBytes } from './sent-bytes.js';
 
 /** A stream that has been silent this long is forgotten (its partial message with it). */
 const STREAM_IDLE_NS = 120_000_000_000n;
@@ -23,6 +23,13 @@ interface StreamState {
   /** Set for SIP over WebSocket, whose transport is ws or wss rather than tcp or tls. */
   websocket: boolean;
   lastNs: bigint;
+  /**
+   * A local TCP connection's flow (src/stream/sent-bytes.ts), named on its first record that needs it, and
+   * the ports it was named with: a socket address reused by a connection whose first record was shed
+   * (no F_STREAM_START) has other ports, and its flow is named again.
+   */
+  flow?: string;
+  flowPorts: number;
 }
 
 /**
@@ -99,12 +106,6 @@ export class StreamAssembler {
     }
     const tls = (rec.flags & F_TLS) !== 0;
     this.currentTransport = tls ? 'tls' : rec.ipProto === IPPROTO_TCP ? 'tcp' : 'sctp';
-    let data = rec.data;
-    if (!tls && rec.ipProto === IPPROTO_TCP && rec.flags & (F_SEQ | F_STREAM_START)) {
-      const kept = this.localTcp(rec);
-      if (kept === null) return;
-      data = kept;
-    }
     const key = streamKey(rec);
     let stream = this.streams.get(key);
     // A new connection on the socket address (or TLS object) of a closed one: the old stream is done,
@@ -114,6 +115,15 @@ export class StreamAssembler {
       this.expired++;
       stream = undefined;
     }
+    let data: Buffer;
+    let flow: string | undefined;
+    const ports = (rec.localPort << 16) | rec.remotePort;
+    if (!tls && rec.ipProto === IPPROTO_TCP && rec.flags & (F_SEQ | F_STREAM_START)) {
+      flow = stream?.flow !== undefined && stream.flowPorts === ports ? stream.flow : flowKey(rec);
+      const kept = this.localTcp(rec, flow);
+      if (kept === null) return this.forget(rec); // its stream cannot continue
+      data = kept;
+    } else data = rec.data;
     if (!stream) {
       if (this.streams.size >= MAX_STREAMS) this.expire(rec.tsNs, true);
       // The kernel's inference decides once per connection which framing applies.
@@ -125,12 +135,16 @@ export class StreamAssembler {
           : rec.l7 === L7_WEBSOCKET
             ? new WebSocketFramer(this.framerStats, this.websocketStats, sink, keepAlive)
             : new SipFramer(this.framerStats, sink, keepAlive);
-      stream = { framer, proto: rec.l7 === L7_DIAMETER ? 'diameter' : 'sip', websocket: rec.l7 === L7_WEBSOCKET, lastNs: rec.tsNs };
+      stream = { framer, proto: rec.l7 === L7_DIAMETER ? 'diameter' : 'sip', websocket: rec.l7 === L7_WEBSOCKET, lastNs: rec.tsNs, flow, flowPorts: ports };
       this.streams.set(key, stream);
     } else {
       // Refresh insertion order so the oldest-idle streams stay at the front for expire().
       this.streams.delete(key);
       this.streams.set(key, stream);
+      if (flow !== undefined) {
+        stream.flow = flow;
+        stream.flowPorts = ports;
+      }
     }
     stream.lastNs = rec.tsNs;
     this.currentProto = stream.proto;
@@ -141,19 +155,18 @@ export class StreamAssembler {
   /**
    * A local TCP connection's bytes cross the ring buffer once (bpf/local_copies.bpf.h): a sender's are kept
    * for the receiver, a receiver's header-only read takes them. The record's bytes, or null when they were
-   * not kept (its stream cannot continue: forgotten).
+   * not kept.
    */
-  private localTcp(rec: CaptureRecord): Buffer | null {
+  private localTcp(rec: CaptureRecord, flow: string): Buffer | null {
     const headerOnly = (rec.flags & F_COUNTERPART) !== 0;
     if (rec.direction === DIR_EGRESS) {
-      if (rec.flags & F_SEQ) this.sent.keep(rec, (rec.flags & F_STREAM_START) !== 0);
-      else this.sent.forget(rec); // a new connection: what its flow held was another's
+      if (rec.flags & F_SEQ) this.sent.keep(flow, rec.msgHash, rec.data, (rec.flags & F_STREAM_START) !== 0);
+      else this.sent.forget(flow); // a new connection: what its flow held was another's
       return rec.data;
     }
     if (!(rec.flags & F_SEQ)) return rec.data;
-    const kept = this.sent.take(rec, headerOnly);
+    const kept = this.sent.take(flow, rec.msgHash, rec.origLen, headerOnly);
     if (!headerOnly) return rec.data;
-    if (!kept) this.forget(rec);
     return kept ?? null;
   }
 

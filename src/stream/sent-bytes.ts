@@ -1,104 +1,201 @@
 import type { CaptureRecord } from '../capture/record.js';
 import { DIR_EGRESS } from '../capture/record.js';
 
-/** Bytes kept for receivers, all flows together, at most (README "Memory and overload"): past it the least recently written flows go. */
+/** Memory for receivers' bytes, all flows' buffers together, at most (README "Memory and overload"): past it the least recently written flows go. */
 const MAX_KEPT_BYTES = 8 << 20;
-
-interface Chunk {
-  seq: number;
-  data: Buffer;
-}
+/** A flow's first buffer; it doubles as its unread bytes need. */
+const FIRST_BUFFER_BYTES = 4096;
+/** A flow whose receiver read everything is let go if its buffer grew past this (a large message once), else it keeps it for the next bytes. */
+const KEEP_BUFFER_BYTES = 65536;
+const EMPTY = Buffer.alloc(0);
+/** Runs read past are taken off the front of a flow's list once there are this many (numbers) of them, or when the flow is emptied. */
+const RUNS_SPLICED_AT = 64;
 
 /** Sequence number a minus b, as TCP compares them (modulo 2^32). */
 const seqDiff = (a: number, b: number) => (a - b) | 0;
+
+/** One flow's bytes not yet read, in sequence order, and its place in the order of last writes. */
+class Flow {
+  /** The bytes, at buffer[start..end): written at the end, read from the start. */
+  buffer = EMPTY;
+  start = 0;
+  end = 0;
+  /**
+   * Runs of consecutive sequence numbers in the bytes, oldest first, as pairs (first sequence number,
+   * length) from runs[head]: one while no sender's record went missing, whatever the records.
+   */
+  runs: number[] = [];
+  head = 0;
+  older?: Flow;
+  newer?: Flow;
+
+  constructor(readonly key: string) {}
+}
 
 /**
  * The bytes of local TCP connections' sender's records (flagged F_SEQ, bpf/local_copies.bpf.h), kept until
  * the receiver's reads pass them: the kernel sends such a read header only when the sender's records that
  * went out before it carried all its bytes, so they are here, in ring-buffer order, when it arrives. A flow
- * is named as its sender sees it, so that the receiver's records (which see it reversed) find it.
+ * is named by flowKey(), once per stream: the sender's and the receiver's stream find the same flow.
+ * Each flow copies its sender's bytes into one buffer of its own, reused while the receiver keeps up: no
+ * object or allocation per record.
  */
 export class SentBytes {
-  private readonly flows = new Map<string, Chunk[]>();
+  private readonly flows = new Map<string, Flow>();
+  /** Least and most recently written flows: the two ends of a list through Flow.older/newer. */
+  private oldest?: Flow;
+  private newest?: Flow;
+  /** Bytes not yet read, all flows together. */
   private bytes = 0;
+  /** Bytes of the flows' buffers, all flows together: bounded by maxBytes. */
+  private allocated = 0;
   /** Receiver's header-only reads whose bytes were not kept (records shed, or flows dropped for memory). */
   missing = 0;
-  /** Flows dropped, with their bytes, to stay under MAX_KEPT_BYTES. */
+  /** Flows dropped, with their unread bytes, to stay under MAX_KEPT_BYTES. */
   evictedForMemory = 0;
 
   constructor(private readonly maxBytes = MAX_KEPT_BYTES) {}
 
-  /** A sender's record: keeps a copy of its bytes (a new connection's first one drops what the flow held). */
-  keep(rec: CaptureRecord, streamStart: boolean): void {
-    const key = flowKey(rec);
-    let chunks = this.flows.get(key);
-    if (chunks && streamStart) this.drop(key, chunks);
-    else if (chunks) this.flows.delete(key); // re-inserted at the back: flows stay in order of last write
-    if (!chunks || streamStart) chunks = [];
-    this.flows.set(key, chunks);
-    chunks.push({ seq: rec.msgHash, data: Buffer.from(rec.data) });
-    this.bytes += rec.dataLen;
-    while (this.bytes > this.maxBytes && this.flows.size) {
-      const [oldest, held] = this.flows.entries().next().value!;
-      this.drop(oldest, held);
-      this.evictedForMemory++;
+  /** A sender's record of `flow`: keeps a copy of its bytes, from sequence number `seq` (a new connection's first one drops what the flow held). */
+  keep(flow: string, seq: number, data: Buffer, streamStart: boolean): void {
+    let f = this.flows.get(flow);
+    if (!f) {
+      f = new Flow(flow);
+      this.flows.set(flow, f);
+    } else if (streamStart) this.clear(f);
+    const n = data.length;
+    if (f.end + n > f.buffer.length) this.makeRoom(f, n);
+    data.copy(f.buffer, f.end);
+    f.end += n;
+    this.bytes += n;
+    const runs = f.runs;
+    const last = runs.length - 2;
+    if (last >= f.head && ((runs[last] + runs[last + 1]) | 0) === (seq | 0)) runs[last + 1] += n;
+    else runs.push(seq, n);
+    this.written(f);
+    while (this.allocated > this.maxBytes && this.oldest) {
+      if (this.oldest.end > this.oldest.start) this.evictedForMemory++;
+      this.remove(this.oldest);
     }
   }
 
   /**
-   * A receiver's read of `rec.origLen` bytes from sequence number rec.msgHash: the bytes of a header-only
-   * record (undefined: they were not kept), else undefined. What it read is dropped from the flow.
+   * A receiver's read of `flow`, of `len` bytes from sequence number `seq`: the bytes of a header-only
+   * read (undefined: they were not kept), else undefined. What it read is dropped from the flow. The
+   * bytes are a view, valid until the next keep().
    */
-  take(rec: CaptureRecord, headerOnly: boolean): Buffer | undefined {
-    const chunks = this.flows.get(flowKey(rec));
-    const bytes = headerOnly && chunks ? this.copyOut(chunks, rec.msgHash, rec.origLen) : undefined;
-    if (chunks) this.passed(chunks, (rec.msgHash + rec.origLen) >>> 0);
+  take(flow: string, seq: number, len: number, headerOnly: boolean): Buffer | undefined {
+    const f = this.flows.get(flow);
+    const bytes = headerOnly && f ? this.bytesOf(f, seq, len) : undefined;
+    if (f) this.passed(f, (seq + len) >>> 0);
     if (headerOnly && !bytes) this.missing++;
     return bytes;
   }
 
-  private copyOut(chunks: Chunk[], seq: number, len: number): Buffer | undefined {
-    const parts: Buffer[] = [];
-    let at = seq;
-    let left = len;
-    while (left > 0) {
-      const c = chunks.find((k) => seqDiff(at, k.seq) >= 0 && seqDiff(at, k.seq) < k.data.length);
-      if (!c) return undefined;
-      const off = seqDiff(at, c.seq);
-      const n = Math.min(c.data.length - off, left);
-      parts.push(c.data.subarray(off, off + n));
-      at = (at + n) >>> 0;
-      left -= n;
-    }
-    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
-  }
-
-  /** The receiver read up to `end`: the chunks before it are not needed again. */
-  private passed(chunks: Chunk[], end: number): void {
-    let i = 0;
-    while (i < chunks.length && seqDiff(end, chunks[i].seq + chunks[i].data.length) >= 0) this.bytes -= chunks[i++].data.length;
-    if (i) chunks.splice(0, i);
-  }
-
   /** A new connection's first record, not kept: what its flow held was another connection's. */
-  forget(rec: CaptureRecord): void {
-    const key = flowKey(rec);
-    const chunks = this.flows.get(key);
-    if (chunks) this.drop(key, chunks);
-  }
-
-  private drop(key: string, chunks: Chunk[]): void {
-    for (const c of chunks) this.bytes -= c.data.length;
-    this.flows.delete(key);
+  forget(flow: string): void {
+    const f = this.flows.get(flow);
+    if (f) this.clear(f);
   }
 
   stats() {
-    return { flows: this.flows.size, bytes: this.bytes, missing: this.missing, evictedForMemory: this.evictedForMemory };
+    return { flows: this.flows.size, bytes: this.bytes, allocatedBytes: this.allocated, missing: this.missing, evictedForMemory: this.evictedForMemory };
+  }
+
+  /** The bytes [seq, seq + len), when one run holds them all. */
+  private bytesOf(f: Flow, seq: number, len: number): Buffer | undefined {
+    if (len === 0) return EMPTY;
+    let at = f.start;
+    for (let i = f.head; i < f.runs.length; i += 2) {
+      const off = seqDiff(seq, f.runs[i]);
+      const runLen = f.runs[i + 1];
+      if (off >= 0 && off + len <= runLen) return f.buffer.subarray(at + off, at + off + len);
+      at += runLen;
+    }
+    return undefined;
+  }
+
+  /** The receiver read up to `end`: the bytes before it are not needed again. */
+  private passed(f: Flow, end: number): void {
+    const runs = f.runs;
+    while (f.head < runs.length) {
+      const before = seqDiff(end, runs[f.head]);
+      if (before <= 0) break;
+      const n = Math.min(before, runs[f.head + 1]);
+      f.start += n;
+      this.bytes -= n;
+      if (n < runs[f.head + 1]) {
+        runs[f.head] = (runs[f.head] + n) >>> 0;
+        runs[f.head + 1] -= n;
+        break;
+      }
+      f.head += 2;
+    }
+    if (f.head === runs.length) this.emptied(f);
+    else if (f.head >= RUNS_SPLICED_AT) {
+      runs.splice(0, f.head);
+      f.head = 0;
+    }
+  }
+
+  /** Drops what a flow holds. */
+  private clear(f: Flow): void {
+    this.bytes -= f.end - f.start;
+    f.start = f.end = 0;
+    f.runs.length = f.head = 0;
+  }
+
+  /** Every byte read: the flow's buffer is written from its start again; a buffer grown for a large message goes, with the flow. */
+  private emptied(f: Flow): void {
+    f.start = f.end = 0;
+    f.runs.length = f.head = 0;
+    if (f.buffer.length > KEEP_BUFFER_BYTES) this.remove(f);
+  }
+
+  /** Room for n more bytes at the end: the unread bytes moved to the front, or a larger buffer. */
+  private makeRoom(f: Flow, n: number): void {
+    const unread = f.end - f.start;
+    // Moved only into at most half the buffer, so that moving costs at most about what was written since.
+    if (unread + n <= f.buffer.length >> 1) {
+      f.buffer.copy(f.buffer, 0, f.start, f.end);
+    } else {
+      const grown = Buffer.allocUnsafeSlow(Math.max(FIRST_BUFFER_BYTES, 2 * f.buffer.length, unread + n));
+      f.buffer.copy(grown, 0, f.start, f.end);
+      this.allocated += grown.length - f.buffer.length;
+      f.buffer = grown;
+    }
+    f.start = 0;
+    f.end = unread;
+  }
+
+  /** The flow was just written: it goes to the newest end of the list. */
+  private written(f: Flow): void {
+    if (this.newest === f) return;
+    this.unlink(f);
+    f.older = this.newest;
+    if (this.newest) this.newest.newer = f;
+    else this.oldest = f;
+    this.newest = f;
+  }
+
+  private unlink(f: Flow): void {
+    if (f.older) f.older.newer = f.newer;
+    else if (this.oldest === f) this.oldest = f.newer;
+    if (f.newer) f.newer.older = f.older;
+    else if (this.newest === f) this.newest = f.older;
+    f.older = f.newer = undefined;
+  }
+
+  private remove(f: Flow): void {
+    this.clear(f);
+    this.allocated -= f.buffer.length;
+    this.unlink(f);
+    this.flows.delete(f.key);
   }
 }
 
 /** The flow a record's bytes travel, as its sender names it; a loopback address is one per network namespace. */
-function flowKey(rec: CaptureRecord): string {
+export function flowKey(rec: CaptureRecord): string {
   const local = `${rec.localAddr()} ${rec.localPort}`;
   const remote = `${rec.remoteAddr()} ${rec.remotePort}`;
   const ip = rec.localAddr();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type CaptureRecord, decodeBatch, F_COUNTERPART, F_SEQ, F_STREAM_START, L7_DIAMETER } from '../../src/capture/record.js';
+import { decodeBatch, F_COUNTERPART, F_SEQ, F_STREAM_START, L7_DIAMETER } from '../../src/capture/record.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
 import { SentBytes } from '../../src/stream/sent-bytes.js';
 import { LocalDedup } from '../../src/stream/dedup.js';
@@ -456,6 +456,17 @@ describe('local dedup', () => {
   });
 });
 
+/** An assembler and one local TCP connection's two ends (sockets 1 and 2); each message out as line(). */
+function localTcpConnection() {
+  const out: string[] = [];
+  const asm = new StreamAssembler((m) => out.push(line(m.pid, m.payload)));
+  const push = (spec: RecordSpec) => decodeBatch(batchOf([encodeRecord(spec)]), (r) => asm.push(r));
+  const sender = { ipProto: 6 as const, source: 1, pid: 100, sockId: 1n, localPort: 40000, remotePort: 5060 };
+  const receiver = { ipProto: 6 as const, source: 6, pid: 200, sockId: 2n, direction: 1 as const, localPort: 5060, remotePort: 40000 };
+  return { asm, out, push, sender, receiver };
+}
+const line = (pid: number, payload: Buffer) => `${pid} ${payload.toString().slice(0, 20)}`;
+
 describe('stream lifetime', () => {
   it('forgets a TCP stream idle for two minutes, with its partial message', () => {
     const out: string[] = [];
@@ -489,38 +500,34 @@ describe('stream lifetime', () => {
     ]);
     expect(out.every((m) => !m.msgHash)).toBe(true);
     // Everything read is let go; each receiver's copy pairs with its sender's.
-    expect(asm.stats().localTcp).toEqual({ flows: 1, bytes: 0, missing: 0, evictedForMemory: 0 });
+    expect(asm.stats().localTcp).toEqual({ flows: 1, bytes: 0, allocatedBytes: 4096, missing: 0, evictedForMemory: 0 });
     const d = new LocalDedup();
     expect(out.map((m) => d.accept(m))).toEqual([true, true, true, false, false, false]);
   });
 
   it('restarts a local TCP receiver\'s stream whose bytes were not kept, and drops a closed connection\'s bytes on the next one\'s first record', () => {
     const [a, b] = [sipMessage('kept-a'), sipMessage('kept-b')];
-    const out: string[] = [];
-    const asm = new StreamAssembler((m) => out.push(`${m.pid} ${m.payload.toString().slice(0, 20)}`));
-    const push = (spec: RecordSpec) => decodeBatch(batchOf([encodeRecord(spec)]), (r) => asm.push(r));
-    const sender = { ipProto: 6 as const, source: 1, pid: 100, sockId: 1n, localPort: 40000, remotePort: 5060 };
-    const receiver = { ipProto: 6 as const, source: 6, pid: 200, sockId: 2n, direction: 1 as const, localPort: 5060, remotePort: 40000 };
+    const { asm, out, push, sender, receiver } = localTcpConnection();
     push({ ...sender, data: a, msgHash: 1000, flags: F_SEQ | F_STREAM_START });
     // A new connection on the same addresses and ports: its first record (not kept) drops the old bytes.
     push({ ...sender, sockId: 3n, data: b, msgHash: 1000 + a.length, flags: F_STREAM_START });
     push({ ...receiver, data: Buffer.alloc(0), origLen: a.length, msgHash: 1000, flags: F_SEQ | F_COUNTERPART | F_STREAM_START });
     push({ ...receiver, data: b, msgHash: 1000 + a.length, flags: F_SEQ });
-    expect(out).toEqual([`100 ${a.toString().slice(0, 20)}`, `100 ${b.toString().slice(0, 20)}`, `200 ${b.toString().slice(0, 20)}`]);
+    expect(out).toEqual([line(100, a), line(100, b), line(200, b)]);
     expect(asm.stats().localTcp).toMatchObject({ missing: 1, bytes: 0 });
   });
 
-  it('keeps local TCP senders\' bytes under its bound: the least recently written flow goes first', () => {
-    const kept = new SentBytes(100);
-    const each = (specs: RecordSpec[], f: (r: CaptureRecord) => void) => decodeBatch(batchOf(specs.map(encodeRecord)), f);
-    const sent = (port: number, seq: number) => ({ ipProto: 6 as const, localPort: port, remotePort: 5060, msgHash: seq, flags: F_SEQ, data: Buffer.alloc(40, port) });
-    each([sent(40000, 0), sent(40001, 0), sent(40000, 40)], (r) => kept.keep(r, false));
-    expect(kept.stats()).toEqual({ flows: 1, bytes: 80, missing: 0, evictedForMemory: 1 });
-    const read = (port: number) => ({ ipProto: 6 as const, direction: 1 as const, localPort: 5060, remotePort: port, msgHash: 0, origLen: 80, flags: F_SEQ | F_COUNTERPART, data: Buffer.alloc(0) });
-    const got: Array<Buffer | undefined> = [];
-    each([read(40000), read(40001)], (r) => got.push(kept.take(r, true)));
-    expect(got.map((b) => b?.length)).toEqual([80, undefined]);
-    expect(kept.stats()).toMatchObject({ bytes: 0, missing: 1 });
+  it('names a local TCP stream\'s flow again when a connection whose first record was lost reuses its socket address', () => {
+    const [a, b] = [sipMessage('reused-a'), sipMessage('reused-b')];
+    const { asm, out, push, sender, receiver } = localTcpConnection();
+    const header = (at: number, len: number) => ({ data: Buffer.alloc(0), origLen: len, msgHash: at, flags: F_SEQ | F_COUNTERPART });
+    push({ ...sender, data: a, msgHash: 1000, flags: F_SEQ | F_STREAM_START });
+    push({ ...receiver, ...header(1000, a.length), flags: F_SEQ | F_COUNTERPART | F_STREAM_START });
+    // The next connection takes socket 1 (its flagged first record lost): other ports, so another flow.
+    push({ ...sender, localPort: 40001, data: b, msgHash: 7000, flags: F_SEQ });
+    push({ ...receiver, sockId: 3n, remotePort: 40001, ...header(7000, b.length), flags: F_SEQ | F_COUNTERPART | F_STREAM_START });
+    expect(out).toEqual([line(100, a), line(200, a), line(100, b), line(200, b)]);
+    expect(asm.stats().localTcp).toMatchObject({ flows: 2, bytes: 0, missing: 0 });
   });
 
   it('starts afresh when a new connection takes the socket address of a closed one (first record flagged by the kernel)', () => {
@@ -540,5 +547,73 @@ describe('stream lifetime', () => {
       { proto: 'sip', text: sip.toString('latin1') },
     ]);
     expect(asm.stats()).toMatchObject({ streams: 1, expiredStreams: 2 });
+  });
+});
+
+describe('local TCP senders\' bytes (SentBytes)', () => {
+  /** n bytes of a stream whose byte at offset i is i % 251, from offset `from`. */
+  const bytes = (n: number, from = 0) => {
+    const b = Buffer.allocUnsafe(n);
+    for (let i = 0; i < n; i++) b[i] = (from + i) % 251;
+    return b;
+  };
+
+  it('hands a receiver\'s reads the bytes of the sender\'s records wherever they split them, each once, in a buffer reused while it keeps up', () => {
+    const kept = new SentBytes();
+    const seq = 0xffffff00; // the run wraps past 2^32
+    for (let round = 0; round < 100; round++) {
+      const at = (seq + round * 300) >>> 0;
+      for (let i = 0; i < 3; i++) kept.keep('a>b', (at + 100 * i) >>> 0, bytes(100, 100 * i), round === 0 && i === 0);
+      expect(kept.take('a>b', at, 150, true)).toEqual(bytes(150));
+      expect(kept.take('a>b', (at + 150) >>> 0, 150, true)).toEqual(bytes(150, 150));
+      // Read already: not handed out again.
+      expect(kept.take('a>b', at, 150, true)).toBeUndefined();
+    }
+    expect(kept.stats()).toEqual({ flows: 1, bytes: 0, allocatedBytes: 4096, missing: 100, evictedForMemory: 0 });
+  });
+
+  it('hands out the bytes before and after a sender\'s record that is missing, not a read across it', () => {
+    const kept = new SentBytes();
+    kept.keep('a>b', 0, bytes(100), false);
+    kept.keep('a>b', 200, bytes(100, 200), false); // [100, 200) lost
+    expect(kept.take('a>b', 0, 100, true)).toEqual(bytes(100));
+    expect(kept.take('a>b', 100, 150, true)).toBeUndefined();
+    expect(kept.take('a>b', 250, 50, true)).toEqual(bytes(50, 250));
+    expect(kept.stats()).toMatchObject({ bytes: 0, missing: 1 });
+  });
+
+  it('drops what a flow held on its next connection\'s first record; a whole read drops what it passed', () => {
+    const kept = new SentBytes();
+    kept.keep('a>b', 0, bytes(100), false);
+    kept.keep('a>b', 5000, bytes(10), true);
+    expect(kept.take('a>b', 0, 100, true)).toBeUndefined();
+    kept.keep('a>b', 5010, bytes(10, 10), false);
+    expect(kept.take('a>b', 5000, 15, false)).toBeUndefined();
+    expect(kept.take('a>b', 5015, 5, true)).toEqual(bytes(5, 15));
+    kept.keep('a>b', 5020, bytes(10), false);
+    kept.forget('a>b');
+    expect(kept.stats()).toMatchObject({ flows: 1, bytes: 0, missing: 1 });
+  });
+
+  it('keeps the flows\' buffers under its bound: the least recently written flow goes first, counted if it held bytes', () => {
+    const kept = new SentBytes(10_000);
+    kept.keep('a>b', 0, bytes(4096), false);
+    kept.keep('c>d', 0, bytes(4096), false);
+    // a>b's buffer grows to 8 KiB: with c>d's 4 KiB over the bound, c>d (written before a>b) goes.
+    kept.keep('a>b', 4096, bytes(4096, 4096), false);
+    expect(kept.stats()).toEqual({ flows: 1, bytes: 8192, allocatedBytes: 8192, missing: 0, evictedForMemory: 1 });
+    expect(kept.take('a>b', 0, 8192, true)).toEqual(bytes(8192));
+    expect(kept.take('c>d', 0, 4096, true)).toBeUndefined();
+    // a>b, read to the end, goes with nothing lost for e>f's buffer.
+    kept.keep('e>f', 0, bytes(10), false);
+    expect(kept.stats()).toEqual({ flows: 1, bytes: 10, allocatedBytes: 4096, missing: 1, evictedForMemory: 1 });
+  });
+
+  it('lets go of a flow whose buffer grew for a large message once it is read', () => {
+    const kept = new SentBytes();
+    kept.keep('a>b', 0, bytes(100_000), false);
+    expect(kept.stats()).toMatchObject({ flows: 1, bytes: 100_000, allocatedBytes: 100_000 });
+    expect(kept.take('a>b', 0, 100_000, true)).toEqual(bytes(100_000));
+    expect(kept.stats()).toMatchObject({ flows: 0, bytes: 0, allocatedBytes: 0 });
   });
 });
