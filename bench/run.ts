@@ -36,7 +36,7 @@ const withAgent = !args.includes('--no-agent') && existsSync(CLI);
 const say = (line = '') => json || process.stdout.write(line + '\n');
 
 if (needsKernel && process.getuid?.() !== 0) {
-  process.stderr.write('hepbpf bench: sections a, b and c must run as root (they load the agent\'s BPF programs): sudo npm run bench, or --only=pipeline\n');
+  process.stderr.write('hepbpf bench: every section but pipeline and spool must run as root (they load the agent\'s BPF programs): sudo npm run bench, or --only=pipeline\n');
   process.exit(1);
 }
 
@@ -177,7 +177,7 @@ async function syscallCosts() {
     sipPairPaced: { label: 'the same pair at 5k pairs/s, CPU time of the application', target: '<= 1.3x', measure: async () => +(await runC(SYSCALL_COST, 'paced', '25000', String(port()), '5000')) },
     write: { label: 'unrelated 800 B write() to /dev/null', target: '<= +300 ns', measure: async () => +(await runC(SYSCALL_COST, 'write', '1000000')) },
     nonSipSendto: { label: 'unrelated 800 B UDP sendto, non-SIP', target: '-', measure: async () => +(await runC(SYSCALL_COST, 'junk', '300000', String(port()))) },
-    tlsPair: { label: 'SIP SSL_write+SSL_read pair, 1 KiB, OpenSSL over TCP', target: '<= +2000 ns', measure: async () => parseFloat(await runC(TLS_COST, 'ssl', '100000', TLS_CERT, TLS_KEY)) },
+    tlsPair: { label: 'SIP SSL_write+SSL_read pair, 1 KiB, OpenSSL over TCP', target: '<= +5000 ns', measure: async () => parseFloat(await runC(TLS_COST, 'ssl', '100000', TLS_CERT, TLS_KEY)) },
     nonSipTcp: { label: 'unrelated 1 KiB TCP write+read, no TLS', target: '-', measure: async () => parseFloat(await runC(TLS_COST, 'tcp', '200000')) },
   };
   const samples = { base: {} as Record<string, number[]>, agent: {} as Record<string, number[]> };

@@ -37,7 +37,7 @@ interface Run {
 
 export interface TcpSenderOptions {
   maxQueueBytes?: number;
-  /** Where packets go when the collector is down or slow (README "Spool"). */
+  /** Where packets go when the collector is down or slow (README "Spool and failover"). */
   spool?: Spool;
 }
 

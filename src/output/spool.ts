@@ -6,7 +6,7 @@ import { MAX_PACKET } from '../hep/chunks.js';
 import { afterTurn } from './after-turn.js';
 
 /**
- * A bounded on-disk queue of HEP packets, one per collector group (README "Spool").
+ * A bounded on-disk queue of HEP packets, one per collector group (README "Spool and failover").
  *
  * Format: append-only segment files `NNNNNNNNNNNNNNNN.seg`, each a run of records
  * `u32 length | u32 crc32(packet) | packet` (big endian). A segment is never appended to after the

@@ -26,7 +26,7 @@ export function parseHepTarget(url: string, tls: HepTlsOptions = {}): HepTarget 
 
 /**
  * One --hep value: a collector, or a failover group `tcp://primary:9060|tcp://backup:9060` whose
- * members are all TCP or TLS (README "Failover").
+ * members are all TCP or TLS (README "Spool and failover").
  */
 export function parseHepGroup(value: string, tls: HepTlsOptions = {}): HepTarget[] {
   const group = value.split('|').map((url) => parseHepTarget(url.trim(), tls));
