@@ -484,17 +484,18 @@ static __always_inline bool is_ingress(__u8 source)
 	       source == HEPBPF_SRC_GNUTLS_RECV;
 }
 
-/* The fields of a record that name the current task. */
+/* The fields of a record that name the current task: loads from its task_struct, as
+ * bpf_get_current_{pid_tgid,cgroup_id,comm}() read them, without a helper call each. */
 static __always_inline void stamp(struct hepbpf_record *r)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	struct task_struct *task = bpf_get_current_task_btf();
 
 	r->ts_ns = bpf_ktime_get_ns();
-	r->cgroup_id = bpf_get_current_cgroup_id();
-	r->pid = id >> 32;
-	r->tid = id;
+	r->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	r->pid = task->tgid;
+	r->tid = task->pid;
 	r->_pad = 0;
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	__builtin_memcpy(r->comm, task->comm, sizeof(r->comm));
 }
 
 #include "websocket.bpf.h"
