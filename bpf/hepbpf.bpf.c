@@ -113,6 +113,7 @@ struct inflight {
 	__u16 proto;
 	__u8 source; /* HEPBPF_SRC_*, 0: slot unused */
 	__u32 seq; /* TCP: the counter this syscall moves, at its entry (bpf/local_copies.bpf.h) */
+	__u8 prefix_sip; /* UDP: the datagram's first bytes were read and look like SIP (enter or sock_recv_length) */
 	struct sock *last_read_sk; /* TCP socket this thread last read outside a TLS call (see tls_enter) */
 };
 
@@ -202,6 +203,7 @@ struct sock_msg {
 	__u16 proto;
 	__u8 source;
 	__u8 has_seq; /* TCP: seq is the sequence number of the first byte (bpf/local_copies.bpf.h) */
+	__u8 prefix_sip; /* a datagram whose first bytes were judged SIP already: not read twice */
 	__u32 seq;
 };
 
@@ -524,6 +526,8 @@ __noinline int classify(const struct sock_msg *m, struct sock_l7 *known, struct 
 		return 0;
 	if (known && known->l7) /* decided: SIP, Diameter or SIP over WebSocket */
 		return known->l7;
+	if (!known && m->prefix_sip)
+		return HEPBPF_L7_SIP;
 	head = *g;
 	head.limit = len < KEEPALIVE_SKIP + SIP_PREFIX ? len : KEEPALIVE_SKIP + SIP_PREFIX;
 	bpf_loop(GATHER_STEPS, gather_step, &head, 0);
@@ -896,6 +900,7 @@ static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const
 	in->fd = ctx->args[0];
 	in->proto = proto;
 	in->source = source;
+	in->prefix_sip = proto == IPPROTO_UDP && (source == HEPBPF_SRC_SENDTO || source == HEPBPF_SRC_WRITE);
 	if (proto == IPPROTO_TCP)
 		in->seq = tcp_seq(sk, is_ingress(source));
 	return 0;
@@ -1020,6 +1025,7 @@ static __always_inline void finish_io(const struct inflight *in, long ret)
 	m.proto = in->proto;
 	m.source = in->source;
 	m.orig_len = ret;
+	m.prefix_sip = in->prefix_sip;
 
 	switch (in->source) {
 	case HEPBPF_SRC_WRITE:
@@ -1115,6 +1121,8 @@ static __always_inline int sock_io_done(struct sock *sk, int ret)
 		 * to add, but nothing to do if it is not SIP. */
 		if (ret <= 0 || !buffer_looks_like_sip(p->arg, ret < p->len ? ret : p->len))
 			p->source = 0;
+		else
+			p->prefix_sip = 1;
 		return 0;
 	}
 	if (p->source != HEPBPF_SRC_WRITE && p->source != HEPBPF_SRC_WRITEV && p->source != HEPBPF_SRC_READ &&
