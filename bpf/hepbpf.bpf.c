@@ -767,8 +767,11 @@ static __always_inline struct tls_conn *tls_conn_of(__u32 tgid, __u64 conn)
 }
 
 /* TLS connection conn runs over sk: remember it and tell userspace, which
- * may hold plaintext of conn that arrived before its socket was known. */
-static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_conn *c, struct sock *sk)
+ * may hold plaintext of conn that arrived before its socket was known.
+ * ciphertext: sk was seen moving conn's ciphertext (not only read before its
+ * SSL_read); it is marked not ours here, once, not at each of its syscalls. */
+static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_conn *c, struct sock *sk,
+					    bool ciphertext)
 {
 	struct tls_key key = { .conn = conn, .tgid = tgid };
 	__u64 sk_key = (__u64)sk;
@@ -776,6 +779,8 @@ static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_c
 	if (c->sk == sk)
 		return;
 	c->sk = sk;
+	if (ciphertext)
+		mark_not_ours(sk);
 	bpf_map_update_elem(&tls_socks, &sk_key, &key, BPF_ANY);
 	struct notice n = { .sk = sk, .tls_id = conn, .source = HEPBPF_SRC_TLS_CONN };
 
@@ -830,7 +835,6 @@ static __always_inline bool tls_ciphertext_io(struct task_struct *task, struct s
 		return false;
 	if (call->conn) { /* socket BIO: the library's own I/O inside SSL_* */
 		call->sk = sk;
-		mark_not_ours(sk);
 		return true;
 	}
 	if (is_ingress(source) || !call->pending_conn)
@@ -846,8 +850,7 @@ static __always_inline bool tls_ciphertext_io(struct task_struct *task, struct s
 	call->pending_conn = 0;
 	c = tls_conn_of(task->tgid, conn);
 	if (c)
-		tls_conn_learnt(task->tgid, conn, c, sk);
-	mark_not_ours(sk);
+		tls_conn_learnt(task->tgid, conn, c, sk, true);
 	return true;
 }
 
@@ -936,7 +939,7 @@ static __always_inline int tls_enter(__u64 conn, const void *buf, const void *ou
 	if (!carries_plaintext(in->last_read_sk)) {
 		c = tls_conn_of(task->tgid, conn);
 		if (c && !c->sk)
-			tls_conn_learnt(task->tgid, conn, c, in->last_read_sk);
+			tls_conn_learnt(task->tgid, conn, c, in->last_read_sk, false);
 	}
 	in->last_read_sk = NULL;
 	return 0;
@@ -973,7 +976,7 @@ static __always_inline int tls_exit(long ret)
 		return 0;
 	}
 	if (in.sk)
-		tls_conn_learnt(task->tgid, in.conn, c, in.sk);
+		tls_conn_learnt(task->tgid, in.conn, c, in.sk, true);
 	else if (!c->sk && !is_ingress(in.source)) {
 		call->pending_conn = in.conn;
 		call->pending_ns = bpf_ktime_get_ns();
