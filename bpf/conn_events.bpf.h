@@ -122,7 +122,7 @@ static __always_inline int tls_handshake_exit(__u32 tgid, const struct tls_call 
 	if (!c)
 		return 0;
 	if (in->sk)
-		tls_conn_learnt(tgid, in->conn, c, in->sk);
+		tls_conn_learnt(tgid, in->conn, c, in->sk, true);
 	c->handshake_fn = done ? 0 : in->handshake_fn;
 	c->handshake_ret = ret;
 	return 0;

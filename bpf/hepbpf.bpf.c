@@ -113,6 +113,7 @@ struct inflight {
 	__u16 proto;
 	__u8 source; /* HEPBPF_SRC_*, 0: slot unused */
 	__u32 seq; /* TCP: the counter this syscall moves, at its entry (bpf/local_copies.bpf.h) */
+	__u8 prefix_sip; /* UDP: the datagram's first bytes were read and look like SIP (enter or sock_recv_length) */
 	struct sock *last_read_sk; /* TCP socket this thread last read outside a TLS call (see tls_enter) */
 };
 
@@ -202,6 +203,7 @@ struct sock_msg {
 	__u16 proto;
 	__u8 source;
 	__u8 has_seq; /* TCP: seq is the sequence number of the first byte (bpf/local_copies.bpf.h) */
+	__u8 prefix_sip; /* a datagram whose first bytes were judged SIP already: not read twice */
 	__u32 seq;
 };
 
@@ -484,17 +486,18 @@ static __always_inline bool is_ingress(__u8 source)
 	       source == HEPBPF_SRC_GNUTLS_RECV;
 }
 
-/* The fields of a record that name the current task. */
+/* The fields of a record that name the current task: loads from its task_struct, as
+ * bpf_get_current_{pid_tgid,cgroup_id,comm}() read them, without a helper call each. */
 static __always_inline void stamp(struct hepbpf_record *r)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	struct task_struct *task = bpf_get_current_task_btf();
 
 	r->ts_ns = bpf_ktime_get_ns();
-	r->cgroup_id = bpf_get_current_cgroup_id();
-	r->pid = id >> 32;
-	r->tid = id;
+	r->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	r->pid = task->tgid;
+	r->tid = task->pid;
 	r->_pad = 0;
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	__builtin_memcpy(r->comm, task->comm, sizeof(r->comm));
 }
 
 #include "websocket.bpf.h"
@@ -523,6 +526,8 @@ __noinline int classify(const struct sock_msg *m, struct sock_l7 *known, struct 
 		return 0;
 	if (known && known->l7) /* decided: SIP, Diameter or SIP over WebSocket */
 		return known->l7;
+	if (!known && m->prefix_sip)
+		return HEPBPF_L7_SIP;
 	head = *g;
 	head.limit = len < KEEPALIVE_SKIP + SIP_PREFIX ? len : KEEPALIVE_SKIP + SIP_PREFIX;
 	bpf_loop(GATHER_STEPS, gather_step, &head, 0);
@@ -762,8 +767,11 @@ static __always_inline struct tls_conn *tls_conn_of(__u32 tgid, __u64 conn)
 }
 
 /* TLS connection conn runs over sk: remember it and tell userspace, which
- * may hold plaintext of conn that arrived before its socket was known. */
-static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_conn *c, struct sock *sk)
+ * may hold plaintext of conn that arrived before its socket was known.
+ * ciphertext: sk was seen moving conn's ciphertext (not only read before its
+ * SSL_read); it is marked not ours here, once, not at each of its syscalls. */
+static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_conn *c, struct sock *sk,
+					    bool ciphertext)
 {
 	struct tls_key key = { .conn = conn, .tgid = tgid };
 	__u64 sk_key = (__u64)sk;
@@ -771,6 +779,8 @@ static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_c
 	if (c->sk == sk)
 		return;
 	c->sk = sk;
+	if (ciphertext)
+		mark_not_ours(sk);
 	bpf_map_update_elem(&tls_socks, &sk_key, &key, BPF_ANY);
 	struct notice n = { .sk = sk, .tls_id = conn, .source = HEPBPF_SRC_TLS_CONN };
 
@@ -825,7 +835,6 @@ static __always_inline bool tls_ciphertext_io(struct task_struct *task, struct s
 		return false;
 	if (call->conn) { /* socket BIO: the library's own I/O inside SSL_* */
 		call->sk = sk;
-		mark_not_ours(sk);
 		return true;
 	}
 	if (is_ingress(source) || !call->pending_conn)
@@ -841,8 +850,7 @@ static __always_inline bool tls_ciphertext_io(struct task_struct *task, struct s
 	call->pending_conn = 0;
 	c = tls_conn_of(task->tgid, conn);
 	if (c)
-		tls_conn_learnt(task->tgid, conn, c, sk);
-	mark_not_ours(sk);
+		tls_conn_learnt(task->tgid, conn, c, sk, true);
 	return true;
 }
 
@@ -895,6 +903,7 @@ static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const
 	in->fd = ctx->args[0];
 	in->proto = proto;
 	in->source = source;
+	in->prefix_sip = proto == IPPROTO_UDP && (source == HEPBPF_SRC_SENDTO || source == HEPBPF_SRC_WRITE);
 	if (proto == IPPROTO_TCP)
 		in->seq = tcp_seq(sk, is_ingress(source));
 	return 0;
@@ -930,7 +939,7 @@ static __always_inline int tls_enter(__u64 conn, const void *buf, const void *ou
 	if (!carries_plaintext(in->last_read_sk)) {
 		c = tls_conn_of(task->tgid, conn);
 		if (c && !c->sk)
-			tls_conn_learnt(task->tgid, conn, c, in->last_read_sk);
+			tls_conn_learnt(task->tgid, conn, c, in->last_read_sk, false);
 	}
 	in->last_read_sk = NULL;
 	return 0;
@@ -967,7 +976,7 @@ static __always_inline int tls_exit(long ret)
 		return 0;
 	}
 	if (in.sk)
-		tls_conn_learnt(task->tgid, in.conn, c, in.sk);
+		tls_conn_learnt(task->tgid, in.conn, c, in.sk, true);
 	else if (!c->sk && !is_ingress(in.source)) {
 		call->pending_conn = in.conn;
 		call->pending_ns = bpf_ktime_get_ns();
@@ -1019,6 +1028,7 @@ static __always_inline void finish_io(const struct inflight *in, long ret)
 	m.proto = in->proto;
 	m.source = in->source;
 	m.orig_len = ret;
+	m.prefix_sip = in->prefix_sip;
 
 	switch (in->source) {
 	case HEPBPF_SRC_WRITE:
@@ -1114,6 +1124,8 @@ static __always_inline int sock_io_done(struct sock *sk, int ret)
 		 * to add, but nothing to do if it is not SIP. */
 		if (ret <= 0 || !buffer_looks_like_sip(p->arg, ret < p->len ? ret : p->len))
 			p->source = 0;
+		else
+			p->prefix_sip = 1;
 		return 0;
 	}
 	if (p->source != HEPBPF_SRC_WRITE && p->source != HEPBPF_SRC_WRITEV && p->source != HEPBPF_SRC_READ &&

@@ -9,8 +9,9 @@
  * Pairing: the sender's record leaves a key both sides know (ports as the
  * receiver sees them, length, payload hash) in udp_sent; the receiver's copy
  * consumes it. A receiver that passed no address buffer (no source port), a
- * sender's record lost or cut, a send before the agent started, or an evicted
- * key leave the receiver's copy whole, and userspace's dedup pairs it as before.
+ * sender's record lost or cut, a send before the agent started, or a key
+ * overwritten by another leave the receiver's copy whole, and userspace's dedup
+ * pairs it as before.
  *
  * Included by hepbpf.bpf.c after count().
  */
@@ -28,12 +29,24 @@ struct udp_msg_key {
 	__u32 _pad;
 };
 
+#define UDP_SENT_SLOTS 16384 /* a power of two */
+
+/* Direct-mapped on the hash: one slot per key, a newer key overwrites an older one.
+ * Array lookups are inlined loads, where a hash map's update and delete took a helper
+ * call and a bucket lock per datagram on each side. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct udp_msg_key);
-	__type(value, __u8);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, UDP_SENT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct udp_msg_key);
 } udp_sent SEC(".maps");
+
+static __always_inline struct udp_msg_key *udp_sent_slot(const struct udp_msg_key *key)
+{
+	__u32 idx = (key->hash ^ key->sport ^ (__u32)key->dport << 16) & (UDP_SENT_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&udp_sent, &idx);
+}
 
 /* 64-bit multiply-xor over the first MSG_HASHED bytes at d (len valid), folded
  * to 32 bits, never 0. Word loads: d has slack past any len (scratch). */
@@ -61,22 +74,27 @@ static __always_inline __u32 msg_hash(const __u8 *d, __u32 len)
 static __always_inline void udp_sent_remember(const struct hepbpf_record *r)
 {
 	struct udp_msg_key key = { .hash = r->msg_hash, .len = r->orig_len, .sport = r->local_port, .dport = r->remote_port };
-	__u8 one = 1;
+	struct udp_msg_key *slot;
 
 	if (r->flags & (HEPBPF_F_TRUNCATED | HEPBPF_F_NO_PEER))
 		return;
-	bpf_map_update_elem(&udp_sent, &key, &one, BPF_ANY);
+	slot = udp_sent_slot(&key);
+	if (slot)
+		*slot = key;
 }
 
 /* Was the sender's record of this received datagram emitted? Then its payload need not be sent again. */
 static __always_inline bool udp_sender_emitted(const struct hepbpf_record *r)
 {
 	struct udp_msg_key key = { .hash = r->msg_hash, .len = r->orig_len, .sport = r->remote_port, .dport = r->local_port };
+	struct udp_msg_key *slot = (r->flags & HEPBPF_F_NO_PEER) ? NULL : udp_sent_slot(&key);
 
-	if ((r->flags & HEPBPF_F_NO_PEER) || bpf_map_delete_elem(&udp_sent, &key)) {
+	if (!slot || slot->hash != key.hash || slot->len != key.len || slot->sport != key.sport ||
+	    slot->dport != key.dport) {
 		count(HEPBPF_CNT_RX_WHOLE);
 		return false;
 	}
+	slot->hash = 0; /* consumed: msg_hash() is never 0 */
 	count(HEPBPF_CNT_RX_REDUCED);
 	return true;
 }
