@@ -139,11 +139,11 @@ class Connection {
 
 /**
  * HEP over TCP or TLS to one collector, or to a failover group (primary first, then backups):
- * packets are appended to slabs and written once per event-loop turn (one write per slab run,
- * corked); reconnects with backoff. While the collector is away a bounded memory queue keeps
- * packets, or with a spool the disk does; what does not fit is dropped and counted. What the
- * collector did not acknowledge when its connection ends is sent again, first, on the next one.
- * TLS verifies the collector's certificate and name unless the target says insecure.
+ * packets are appended to slabs and written after each event-loop turn, and a full slab at once
+ * (one write per slab run, corked); reconnects with backoff. While the collector is away a bounded
+ * memory queue keeps packets, or with a spool the disk does; what does not fit is dropped and
+ * counted. What the collector did not acknowledge when its connection ends is sent again, first, on
+ * the next one. TLS verifies the collector's certificate and name unless the target says insecure.
  */
 export class TcpHepSender implements HepSender {
   readonly maxPacket = MAX_PACKET;
@@ -329,7 +329,9 @@ export class TcpHepSender implements HepSender {
       return;
     }
     if (!this.slab.fits(packet.length)) {
-      this.seal();
+      // A full slab goes to the socket now, not after the turn: a backlog of kernel records is worked
+      // through in one long turn, and at tens of MB/s of HEP the queue would fill before it ends.
+      this.write();
       this.slab.renew(packet.length);
       this.openFrom = 0;
     }

@@ -11,6 +11,7 @@ import { splitHepStream } from '../../src/hep/decode.js';
 import { TcpHepSender } from '../../src/output/hep-sender-tcp.js';
 import { UdpHepSender } from '../../src/output/hep-sender-udp.js';
 import { parseHepTarget } from '../../src/output/target.js';
+import { ids, numberedPacket, range } from '../helpers/hep-packets.js';
 
 const log = pino({ level: 'silent' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -202,25 +203,55 @@ describe('HEP senders', () => {
   it('TCP: delivers 5000 packets across slab boundaries in order, byte for byte', async () => {
     const { port, received, close } = await tcpCollector();
     const sender = new TcpHepSender(parseHepTarget(`tcp://127.0.0.1:${port}`), log);
-    const big = (i: number) => {
-      const b = Buffer.alloc(1000, i & 0xff);
-      b.write('HEP3', 0, 'latin1');
-      b.writeUInt16BE(1000, 4);
-      b.writeUInt32BE(i, 6);
-      return b;
-    };
     const reused = Buffer.alloc(1000);
     for (let i = 0; i < 5000; i++) {
-      reused.set(big(i));
+      reused.set(numberedPacket(i, 1000));
       sender.send(reused);
     }
     await sender.flush();
     expect(sender.stats()).toMatchObject({ sent: 5000, dropped: 0, queued: 0 });
     for (let i = 0; i < 100 && received.length < 5000; i++) await sleep(20);
     expect(received.length).toBe(5000);
-    expect(received.every((p, i) => p.equals(big(i)))).toBe(true);
+    expect(received.every((p, i) => p.equals(numberedPacket(i, 1000)))).toBe(true);
     await sender.close();
     await close();
+  });
+
+  /**
+   * Connects a sender with a 2 MiB queue, then sends `n` numbered 1000-byte packets within one
+   * event-loop turn, as the agent does working through a backlog of kernel records. Returns what
+   * the sender dropped in that turn, the numbers the collector then got, and the sender's counts.
+   */
+  async function burstInOneTurn(n: number) {
+    const { port, received, close } = await tcpCollector();
+    const sender = new TcpHepSender(parseHepTarget(`tcp://127.0.0.1:${port}`), log, { maxQueueBytes: 2 << 20 });
+    sender.send(hepPacket(0));
+    for (let i = 0; i < 100 && received.length < 1; i++) await sleep(20);
+    expect(received.length, 'connected').toBe(1);
+    for (let i = 1; i <= n; i++) sender.send(numberedPacket(i, 1000));
+    const { dropped } = sender.stats();
+    await sender.flush();
+    for (let i = 0; i < 250 && received.length < n - dropped + 1; i++) await sleep(20);
+    const stats = sender.stats();
+    await sender.close();
+    await close();
+    return { dropped, got: ids(received.slice(1)), stats };
+  }
+
+  it('TCP: a burst longer than the queue bound within one event-loop turn is written slab by slab as it comes, nothing dropped', async () => {
+    const { dropped, got, stats } = await burstInOneTurn(6000); // 6 MB, three times the queue bound
+    expect(dropped).toBe(0);
+    expect(got).toEqual(range(1, 6001));
+    expect(stats).toMatchObject({ sent: 6001, dropped: 0, queued: 0 });
+  });
+
+  it('TCP: a burst in one turn that the socket cannot take drops the newest past the queue bound, counted; what was kept arrives in order, once', async () => {
+    // 20 MB: more than the kernel, Node's socket buffer (4 MiB) and the queue hold before the collector reads.
+    const { dropped, got, stats } = await burstInOneTurn(20_000);
+    expect(dropped).toBeGreaterThan(0);
+    const kept = 20_000 - dropped;
+    expect(got).toEqual(range(1, kept + 1));
+    expect(stats).toMatchObject({ sent: kept + 1, dropped, queued: 0 });
   });
 
   it('TCP: a collector that is not up yet gets what was queued; past the queue bound packets are dropped and counted', async () => {

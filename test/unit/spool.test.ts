@@ -15,19 +15,10 @@ import { TcpHepSender } from '../../src/output/hep-sender-tcp.js';
 import { Spool } from '../../src/output/spool.js';
 import { parseHepGroup, parseHepTarget } from '../../src/output/target.js';
 import { tcpCollector } from '../helpers/collector.js';
+import { ids, numberedPacket, range } from '../helpers/hep-packets.js';
 import { until } from '../helpers/wait.js';
 
 const log = pino({ level: 'silent' });
-/** A HEP-shaped packet carrying `n` (offset 6) and `size` bytes in all. */
-const packet = (n: number, size = 100) => {
-  const b = Buffer.alloc(size, n & 0xff);
-  b.write('HEP3', 0, 'latin1');
-  b.writeUInt16BE(size, 4);
-  b.writeUInt32BE(n, 6);
-  return b;
-};
-const ids = (packets: Buffer[]) => packets.map((p) => p.readUInt32BE(6));
-const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
 
 const dirs: string[] = [];
 const tempDir = () => {
@@ -53,7 +44,7 @@ describe('spool', () => {
     const dir = join(tempDir(), 'spool');
     let spool = new Spool(dir, 64 << 20);
     expect(lstatSync(dir).mode & 0o777).toBe(0o700);
-    for (let i = 0; i < 3000; i++) spool.append(packet(i, 100 + (i % 500)));
+    for (let i = 0; i < 3000; i++) spool.append(numberedPacket(i, 100 + (i % 500)));
     const first = await spool.read(10_000);
     first!.done();
     expect(first!.records).toBeGreaterThan(0);
@@ -62,7 +53,7 @@ describe('spool', () => {
     // What was handed out before the restart and whose segment was not finished is given again: at least once.
     const again = await readAll(spool);
     expect(ids(again)).toEqual(range(0, 3000));
-    expect(again.every((p, i) => p.equals(packet(i, 100 + (i % 500))))).toBe(true);
+    expect(again.every((p, i) => p.equals(numberedPacket(i, 100 + (i % 500))))).toBe(true);
     expect(spool.stats()).toMatchObject({ records: 0, torn: 0, droppedOldest: 0 });
     await spool.close();
   });
@@ -70,7 +61,7 @@ describe('spool', () => {
   it('a torn tail (the agent died mid-write) is cut off and counted; the records before it are kept', async () => {
     const dir = tempDir();
     const spool = new Spool(dir, 64 << 20);
-    for (let i = 0; i < 50; i++) spool.append(packet(i));
+    for (let i = 0; i < 50; i++) spool.append(numberedPacket(i));
     await spool.close();
     const seg = join(dir, readdirSync(dir)[0]);
     appendFileSync(seg, Buffer.from([0, 0, 0, 100, 1, 2, 3, 4, 0x48, 0x45])); // a header and 2 of 100 bytes
@@ -84,7 +75,7 @@ describe('spool', () => {
   it('a record whose CRC does not match ends its segment there, counted', async () => {
     const dir = tempDir();
     const spool = new Spool(dir, 64 << 20);
-    for (let i = 0; i < 10; i++) spool.append(packet(i));
+    for (let i = 0; i < 10; i++) spool.append(numberedPacket(i));
     await spool.close();
     const seg = join(dir, readdirSync(dir)[0]);
     const fd = openSync(seg, 'r+');
@@ -101,7 +92,7 @@ describe('spool', () => {
     const max = 1 << 20; // segments of 128 KiB: 1213 records of 108 bytes each
     const spool = new Spool(dir, max);
     const n = 30_000;
-    for (let i = 0; i < n; i++) spool.append(packet(i));
+    for (let i = 0; i < n; i++) spool.append(numberedPacket(i));
     const s = spool.stats();
     expect(s.bytes).toBeLessThanOrEqual(max);
     expect(s.droppedOldest + s.records).toBe(n);
@@ -129,20 +120,35 @@ describe('TCP sender with a spool', () => {
     const c1 = await tcpCollector();
     const dir = tempDir();
     const sender = new TcpHepSender(parseHepTarget(c1.url), log, { spool: new Spool(dir, 64 << 20) });
-    for (let i = 0; i < 100; i++) sender.send(packet(i));
+    for (let i = 0; i < 100; i++) sender.send(numberedPacket(i));
     await until('first 100', () => c1.packets.length === 100);
     await c1.close();
     await until('the sender sees the collector gone', () => sender.stats().up === 0);
-    for (let i = 100; i < 20_100; i++) sender.send(packet(i, 500));
+    for (let i = 100; i < 20_100; i++) sender.send(numberedPacket(i, 500));
     await until('all spooled on disk', () => sender.stats().spool!.records === 20_000);
     const c2 = await tcpCollector(undefined, c1.port);
-    for (let i = 20_100; i < 20_200; i++) sender.send(packet(i));
+    for (let i = 20_100; i < 20_200; i++) sender.send(numberedPacket(i));
     await until('everything delivered', () => c2.packets.length >= 20_100, 20_000);
     expect(ids([...c1.packets, ...c2.packets])).toEqual(range(0, 20_200));
     expect(sender.stats()).toMatchObject({ dropped: 0, resent: 0, spool: { records: 0, droppedOldest: 0, torn: 0 } });
     await sender.close();
     expect(readdirSync(dir).length).toBeLessThanOrEqual(1); // replayed segments are deleted
     await c2.close();
+  });
+
+  it('a burst in one turn larger than the socket and the memory queue take: the rest goes to disk, then everything arrives in order, none twice', async () => {
+    const c = await tcpCollector();
+    const sender = new TcpHepSender(parseHepTarget(c.url), log, { spool: new Spool(tempDir(), 64 << 20) });
+    sender.send(numberedPacket(0));
+    await until('connected', () => c.packets.length === 1);
+    // 20 MB: more than the kernel, Node's socket buffer (4 MiB) and the memory queue (4 MiB before spilling) hold before the collector reads.
+    for (let i = 1; i <= 20_000; i++) sender.send(numberedPacket(i, 1000));
+    expect(sender.stats().spool!.spooled).toBeGreaterThan(0);
+    await until('everything delivered', () => c.packets.length >= 20_001, 20_000);
+    expect(ids(c.packets)).toEqual(range(0, 20_001));
+    expect(sender.stats()).toMatchObject({ dropped: 0, resent: 0, spool: { records: 0, droppedOldest: 0, droppedDiskSlow: 0 } });
+    await sender.close();
+    await c.close();
   });
 });
 
@@ -153,11 +159,11 @@ describe('TLS sender with a spool', () => {
     const id = { cert: readFileSync(join(dir, 'c')), key: readFileSync(join(dir, 'k')) };
     const c1 = await tcpCollector(id);
     const sender = new TcpHepSender(parseHepTarget(c1.url, { ca: id.cert }), log, { spool: new Spool(join(dir, 'spool'), 64 << 20) });
-    for (let i = 0; i < 100; i++) sender.send(packet(i));
+    for (let i = 0; i < 100; i++) sender.send(numberedPacket(i));
     await until('first 100', () => c1.packets.length === 100);
     await c1.close();
     await until('the sender sees the collector gone', () => sender.stats().up === 0);
-    for (let i = 100; i < 5100; i++) sender.send(packet(i, 500));
+    for (let i = 100; i < 5100; i++) sender.send(numberedPacket(i, 500));
     await until('all spooled', () => sender.stats().spool!.records === 5000);
     const c2 = await tcpCollector(id, c1.port);
     await until('everything delivered', () => c2.packets.length >= 5000, 20_000);
@@ -180,7 +186,7 @@ describe('failover group', () => {
     const sender = new TcpHepSender(parseHepGroup(`${primary.url}|${backup.url}`), log);
     let n = 0;
     const pump = setInterval(() => {
-      for (let i = 0; i < 100; i++) sender.send(packet(n++)); // 10,000/s: runs of many packets, cut anywhere by a lost connection
+      for (let i = 0; i < 100; i++) sender.send(numberedPacket(n++)); // 10,000/s: runs of many packets, cut anywhere by a lost connection
     }, 10);
     try {
       await until('primary receives', () => primary.packets.length > 2000);
@@ -230,7 +236,7 @@ describe('failover group', () => {
     const sender = new TcpHepSender(parseHepGroup(`tcp://127.0.0.1:${(silent.address() as AddressInfo).port}|${backup.url}`), log);
     let n = 0;
     const pump = setInterval(() => {
-      for (let i = 0; i < 100; i++) sender.send(packet(n++, 1000)); // 10,000/s of 1000 bytes: fills the primary's buffers
+      for (let i = 0; i < 100; i++) sender.send(numberedPacket(n++, 1000)); // 10,000/s of 1000 bytes: fills the primary's buffers
     }, 10);
     try {
       await until('the primary stops reading', () => !!stalled);
