@@ -6,6 +6,7 @@ import { DiameterFramer } from './diameter-framer.js';
 import { WebSocketFramer, type WebSocketStats } from './websocket-framer.js';
 import type { FramerStats, StreamFramer } from './framer.js';
 import { flowKey, SentBytes } from './sent-bytes.js';
+import { LruList } from './lru-list.js';
 
 /** A stream that has been silent this long is forgotten (its partial message with it). */
 const STREAM_IDLE_NS = 120_000_000_000n;
@@ -18,6 +19,7 @@ const MAX_BUFFER_BYTES = 32 << 20;
 const MAX_ENDPOINT_ADDRESSES = 4096;
 
 interface StreamState {
+  key: string;
   framer: StreamFramer;
   proto: AppProto;
   /** Set for SIP over WebSocket, whose transport is ws or wss rather than tcp or tls. */
@@ -30,6 +32,8 @@ interface StreamState {
    */
   flow?: string;
   flowPorts: number;
+  older?: StreamState;
+  newer?: StreamState;
 }
 
 /**
@@ -63,6 +67,8 @@ const keyText = new Map<bigint, { tls: boolean; pid: number; byDirection: string
  */
 export class StreamAssembler {
   private readonly streams = new Map<string, StreamState>();
+  /** The streams in order of last record: expire() and boundBuffers() forget the least recently used first. */
+  private readonly byUse = new LruList<StreamState>();
   private readonly endpoints = new Map<string, Map<number, Endpoint>>();
   private readonly sent = new SentBytes();
   private readonly framerStats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
@@ -111,7 +117,7 @@ export class StreamAssembler {
     // A new connection on the socket address (or TLS object) of a closed one: the old stream is done,
     // and its framing (SIP, Diameter, WebSocket state) says nothing about the new connection's bytes.
     if (stream && rec.flags & F_STREAM_START) {
-      this.streams.delete(key);
+      this.remove(stream);
       this.expired++;
       stream = undefined;
     }
@@ -135,17 +141,16 @@ export class StreamAssembler {
           : rec.l7 === L7_WEBSOCKET
             ? new WebSocketFramer(this.framerStats, this.websocketStats, sink, keepAlive)
             : new SipFramer(this.framerStats, sink, keepAlive);
-      stream = { framer, proto: rec.l7 === L7_DIAMETER ? 'diameter' : 'sip', websocket: rec.l7 === L7_WEBSOCKET, lastNs: rec.tsNs, flow, flowPorts: ports };
+      stream = {
+        key, framer, proto: rec.l7 === L7_DIAMETER ? 'diameter' : 'sip', websocket: rec.l7 === L7_WEBSOCKET, lastNs: rec.tsNs, flow, flowPorts: ports,
+        older: undefined, newer: undefined, // declared here: linking it adds no property to the object
+      };
       this.streams.set(key, stream);
-    } else {
-      // Refresh insertion order so the oldest-idle streams stay at the front for expire().
-      this.streams.delete(key);
-      this.streams.set(key, stream);
-      if (flow !== undefined) {
-        stream.flow = flow;
-        stream.flowPorts = ports;
-      }
+    } else if (flow !== undefined) {
+      stream.flow = flow;
+      stream.flowPorts = ports;
     }
+    this.byUse.touch(stream);
     stream.lastNs = rec.tsNs;
     this.currentProto = stream.proto;
     if (stream.websocket) this.currentTransport = tls ? 'wss' : 'ws';
@@ -172,15 +177,18 @@ export class StreamAssembler {
 
   /** Forgets the stream of `rec` (its framing failed): the next bytes start afresh. */
   forget(rec: CaptureRecord): void {
-    if (this.streams.delete(streamKey(rec))) this.expired++;
+    const stream = this.streams.get(streamKey(rec));
+    if (!stream) return;
+    this.remove(stream);
+    this.expired++;
   }
 
   /** Forgets streams idle for STREAM_IDLE_NS (or, when full, the oldest quarter). */
   expire(nowNs: bigint, full = false): void {
     let drop = full ? this.streams.size >> 2 : 0;
-    for (const [key, s] of this.streams) {
+    for (let s = this.byUse.oldest; s; s = this.byUse.oldest) {
       if (drop <= 0 && nowNs - s.lastNs < STREAM_IDLE_NS) break;
-      this.streams.delete(key);
+      this.remove(s);
       this.expired++;
       drop--;
     }
@@ -189,12 +197,16 @@ export class StreamAssembler {
   /** Forgets the least recently used streams while their partial messages hold more than MAX_BUFFER_BYTES. */
   private boundBuffers(): void {
     let over = this.bufferBytes() - this.maxBufferBytes;
-    for (const [key, s] of this.streams) {
-      if (over <= 0) break;
+    for (let s = this.byUse.oldest; s && over > 0; s = this.byUse.oldest) {
       over -= s.framer.allocated;
-      this.streams.delete(key);
+      this.remove(s);
       this.evictedForMemory++;
     }
+  }
+
+  private remove(stream: StreamState): void {
+    this.streams.delete(stream.key);
+    this.byUse.remove(stream);
   }
 
   private emit(payload: Buffer, size: number, truncated: boolean, keepAlive = false): void {

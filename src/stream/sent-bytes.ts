@@ -1,5 +1,6 @@
 import type { CaptureRecord } from '../capture/record.js';
 import { DIR_EGRESS } from '../capture/record.js';
+import { LruList } from './lru-list.js';
 
 /** Memory for receivers' bytes, all flows' buffers together, at most (README "Memory and overload"): past it the least recently written flows go. */
 const MAX_KEPT_BYTES = 8 << 20;
@@ -42,9 +43,8 @@ class Flow {
  */
 export class SentBytes {
   private readonly flows = new Map<string, Flow>();
-  /** Least and most recently written flows: the two ends of a list through Flow.older/newer. */
-  private oldest?: Flow;
-  private newest?: Flow;
+  /** The flows in order of last write. */
+  private readonly byWrite = new LruList<Flow>();
   /** Bytes not yet read, all flows together. */
   private bytes = 0;
   /** Bytes of the flows' buffers, all flows together: bounded by maxBytes. */
@@ -72,10 +72,10 @@ export class SentBytes {
     const last = runs.length - 2;
     if (last >= f.head && ((runs[last] + runs[last + 1]) | 0) === (seq | 0)) runs[last + 1] += n;
     else runs.push(seq, n);
-    this.written(f);
-    while (this.allocated > this.maxBytes && this.oldest) {
-      if (this.oldest.end > this.oldest.start) this.evictedForMemory++;
-      this.remove(this.oldest);
+    this.byWrite.touch(f);
+    for (let old = this.byWrite.oldest; this.allocated > this.maxBytes && old; old = this.byWrite.oldest) {
+      if (old.end > old.start) this.evictedForMemory++;
+      this.remove(old);
     }
   }
 
@@ -168,28 +168,10 @@ export class SentBytes {
     f.end = unread;
   }
 
-  /** The flow was just written: it goes to the newest end of the list. */
-  private written(f: Flow): void {
-    if (this.newest === f) return;
-    this.unlink(f);
-    f.older = this.newest;
-    if (this.newest) this.newest.newer = f;
-    else this.oldest = f;
-    this.newest = f;
-  }
-
-  private unlink(f: Flow): void {
-    if (f.older) f.older.newer = f.newer;
-    else if (this.oldest === f) this.oldest = f.newer;
-    if (f.newer) f.newer.older = f.older;
-    else if (this.newest === f) this.newest = f.older;
-    f.older = f.newer = undefined;
-  }
-
   private remove(f: Flow): void {
     this.clear(f);
     this.allocated -= f.buffer.length;
-    this.unlink(f);
+    this.byWrite.remove(f);
     this.flows.delete(f.key);
   }
 }

@@ -206,6 +206,22 @@ describe('records to messages', () => {
     expect(asm.stats().evictedForMemory).toBe(held.evictedForMemory);
   });
 
+  it('orders streams by their last record, not their first, when forgetting them for memory', () => {
+    const out: string[] = [];
+    const asm = new StreamAssembler((m) => out.push(m.payload.toString()), undefined, 20_000);
+    const whole = [1, 2, 3].map((n) => sipMessage(`partial-${n}`, 'b'.repeat(9000)));
+    const specs: RecordSpec[] = whole.map((m, i) => ({ ipProto: 6, sockId: BigInt(i + 1), data: m.subarray(0, 8000) }));
+    // The first connection sends again after the others: the second is now the least recently used.
+    specs.push({ ipProto: 6, sockId: 1n, data: whole[0].subarray(8000, 8010) });
+    for (let i = 0; i < 4096 - 4; i++) specs.push({ data: sipMessage(`udp-${i}`) });
+    decodeBatch(batchOf(specs.map(encodeRecord)), (r) => asm.push(r));
+    expect(asm.stats().evictedForMemory).toBeGreaterThan(0);
+    out.length = 0;
+    const rest = [encodeRecord({ ipProto: 6, sockId: 1n, data: whole[0].subarray(8010) }), encodeRecord({ ipProto: 6, sockId: 2n, data: whole[1].subarray(8000) })];
+    decodeBatch(batchOf(rest), (r) => asm.push(r));
+    expect(out).toEqual([whole[0].toString()]);
+  });
+
   it('maps egress and ingress to src/dst and keeps IPv6 addresses', () => {
     const v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     const [out, inn] = collect([
