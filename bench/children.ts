@@ -3,23 +3,9 @@
  * (some through the tests' helpers, which keep no list), and Kamailio forks its own workers: so the
  * bench ends every descendant of its own process, found through /proc, each by its pid.
  */
-import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** SIGTERM, then SIGKILL if `proc` has not exited after `graceMs`; resolves once it exited. */
-export function stopProc(proc: ChildProcess, graceMs = 5000): Promise<void> {
-  return new Promise((r) => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return r();
-    const kill = setTimeout(() => proc.kill('SIGKILL'), graceMs);
-    proc.once('exit', () => {
-      clearTimeout(kill);
-      r();
-    });
-    proc.kill('SIGTERM');
-  });
-}
 
 /** Pid and command of every live (not zombie) process below `pid`, parents before their children. */
 export function descendants(pid = process.pid): { pid: number; comm: string }[] {
@@ -57,6 +43,19 @@ function readProcStat(pid: number): { comm: string; state: string } | undefined 
   } catch {
     return undefined;
   }
+}
+
+/** CPU seconds used so far by `pid` and the live processes below it (/proc schedstat: ns on a CPU, not clock ticks; 0 for what has exited). */
+export function treeCpuSeconds(pid: number): number {
+  let ns = 0;
+  for (const p of [pid, ...descendants(pid).map((d) => d.pid)]) {
+    try {
+      ns += Number(readFileSync(`/proc/${p}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // exited while we looked
+    }
+  }
+  return ns / 1e9;
 }
 
 const signal = (pid: number, sig: NodeJS.Signals) => {

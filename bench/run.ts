@@ -27,7 +27,8 @@ import { kamailioBench } from './kamailio.js';
 import { coldStartBench } from './cold-start.js';
 import { tlsHopBench, tlsPairBench } from './tls.js';
 import { median } from './median.js';
-import { endDescendants, killDescendants, stopProc } from './children.js';
+import { endDescendants, killDescendants } from './children.js';
+import { stopByPid } from '../test/helpers/receivers.js';
 import { AGENT_NODE_FLAGS } from '../src/cli/node-flags.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
@@ -78,7 +79,7 @@ function startAgent(hep: string, env: NodeJS.ProcessEnv = process.env, args: str
   let log = '';
   return new Promise((res, rej) => {
     const timer = setTimeout(() => {
-      void stopProc(proc);
+      void stopByPid(proc);
       rej(new Error(`agent not ready after 60 s: ${log.slice(-500)}`));
     }, 60_000);
     proc.once('exit', (code) => rej(new Error(`agent exited with ${code}: ${log.slice(-500)}`)));
@@ -89,7 +90,7 @@ function startAgent(hep: string, env: NodeJS.ProcessEnv = process.env, args: str
       res({
         pid: proc.pid!,
         stop: async () => {
-          await stopProc(proc);
+          await stopByPid(proc, 30_000); // it drains what it captured before its final stats line
           const line = log.split('\n').find((l) => l.includes('"msg":"stopped"'));
           return line ? JSON.parse(line) : {};
         },
@@ -122,7 +123,7 @@ async function startCounter(transport: 'udp' | 'tcp', p: number) {
       return count();
     },
     async stop() {
-      await stopProc(proc);
+      await stopByPid(proc);
       return count();
     },
   };
