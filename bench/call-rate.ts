@@ -11,7 +11,6 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { treeCpuSeconds } from './children.js';
 import { stopByPid } from '../test/helpers/receivers.js';
 
 const RECV_TIMEOUT_MS = 4000;
@@ -123,30 +122,3 @@ export function describeSteps(r: CallRateResult): string {
   const secs = r.steps.reduce((sum, s) => sum + s.secs, 0);
   return `${steps}; ${secs.toFixed(0)} s of steps` + (r.cutShort ? `; ${r.cutShort}` : '');
 }
-
-export interface CpuPerCall {
-  /** Microseconds of CPU per call used by the path's processes (Kamailio and its workers). */
-  pathUs: number;
-  /** By the agent, when it runs. */
-  agentUs?: number;
-  /** Whether every call of the step succeeded. */
-  ok: boolean;
-}
-
-/**
- * CPU per call at a fixed rate below every setup's max, from /proc: `path` are the main pids of the
- * path's processes (their workers count too). On a shared machine it spreads less than the max
- * rate: being preempted by others costs a process time, not CPU time.
- */
-export async function cpuPerCall(t: CallStepTarget, cps: number, secs: number, path: number[], agent?: number): Promise<CpuPerCall> {
-  const used = () => ({ path: path.reduce((sum, pid) => sum + treeCpuSeconds(pid), 0), agent: agent === undefined ? 0 : treeCpuSeconds(agent) });
-  const before = used();
-  const step = await callStep(t, cps, secs);
-  const after = used();
-  const us = (s: number) => (s / (cps * secs)) * 1e6;
-  return { pathUs: us(after.path - before.path), agentUs: agent === undefined ? undefined : us(after.agent - before.agent), ok: step.ok };
-}
-
-/** `cpu` as printed in a search's line. */
-export const describeCpu = (cpu: CpuPerCall) =>
-  `CPU per call: path ${cpu.pathUs.toFixed(0)} us` + (cpu.agentUs === undefined ? '' : `, agent ${cpu.agentUs.toFixed(0)} us`) + (cpu.ok ? '' : ' (some calls failed)');

@@ -45,19 +45,6 @@ function readProcStat(pid: number): { comm: string; state: string } | undefined 
   }
 }
 
-/** CPU seconds used so far by `pid` and the live processes below it (/proc schedstat: ns on a CPU, not clock ticks; 0 for what has exited). */
-export function treeCpuSeconds(pid: number): number {
-  let ns = 0;
-  for (const p of [pid, ...descendants(pid).map((d) => d.pid)]) {
-    try {
-      ns += Number(readFileSync(`/proc/${p}/schedstat`, 'utf8').split(' ')[0]);
-    } catch {
-      // exited while we looked
-    }
-  }
-  return ns / 1e9;
-}
-
 const signal = (pid: number, sig: NodeJS.Signals) => {
   try {
     process.kill(pid, sig);

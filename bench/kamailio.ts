@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { median } from './median.js';
 import { stopByPid } from '../test/helpers/receivers.js';
-import { callStep, cpuPerCall, describeCpu, describeSteps, maxCallRate, type CallRateResult, type CallRateSearch, type CpuPerCall } from './call-rate.js';
+import { callStep, describeSteps, maxCallRate, type CallRateResult, type CallRateSearch } from './call-rate.js';
 
 export interface KamailioBenchContext {
   say(line?: string): void;
@@ -19,7 +19,7 @@ export interface KamailioBenchContext {
   dir: string;
   port(): number;
   /** hepbpf forwarding to `hep`; null when the bench runs without the agent. */
-  startAgent: ((hep: string) => Promise<{ pid: number; stop(): Promise<unknown> }>) | null;
+  startAgent: ((hep: string) => Promise<{ stop(): Promise<unknown> }>) | null;
   /** A HEP/UDP collector that only counts. */
   startCounter(port: number): Promise<{ stop(): Promise<number> }>;
 }
@@ -47,8 +47,6 @@ const ROUNDS = 2;
 const STEP_SECS = 3;
 /** Doubling from 500 cps until a step fails, then bisection to 125 cps; a search stops after 120 s of steps. */
 const SEARCH: CallRateSearch = { first: 500, max: 8000, resolution: 125, budgetSecs: 120 };
-/** Before each search, the proxy's and the agent's CPU per call at this rate (below every setup's max). */
-const CPU_CPS = 400;
 
 type Setup = 'none' | 'hepbpf' | 'siptrace';
 const LABELS: Record<Setup, string> = {
@@ -112,7 +110,7 @@ async function startUas(ctx: KamailioBenchContext, port: number): Promise<ChildP
   return proc;
 }
 
-async function round(ctx: KamailioBenchContext, setup: Setup): Promise<{ search: CallRateResult; cpu: CpuPerCall }> {
+async function round(ctx: KamailioBenchContext, setup: Setup): Promise<CallRateResult> {
   const uasPort = ctx.port();
   const proxyPort = ctx.port();
   const hepPort = ctx.port();
@@ -121,9 +119,7 @@ async function round(ctx: KamailioBenchContext, setup: Setup): Promise<{ search:
   const uas = await startUas(ctx, uasPort);
   const proxy = await startProxy(ctx, `proxy-${setup}`, proxyConfig(proxyPort, uasPort, setup === 'siptrace' ? hepPort : undefined), proxyPort);
   try {
-    const target = () => ({ target: proxyPort, port: ctx.port(), dir: ctx.dir });
-    const cpu = await cpuPerCall(target(), CPU_CPS, STEP_SECS, [proxy.pid!], agent?.pid);
-    return { search: await maxCallRate(SEARCH, (cps) => callStep(target(), cps, STEP_SECS)), cpu };
+    return await maxCallRate(SEARCH, (cps) => callStep({ target: proxyPort, port: ctx.port(), dir: ctx.dir }, cps, STEP_SECS));
   } finally {
     await stopByPid(proxy);
     await stopByPid(uas);
@@ -138,14 +134,12 @@ export async function kamailioBench(ctx: KamailioBenchContext): Promise<Record<s
   ctx.say(`    (steps of ${STEP_SECS} s, doubling from ${SEARCH.first} cps, then bisection to ${SEARCH.resolution} cps; ${ROUNDS} rounds, setups in alternating order; median)`);
   const found: Record<Setup, number[]> = { none: [], hepbpf: [], siptrace: [] };
   const searches: Record<Setup, CallRateResult[]> = { none: [], hepbpf: [], siptrace: [] };
-  const cpu: Record<Setup, CpuPerCall[]> = { none: [], hepbpf: [], siptrace: [] };
   for (let r = 0; r < ROUNDS; r++) {
     for (const setup of r % 2 ? [...setups].reverse() : setups) {
-      const { search, cpu: used } = await round(ctx, setup);
+      const search = await round(ctx, setup);
       found[setup].push(search.maxCps);
       searches[setup].push(search);
-      cpu[setup].push(used);
-      ctx.say(`  round ${r + 1}  ${LABELS[setup].padEnd(48)} ${search.maxCps} cps   ${describeCpu(used)} at ${CPU_CPS} cps   steps: ${describeSteps(search)}`);
+      ctx.say(`  round ${r + 1}  ${LABELS[setup].padEnd(48)} ${search.maxCps} cps   steps: ${describeSteps(search)}`);
     }
   }
   const base = median(found.none);
@@ -153,18 +147,9 @@ export async function kamailioBench(ctx: KamailioBenchContext): Promise<Record<s
   const figures: Record<string, object> = {};
   for (const setup of setups) {
     const m = median(found[setup]);
-    figures[setup] = { maxCps: m, rounds: found[setup], ratio: m / base, searches: searches[setup], cpuPerCall: cpu[setup] };
+    figures[setup] = { maxCps: m, rounds: found[setup], ratio: m / base, searches: searches[setup] };
     rows.push([LABELS[setup], ...found[setup].map(String), m.toFixed(0), setup === 'none' ? '' : (m / base).toFixed(2)]);
   }
   ctx.table(rows);
-  // With one worker the proxy's CPU per call bounds its rate: untraced CPU over traced estimates the ratio of max rates.
-  const proxyUs = (setup: Setup) => median(cpu[setup].map((c) => c.pathUs));
-  const cpuRows = [[`proxy CPU per call at ${CPU_CPS} cps`, ...found.none.map((_, i) => `round ${i + 1}`), 'median', 'untraced / this', 'agent CPU per call']];
-  for (const setup of setups) {
-    const agentUs = cpu[setup].flatMap((c) => c.agentUs ?? []);
-    cpuRows.push([LABELS[setup], ...cpu[setup].map((c) => `${c.pathUs.toFixed(0)} us`), `${proxyUs(setup).toFixed(0)} us`,
-      setup === 'none' ? '' : (proxyUs('none') / proxyUs(setup)).toFixed(2), agentUs.length ? `${median(agentUs).toFixed(0)} us` : '-']);
-  }
-  ctx.table(cpuRows);
   return figures;
 }

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { startKamailioTlsHop } from '../test/helpers/kamailio-tls.js';
 import { PROBES_ENV } from '../src/capture/tls-sites.js';
 import { median } from './median.js';
-import { callStep, cpuPerCall, describeCpu, describeSteps, maxCallRate, type CallRateResult, type CallRateSearch, type CpuPerCall } from './call-rate.js';
+import { callStep, describeSteps, maxCallRate, type CallRateResult, type CallRateSearch } from './call-rate.js';
 
 export interface TlsBenchInput {
   say(line?: string): void;
@@ -25,7 +25,7 @@ export interface TlsBenchInput {
   /** Rows of the run's summary table: figure, no agent, agent, target. */
   summary: string[][];
   /** Starts the agent forwarding to `hep`; stop() ends it. */
-  startAgent(hep: string, env: NodeJS.ProcessEnv): Promise<{ pid: number; stop(): Promise<unknown> }>;
+  startAgent(hep: string, env: NodeJS.ProcessEnv): Promise<{ stop(): Promise<unknown> }>;
   /** A HEP/UDP collector that reads and counts what it gets (bench/udp_load.c hepcount). */
   startCollector(): Promise<{ port: number; stop(): Promise<number> }>;
   /** bench/tls_cost.c, built, and the certificate and key it serves. */
@@ -48,8 +48,6 @@ const PACED_ITERATIONS = '10000';
 const HOP_SEARCH: CallRateSearch = { first: 200, max: 6400, resolution: 50, budgetSecs: 90 };
 const HOP_ROUNDS = 3;
 const STEP_SECS = 2;
-/** Before each search, the hop's and the agent's CPU per call at this rate (below every mode's max). */
-const CPU_CPS = 300;
 
 /** bench/tls_cost.c prints the mean wall-clock and CPU ns per pair (paced: the CPU ns only, as wall); a run ends within 2 minutes. */
 const runC = (bin: string, ...argv: string[]) =>
@@ -65,12 +63,12 @@ const runC = (bin: string, ...argv: string[]) =>
  * port nobody reads, every HEP datagram would cost the agent's kernel an ICMP port unreachable and
  * the agent a sendmmsg() per refusal, which no real collector costs.
  */
-async function withAgent<T>(r: TlsBenchInput, mode: Mode, sinkPort: number, fn: (agentPid?: number) => Promise<T>): Promise<T> {
+async function withAgent<T>(r: TlsBenchInput, mode: Mode, sinkPort: number, fn: () => Promise<T>): Promise<T> {
   if (mode === 'none') return fn();
   const agent = await r.startAgent(`udp://127.0.0.1:${sinkPort}`, { ...process.env, [PROBES_ENV]: mode });
   try {
     await new Promise((r) => setTimeout(r, 1000)); // start-up work (JIT, first GC) is not what is measured
-    return await fn(agent.pid);
+    return await fn();
   } finally {
     await agent.stop();
   }
@@ -137,26 +135,19 @@ async function measureHop(r: TlsBenchInput, sinkPort: number): Promise<Record<st
   const dir = join(r.dir, 'tls-hop');
   mkdirSync(dir);
   const searches: Record<Mode, CallRateResult[]> = { none: [], auto: [], entry: [] };
-  const cpu: Record<Mode, CpuPerCall[]> = { none: [], auto: [], entry: [] };
   const hop = await startKamailioTlsHop(dir);
   try {
-    const target = () => ({ target: hop.edgePort, port: r.port(), dir });
     const step = async (cps: number) => {
-      const result = await callStep(target(), cps, STEP_SECS);
+      const result = await callStep({ target: hop.edgePort, port: r.port(), dir }, cps, STEP_SECS);
       hop.forgetReports(); // both proxies' siptrace reports: the bench does not need them
       return result;
     };
     for (let round = 0; round < HOP_ROUNDS; round++) {
       const order = round % 2 ? [...MODES].reverse() : MODES;
       for (const mode of order) {
-        const { search, used } = await withAgent(r, mode, sinkPort, async (agentPid) => {
-          const used = await cpuPerCall(target(), CPU_CPS, STEP_SECS, [hop.pids.edge[0], hop.pids.core[0]], agentPid);
-          hop.forgetReports();
-          return { search: await maxCallRate(HOP_SEARCH, step), used };
-        });
+        const search = await withAgent(r, mode, sinkPort, () => maxCallRate(HOP_SEARCH, step));
         searches[mode].push(search);
-        cpu[mode].push(used);
-        r.say(`  round ${round + 1}  ${LABEL[mode].padEnd(28)} ${search.maxCps} cps   ${describeCpu(used)} at ${CPU_CPS} cps   steps: ${describeSteps(search)}`);
+        r.say(`  round ${round + 1}  ${LABEL[mode].padEnd(28)} ${search.maxCps} cps   steps: ${describeSteps(search)}`);
       }
     }
   } finally {
@@ -167,15 +158,6 @@ async function measureHop(r: TlsBenchInput, sinkPort: number): Promise<Record<st
   const hopRows = [['Kamailio edge -> TLS -> core, max calls/s', 'calls/s', 'rounds', 'of untraced']];
   for (const mode of MODES) hopRows.push([LABEL[mode], String(cps[mode]), rounds[mode].join(' '), `${(cps[mode] / cps.none).toFixed(2)}`]);
   r.table(hopRows);
-  // What each mode costs per call at a rate every mode sustains: the proxies' CPU (the probes' included) and the agent's.
-  const pathUs = (mode: Mode) => median(cpu[mode].map((c) => c.pathUs));
-  const cpuRows = [[`CPU per call at ${CPU_CPS} cps`, 'both proxies, rounds', 'median', 'agent, rounds', 'median']];
-  for (const mode of MODES) {
-    const agentUs = cpu[mode].flatMap((c) => c.agentUs ?? []);
-    cpuRows.push([LABEL[mode], cpu[mode].map((c) => c.pathUs.toFixed(0)).join(' '), `${pathUs(mode).toFixed(0)} us`, agentUs.map((u) => u.toFixed(0)).join(' ') || '-',
-      agentUs.length ? `${median(agentUs).toFixed(0)} us` : '-']);
-  }
-  r.table(cpuRows);
   r.summary.push(['Kamailio TLS hop max cps (emulated sites)', `${cps.none}/s`, `${cps.auto}/s (${(cps.auto / cps.none).toFixed(2)})`, '>= 0.9 of untraced']);
-  return { hopMaxCallsPerSecond: cps, hopRounds: rounds, hopSearches: searches, hopCpuPerCall: cpu };
+  return { hopMaxCallsPerSecond: cps, hopRounds: rounds, hopSearches: searches };
 }
