@@ -3,7 +3,7 @@
  * stateless UDP proxy with one worker (children=1) between a sipp UAC and a sipp UAS, all from
  * Debian, in three setups: no tracing, with hepbpf running, and with Kamailio's own siptrace
  * sending HEPv3 (trace_mode 1: from Kamailio's core events on receive and send). For each, the highest call
- * rate at which every call succeeds. Rounds alternate the setups, so that a busy machine weighs on
+ * rate at which every call succeeds (bench/call-rate.ts). Rounds alternate the setups, so that a busy machine weighs on
  * all three alike; the median over rounds is reported with the ratios to no tracing.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
