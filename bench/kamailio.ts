@@ -3,21 +3,21 @@
  * stateless UDP proxy with one worker (children=1) between a sipp UAC and a sipp UAS, all from
  * Debian, in three setups: no tracing, with hepbpf running, and with Kamailio's own siptrace
  * sending HEPv3 (trace_mode 1: from Kamailio's core events on receive and send). For each, the highest call
- * rate at which every call succeeds. Rounds alternate the setups, so that a busy machine weighs on
+ * rate at which every call succeeds (bench/call-rate.ts). Rounds alternate the setups, so that a busy machine weighs on
  * all three alike; the median over rounds is reported with the ratios to no tracing.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { median } from './median.js';
+import { stopByPid } from '../test/helpers/receivers.js';
+import { callStep, describeSteps, maxCallRate, type CallRateResult, type CallRateSearch } from './call-rate.js';
 
 export interface KamailioBenchContext {
   say(line?: string): void;
   table(rows: string[][]): void;
   dir: string;
   port(): number;
-  track(proc: ChildProcess): ChildProcess;
-  stopProc(proc: ChildProcess): Promise<void>;
   /** hepbpf forwarding to `hep`; null when the bench runs without the agent. */
   startAgent: ((hep: string) => Promise<{ stop(): Promise<unknown> }>) | null;
   /** A HEP/UDP collector that only counts. */
@@ -45,10 +45,8 @@ ${captureId === undefined ? '' : `modparam("siptrace","hep_capture_id",${capture
 const ROUNDS = 2;
 /** Seconds of calls per step. */
 const STEP_SECS = 3;
-/** The search doubles from here until a step fails, then halves the gap BISECTIONS times. */
-const FIRST_CPS = 500;
-const MAX_CPS = 8000;
-const BISECTIONS = 3;
+/** Doubling from 500 cps until a step fails, then bisection to 125 cps; a search stops after 120 s of steps. */
+const SEARCH: CallRateSearch = { first: 500, max: 8000, resolution: 125, budgetSecs: 120 };
 
 type Setup = 'none' | 'hepbpf' | 'siptrace';
 const LABELS: Record<Setup, string> = {
@@ -85,14 +83,14 @@ async function startProxy(ctx: KamailioBenchContext, name: string, cfgText: stri
   const run = join(ctx.dir, `${name}-run`);
   mkdirSync(run, { recursive: true });
   const pidFile = join(run, 'kamailio.pid');
-  const proc = ctx.track(spawn('kamailio', ['-f', cfg, '-DD', '-E', '-Y', run, '-P', pidFile, '-m', '64', '-M', '8'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const proc = spawn('kamailio', ['-f', cfg, '-DD', '-E', '-Y', run, '-P', pidFile, '-m', '64', '-M', '8'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   proc.stdout!.on('data', (d) => (log += d));
   proc.stderr!.on('data', (d) => (log += d));
   // Kamailio lists its sockets once bound, then forks its worker.
   for (let waited = 0; !(log.includes(`127.0.0.1:${listen}`) && existsSync(pidFile)); waited += 50) {
     if (proc.exitCode !== null || waited > 15_000) {
-      await ctx.stopProc(proc);
+      await stopByPid(proc);
       throw new Error(`kamailio did not start: ${log.slice(-500)}`);
     }
     await sleep(50);
@@ -103,7 +101,7 @@ async function startProxy(ctx: KamailioBenchContext, name: string, cfgText: stri
 
 /** The sipp UAS, listening once it answers nothing but is bound (sipp has no ready line). */
 async function startUas(ctx: KamailioBenchContext, port: number): Promise<ChildProcess> {
-  const proc = ctx.track(spawn('sipp', ['-sn', 'uas', '-i', '127.0.0.1', '-p', String(port), '-t', 'u1', '-nostdin'], { cwd: ctx.dir, stdio: 'ignore' }));
+  const proc = spawn('sipp', ['-sn', 'uas', '-i', '127.0.0.1', '-p', String(port), '-t', 'u1', '-nostdin'], { cwd: ctx.dir, stdio: 'ignore' });
   const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')} `;
   for (let waited = 0; !readFileSync('/proc/net/udp', 'utf8').includes(hex); waited += 50) {
     if (proc.exitCode !== null || waited > 10_000) throw new Error('sipp UAS did not bind');
@@ -112,42 +110,7 @@ async function startUas(ctx: KamailioBenchContext, port: number): Promise<ChildP
   return proc;
 }
 
-/** `cps` calls per second for STEP_SECS through the proxy; true when sipp says every call succeeded. */
-function calls(ctx: KamailioBenchContext, proxy: number, cps: number): Promise<boolean> {
-  const proc = ctx.track(
-    spawn(
-      'sipp',
-      ['-sn', 'uac', `127.0.0.1:${proxy}`, '-i', '127.0.0.1', '-p', String(ctx.port()), '-t', 'u1', '-r', String(cps), '-m', String(cps * STEP_SECS),
-        // A call that waits 4 s for a message fails (sipp's own retransmissions give up only after 32 s).
-        '-nostdin', '-recv_timeout', '4000', '-timeout', '30', '-timeout_error'],
-      { cwd: ctx.dir, stdio: 'ignore' },
-    ),
-  );
-  return new Promise((r) => proc.once('exit', (code) => r(code === 0)));
-}
-
-/** Highest rate with no failed call: doubling, then bisecting between the last success and the first failure. */
-async function maxCps(ctx: KamailioBenchContext, proxy: number): Promise<number> {
-  let ok = 0;
-  let failed = 0;
-  for (let cps = FIRST_CPS; cps <= MAX_CPS; cps *= 2) {
-    if (!(await calls(ctx, proxy, cps))) {
-      failed = cps;
-      break;
-    }
-    ok = cps;
-  }
-  if (!failed) return ok;
-  for (let i = 0; i < BISECTIONS; i++) {
-    const mid = Math.round((ok + failed) / 2 / 25) * 25;
-    if (mid <= ok || mid >= failed) break;
-    if (await calls(ctx, proxy, mid)) ok = mid;
-    else failed = mid;
-  }
-  return ok;
-}
-
-async function round(ctx: KamailioBenchContext, setup: Setup): Promise<number> {
+async function round(ctx: KamailioBenchContext, setup: Setup): Promise<CallRateResult> {
   const uasPort = ctx.port();
   const proxyPort = ctx.port();
   const hepPort = ctx.port();
@@ -156,10 +119,10 @@ async function round(ctx: KamailioBenchContext, setup: Setup): Promise<number> {
   const uas = await startUas(ctx, uasPort);
   const proxy = await startProxy(ctx, `proxy-${setup}`, proxyConfig(proxyPort, uasPort, setup === 'siptrace' ? hepPort : undefined), proxyPort);
   try {
-    return await maxCps(ctx, proxyPort);
+    return await maxCallRate(SEARCH, (cps) => callStep({ target: proxyPort, port: ctx.port(), dir: ctx.dir }, cps, STEP_SECS));
   } finally {
-    await ctx.stopProc(proxy);
-    await ctx.stopProc(uas);
+    await stopByPid(proxy);
+    await stopByPid(uas);
     await agent?.stop();
     await counter?.stop();
   }
@@ -168,12 +131,15 @@ async function round(ctx: KamailioBenchContext, setup: Setup): Promise<number> {
 export async function kamailioBench(ctx: KamailioBenchContext): Promise<Record<string, unknown>> {
   const setups: Setup[] = ctx.startAgent ? ['none', 'hepbpf', 'siptrace'] : ['none', 'siptrace'];
   ctx.say(`\n(kamailio) Kamailio 5.6 stateless UDP proxy, children=1, sipp UAC -> proxy -> sipp UAS: highest calls/s with 0 failed calls`);
-  ctx.say(`    (steps of ${STEP_SECS} s, doubling from ${FIRST_CPS} cps then ${BISECTIONS} bisections; ${ROUNDS} rounds, setups in alternating order; median)`);
+  ctx.say(`    (steps of ${STEP_SECS} s, doubling from ${SEARCH.first} cps, then bisection to ${SEARCH.resolution} cps; ${ROUNDS} rounds, setups in alternating order; median)`);
   const found: Record<Setup, number[]> = { none: [], hepbpf: [], siptrace: [] };
+  const searches: Record<Setup, CallRateResult[]> = { none: [], hepbpf: [], siptrace: [] };
   for (let r = 0; r < ROUNDS; r++) {
     for (const setup of r % 2 ? [...setups].reverse() : setups) {
-      found[setup].push(await round(ctx, setup));
-      ctx.say(`  round ${r + 1}  ${LABELS[setup].padEnd(48)} ${found[setup][found[setup].length - 1]} cps`);
+      const search = await round(ctx, setup);
+      found[setup].push(search.maxCps);
+      searches[setup].push(search);
+      ctx.say(`  round ${r + 1}  ${LABELS[setup].padEnd(48)} ${search.maxCps} cps   steps: ${describeSteps(search)}`);
     }
   }
   const base = median(found.none);
@@ -181,7 +147,7 @@ export async function kamailioBench(ctx: KamailioBenchContext): Promise<Record<s
   const figures: Record<string, object> = {};
   for (const setup of setups) {
     const m = median(found[setup]);
-    figures[setup] = { maxCps: m, rounds: found[setup], ratio: m / base };
+    figures[setup] = { maxCps: m, rounds: found[setup], ratio: m / base, searches: searches[setup] };
     rows.push([LABELS[setup], ...found[setup].map(String), m.toFixed(0), setup === 'none' ? '' : (m / base).toFixed(2)]);
   }
   ctx.table(rows);

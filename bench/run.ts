@@ -4,16 +4,19 @@
  * noisy, so baseline and agent runs alternate and medians are reported.
  *   --json          print the figures as JSON instead of tables
  *   --only=a,b,c    sections: (a) zero-loss rates, (b) syscall costs, (c) footprint (idle, 1k/s, 10k/s, overload; a fresh agent at 60k/s), (tcp) SIP
- *                   over TCP between local processes: ring-buffer records and bytes per message, CPU, loss, (tls) TLS probe
- *                   modes (bench/tls.ts), (kamailio) the cost to a Kamailio stateless proxy
+ *                   over TCP between local processes: ring-buffer records and bytes per message, CPU, loss, (tls) the SSL pair in each TLS
+ *                   probe mode, (tlshop) max calls/s through a Kamailio edge -> TLS -> core hop in each mode (both bench/tls.ts),
+ *                   (kamailio) the cost to a Kamailio stateless proxy
  *                   (bench/kamailio.ts), (start) loss right after `ready` (bench/cold-start.ts): these
  *                   need root and load the agent's BPF programs; (pipeline) per-stage costs on recorded
  *                   records, without kernel or root (bench/pipeline.ts); (spool) the cost of spooling
  *                   (bench/spool.ts)
+ *                   Each search (a, tcp, tlshop, kamailio) has a bound per step and in total, and says when it was cut short.
+ *                   On SIGINT, SIGTERM or an error the bench ends every process it started, removes its temporary directory and exits non-zero.
  *   --no-agent      baselines only (also when dist/src/cli/main.js is not built)
  *   --agent=PATH    the agent to measure: another build's dist/src/cli/main.js (default this checkout's), to compare builds
  */
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -22,16 +25,18 @@ import { pipelineBench } from './pipeline.js';
 import { spoolBench } from './spool.js';
 import { kamailioBench } from './kamailio.js';
 import { coldStartBench } from './cold-start.js';
-import { tlsBench } from './tls.js';
+import { tlsHopBench, tlsPairBench } from './tls.js';
 import { median } from './median.js';
+import { endDescendants, killDescendants } from './children.js';
+import { stopByPid } from '../test/helpers/receivers.js';
 import { AGENT_NODE_FLAGS } from '../src/cli/node-flags.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const args = process.argv.slice(2);
 const CLI = resolve(args.find((a) => a.startsWith('--agent='))?.slice(8) ?? resolve(REPO, 'dist/src/cli/main.js'));
 const json = args.includes('--json');
-const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'tcp', 'tls', 'start', 'pipeline', 'kamailio'];
-const needsKernel = only.some((s) => ['a', 'b', 'c', 'tcp', 'tls', 'start', 'kamailio'].includes(s));
+const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'tcp', 'tls', 'tlshop', 'start', 'pipeline', 'kamailio'];
+const needsKernel = only.some((s) => ['a', 'b', 'c', 'tcp', 'tls', 'tlshop', 'start', 'kamailio'].includes(s));
 const withAgent = !args.includes('--no-agent') && existsSync(CLI);
 const say = (line = '') => json || process.stdout.write(line + '\n');
 
@@ -48,7 +53,6 @@ const SYSCALL_COST = join(dir, 'syscall_cost');
 const TLS_COST = join(dir, 'tls_cost');
 const TLS_CERT = join(dir, 'cert.pem');
 const TLS_KEY = join(dir, 'key.pem');
-const children = new Set<ChildProcess>();
 let nextPort = 46000 + Math.floor(Math.random() * 1000) * 10;
 const port = () => nextPort++;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -60,25 +64,9 @@ const table = (rows: string[][]) => {
   for (const r of rows) say('  ' + r.map((c, i) => (left(i) ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('   ').trimEnd());
 };
 
-function track(proc: ChildProcess): ChildProcess {
-  children.add(proc);
-  proc.once('exit', () => children.delete(proc));
-  return proc;
-}
-
-const spawnTracked = (cmd: string, argv: string[], stdio: ('ignore' | 'pipe')[]) => track(spawn(cmd, argv, { stdio }));
-
-/** Runs a C helper to completion without blocking the event loop (the agent's log pipe must keep draining). */
+/** Runs a C helper to completion without blocking the event loop (the agent's log pipe must keep draining); each run ends within 2 minutes. */
 const runC = (bin: string, ...argv: string[]) =>
-  new Promise<string>((res, rej) => track(execFile(bin, argv, { encoding: 'utf8' }, (err, stdout) => (err ? rej(err) : res(stdout.trim())))));
-
-function stopProc(proc: ChildProcess): Promise<void> {
-  return new Promise((r) => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return r();
-    proc.once('exit', () => r());
-    proc.kill('SIGTERM');
-  });
-}
+  new Promise<string>((res, rej) => execFile(bin, argv, { encoding: 'utf8', timeout: 120_000 }, (err, stdout) => (err ? rej(err) : res(stdout.trim()))));
 
 export interface Agent {
   pid: number;
@@ -87,11 +75,11 @@ export interface Agent {
 }
 
 function startAgent(hep: string, env: NodeJS.ProcessEnv = process.env, args: string[] = []): Promise<Agent> {
-  const proc = track(spawn(process.execPath, [...AGENT_NODE_FLAGS, CLI, 'run', '--hep', hep, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env }));
+  const proc = spawn(process.execPath, [...AGENT_NODE_FLAGS, CLI, 'run', '--hep', hep, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
   let log = '';
   return new Promise((res, rej) => {
     const timer = setTimeout(() => {
-      void stopProc(proc);
+      void stopByPid(proc);
       rej(new Error(`agent not ready after 60 s: ${log.slice(-500)}`));
     }, 60_000);
     proc.once('exit', (code) => rej(new Error(`agent exited with ${code}: ${log.slice(-500)}`)));
@@ -102,7 +90,7 @@ function startAgent(hep: string, env: NodeJS.ProcessEnv = process.env, args: str
       res({
         pid: proc.pid!,
         stop: async () => {
-          await stopProc(proc);
+          await stopByPid(proc, 30_000); // it drains what it captured before its final stats line
           const line = log.split('\n').find((l) => l.includes('"msg":"stopped"'));
           return line ? JSON.parse(line) : {};
         },
@@ -113,13 +101,13 @@ function startAgent(hep: string, env: NodeJS.ProcessEnv = process.env, args: str
 
 /** A HEP collector counting packets; `count()` is the latest running count it printed. */
 async function startCounter(transport: 'udp' | 'tcp', p: number) {
-  const proc = spawnTracked(UDP_LOAD, ['hepcount', transport, String(p)], ['ignore', 'pipe', 'pipe']);
+  const proc = spawn(UDP_LOAD, ['hepcount', transport, String(p)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => process.stderr.write(`hepcount: ${d}`));
-  while (!out.includes('ready')) {
+  for (const t0 = Date.now(); !out.includes('ready'); await sleep(20)) {
     if (proc.exitCode !== null) throw new Error(`hepcount exited with ${proc.exitCode}`);
-    await sleep(20);
+    if (Date.now() - t0 > 10_000) throw new Error('hepcount not ready after 10 s');
   }
   const count = () => Number(out.trim().split('\n').pop()) || 0;
   return {
@@ -135,7 +123,7 @@ async function startCounter(transport: 'udp' | 'tcp', p: number) {
       return count();
     },
     async stop() {
-      await stopProc(proc);
+      await stopByPid(proc);
       return count();
     },
   };
@@ -217,11 +205,19 @@ interface Step extends Flood {
 
 const RATES = [10_000, 25_000, 50_000, 75_000, 100_000, 150_000, 200_000, 250_000];
 const STEP_SECS = 2;
+/** A zero-loss search stops after this long (a step is bounded by runC's and settle()'s own bounds). */
+const SEARCH_BUDGET_SECS = 150;
 
 /** Raises the rate until a step loses a message (or the sender cannot offer the rate). */
 async function searchRate(step: (rate: number) => Promise<{ f: Flood; forwarded?: number }>): Promise<Step[]> {
   const steps: Step[] = [];
+  const t0 = Date.now();
   for (const rate of RATES) {
+    if (Date.now() - t0 > SEARCH_BUDGET_SECS * 1000) {
+      const reached = steps.length ? `zero loss up to ${fmtRate(steps[steps.length - 1].rate)}` : 'no step';
+      say(`  zero-loss search cut short by its ${SEARCH_BUDGET_SECS} s bound before ${fmtRate(rate)}: ${reached}`);
+      break;
+    }
     const { f, forwarded } = await step(rate);
     const lossless = f.failed === 0 && f.received === f.sent && (forwarded === undefined || forwarded === f.sent);
     // A rate the sender could not offer was not sustained, lossless or not.
@@ -519,10 +515,12 @@ async function main() {
     summary.push(['messages lost, 20k/s for 8 s from `ready` (worst round)', '0', String(Math.max(...c.rounds.map((r) => r.lost))), '0']);
   }
   if (only.includes('kamailio')) {
-    const k = (results.kamailio = await kamailioBench({ say, table, dir, port, track, stopProc, startAgent: withAgent ? startAgent : null, startCounter: (p) => startCounter('udp', p) })) as Record<string, { maxCps: number; ratio: number }>;
+    const k = (results.kamailio = await kamailioBench({ say, table, dir, port, startAgent: withAgent ? startAgent : null, startCounter: (p) => startCounter('udp', p) })) as Record<string, { maxCps: number; ratio: number }>;
     if (k.hepbpf) summary.push(['Kamailio stateless proxy, max cps with 0 failed calls', `${k.none.maxCps.toFixed(0)} cps`, `${k.hepbpf.maxCps.toFixed(0)} cps (${k.hepbpf.ratio.toFixed(2)}; siptrace ${k.siptrace.ratio.toFixed(2)})`, '>= 0.9']);
   }
-  if (only.includes('tls') && withAgent) results.tls = await tlsBench({ say, table, summary, startAgent, startCollector: () => startCounter('udp', port()), tlsCost: TLS_COST, cert: TLS_CERT, key: TLS_KEY });
+  const tlsInput = { say, table, summary, startAgent, startCollector: () => startCounter('udp', port()), tlsCost: TLS_COST, cert: TLS_CERT, key: TLS_KEY, dir, port };
+  if (only.includes('tls') && withAgent) results.tls = await tlsPairBench(tlsInput);
+  if (only.includes('tlshop') && withAgent) results.tlsHop = await tlsHopBench(tlsInput);
   if (only.includes('pipeline')) results.pipeline = await pipelineBench({ say, table });
   if (only.includes('spool')) results.spool = await spoolBench({ say, table });
   if (summary.length > 1) {
@@ -532,11 +530,27 @@ async function main() {
   if (json) process.stdout.write(JSON.stringify(results, null, 2) + '\n');
 }
 
-const cleanUp = async () => {
-  await Promise.all([...children].map(stopProc));
-  rmSync(dir, { recursive: true, force: true });
+/** Ends every process the bench started (some through the tests' helpers) and removes its directory; once. */
+let cleaning: Promise<void> | undefined;
+const cleanUp = () =>
+  (cleaning ??= (async () => {
+    const ended = await endDescendants();
+    rmSync(dir, { recursive: true, force: true });
+    if (ended.length) process.stderr.write(`hepbpf bench: ended ${ended.map((p) => `${p.comm} (${p.pid})`).join(', ')}\n`);
+  })());
+const abort = (why: string, code: number) => {
+  process.stderr.write(`hepbpf bench: ${why}; ending what it started\n`);
+  process.exitCode = code;
+  // The sections may still be running: whatever they started after the clean-up is killed in the same turn as the exit.
+  void cleanUp().then(() => {
+    killDescendants();
+    process.exit(code);
+  });
 };
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void cleanUp().then(() => process.exit(1)));
+process.on('SIGINT', () => abort('interrupted (SIGINT)', 130));
+process.on('SIGTERM', () => abort('terminated (SIGTERM)', 143));
+process.on('uncaughtException', (e) => abort(`error: ${e.stack ?? e}`, 1));
+process.on('unhandledRejection', (e) => abort(`error: ${(e as Error)?.stack ?? e}`, 1));
 try {
   await main();
 } catch (e) {

@@ -1,23 +1,23 @@
 /**
- * `npm run bench -- --only=tls`: what TLS capture costs the application, in one run:
- *   - a 1 KiB SSL_write + SSL_read pair (bench/tls_cost.c, Debian's libssl 3) without the agent,
+ * What TLS capture costs the application, in two sections:
+ *   - `--only=tls`: a 1 KiB SSL_write + SSL_read pair (bench/tls_cost.c, Debian's libssl 3) without the agent,
  *     with it on the emulated probe sites it chooses (src/capture/tls-sites.ts), and with every
  *     function forced onto its single-stepped entry + return probes (HEPBPF_TLS_PROBES=entry):
  *     back to back (as fast as one thread goes: ~90k records/s, which keeps the agent's JS busy on
  *     the other of two cores), and paced at PACED_RATE pairs/s as the application thread's CPU;
- *   - the max calls per second through the Kamailio edge -> TLS -> core hop of the tests
- *     (test/helpers/kamailio-tls.ts), without the agent and with it in each mode.
+ *   - `--only=tlshop`: the max calls per second through the Kamailio edge -> TLS -> core hop of the
+ *     tests (test/helpers/kamailio-tls.ts), without the agent and with it in each mode (bench/call-rate.ts).
  * Modes alternate within each round, and medians are reported. The pair is reported in wall-clock
  * time and in the application's own CPU time (what the probes cost it; on a busy shared machine the
  * wall clock also carries everything else that runs).
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startKamailioTlsHop, type KamailioTlsHop } from '../test/helpers/kamailio-tls.js';
+import { startKamailioTlsHop } from '../test/helpers/kamailio-tls.js';
 import { PROBES_ENV } from '../src/capture/tls-sites.js';
 import { median } from './median.js';
+import { callStep, describeSteps, maxCallRate, type CallRateResult, type CallRateSearch } from './call-rate.js';
 
 export interface TlsBenchInput {
   say(line?: string): void;
@@ -32,6 +32,9 @@ export interface TlsBenchInput {
   tlsCost: string;
   cert: string;
   key: string;
+  /** The bench's temporary directory, removed by the bench. */
+  dir: string;
+  port(): number;
 }
 
 type Mode = 'none' | 'auto' | 'entry';
@@ -41,18 +44,15 @@ const PAIR_ROUNDS = 5;
 const PAIR_ITERATIONS = '50000';
 const PACED_RATE = '5000';
 const PACED_ITERATIONS = '10000';
-/** Rates tried first for the Kamailio hop, each for STEP_SECS, up to the first that fails; then bisection down to HOP_RESOLUTION. */
-const HOP_RATES = [100, 200, 400, 800, 1600, 3200];
-const HOP_RESOLUTION = 25;
+/** The Kamailio hop: steps of STEP_SECS doubling from 200 cps, then bisection to 50 cps; a search stops after 90 s of steps. */
+const HOP_SEARCH: CallRateSearch = { first: 200, max: 6400, resolution: 50, budgetSecs: 90 };
 const HOP_ROUNDS = 3;
 const STEP_SECS = 2;
-/** A step that runs this much longer than its calls take at the offered rate is overloaded. */
-const STEP_SLACK_SECS = 2;
 
-/** bench/tls_cost.c prints the mean wall-clock and CPU ns per pair (paced: the CPU ns only, as wall). */
+/** bench/tls_cost.c prints the mean wall-clock and CPU ns per pair (paced: the CPU ns only, as wall); a run ends within 2 minutes. */
 const runC = (bin: string, ...argv: string[]) =>
   new Promise<{ wall: number; cpu: number }>((res, rej) =>
-    execFile(bin, argv, { encoding: 'utf8' }, (err, stdout) => {
+    execFile(bin, argv, { encoding: 'utf8', timeout: 120_000 }, (err, stdout) => {
       const [wall, cpu] = stdout.trim().split(' ').map(Number);
       return err ? rej(err) : res({ wall, cpu });
     }),
@@ -74,46 +74,22 @@ async function withAgent<T>(r: TlsBenchInput, mode: Mode, sinkPort: number, fn: 
   }
 }
 
-/** Whether every call of a STEP_SECS run at `rate` succeeds without falling behind. */
-async function keepsUp(hop: KamailioTlsHop, rate: number): Promise<boolean> {
-  const t0 = performance.now();
-  const code = await hop.runCalls(rate * STEP_SECS, rate);
-  const secs = (performance.now() - t0) / 1000;
-  hop.forgetReports();
-  return code === 0 && secs <= STEP_SECS + STEP_SLACK_SECS;
-}
-
-/** The highest rate, to HOP_RESOLUTION, at which the hop keeps up: HOP_RATES up to the first failure, then bisection. */
-async function maxCallsPerSecond(hop: KamailioTlsHop): Promise<number> {
-  let ok = 0;
-  let fail = 0;
-  for (const rate of HOP_RATES) {
-    if (!(await keepsUp(hop, rate))) {
-      fail = rate;
-      break;
-    }
-    ok = rate;
-  }
-  if (!fail) return ok;
-  while (fail - ok > HOP_RESOLUTION) {
-    const mid = Math.round((ok + fail) / 2 / HOP_RESOLUTION) * HOP_RESOLUTION;
-    if (mid <= ok || mid >= fail) break;
-    if (await keepsUp(hop, mid)) ok = mid;
-    else fail = mid;
-  }
-  return ok;
-}
-
-export async function tlsBench(r: TlsBenchInput): Promise<Record<string, unknown>> {
+/** Runs `measure` with a collector for the agent's HEP. */
+async function withCollector<T>(r: TlsBenchInput, measure: (sinkPort: number) => Promise<T>): Promise<T> {
   const collector = await r.startCollector();
   try {
-    return await measure(r, collector.port);
+    return await measure(collector.port);
   } finally {
     await collector.stop();
   }
 }
 
-async function measure(r: TlsBenchInput, sinkPort: number): Promise<Record<string, unknown>> {
+/** `--only=tls`: the SSL pair in each mode. */
+export const tlsPairBench = (r: TlsBenchInput) => withCollector(r, (sinkPort) => measurePair(r, sinkPort));
+/** `--only=tlshop`: the Kamailio TLS hop's max calls per second in each mode. */
+export const tlsHopBench = (r: TlsBenchInput) => withCollector(r, (sinkPort) => measureHop(r, sinkPort));
+
+async function measurePair(r: TlsBenchInput, sinkPort: number): Promise<Record<string, unknown>> {
   const pair: Record<Mode, { wall: number; cpu: number }[]> = { none: [], auto: [], entry: [] };
   const paced: Record<Mode, number[]> = { none: [], auto: [], entry: [] };
   r.say(`\n(tls) TLS capture cost to the application (median of ${PAIR_ROUNDS} rounds, modes alternating)`);
@@ -147,32 +123,41 @@ async function measure(r: TlsBenchInput, sinkPort: number): Promise<Record<strin
     '-',
   ]);
 
-  const dir = mkdtempSync(join(tmpdir(), 'hepbpf-bench-tls-'));
-  const rounds: Record<Mode, number[]> = { none: [], auto: [], entry: [] };
-  try {
-    const hop = await startKamailioTlsHop(dir);
-    try {
-      for (let round = 0; round < HOP_ROUNDS; round++) {
-        const order = round % 2 ? [...MODES].reverse() : MODES;
-        for (const mode of order) rounds[mode].push(await withAgent(r, mode, sinkPort, () => maxCallsPerSecond(hop)));
-      }
-    } finally {
-      await hop.stop();
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-  const cps = Object.fromEntries(MODES.map((m) => [m, median(rounds[m])])) as Record<Mode, number>;
-  r.say(`(tls) Kamailio hop: median of ${HOP_ROUNDS} alternating rounds, ${STEP_SECS} s steps, resolution ${HOP_RESOLUTION} calls/s`);
-  const hopRows = [['Kamailio edge -> TLS -> core, max calls/s', 'calls/s', 'rounds', 'of untraced']];
-  for (const mode of MODES) hopRows.push([LABEL[mode], String(cps[mode]), rounds[mode].join(' '), `${(cps[mode] / cps.none).toFixed(2)}`]);
-  r.table(hopRows);
-  r.summary.push(['Kamailio TLS hop max cps (emulated sites)', `${cps.none}/s`, `${cps.auto}/s (${(cps.auto / cps.none).toFixed(2)})`, '>= 0.9 of untraced']);
   return {
     pairNs: pair,
     pairMedianNs: Object.fromEntries(MODES.map((m) => [m, { wall: wall(m), cpu: cpu(m), pacedCpu: pacedCpu(m) }])),
     pairPacedCpuNs: paced,
-    hopMaxCallsPerSecond: cps,
-    hopRounds: rounds,
   };
+}
+
+async function measureHop(r: TlsBenchInput, sinkPort: number): Promise<Record<string, unknown>> {
+  r.say(`\n(tlshop) Kamailio edge -> TLS -> core hop, max calls/s with 0 failed calls (steps of ${STEP_SECS} s, doubling from ${HOP_SEARCH.first} cps, then bisection to ${HOP_SEARCH.resolution} cps; ${HOP_ROUNDS} rounds, modes alternating; median)`);
+  const dir = join(r.dir, 'tls-hop');
+  mkdirSync(dir);
+  const searches: Record<Mode, CallRateResult[]> = { none: [], auto: [], entry: [] };
+  const hop = await startKamailioTlsHop(dir);
+  try {
+    const step = async (cps: number) => {
+      const result = await callStep({ target: hop.edgePort, port: r.port(), dir }, cps, STEP_SECS);
+      hop.forgetReports(); // both proxies' siptrace reports: the bench does not need them
+      return result;
+    };
+    for (let round = 0; round < HOP_ROUNDS; round++) {
+      const order = round % 2 ? [...MODES].reverse() : MODES;
+      for (const mode of order) {
+        const search = await withAgent(r, mode, sinkPort, () => maxCallRate(HOP_SEARCH, step));
+        searches[mode].push(search);
+        r.say(`  round ${round + 1}  ${LABEL[mode].padEnd(28)} ${search.maxCps} cps   steps: ${describeSteps(search)}`);
+      }
+    }
+  } finally {
+    await hop.stop();
+  }
+  const rounds = Object.fromEntries(MODES.map((m) => [m, searches[m].map((s) => s.maxCps)])) as Record<Mode, number[]>;
+  const cps = Object.fromEntries(MODES.map((m) => [m, median(rounds[m])])) as Record<Mode, number>;
+  const hopRows = [['Kamailio edge -> TLS -> core, max calls/s', 'calls/s', 'rounds', 'of untraced']];
+  for (const mode of MODES) hopRows.push([LABEL[mode], String(cps[mode]), rounds[mode].join(' '), `${(cps[mode] / cps.none).toFixed(2)}`]);
+  r.table(hopRows);
+  r.summary.push(['Kamailio TLS hop max cps (emulated sites)', `${cps.none}/s`, `${cps.auto}/s (${(cps.auto / cps.none).toFixed(2)})`, '>= 0.9 of untraced']);
+  return { hopMaxCallsPerSecond: cps, hopRounds: rounds, hopSearches: searches };
 }
