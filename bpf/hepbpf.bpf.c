@@ -609,7 +609,6 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	struct scratch_buf *s = scratch_slot();
 	struct hepbpf_record *r;
 	struct gather g = {};
-	bool counterpart = false;
 	__u16 lport, rport;
 	__u32 len;
 	int l7;
@@ -635,19 +634,8 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		if (m->sk)
 			conn_carries_ours(m->sk, m->tls_id);
 	}
-	/* A datagram's receiver's copy goes header only when its sender's record carried the bytes:
-	 * its hashed bytes are read first, the rest only when it goes whole. */
-	g.limit = m->proto == IPPROTO_UDP && is_ingress(m->source) && len > MSG_HASHED ? MSG_HASHED : len;
+	g.limit = len;
 	bpf_loop(GATHER_STEPS, gather_step, &g, 0);
-	r->orig_len = m->orig_len;
-	if (m->proto == IPPROTO_UDP && !g.fault) {
-		r->msg_hash = msg_hash(s->data, g.off, m->orig_len);
-		counterpart = is_ingress(m->source) && udp_sender_emitted(r);
-		if (!counterpart && g.limit < len) {
-			g.limit = len;
-			bpf_loop(GATHER_STEPS, gather_step, &g, 0);
-		}
-	}
 	if (g.fault) {
 		count(HEPBPF_CNT_READ_FAULT);
 		return 0;
@@ -659,6 +647,7 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	stamp(r);
 	r->sock_id = (__u64)m->sk;
 	r->tls_id = m->tls_id;
+	r->orig_len = m->orig_len;
 	r->data_len = len;
 	r->direction = is_ingress(m->source) ? HEPBPF_DIR_INGRESS : HEPBPF_DIR_EGRESS;
 	r->ip_proto = m->proto;
@@ -667,7 +656,7 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	r->fd = m->fd;
 	if (m->tls_id)
 		r->flags |= HEPBPF_F_TLS;
-	if (len < m->orig_len && !counterpart) {
+	if (len < m->orig_len) {
 		r->flags |= HEPBPF_F_TRUNCATED;
 		count(HEPBPF_CNT_TRUNCATED);
 	}
@@ -677,9 +666,12 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 		r->flags |= HEPBPF_F_STREAM_START;
 	if (known && m->has_seq && !m->tls_id && tcp_local(m, known->started, r))
 		r->data_len = len = 0;
-	if (counterpart) {
-		r->flags |= HEPBPF_F_COUNTERPART;
-		r->data_len = len = 0;
+	if (m->proto == IPPROTO_UDP) {
+		r->msg_hash = msg_hash(s->data, len);
+		if (r->direction == HEPBPF_DIR_INGRESS && udp_sender_emitted(r)) {
+			r->flags |= HEPBPF_F_COUNTERPART;
+			r->data_len = len = 0;
+		}
 	}
 	if (bpf_ringbuf_output(&events, s, sizeof(*r) + len, wakeup_flags())) {
 		count(HEPBPF_CNT_RINGBUF_FULL);

@@ -48,35 +48,24 @@ static __always_inline struct udp_msg_key *udp_sent_slot(const struct udp_msg_ke
 	return bpf_map_lookup_elem(&udp_sent, &idx);
 }
 
-static __always_inline __u64 hash_lane(__u64 h, __u64 w)
+/* 64-bit multiply-xor over the first MSG_HASHED bytes at d (len valid), folded
+ * to 32 bits, never 0. Word loads: d has slack past any len (scratch). */
+static __always_inline __u32 msg_hash(const __u8 *d, __u32 len)
 {
-	h = (h ^ w) * 0x100000001b3ULL;
-	return h ^ (h >> 29);
-}
+	__u64 h = 0xcbf29ce484222325ULL ^ len;
+	__u32 n = len < MSG_HASHED ? len : MSG_HASHED;
 
-/* Multiply-xor over the first MSG_HASHED bytes at d (len valid) of a datagram
- * of orig_len bytes, folded to 32 bits, never 0. Four lanes of 8 bytes a step:
- * one lane's chain of dependent multiplies took 64 steps for 512 bytes. Reads
- * whole 32-byte steps: d has slack past any len (scratch), zeroed here past a
- * shorter len. */
-static __always_inline __u32 msg_hash(__u8 *d, __u32 len, __u32 orig_len)
-{
-	__u64 a = 0xcbf29ce484222325ULL ^ orig_len, b = a ^ 0x9e3779b97f4a7c15ULL, c = a ^ 0xc2b2ae3d27d4eb4fULL,
-	      e = a ^ 0x165667b19e3779f9ULL, h;
+	for (__u32 i = 0; i < MSG_HASHED / 8; i++) {
+		__u64 w;
 
-	if (len < MSG_HASHED)
-		__builtin_memset(d + len, 0, 32);
-	for (__u32 off = 0; off < MSG_HASHED; off += 32) {
-		const __u64 *w = (const __u64 *)(d + off);
-
-		if (off >= len)
+		if (i * 8 >= n)
 			break;
-		a = hash_lane(a, w[0]);
-		b = hash_lane(b, w[1]);
-		c = hash_lane(c, w[2]);
-		e = hash_lane(e, w[3]);
+		w = *(const __u64 *)(d + i * 8);
+		if (n - i * 8 < 8)
+			w &= (1ULL << ((n - i * 8) * 8)) - 1;
+		h = (h ^ w) * 0x100000001b3ULL;
+		h ^= h >> 29;
 	}
-	h = hash_lane(hash_lane(hash_lane(a, b), c), e);
 	h ^= h >> 32;
 	return (__u32)h ? (__u32)h : 1;
 }
