@@ -106,12 +106,14 @@ struct inflight {
 	struct sock *sk;
 	const void *arg; /* buffer, iovec array, msghdr or mmsghdr array */
 	__u64 len; /* buffer size, iovcnt or vlen */
+	const void *name; /* sendto dest_addr / recvfrom src_addr */
+	__u64 namelen; /* sendto: addrlen; recvfrom: user pointer to addrlen */
 	__u32 fd;
 	__s32 nr; /* syscall number: ties socket-layer events to this syscall */
 	__u16 proto;
 	__u8 source; /* HEPBPF_SRC_*, 0: slot unused */
 	__u32 seq; /* TCP: the counter this syscall moves, at its entry (bpf/local_copies.bpf.h) */
-	__u8 prefix_sip; /* UDP write(): the datagram's first bytes were read at entry and look like SIP */
+	__u8 prefix_sip; /* UDP: the datagram's first bytes were read and look like SIP (enter or sock_recv_length) */
 	struct sock *last_read_sk; /* TCP socket this thread last read outside a TLS call (see tls_enter) */
 };
 
@@ -852,7 +854,8 @@ static __always_inline bool tls_ciphertext_io(struct task_struct *task, struct s
 	return true;
 }
 
-static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const void *arg, __u64 len, __u8 source)
+static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const void *arg, __u64 len,
+				    const void *name, __u64 namelen, __u8 source)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct inflight *in = NULL;
@@ -863,8 +866,8 @@ static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const
 	if (task->tgid == cfg.self_tgid)
 		return 0;
 	sk = inet_sock_of_fd(ctx->args[0], &proto);
-	if (!sk || (proto != IPPROTO_TCP && (source == HEPBPF_SRC_SENDTO || source == HEPBPF_SRC_RECVFROM)))
-		return 0; /* a datagram socket's sendto/recvfrom completes at its exit alone (exit_datagram) */
+	if (!sk)
+		return 0;
 	if (proto == IPPROTO_TCP) {
 		if (tls_ciphertext_io(task, sk, source, arg))
 			return 0;
@@ -880,7 +883,7 @@ static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const
 		known = bpf_map_lookup_elem(&sock_l7, &key);
 		if (known && known->l7 == L7_NOT_OURS)
 			return 0;
-	} else if (source == HEPBPF_SRC_WRITE && !buffer_looks_like_sip(arg, len)) {
+	} else if ((source == HEPBPF_SRC_SENDTO || source == HEPBPF_SRC_WRITE) && !buffer_looks_like_sip(arg, len)) {
 		/* A datagram is sent whole or not at all: one that does not start
 		 * like SIP (RTP, DNS) is dropped here, before any exit work. */
 		return 0;
@@ -894,11 +897,13 @@ static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const
 	in->sk = sk;
 	in->arg = arg;
 	in->len = len;
+	in->name = name;
+	in->namelen = namelen;
 	in->nr = ctx->id; /* an int in the event: the upper half is padding */
 	in->fd = ctx->args[0];
 	in->proto = proto;
 	in->source = source;
-	in->prefix_sip = proto == IPPROTO_UDP && source == HEPBPF_SRC_WRITE;
+	in->prefix_sip = proto == IPPROTO_UDP && (source == HEPBPF_SRC_SENDTO || source == HEPBPF_SRC_WRITE);
 	if (proto == IPPROTO_TCP)
 		in->seq = tcp_seq(sk, is_ingress(source));
 	return 0;
@@ -1028,10 +1033,22 @@ static __always_inline void finish_io(const struct inflight *in, long ret)
 	switch (in->source) {
 	case HEPBPF_SRC_WRITE:
 	case HEPBPF_SRC_READ:
-	case HEPBPF_SRC_SENDTO: /* TCP: the peer is the socket's */
+		m.buf = in->arg;
+		m.len = in->len;
+		break;
+	case HEPBPF_SRC_SENDTO:
+		m.buf = in->arg;
+		m.len = in->len;
+		m.name = in->name;
+		m.namelen = in->namelen;
+		break;
 	case HEPBPF_SRC_RECVFROM:
 		m.buf = in->arg;
 		m.len = in->len;
+		m.name = in->name;
+		/* the kernel wrote the peer's address length there */
+		if (in->name && in->namelen)
+			bpf_probe_read_user(&m.namelen, sizeof(m.namelen), (void *)in->namelen);
 		break;
 	case HEPBPF_SRC_WRITEV:
 	case HEPBPF_SRC_READV:
@@ -1091,50 +1108,6 @@ static __always_inline int exit_io(struct trace_event_raw_sys_exit *ctx, __u8 so
 	return 0;
 }
 
-/* Exit of sendto/recvfrom. A datagram socket's (UDP, SCTP) call is completed here from its arguments,
- * still in the task's saved registers (x86-64 syscall ABI), without its enter hook keeping anything:
- * no per-thread slot written and read per datagram, and a datagram that is not SIP is judged on
- * its first bytes once, here. TCP needs the enter hook (sequence number, TLS ciphertext). */
-static __always_inline int exit_datagram(struct trace_event_raw_sys_exit *ctx, __u8 source)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	struct sock_msg m = {};
-	struct sock_l7 *known = NULL;
-	long ret = ctx->ret;
-	__u16 proto;
-
-	if (task->tgid == cfg.self_tgid)
-		return 0;
-	m.sk = inet_sock_of_fd(regs->di, &proto); /* the syscall used the same lines: they are in cache */
-	if (!m.sk || proto == IPPROTO_TCP)
-		return exit_io(ctx, source);
-	if (ret <= 0)
-		return 0;
-	m.fd = regs->di;
-	m.buf = (const void *)regs->si;
-	m.len = regs->dx;
-	m.name = (const void *)regs->r8;
-	m.proto = proto;
-	m.source = source;
-	m.orig_len = ret;
-	if (proto == IPPROTO_UDP) {
-		/* A datagram is moved whole or not at all: one that does not start like SIP (RTP, DNS) ends here. */
-		if (!buffer_looks_like_sip(m.buf, ret < m.len ? ret : m.len))
-			return 0;
-		m.prefix_sip = 1;
-	} else {
-		known = sock_l7_of(m.sk);
-		if (!known)
-			return 0;
-	}
-	if (source == HEPBPF_SRC_SENDTO)
-		m.namelen = regs->r9;
-	else if (m.name && regs->r9) /* recvfrom: the kernel wrote the peer's address length there */
-		bpf_probe_read_user(&m.namelen, sizeof(m.namelen), (void *)regs->r9);
-	return emit(&m, known);
-}
-
 /* The socket layer moved ret bytes on sk: completes read/write/readv/writev.
  * Other socket syscalls also pass here; they complete at their exit. */
 static __always_inline int sock_io_done(struct sock *sk, int ret)
@@ -1146,6 +1119,15 @@ static __always_inline int sock_io_done(struct sock *sk, int ret)
 
 	if (!p || (__u64)p->sk != (__u64)sk)
 		return 0;
+	if (p->source == HEPBPF_SRC_RECVFROM && p->proto == IPPROTO_UDP) {
+		/* The datagram is in the buffer now; its exit has the peer address
+		 * to add, but nothing to do if it is not SIP. */
+		if (ret <= 0 || !buffer_looks_like_sip(p->arg, ret < p->len ? ret : p->len))
+			p->source = 0;
+		else
+			p->prefix_sip = 1;
+		return 0;
+	}
 	if (p->source != HEPBPF_SRC_WRITE && p->source != HEPBPF_SRC_WRITEV && p->source != HEPBPF_SRC_READ &&
 	    p->source != HEPBPF_SRC_READV)
 		return 0;
@@ -1179,31 +1161,31 @@ int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 SEC("tracepoint/syscalls/sys_enter_write")
 int enter_write(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_WRITE);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_WRITE);
 }
 
 SEC("tracepoint/syscalls/sys_enter_writev")
 int enter_writev(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_WRITEV);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_WRITEV);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int enter_sendto(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_SENDTO);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), (void *)ARG(4), ARG(5), HEPBPF_SRC_SENDTO);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendto")
 int exit_sendto(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_datagram(ctx, HEPBPF_SRC_SENDTO);
+	return exit_io(ctx, HEPBPF_SRC_SENDTO);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
 int enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), 0, HEPBPF_SRC_SENDMSG);
+	return enter_io(ctx, (void *)ARG(1), 0, NULL, 0, HEPBPF_SRC_SENDMSG);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendmsg")
@@ -1215,7 +1197,7 @@ int exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_sendmmsg")
 int enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_SENDMMSG);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_SENDMMSG);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendmmsg")
@@ -1227,31 +1209,31 @@ int exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_read")
 int enter_read(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_READ);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_READ);
 }
 
 SEC("tracepoint/syscalls/sys_enter_readv")
 int enter_readv(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_READV);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_READV);
 }
 
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
 int enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_RECVFROM);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), (void *)ARG(4), ARG(5), HEPBPF_SRC_RECVFROM);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_datagram(ctx, HEPBPF_SRC_RECVFROM);
+	return exit_io(ctx, HEPBPF_SRC_RECVFROM);
 }
 
 SEC("tracepoint/syscalls/sys_enter_recvmsg")
 int enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), 0, HEPBPF_SRC_RECVMSG);
+	return enter_io(ctx, (void *)ARG(1), 0, NULL, 0, HEPBPF_SRC_RECVMSG);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
@@ -1263,7 +1245,7 @@ int exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_recvmmsg")
 int enter_recvmmsg(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_RECVMMSG);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_RECVMMSG);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmmsg")
