@@ -144,17 +144,38 @@ export function contentLength(buf: Buffer, headerEnd: number, from = 0): number 
   return -1;
 }
 
+/** Most line feeds a HeaderLines holds: parseSip searches for those of any further lines. */
+const INDEXED_LINE_FEEDS = 64;
+
+/**
+ * The line feeds of a message's header block, as the walk that framed it found them (headerBlock):
+ * parseSip reads the header lines from them instead of searching for each line's end again. Valid
+ * for `message`, the payload they were found in, during the callback that has it.
+ */
+export class HeaderLines {
+  /** Offsets in `message` of its first `count` line feeds, in order: the start line's, each header line's, the empty line's. */
+  readonly lineFeeds = new Int32Array(INDEXED_LINE_FEEDS);
+  count = 0;
+  message?: Buffer;
+}
+
 /**
  * The header block of the message at buf[from..], whose start line ends at the LF `lf` (-1: none
  * yet), read in one walk over its lines: returns where its CRLFCRLF is (what buf.indexOf(CRLFCRLF,
- * from) finds), or -1; and leaves in `found` its Content-Length as contentLength() reads it. One
- * native search per line, where a search for CRLFCRLF and then a walk for Content-Length made two passes.
+ * from) finds), or -1; and leaves in `found` its Content-Length as contentLength() reads it, and the
+ * line feeds it went through. One native search per line, where a search for CRLFCRLF and then a
+ * walk for Content-Length made two passes.
  */
-export function headerBlock(buf: Buffer, from: number, lf: number, found: { contentLength: number }): number {
+export function headerBlock(buf: Buffer, from: number, lf: number, found: { contentLength: number; lines: HeaderLines }): number {
   let length = -1;
   let lengthSeen = false;
+  const feeds = found.lines.lineFeeds;
+  let count = 0;
   for (let q = lf; q >= 0; ) {
+    if (count < feeds.length) feeds[count++] = q - from;
     if (buf[q + 1] === CR && buf[q + 2] === LF && buf[q - 1] === CR && q - 1 >= from) {
+      if (count < feeds.length) feeds[count++] = q + 2 - from;
+      found.lines.count = count;
       found.contentLength = length;
       return q - 1;
     }
@@ -301,10 +322,18 @@ function parseStartLine(buf: Buffer, end: number, info: SipInfo): boolean {
   return true;
 }
 
-/** Parses the start line and the Call-ID, CSeq, Content-Length (long and compact forms) and P-Charging-Vector headers, in one walk over the header lines. Null if not SIP. */
-export function parseSip(buf: Buffer): SipInfo | null {
+/**
+ * Parses the start line and the Call-ID, CSeq, Content-Length (long and compact forms) and
+ * P-Charging-Vector headers, in one walk over the header lines; `headerLines`: the line feeds the
+ * message's framer found (ignored unless found in `buf`). Null if not SIP.
+ */
+export function parseSip(buf: Buffer, headerLines?: HeaderLines): SipInfo | null {
   if (!startsLikeSip(buf)) return null;
-  const firstEnd = buf.indexOf(LF);
+  // The line feeds its framer found, when they are this message's: each line end past them is searched for.
+  const feeds = headerLines?.message === buf ? headerLines.lineFeeds : undefined;
+  const known = feeds ? headerLines!.count : 0;
+  let k = 0;
+  const firstEnd = k < known ? feeds![k++] : buf.indexOf(LF);
   // Every field set, in one order: one object shape for every message, for the stages that read it.
   const info: SipInfo = {
     method: undefined, requestUri: undefined, statusCode: undefined, reason: undefined, callId: undefined,
@@ -316,7 +345,7 @@ export function parseSip(buf: Buffer): SipInfo | null {
 
   const end = Math.min(buf.length, MAX_SCAN);
   for (let line = firstEnd + 1; line < end; ) {
-    let next = buf.indexOf(LF, line);
+    let next = k < known ? feeds![k++] : buf.indexOf(LF, line);
     if (next < 0 || next > end) next = end;
     if (next - line <= 1) break; // empty line: end of headers
     // Only Call-ID/i, CSeq, Content-Length/l and P-Charging-Vector matter: look at the first letter, then the name's length, before comparing a name.

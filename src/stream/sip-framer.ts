@@ -5,7 +5,7 @@
  */
 
 import { FrameSink, FramerStats, MAX_MESSAGE_BYTES, StreamFramer } from './framer.js';
-import { contentLength, findStartLine, headerBlock, MAX_START_LINE_BYTES, START_LINE_LOOKAHEAD, startLineAt } from '../protocols/sip.js';
+import { contentLength, findStartLine, headerBlock, HeaderLines, MAX_START_LINE_BYTES, START_LINE_LOOKAHEAD, startLineAt } from '../protocols/sip.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const CR = 0x0d;
@@ -30,8 +30,8 @@ export class SipFramer extends StreamFramer {
   private startSearched = 0;
   private lineFrom = 0;
   private lineEnd = 0;
-  /** What headerBlock() found of the message being framed. */
-  private readonly header = { contentLength: -1 };
+  /** What headerBlock() found of the message being framed; its line feeds go with it to the sink. */
+  private readonly header = { contentLength: -1, lines: new HeaderLines() };
 
   /** keepAlive receives each run of CR/LF bytes between messages (a view, valid during the call). */
   constructor(stats: FramerStats, sink: FrameSink, private readonly keepAlive: (run: Buffer) => void = () => {}) {
@@ -100,6 +100,8 @@ export class SipFramer extends StreamFramer {
         return off;
       }
       let total = off === 0 ? known : -1;
+      // Whether headerBlock() walked this message's header, here: its line feeds are this.header's.
+      let walked = false;
       if (total < 0) {
         // A header first looked at now is read in one walk; one searched before resumes where that search ended.
         const resumed = off === 0 && searched > 0;
@@ -112,6 +114,7 @@ export class SipFramer extends StreamFramer {
           this.headerSearched = Math.max(0, buf.length - off - 3);
           return off;
         }
+        walked = !resumed;
         const cl = resumed ? contentLength(buf, headerEnd) : this.header.contentLength;
         total = headerEnd + 4 - off + Math.max(cl, 0);
         if (total > MAX_PLAUSIBLE_BYTES) {
@@ -133,7 +136,10 @@ export class SipFramer extends StreamFramer {
         this.waitingTotal = total;
         return off;
       }
-      this.emit(buf.subarray(off, off + total), total);
+      const payload = buf.subarray(off, off + total);
+      if (walked) this.header.lines.message = payload;
+      this.emit(payload, total, walked ? this.header.lines : undefined);
+      this.header.lines.message = undefined; // valid during the sink call only, and keeps no batch alive
       off += total;
     }
   }
