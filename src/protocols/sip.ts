@@ -23,9 +23,13 @@ const METHODS = ['INVITE', 'ACK', 'BYE', 'CANCEL', 'OPTIONS', 'REGISTER', 'PRACK
 const START_TOKENS = [...METHODS.map((m) => Buffer.from(m + ' ')), Buffer.from('SIP/2.0 ')];
 // RFC 3261 says a method is any token; the list above is what a start line must begin with for us to trust it.
 
+/** START_TOKENS by their first byte: what begins a message is compared with the one or two that begin as it does. */
+const START_TOKENS_BY_FIRST_BYTE = Array.from({ length: 256 }, (_, c) => START_TOKENS.filter((tok) => tok[0] === c));
+
 /** True if `buf[off..]` begins like a SIP request or status line. Needs at most 10 bytes. */
 export function startsLikeSip(buf: Buffer, off = 0): boolean {
-  for (const tok of START_TOKENS) if (buf[off] === tok[0] && bytesAt(buf, off, tok)) return true;
+  if (off >= buf.length) return false;
+  for (const tok of START_TOKENS_BY_FIRST_BYTE[buf[off]]) if (bytesAt(buf, off, tok)) return true;
   return false;
 }
 
