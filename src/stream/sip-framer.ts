@@ -17,6 +17,13 @@ const MAX_PLAUSIBLE_BYTES = 1024 * 1024;
 /** Bytes kept after garbage that may hold the beginning of a start line whose end has not arrived. */
 const RESYNC_TAIL = MAX_START_LINE_BYTES;
 
+/**
+ * The line feeds headerBlock() found in the header of the message being framed, handed on with it.
+ * One for all SIP streams (not 300 bytes each of up to 65536): the sink reads them during its call,
+ * before any other stream is framed.
+ */
+const headerLines = new HeaderLines();
+
 /** Frames one direction of one SIP connection. */
 export class SipFramer extends StreamFramer {
   // Of the message waiting at the start of the held bytes (frame() returned at it), so that each
@@ -30,8 +37,8 @@ export class SipFramer extends StreamFramer {
   private startSearched = 0;
   private lineFrom = 0;
   private lineEnd = 0;
-  /** What headerBlock() found of the message being framed; its line feeds go with it to the sink. */
-  private readonly header = { contentLength: -1, lines: new HeaderLines() };
+  /** What headerBlock() found of the message being framed. */
+  private readonly header = { contentLength: -1, lines: headerLines };
 
   /** keepAlive receives each run of CR/LF bytes between messages (a view, valid during the call). */
   constructor(stats: FramerStats, sink: FrameSink, private readonly keepAlive: (run: Buffer) => void = () => {}) {
@@ -100,7 +107,7 @@ export class SipFramer extends StreamFramer {
         return off;
       }
       let total = off === 0 ? known : -1;
-      // Whether headerBlock() walked this message's header, here: its line feeds are this.header's.
+      // Whether headerBlock() walked this message's header, here: its line feeds are in headerLines.
       let walked = false;
       if (total < 0) {
         // A header first looked at now is read in one walk; one searched before resumes where that search ended.
@@ -137,9 +144,9 @@ export class SipFramer extends StreamFramer {
         return off;
       }
       const payload = buf.subarray(off, off + total);
-      if (walked) this.header.lines.message = payload;
-      this.emit(payload, total, walked ? this.header.lines : undefined);
-      this.header.lines.message = undefined; // valid during the sink call only, and keeps no batch alive
+      if (walked) headerLines.message = payload;
+      this.emit(payload, total, walked ? headerLines : undefined);
+      headerLines.message = undefined; // valid during the sink call only, and keeps no batch alive
       off += total;
     }
   }
