@@ -75,6 +75,17 @@ describe('SIP parsing from the line feeds its framer found', () => {
     expect(framed(stream, stream.length).every((o) => o.lines)).toBe(true);
   });
 
+  it('keeps no message after the sink\'s call (a batch or stream buffer would stay alive)', () => {
+    let handed: HeaderLines | undefined;
+    const f = new SipFramer({ messages: 0, discardedBytes: 0, truncatedMessages: 0 }, (p, _size, _truncated, lines) => {
+      expect(lines?.message).toBe(p);
+      handed = lines;
+    });
+    f.push(stream);
+    expect(handed).toBeDefined();
+    expect(handed!.message).toBeUndefined();
+  });
+
   it('ignores line feeds found in another message', () => {
     const other = sip('SIP/2.0 200 OK\nCall-ID: other\nCSeq: 1 INVITE\nl: 0\n\n');
     const parsed: unknown[] = [];
