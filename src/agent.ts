@@ -196,7 +196,7 @@ export class Agent {
   }
 
   private onSip(message: Message): void {
-    const sip = parseSip(message.payload);
+    const sip = parseSip(message.payload, message.headerLines);
     if (!sip) {
       this.notSip++;
       return;

@@ -22,7 +22,7 @@
  * characters (and counted), so it fits a HEP chunk and a table key stays small.
  */
 import { setFlagsFromString } from 'node:v8';
-import { colonInLine, headerNameIs, nameIs, type SipInfo } from '../protocols/sip.js';
+import { colonInLine, headerNameIs, type SipInfo } from '../protocols/sip.js';
 import { findAllAvps, findAvp, find3gpp, type DiameterInfo } from '../protocols/diameter.js';
 import { VENDOR_3GPP } from '../protocols/diameter-dictionary.js';
 import type { Endpoint, Message } from '../stream/message.js';
@@ -66,62 +66,6 @@ export function identityKey(id: string): string {
 
 const TO = /\r\n(?:to|t)[ \t]*:([^\r\n]*)/i;
 const AUTH_USER = /\r\nauthorization[ \t]*:[^\r\n]*?\busername[ \t]*=[ \t]*"([^"\r\n]*)"/i;
-const ICID = 'icid-value';
-const PCV = 'p-charging-vector';
-
-const isBlank = (c: number) => c === 0x20 || c === 0x09;
-/** What ends an icid-value: `;`, `"`, `,` or whitespace as a regex's \s sees it among latin1 characters. */
-const endsIcid = (c: number) => c === 0x3b || c === 0x22 || c === 0x2c || c === 0x20 || (c >= 0x09 && c <= 0x0d) || c === 0xa0;
-
-/**
- * The value of the first non-empty `icid-value` parameter in the header value buf[from..to): its
- * name in any case (SIP parameter names are case-insensitive), at the start of the value or of a
- * `;`-separated parameter, so that no other parameter whose name or value ends in it is taken; the
- * value without its opening quote, up to `;`, `"`, `,` or whitespace. One pass over the bytes.
- */
-function icidParameter(buf: Buffer, from: number, to: number): string | undefined {
-  for (let at = from; at < to; at++) {
-    while (at < to && isBlank(buf[at])) at++;
-    if (to - at > ICID.length && nameIs(buf, at, ICID)) {
-      let p = at + ICID.length;
-      while (p < to && isBlank(buf[p])) p++;
-      if (p < to && buf[p] === 0x3d) {
-        p++;
-        while (p < to && isBlank(buf[p])) p++;
-        if (p < to && buf[p] === 0x22) p++;
-        let end = p;
-        while (end < to && !endsIcid(buf[end])) end++;
-        if (end > p) return buf.toString('latin1', p, end);
-      }
-    }
-    while (at < to && buf[at] !== 0x3b) at++;
-  }
-  return undefined;
-}
-
-/**
- * The icid-value of a P-Charging-Vector header, looked for line by line in the header block (up to its CRLF CRLF), each line read once, as bytes:
- * one regex over the whole message (a lazy scan per header name) was quadratic on a message
- * repeating the header name, and searching the whole message for the name and the header block's
- * end cost more than reading its lines.
- */
-function icidOf(payload: Buffer): string | undefined {
-  for (let line = 0; line < payload.length; ) {
-    let next = payload.indexOf(0x0a, line);
-    if (next < 0) next = payload.length;
-    if ((payload[line] | 0x20) === 0x70 && next - line > PCV.length && nameIs(payload, line, PCV)) {
-      let colon = line + PCV.length;
-      while (colon < next && isBlank(payload[colon])) colon++;
-      const icid = payload[colon] === 0x3a && colon < next ? icidParameter(payload, colon + 1, next) : undefined;
-      if (icid) return icid;
-    }
-    line = next + 1;
-    // CR LF CR LF: the header block ends.
-    if (payload[line] === 0x0d && payload[line + 1] === 0x0a && payload[line - 2] === 0x0d) break;
-  }
-  return undefined;
-}
-
 /** The operator's own correlation key: the value of a header, or a regex's capture group. */
 export interface OperatorKey {
   /** Header name (any case), e.g. X-CID: its first non-empty value in the header block. */
@@ -231,8 +175,7 @@ export class Correlator {
     const id = this.bounded(sip.callId || flowId(m));
     const now = m.tsNs;
     this.maybeSweep(now);
-    const icid = icidOf(m.payload);
-    if (icid) this.icids.set(boundedText(icid), id, now + REMEMBER_NS);
+    if (sip.icid) this.icids.set(boundedText(sip.icid), id, now + REMEMBER_NS);
     if (sip.method === 'REGISTER') {
       const head = m.payload.toString('latin1', 0, Math.min(m.payload.length, 16 * 1024));
       const to = TO.exec(head)?.[1];

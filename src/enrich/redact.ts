@@ -138,8 +138,9 @@ const maskAkaKeys: MaskLine = (payload, copy, from, to) => {
   }
 };
 
-/** SDP attributes that carry keys, lower case from the `=`. */
+/** SDP attributes that carry keys, lower case from the `=`: each has its y (or Y) KEY_Y_AT bytes after the `=`. */
 const KEY_ATTRIBUTES = [Buffer.from('=crypto:'), Buffer.from('=key-mgmt:')];
+const KEY_Y_AT = 3;
 const UNAUTHORIZED = Buffer.from('SIP/2.0 401 ');
 
 /** Whether `attribute` (lower case) is at `at`, in any case but its last byte (`:`). */
@@ -150,28 +151,38 @@ function attributeAt(payload: Buffer, at: number, attribute: Buffer): boolean {
 }
 
 /**
- * Whether the message can hold a secret: where the `=` of its first SDP key attribute (any case) is,
- * 0 for a 401 (whose WWW-Authenticate may carry `ck`/`ik`), -1 when it has neither. Most messages
- * have neither, and looking at the bytes after each `=` spares them any further search.
+ * Where the next of a letter's two cases (`lower`, `upper`) is at or after `from`, or -1. `at` holds
+ * where the next of each is (-1: none after), each searched for again only once passed: every search
+ * is native, and the message is searched once for each.
  */
-function firstSecret(payload: Buffer): number {
-  if (bytesAt(payload, 0, UNAUTHORIZED)) return 0;
-  for (let at = payload.indexOf(0x3d); at >= 0; at = payload.indexOf(0x3d, at + 1)) {
-    for (const attribute of KEY_ATTRIBUTES) if (attributeAt(payload, at, attribute)) return at;
+function nextOfEither(payload: Buffer, from: number, lower: number, upper: number, at: [number, number]): number {
+  if (at[0] >= 0 && at[0] < from) at[0] = payload.indexOf(lower, from);
+  if (at[1] >= 0 && at[1] < from) at[1] = payload.indexOf(upper, from);
+  return at[0] < 0 ? at[1] : at[1] < 0 ? at[0] : Math.min(at[0], at[1]);
+}
+
+/**
+ * Where the `=` of the next SDP key attribute (any case) at or after `from` is, or -1. Found from the
+ * y of `crypto` and `key-mgmt` (`y` as in nextOfEither): a message has few y, where a search for each
+ * `=` (a dozen in any SIP message with SDP) was most of the time spent on a message without secrets.
+ */
+function nextKeyAttribute(payload: Buffer, from: number, y: [number, number]): number {
+  for (;;) {
+    const at = nextOfEither(payload, from + KEY_Y_AT, 0x79, 0x59, y);
+    if (at < 0) return -1;
+    const eq = at - KEY_Y_AT;
+    if (payload[eq] === 0x3d) for (const attribute of KEY_ATTRIBUTES) if (attributeAt(payload, eq, attribute)) return eq;
+    from = eq + 1;
   }
-  return -1;
 }
 
 /**
  * Where the next line at or after `from` starts with a w or W (where a WWW-Authenticate header may
- * start, after LF or CR), or -1. `w` holds where the next w and W are (-1: none after), each searched
- * for again only once passed: every search is native, and the message is searched once.
+ * start, after LF or CR), or -1 (`w` as in nextOfEither).
  */
 function nextWLine(payload: Buffer, from: number, w: [number, number]): number {
   for (;;) {
-    if (w[0] >= 0 && w[0] < from) w[0] = payload.indexOf(0x77, from);
-    if (w[1] >= 0 && w[1] < from) w[1] = payload.indexOf(0x57, from);
-    const at = w[0] < 0 ? w[1] : w[1] < 0 ? w[0] : Math.min(w[0], w[1]);
+    const at = nextOfEither(payload, from, 0x77, 0x57, w);
     if (at <= 0 || payload[at - 1] === LF || payload[at - 1] === CR) return at;
     from = at + 1;
   }
@@ -194,7 +205,7 @@ function copyOf(payload: Buffer): Buffer {
  * A copy of a SIP message with its secrets masked, or undefined when it has none: SDP `a=crypto`
  * keys, `a=key-mgmt` data (MIKEY) and the IMS AKA `ck`/`ik` of WWW-Authenticate. The lines that can
  * carry them are found in one pass of native searches for single bytes (a loop over every byte costs
- * more): an `a=crypto:` or `a=key-mgmt:` anywhere (from its `=`; it runs to the end of its line), and
+ * more): an `a=crypto:` or `a=key-mgmt:` anywhere (from its y; it runs to the end of its line), and
  * a WWW-Authenticate header at a line's start (from its w; it runs over its folded lines). Attribute,
  * header and parameter names are case-insensitive. Linear: each such line is read once, up to its end
  * (a message with no line feed is one line). Only a WWW-Authenticate line becomes a string.
@@ -202,11 +213,13 @@ function copyOf(payload: Buffer): Buffer {
  * the callback, and whatever keeps it (the hold) copies it.
  */
 export function redactSip(payload: Buffer): Buffer | undefined {
-  const first = firstSecret(payload);
-  if (first < 0) return undefined;
+  // Whether the message can hold a secret: an SDP key attribute, or a 401 (whose WWW-Authenticate may carry ck/ik). Most have neither.
+  const yAt: [number, number] = [payload.indexOf(0x79), payload.indexOf(0x59)];
+  const first = nextKeyAttribute(payload, 0, yAt);
+  if (first < 0 && !bytesAt(payload, 0, UNAUTHORIZED)) return undefined;
+  let eq = first !== 0 ? first : nextKeyAttribute(payload, 1, yAt); // an a=crypto: or a=key-mgmt: has its a before the =: none at 0
   let copy: Buffer | undefined;
   const wAt: [number, number] = [payload.indexOf(0x77), payload.indexOf(0x57)];
-  let eq = payload.indexOf(0x3d, Math.max(first, 1)); // an a=crypto: or a=key-mgmt: is an SDP key attribute: none before the first
   let w = nextWLine(payload, 0, wAt);
   while (eq >= 0 || w >= 0) {
     let start: number;
@@ -216,7 +229,7 @@ export function redactSip(payload: Buffer): Buffer | undefined {
       start = eq - 1;
       mask = lowerAt(payload, start, A_CRYPTO) ? maskInlineKeys : lowerAt(payload, start, A_KEY_MGMT) ? maskKeyMgmtData : undefined;
       if (mask) end = lineEnd(payload, eq);
-      eq = payload.indexOf(0x3d, eq + 1);
+      eq = nextKeyAttribute(payload, eq + 1, yAt);
     } else {
       start = w;
       end = wwwAuthenticateEnd(payload, start);
@@ -227,7 +240,7 @@ export function redactSip(payload: Buffer): Buffer | undefined {
     copy ??= copyOf(payload);
     mask(payload, copy, start, end);
     // The next line with secrets starts after this one's end.
-    if (eq >= 0 && eq - 1 < end) eq = payload.indexOf(0x3d, end + 1);
+    if (eq >= 0 && eq - 1 < end) eq = nextKeyAttribute(payload, end + 1, yAt);
     if (w >= 0 && w < end) w = nextWLine(payload, end + 1, wAt);
   }
   return copy;

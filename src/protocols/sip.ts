@@ -8,6 +8,8 @@ export interface SipInfo {
   cseqNumber?: number;
   cseqMethod?: string;
   contentLength?: number;
+  /** The icid-value of its P-Charging-Vector (RFC 7315): the IMS charging id Diameter messages carry too. */
+  icid?: string;
   /** `INVITE sip:bob@x` or `200 OK` */
   summary: string;
 }
@@ -21,9 +23,13 @@ const METHODS = ['INVITE', 'ACK', 'BYE', 'CANCEL', 'OPTIONS', 'REGISTER', 'PRACK
 const START_TOKENS = [...METHODS.map((m) => Buffer.from(m + ' ')), Buffer.from('SIP/2.0 ')];
 // RFC 3261 says a method is any token; the list above is what a start line must begin with for us to trust it.
 
+/** START_TOKENS by their first byte: what begins a message is compared with the one or two that begin as it does. */
+const START_TOKENS_BY_FIRST_BYTE = Array.from({ length: 256 }, (_, c) => START_TOKENS.filter((tok) => tok[0] === c));
+
 /** True if `buf[off..]` begins like a SIP request or status line. Needs at most 10 bytes. */
 export function startsLikeSip(buf: Buffer, off = 0): boolean {
-  for (const tok of START_TOKENS) if (buf[off] === tok[0] && bytesAt(buf, off, tok)) return true;
+  if (off >= buf.length) return false;
+  for (const tok of START_TOKENS_BY_FIRST_BYTE[buf[off]]) if (bytesAt(buf, off, tok)) return true;
   return false;
 }
 
@@ -142,17 +148,38 @@ export function contentLength(buf: Buffer, headerEnd: number, from = 0): number 
   return -1;
 }
 
+/** Most line feeds a HeaderLines holds: parseSip searches for those of any further lines. */
+const INDEXED_LINE_FEEDS = 64;
+
+/**
+ * The line feeds of a message's header block, as the walk that framed it found them (headerBlock):
+ * parseSip reads the header lines from them instead of searching for each line's end again. Valid
+ * for `message`, the payload they were found in, during the callback that has it.
+ */
+export class HeaderLines {
+  /** Offsets in `message` of its first `count` line feeds, in order: the start line's, each header line's, the empty line's. */
+  readonly lineFeeds = new Int32Array(INDEXED_LINE_FEEDS);
+  count = 0;
+  message?: Buffer;
+}
+
 /**
  * The header block of the message at buf[from..], whose start line ends at the LF `lf` (-1: none
  * yet), read in one walk over its lines: returns where its CRLFCRLF is (what buf.indexOf(CRLFCRLF,
- * from) finds), or -1; and leaves in `found` its Content-Length as contentLength() reads it. One
- * native search per line, where a search for CRLFCRLF and then a walk for Content-Length made two passes.
+ * from) finds), or -1; and leaves in `found` its Content-Length as contentLength() reads it, and the
+ * line feeds it went through. One native search per line, where a search for CRLFCRLF and then a
+ * walk for Content-Length made two passes.
  */
-export function headerBlock(buf: Buffer, from: number, lf: number, found: { contentLength: number }): number {
+export function headerBlock(buf: Buffer, from: number, lf: number, found: { contentLength: number; lines: HeaderLines }): number {
   let length = -1;
   let lengthSeen = false;
+  const feeds = found.lines.lineFeeds;
+  let count = 0;
   for (let q = lf; q >= 0; ) {
+    if (count < feeds.length) feeds[count++] = q - from;
     if (buf[q + 1] === CR && buf[q + 2] === LF && buf[q - 1] === CR && q - 1 >= from) {
+      if (count < feeds.length) feeds[count++] = q + 2 - from;
+      found.lines.count = count;
       found.contentLength = length;
       return q - 1;
     }
@@ -236,6 +263,37 @@ function digitsIn(buf: Buffer, from: number, to: number): number {
   return to > from && digitsEnd(buf, from, to) === to ? digitsValue(buf, from, to) : -1;
 }
 
+const ICID = 'icid-value';
+const isBlank = (c: number) => c === 0x20 || c === 0x09;
+/** What ends an icid-value: `;`, `"`, `,` or whitespace as a regex's \s sees it among latin1 characters. */
+const endsIcid = (c: number) => c === 0x3b || c === 0x22 || c === 0x2c || isSpace(c);
+
+/**
+ * The value of the first non-empty `icid-value` parameter in the header value buf[from..to): its
+ * name in any case (SIP parameter names are case-insensitive), at the start of the value or of a
+ * `;`-separated parameter, so that no other parameter whose name or value ends in it is taken; the
+ * value without its opening quote, up to `;`, `"`, `,` or whitespace. One pass over the bytes.
+ */
+function icidParameter(buf: Buffer, from: number, to: number): string | undefined {
+  for (let at = from; at < to; at++) {
+    while (at < to && isBlank(buf[at])) at++;
+    if (to - at > ICID.length && nameIs(buf, at, ICID)) {
+      let p = at + ICID.length;
+      while (p < to && isBlank(buf[p])) p++;
+      if (p < to && buf[p] === 0x3d) {
+        p++;
+        while (p < to && isBlank(buf[p])) p++;
+        if (p < to && buf[p] === 0x22) p++;
+        let end = p;
+        while (end < to && !endsIcid(buf[end])) end++;
+        if (end > p) return buf.toString('latin1', p, end);
+      }
+    }
+    while (at < to && buf[at] !== 0x3b) at++;
+  }
+  return undefined;
+}
+
 const SIP_VERSION_SP = Buffer.from('SIP/2.0 ');
 const SP_SIP_VERSION = Buffer.from(' SIP/2.0');
 
@@ -268,14 +326,22 @@ function parseStartLine(buf: Buffer, end: number, info: SipInfo): boolean {
   return true;
 }
 
-/** Parses the start line and the Call-ID / CSeq headers (long and compact forms). Null if not SIP. */
-export function parseSip(buf: Buffer): SipInfo | null {
+/**
+ * Parses the start line and the Call-ID, CSeq, Content-Length (long and compact forms) and
+ * P-Charging-Vector headers, in one walk over the header lines; `headerLines`: the line feeds the
+ * message's framer found (ignored unless found in `buf`). Null if not SIP.
+ */
+export function parseSip(buf: Buffer, headerLines?: HeaderLines): SipInfo | null {
   if (!startsLikeSip(buf)) return null;
-  const firstEnd = buf.indexOf(LF);
+  // The line feeds its framer found, when they are this message's: each line end past them is searched for.
+  const feeds = headerLines?.message === buf ? headerLines.lineFeeds : undefined;
+  const known = feeds ? headerLines!.count : 0;
+  let k = 0;
+  const firstEnd = k < known ? feeds![k++] : buf.indexOf(LF);
   // Every field set, in one order: one object shape for every message, for the stages that read it.
   const info: SipInfo = {
     method: undefined, requestUri: undefined, statusCode: undefined, reason: undefined, callId: undefined,
-    cseqNumber: undefined, cseqMethod: undefined, contentLength: undefined, summary: '',
+    cseqNumber: undefined, cseqMethod: undefined, contentLength: undefined, icid: undefined, summary: '',
   };
   // The start line without trailing whitespace, as .trimEnd() cuts it.
   if (!parseStartLine(buf, cutSpace(buf, 0, firstEnd < 0 ? Math.min(buf.length, 512) : firstEnd), info)) return null;
@@ -283,12 +349,12 @@ export function parseSip(buf: Buffer): SipInfo | null {
 
   const end = Math.min(buf.length, MAX_SCAN);
   for (let line = firstEnd + 1; line < end; ) {
-    let next = buf.indexOf(LF, line);
+    let next = k < known ? feeds![k++] : buf.indexOf(LF, line);
     if (next < 0 || next > end) next = end;
     if (next - line <= 1) break; // empty line: end of headers
-    // Only Call-ID/i, CSeq and Content-Length/l matter: look at the first letter, then the name's length, before comparing a name.
+    // Only Call-ID/i, CSeq, Content-Length/l and P-Charging-Vector matter: look at the first letter, then the name's length, before comparing a name.
     const c = buf[line] | 0x20;
-    const colon = c === 0x63 || c === 0x69 || c === 0x6c ? colonInLine(buf, line, next) : -1;
+    const colon = c === 0x63 || c === 0x69 || c === 0x6c || c === 0x70 ? colonInLine(buf, line, next) : -1;
     if (colon > line) {
       let nameEnd = colon;
       while (nameEnd > line && (buf[nameEnd - 1] === 0x20 || buf[nameEnd - 1] === 0x09)) nameEnd--;
@@ -298,8 +364,10 @@ export function parseSip(buf: Buffer): SipInfo | null {
         : n === 7 && nameIs(buf, line, 'call-id') ? 'call-id'
         : n === 14 && nameIs(buf, line, 'content-length') ? 'content-length'
         : n === 4 && nameIs(buf, line, 'cseq') ? 'cseq'
+        : n === 17 && nameIs(buf, line, 'p-charging-vector') ? 'p-charging-vector'
         : '';
-      if (header) {
+      if (header === 'p-charging-vector') info.icid ??= icidParameter(buf, colon + 1, next); // the first header that has one
+      else if (header) {
         // Values are read as bytes, trimmed as .trim() would: only the Call-ID and CSeq method become text.
         const from = skipSpace(buf, colon + 1, next);
         const to = cutSpace(buf, from, next);

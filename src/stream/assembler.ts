@@ -1,7 +1,7 @@
 import { CaptureRecord, DIR_EGRESS, IPPROTO_TCP, IPPROTO_UDP, F_COUNTERPART, F_NO_CONN, F_NO_PEER, F_SEQ, F_STREAM_START, F_TLS, L7_DIAMETER, L7_WEBSOCKET } from '../capture/record.js';
 import type { AppProto, Endpoint, Message, ReceiverCopy, Transport } from './message.js';
 import { SipFramer } from './sip-framer.js';
-import { isKeepAlive } from '../protocols/sip.js';
+import { isKeepAlive, type HeaderLines } from '../protocols/sip.js';
 import { DiameterFramer } from './diameter-framer.js';
 import { WebSocketFramer, type WebSocketStats } from './websocket-framer.js';
 import type { FramerStats, StreamFramer } from './framer.js';
@@ -133,7 +133,7 @@ export class StreamAssembler {
     if (!stream) {
       if (this.streams.size >= MAX_STREAMS) this.expire(rec.tsNs, true);
       // The kernel's inference decides once per connection which framing applies.
-      const sink = (p: Buffer, size: number, cut: boolean) => this.emit(p, size, cut);
+      const sink = (p: Buffer, size: number, cut: boolean, headerLines?: HeaderLines) => this.emit(p, size, cut, false, headerLines);
       const keepAlive = (run: Buffer) => this.emit(run, run.length, false, true);
       const framer =
         rec.l7 === L7_DIAMETER
@@ -209,7 +209,7 @@ export class StreamAssembler {
     this.byUse.remove(stream);
   }
 
-  private emit(payload: Buffer, size: number, truncated: boolean, keepAlive = false): void {
+  private emit(payload: Buffer, size: number, truncated: boolean, keepAlive = false, headerLines?: HeaderLines): void {
     const r = this.current;
     const local = this.localEndpoint(r);
     const remote = this.endpoint(r.remoteAddr(), r.remotePort);
@@ -235,6 +235,7 @@ export class StreamAssembler {
       connectionUnknown: (r.flags & F_NO_CONN) !== 0,
       msgHash: r.ipProto === IPPROTO_UDP ? r.msgHash : 0,
       keepAlive,
+      headerLines,
       // Set later by attribution: declared here so that setting them adds no property to the object.
       peerCgroupId: undefined,
       peerPid: undefined,

@@ -4,6 +4,8 @@
  * (the kernel did not copy the bytes after `rest`).
  */
 
+import type { HeaderLines } from '../protocols/sip.js';
+
 /**
  * A message is held whole up to this size (the kernel's per-record cut, and about what one HEP
  * packet carries); a longer one is emitted cut here, flagged, and the rest of it is skipped.
@@ -20,7 +22,8 @@ export interface FramerStats {
   truncatedMessages: number;
 }
 
-export type FrameSink = (payload: Buffer, size: number, truncated: boolean) => void;
+/** `headerLines`: a SIP message's header line feeds, as its framer found them (for parseSip). */
+export type FrameSink = (payload: Buffer, size: number, truncated: boolean, headerLines?: HeaderLines) => void;
 
 /** Frames one direction of one connection. */
 export abstract class StreamFramer {
@@ -126,9 +129,9 @@ export abstract class StreamFramer {
     return off + (buf.length - off - this.skip(buf.subarray(off)).length);
   }
 
-  protected emit(payload: Buffer, size: number): void {
+  protected emit(payload: Buffer, size: number, headerLines?: HeaderLines): void {
     this.stats.messages++;
-    this.sink(payload, size, false);
+    this.sink(payload, size, false, headerLines);
   }
 
   protected emitCut(part: Buffer, total: number): void {

@@ -1,3 +1,5 @@
+import type { HeaderLines } from '../protocols/sip.js';
+
 export interface Endpoint {
   ip: string;
   port: number;
@@ -40,6 +42,8 @@ export interface Message {
   msgHash?: number;
   /** Keep-alive CR/LF bytes (RFC 5626), not a message: paired like one, counted, never forwarded. */
   keepAlive?: boolean;
+  /** SIP on a stream: the line feeds of its header as its framer found them, for parseSip (valid as long as payload). */
+  headerLines?: HeaderLines;
   /** TLS plaintext whose socket could not be determined: src and dst are 0.0.0.0:0, not guessed. */
   connectionUnknown: boolean;
 }

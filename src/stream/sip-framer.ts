@@ -5,7 +5,7 @@
  */
 
 import { FrameSink, FramerStats, MAX_MESSAGE_BYTES, StreamFramer } from './framer.js';
-import { contentLength, findStartLine, headerBlock, MAX_START_LINE_BYTES, START_LINE_LOOKAHEAD, startLineAt } from '../protocols/sip.js';
+import { contentLength, findStartLine, headerBlock, HeaderLines, MAX_START_LINE_BYTES, START_LINE_LOOKAHEAD, startLineAt } from '../protocols/sip.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const CR = 0x0d;
@@ -16,6 +16,13 @@ const MAX_HEADER_BYTES = 64 * 1024;
 const MAX_PLAUSIBLE_BYTES = 1024 * 1024;
 /** Bytes kept after garbage that may hold the beginning of a start line whose end has not arrived. */
 const RESYNC_TAIL = MAX_START_LINE_BYTES;
+
+/**
+ * The line feeds headerBlock() found in the header of the message being framed, handed on with it.
+ * One for all SIP streams (not 300 bytes each of up to 65536): the sink reads them during its call,
+ * before any other stream is framed.
+ */
+const headerLines = new HeaderLines();
 
 /** Frames one direction of one SIP connection. */
 export class SipFramer extends StreamFramer {
@@ -31,7 +38,7 @@ export class SipFramer extends StreamFramer {
   private lineFrom = 0;
   private lineEnd = 0;
   /** What headerBlock() found of the message being framed. */
-  private readonly header = { contentLength: -1 };
+  private readonly header = { contentLength: -1, lines: headerLines };
 
   /** keepAlive receives each run of CR/LF bytes between messages (a view, valid during the call). */
   constructor(stats: FramerStats, sink: FrameSink, private readonly keepAlive: (run: Buffer) => void = () => {}) {
@@ -100,6 +107,8 @@ export class SipFramer extends StreamFramer {
         return off;
       }
       let total = off === 0 ? known : -1;
+      // Whether headerBlock() walked this message's header, here: its line feeds are in headerLines.
+      let walked = false;
       if (total < 0) {
         // A header first looked at now is read in one walk; one searched before resumes where that search ended.
         const resumed = off === 0 && searched > 0;
@@ -112,6 +121,7 @@ export class SipFramer extends StreamFramer {
           this.headerSearched = Math.max(0, buf.length - off - 3);
           return off;
         }
+        walked = !resumed;
         const cl = resumed ? contentLength(buf, headerEnd) : this.header.contentLength;
         total = headerEnd + 4 - off + Math.max(cl, 0);
         if (total > MAX_PLAUSIBLE_BYTES) {
@@ -133,7 +143,10 @@ export class SipFramer extends StreamFramer {
         this.waitingTotal = total;
         return off;
       }
-      this.emit(buf.subarray(off, off + total), total);
+      const payload = buf.subarray(off, off + total);
+      if (walked) headerLines.message = payload;
+      this.emit(payload, total, walked ? headerLines : undefined);
+      headerLines.message = undefined; // valid during the sink call only, and keeps no batch alive
       off += total;
     }
   }

@@ -1,5 +1,6 @@
-/** SIP framer and parser: any bytes, in any writes, with kernel cuts, frame and parse without throwing. */
+/** SIP framer and parser: any bytes, in any writes, with kernel cuts, frame and parse without throwing, the same with the framer's line feeds as without. */
 import fc from 'fast-check';
+import { isDeepStrictEqual } from 'node:util';
 import { expect, it } from 'vitest';
 import { parseSip } from '../../src/protocols/sip.js';
 import { MAX_MESSAGE_BYTES, type FramerStats } from '../../src/stream/framer.js';
@@ -17,9 +18,11 @@ const input = fc.record({
 it('SIP framer and parser', () => {
   const report = fuzz(input, (i) => i.stream.length, ({ stream, how, cut }) => {
     const stats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
-    const framer = new SipFramer(stats, (payload, size, truncated) => {
+    const framer = new SipFramer(stats, (payload, size, truncated, headerLines) => {
       if (payload.length > size || (!truncated && payload.length !== size)) throw new Error(`emitted ${payload.length} bytes of a ${size}-byte message`);
-      parseSip(payload);
+      const parsed = parseSip(payload);
+      // The line feeds the framer found lead to what the bytes alone say.
+      if (headerLines && !isDeepStrictEqual(parseSip(payload, headerLines), parsed)) throw new Error('parsed otherwise from the framer\'s line feeds');
     });
     const parts = writes(stream, how);
     parts.forEach((w, n) => {

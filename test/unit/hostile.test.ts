@@ -207,16 +207,16 @@ describe('linear work on one message', () => {
     const c = new Correlator();
     const line = 'P-Charging-Vector: '.repeat(3300);
     const m = message(Buffer.from(`INVITE sip:b@x SIP/2.0\r\nCall-ID: pcv\r\n${line}\r\nX: icid-value\r\nContent-Length: 0\r\n\r\n`));
-    const sip = parseSip(m.payload)!;
-    expect(costMs(() => c.sip(m, sip))).toBeLessThan(10);
+    // The icid is read by parseSip: the cost is parsing's and correlation's together.
+    expect(costMs(() => c.sip(m, parseSip(m.payload)!))).toBeLessThan(10);
   });
 
   it('P-Charging-Vector: a 64 KB message of header lines whose icid-value name is upper case (was 50-80 ms: a whole-message search per line)', () => {
     const c = new Correlator();
     const lines = 'P-Charging-Vector: ICID-VALUE=x\r\n'.repeat(1950);
     const m = message(Buffer.from(`INVITE sip:b@x SIP/2.0\r\nCall-ID: pcv\r\n${lines}Content-Length: 0\r\n\r\n`));
-    const sip = parseSip(m.payload)!;
-    expect(costMs(() => c.sip(m, sip))).toBeLessThan(10);
+    // The icid is read by parseSip: the cost is parsing's and correlation's together.
+    expect(costMs(() => c.sip(m, parseSip(m.payload)!))).toBeLessThan(10);
   });
 });
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseSip } from '../../src/protocols/sip.js';
+import { parseSip, type HeaderLines } from '../../src/protocols/sip.js';
+import { SipFramer } from '../../src/stream/sip-framer.js';
 
 const sip = (s: string) => Buffer.from(s.replace(/\n/g, '\r\n'), 'latin1');
 
@@ -35,4 +36,62 @@ describe('SIP parsing for routing', () => {
   it('ignores a Content-Length that is not a number', () => {
     expect(parseSip(sip('OPTIONS sip:a SIP/2.0\nContent-Length: 1x\n\n'))?.contentLength).toBeUndefined();
   });
+
+  it('reads the icid-value of the first P-Charging-Vector that has one, in the header block only', () => {
+    const m = sip('INVITE sip:b@x SIP/2.0\nP-Charging-Vector: orig-ioi=a\np-charging-vector : icid-value="AyU0=";orig-ioi=x\nP-Charging-Vector: icid-value=second\nl: 42\n\nP-Charging-Vector: icid-value=body\n');
+    expect(parseSip(m)?.icid).toBe('AyU0=');
+    expect(parseSip(sip('SIP/2.0 200 OK\nl: 33\n\nP-Charging-Vector: icid-value=body\n'))?.icid).toBeUndefined();
+  });
 });
+
+describe('SIP parsing from the line feeds its framer found', () => {
+  /** Each message a SIP framer emits from `stream` in writes of `step` bytes, parsed with the line feeds it handed on and without. */
+  function framed(stream: Buffer, step: number) {
+    const out: { withLines: unknown; alone: unknown; lines?: HeaderLines }[] = [];
+    const f = new SipFramer({ messages: 0, discardedBytes: 0, truncatedMessages: 0 }, (p, _size, _truncated, lines) => {
+      out.push({ withLines: parseSip(p, lines), alone: parseSip(Buffer.from(p)), lines: lines && lines.message === p ? lines : undefined });
+    });
+    for (let i = 0; i < stream.length; i += step) f.push(stream.subarray(i, i + step));
+    return out;
+  }
+
+  const manyHeaders = Array.from({ length: 80 }, (_, i) => `X-H${i}: ${i}\n`).join('');
+  const stream = Buffer.concat([
+    sip('INVITE sip:bob@x SIP/2.0\nCall-ID: one\nCSeq: 1 INVITE\nP-Charging-Vector: icid-value=i1\nContent-Length: 3\n\nv=0'),
+    sip('SIP/2.0 200 OK\nCSeq: 1 INVITE\nl: 0\ni: two\n\n'),
+    // more header lines than the framer keeps line feeds of: the parser searches for the rest
+    sip(`OPTIONS sip:x SIP/2.0\n${manyHeaders}Call-ID: three\nCSeq: 7 OPTIONS\nl: 0\n\n`),
+    // a bare LF empty line ends the parser's header block before the framer's CRLF CRLF
+    Buffer.from('MESSAGE sip:y SIP/2.0\r\nCall-ID: four\r\n\nCSeq: 9 MESSAGE\r\nContent-Length: 0\r\n\r\n', 'latin1'),
+  ]);
+
+  it('parses each message as from its bytes alone, whatever the writes', () => {
+    for (const step of [stream.length, 1, 7, 64]) {
+      const out = framed(stream, step);
+      expect(out.map((o) => o.withLines)).toEqual(out.map((o) => o.alone));
+      expect(out.map((o) => (o.alone as { callId: string }).callId)).toEqual(['one', 'two', 'three', 'four']);
+    }
+    // In one write every header is walked once, by the framer, and its line feeds handed on.
+    expect(framed(stream, stream.length).every((o) => o.lines)).toBe(true);
+  });
+
+  it('keeps no message after the sink\'s call (a batch or stream buffer would stay alive)', () => {
+    let handed: HeaderLines | undefined;
+    const f = new SipFramer({ messages: 0, discardedBytes: 0, truncatedMessages: 0 }, (p, _size, _truncated, lines) => {
+      expect(lines?.message).toBe(p);
+      handed = lines;
+    });
+    f.push(stream);
+    expect(handed).toBeDefined();
+    expect(handed!.message).toBeUndefined();
+  });
+
+  it('ignores line feeds found in another message', () => {
+    const other = sip('SIP/2.0 200 OK\nCall-ID: other\nCSeq: 1 INVITE\nl: 0\n\n');
+    const parsed: unknown[] = [];
+    const f = new SipFramer({ messages: 0, discardedBytes: 0, truncatedMessages: 0 }, (_p, _size, _truncated, lines) => parsed.push(parseSip(other, lines)));
+    f.push(stream);
+    expect(parsed).toEqual(Array(4).fill(parseSip(other)));
+  });
+});
+
