@@ -113,16 +113,17 @@ static __always_inline int tls_handshake_enter(__u64 conn, __u8 fn, __u8 read_so
 	return 0;
 }
 
-/* Return of a handshake function: completed (OpenSSL 1, GnuTLS 0) or not. */
-static __always_inline int tls_handshake_exit(__u32 tgid, const struct tls_call *in, long ret)
+/* Return of a handshake function of connection conn (the call in): completed (OpenSSL 1, GnuTLS 0) or not. */
+static __always_inline int tls_handshake_exit(__u32 tgid, __u64 conn, struct tls_call *in, long ret)
 {
 	bool done = in->handshake_fn == HEPBPF_TLS_FN_GNUTLS_HANDSHAKE ? ret == 0 : ret == 1;
-	struct tls_conn *c = tls_conn_of(tgid, in->conn);
+	struct tls_conn *c = tls_conn_of(tgid, conn);
 
 	if (!c)
 		return 0;
+	tls_fd_seen(in, conn, c);
 	if (in->sk)
-		tls_conn_learnt(tgid, in->conn, c, in->sk, true);
+		tls_conn_learnt(tgid, conn, c, in->sk, true);
 	c->handshake_fn = done ? 0 : in->handshake_fn;
 	c->handshake_ret = ret;
 	return 0;

@@ -170,16 +170,39 @@ struct {
 	__type(value, struct tls_key);
 } tls_socks SEC(".maps");
 
+/* TCP sockets of TLS connections that left ESTABLISHED so far (index 0): one does so before its
+ * fd can be closed and given to another socket, so a struct tls_fd seen since still holds. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tls_socket_closes SEC(".maps");
+
+/* Socket BIO: the fd a thread's library did its own I/O on for connection conn, while that
+ * socket was established. I/O on it in the connection's next calls is ciphertext, taken as
+ * such without looking the socket up (enter_io). */
+struct tls_fd {
+	__u64 conn;
+	__s32 fd;
+	__u32 closes; /* tls_socket_closes then: valid while it has not changed */
+};
+
+#define TLS_FDS 4 /* connections a thread may take turns with and keep its fds for */
+
 /* The TLS call a thread is in, from the uprobe to the uretprobe. */
 struct tls_call {
 	__u64 conn; /* 0: not in a call */
 	const void *buf;
 	const void *out_len; /* SSL_*_ex: where the library stores the byte count */
 	struct sock *sk; /* socket the library did I/O on during the call (socket BIO) */
+	__s32 fd; /* its fd; from the call's entry, the connection's fd from fds if known, else -1 */
 	__u8 handshake_fn; /* HEPBPF_TLS_FN_*: the call is a handshake, not a read or write */
 	__u64 pending_conn; /* memory BIO: SSL_write of a connection whose socket is unknown... */
 	__u64 pending_ns; /* ...returned at this time: the thread's next socket write names it */
 	__u8 source;
+	__u8 next_fd; /* the slot of fds a new connection takes */
+	struct tls_fd fds[TLS_FDS];
 };
 
 struct {
@@ -188,6 +211,15 @@ struct {
 	__type(key, int);
 	__type(value, struct tls_call);
 } tls_calls SEC(".maps");
+
+/* Per CPU: the thread (tid) in a TLS call that it entered on this CPU. enter_io looks a thread's
+ * call up first (a helper call) only when it is this one, not at every read and write of the host. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tls_call_cpu SEC(".maps");
 
 /* One message of a syscall or TLS call, as emit() needs it. */
 struct sock_msg {
@@ -789,6 +821,51 @@ static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_c
 		conn_carries_ours(sk, conn);
 }
 
+static __always_inline __u32 tls_closes(void)
+{
+	__u32 zero = 0, *n = bpf_map_lookup_elem(&tls_socket_closes, &zero);
+
+	return n ? *n : 0;
+}
+
+/* The fd of connection conn that this thread's library did its I/O on, or -1. */
+static __always_inline __s32 tls_fd_of(const struct tls_call *call, __u64 conn)
+{
+	__u32 closes = tls_closes();
+
+	for (int i = 0; i < TLS_FDS; i++)
+		if (call->fds[i].conn == conn && call->fds[i].closes == closes)
+			return call->fds[i].fd;
+	return -1;
+}
+
+/* At the return of a call of connection conn whose socket c knows or not: the library did its own
+ * I/O in the call on TCP socket call->sk through call->fd (socket BIO), which the thread's next calls
+ * of conn take for theirs while it is established; or its socket is not known (its entry was
+ * dropped), and they look it up again. */
+static __always_inline void tls_fd_seen(struct tls_call *call, __u64 conn, const struct tls_conn *c)
+{
+	struct sock *sk = bpf_rdonly_cast(call->sk, bpf_core_type_id_kernel(struct sock));
+	__u32 closes = tls_closes(); /* before the state: leaving ESTABLISHED after this changes it */
+	bool established = call->sk && sk->__sk_common.skc_state == TCP_ESTABLISHED;
+	__u32 i;
+
+	if (!call->sk && c->sk)
+		return;
+	for (i = 0; i < TLS_FDS; i++)
+		if (call->fds[i].conn == conn)
+			break;
+	if (i == TLS_FDS) {
+		if (!established)
+			return;
+		i = call->next_fd++;
+	}
+	i &= TLS_FDS - 1;
+	call->fds[i].conn = conn;
+	call->fds[i].fd = established ? call->fd : -1;
+	call->fds[i].closes = closes;
+}
+
 #include "conn_events.bpf.h"
 
 /* The data a write-family syscall sends starts with a TLS record header
@@ -823,11 +900,11 @@ static __always_inline bool sends_tls_record(const void *arg, __u8 source)
 	return h[0] >= 20 && h[0] <= 23 && h[1] == 3;
 }
 
-/* Socket I/O on TCP socket sk by a thread that uses a TLS library: true when
- * it moves ciphertext, which is never captured. */
-static __always_inline bool tls_ciphertext_io(struct task_struct *task, struct sock *sk, __u8 source, const void *arg)
+/* Socket I/O on TCP socket sk (fd) by a thread that uses a TLS library (its call):
+ * true when it moves ciphertext, which is never captured. */
+static __always_inline bool tls_ciphertext_io(struct task_struct *task, struct tls_call *call, struct sock *sk,
+					      __s32 fd, __u8 source, const void *arg)
 {
-	struct tls_call *call = bpf_task_storage_get(&tls_calls, task, NULL, 0);
 	__u64 conn;
 	struct tls_conn *c;
 
@@ -835,6 +912,7 @@ static __always_inline bool tls_ciphertext_io(struct task_struct *task, struct s
 		return false;
 	if (call->conn) { /* socket BIO: the library's own I/O inside SSL_* */
 		call->sk = sk;
+		call->fd = fd;
 		return true;
 	}
 	if (is_ingress(source) || !call->pending_conn)
@@ -859,17 +937,26 @@ static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct inflight *in = NULL;
+	__u32 zero = 0, *in_call;
+	struct tls_call *call;
 	struct sock_l7 *known;
 	struct sock *sk;
 	__u16 proto;
 
 	if (task->tgid == cfg.self_tgid)
 		return 0;
+	in_call = bpf_map_lookup_elem(&tls_call_cpu, &zero);
+	call = in_call && *in_call == task->pid ? bpf_task_storage_get(&tls_calls, task, NULL, 0) : NULL;
+	/* The library's own I/O on its connection's known socket: ciphertext, nothing to look up. */
+	if (call && call->conn && call->fd == (__s32)ctx->args[0])
+		return 0;
 	sk = inet_sock_of_fd(ctx->args[0], &proto);
 	if (!sk)
 		return 0;
 	if (proto == IPPROTO_TCP) {
-		if (tls_ciphertext_io(task, sk, source, arg))
+		if (!call)
+			call = bpf_task_storage_get(&tls_calls, task, NULL, 0);
+		if (tls_ciphertext_io(task, call, sk, ctx->args[0], source, arg))
 			return 0;
 		if (is_ingress(source)) {
 			in = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -913,6 +1000,7 @@ static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const
 static __always_inline int tls_enter(__u64 conn, const void *buf, const void *out_len, __u8 source)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 zero = 0, *in_call;
 	struct tls_call *call;
 	struct inflight *in;
 	struct tls_conn *c;
@@ -928,8 +1016,12 @@ static __always_inline int tls_enter(__u64 conn, const void *buf, const void *ou
 	call->buf = buf;
 	call->out_len = out_len;
 	call->sk = NULL;
+	call->fd = tls_fd_of(call, conn);
 	call->handshake_fn = 0;
 	call->source = source;
+	in_call = bpf_map_lookup_elem(&tls_call_cpu, &zero);
+	if (in_call)
+		*in_call = task->pid;
 	if (!is_ingress(source))
 		return 0;
 	/* memory BIO: the application read this connection's ciphertext just before */
@@ -951,43 +1043,47 @@ static __always_inline int tls_exit(long ret)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct tls_call *call = bpf_task_storage_get(&tls_calls, task, NULL, 0);
+	__u32 zero = 0, *in_call = bpf_map_lookup_elem(&tls_call_cpu, &zero);
 	struct sock_msg m = {};
 	struct tls_conn *c;
-	struct tls_call in;
+	__u64 conn;
 
+	if (in_call && *in_call == task->pid)
+		*in_call = 0;
 	if (!call || !call->conn)
 		return 0;
-	in = *call;
-	call->conn = 0;
-	if (in.handshake_fn)
-		return tls_handshake_exit(task->tgid, &in, ret);
-	if (in.out_len) {
+	conn = call->conn;
+	call->conn = 0; /* the call's other fields stay as they are until the thread's next call */
+	if (call->handshake_fn)
+		return tls_handshake_exit(task->tgid, conn, call, ret);
+	if (call->out_len) {
 		__u64 n = 0;
 
-		if (ret != 1 || bpf_probe_read_user(&n, sizeof(n), in.out_len))
+		if (ret != 1 || bpf_probe_read_user(&n, sizeof(n), call->out_len))
 			return 0;
 		ret = n;
 	}
 	if (ret <= 0)
 		return 0;
-	c = tls_conn_of(task->tgid, in.conn);
+	c = tls_conn_of(task->tgid, conn);
 	if (!c) {
 		count(HEPBPF_CNT_INFLIGHT_FULL);
 		return 0;
 	}
-	if (in.sk)
-		tls_conn_learnt(task->tgid, in.conn, c, in.sk, true);
-	else if (!c->sk && !is_ingress(in.source)) {
-		call->pending_conn = in.conn;
+	tls_fd_seen(call, conn, c);
+	if (call->sk)
+		tls_conn_learnt(task->tgid, conn, c, call->sk, true);
+	else if (!c->sk && !is_ingress(call->source)) {
+		call->pending_conn = conn;
 		call->pending_ns = bpf_ktime_get_ns();
 	}
 	m.sk = c->sk;
-	m.tls_id = in.conn;
-	m.buf = in.buf;
+	m.tls_id = conn;
+	m.buf = call->buf;
 	m.len = ret;
 	m.orig_len = ret;
 	m.proto = IPPROTO_TCP;
-	m.source = in.source;
+	m.source = call->source;
 	return emit(&m, &c->l7);
 }
 
@@ -1335,8 +1431,11 @@ int BPF_PROG(process_exec)
 {
 	struct notice n = { .source = HEPBPF_SRC_EXEC };
 
-	if (bpf_get_current_pid_tgid() >> 32 != cfg.self_tgid)
-		emit_notice(&n);
+	if (bpf_get_current_pid_tgid() >> 32 == cfg.self_tgid)
+		return 0;
+	/* a new program: its TLS connections are new ones, whatever the addresses and fds they reuse */
+	bpf_task_storage_delete(&tls_calls, bpf_get_current_task_btf());
+	emit_notice(&n);
 	return 0;
 }
 
@@ -1364,10 +1463,16 @@ int tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (ctx->newstate != TCP_ESTABLISHED && ctx->newstate != TCP_CLOSE && ctx->oldstate != TCP_ESTABLISHED)
 		return 0;
 	conn_state(ctx);
+	tls = bpf_map_lookup_elem(&tls_socks, &key);
+	if (tls && ctx->oldstate == TCP_ESTABLISHED) {
+		__u32 zero = 0, *closes = bpf_map_lookup_elem(&tls_socket_closes, &zero);
+
+		if (closes)
+			__sync_fetch_and_add(closes, 1);
+	}
 	if (ctx->newstate != TCP_ESTABLISHED && ctx->newstate != TCP_CLOSE)
 		return 0;
 	bpf_map_delete_elem(&sock_l7, &key);
-	tls = bpf_map_lookup_elem(&tls_socks, &key);
 	if (tls) {
 		bpf_map_delete_elem(&tls_conns, tls);
 		bpf_map_delete_elem(&tls_socks, &key);
