@@ -14,7 +14,7 @@ import type { TlsLibraryKind } from './tls-discovery.js';
  * return probes.
  */
 
-/** Each TLS function and the programs of bpf/hepbpf.bpf.c that hook its entry and its return. */
+/** Each TLS function and the programs of bpf/tls.bpf.h that hook its entry and its return. */
 export const PROGRAMS: Record<string, { enter: string; ret: string }> = {
   SSL_write: { enter: 'tls_ssl_write', ret: 'tls_ssl_ret' },
   SSL_read: { enter: 'tls_ssl_read', ret: 'tls_ssl_ret' },
