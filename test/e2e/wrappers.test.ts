@@ -5,36 +5,15 @@
  * program, link and uprobe it made must be gone (bpftool and tracefs before and after).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { CLI, kernelSuiteSkipReason, REPO } from '../helpers/agent.js';
 import { bpfState } from '../helpers/bpf-state.js';
 import { udpCollector } from '../helpers/collector.js';
+import { alive, descendants } from '../helpers/processes.js';
 import { sleep } from '../helpers/wait.js';
 
 const why = kernelSuiteSkipReason('wrapper signal tests');
-
-/** Every process below `root`, from /proc (PPid in each status file). */
-function descendants(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const ppid = Number(/^PPid:\s*(\d+)$/m.exec(readFileSync(`/proc/${d}/status`, 'utf8'))![1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
-    } catch {
-      /* exited meanwhile */
-    }
-  }
-  const out: number[] = [];
-  for (let todo = [root]; todo.length; ) {
-    const kids = children.get(todo.pop()!) ?? [];
-    out.push(...kids);
-    todo.push(...kids);
-  }
-  return out;
-}
-const alive = (pid: number) => existsSync(`/proc/${pid}`) && !/^State:\s*Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
 
 const COMMANDS: Record<string, (hep: string) => string[]> = {
   'npm start': (hep) => ['npm', 'start', '--', '--hep', hep],
@@ -65,7 +44,7 @@ describe.skipIf(!!why)('service commands stop the agent on the wrapper\'s signal
             await sleep(100);
           }
           expect(stderr).toMatch(/"msg":"ready"/);
-          const agents = descendants(wrapper.pid!).filter((p) => /dist\/src\/cli\/main\.js|\.bin\/hepbpf/.test(readFileSync(`/proc/${p}/cmdline`, 'utf8')));
+          const agents = descendants(wrapper.pid!).map((p) => p.pid).filter((p) => /dist\/src\/cli\/main\.js|\.bin\/hepbpf/.test(readFileSync(`/proc/${p}/cmdline`, 'utf8')));
           expect(agents.length, 'one agent process below the wrapper').toBe(1);
           const during = bpfState();
           expect(during.progs.length).toBeGreaterThan(before.progs.length);
@@ -77,7 +56,7 @@ describe.skipIf(!!why)('service commands stop the agent on the wrapper\'s signal
           expect(stderr).toMatch(/"msg":"stopped"/);
           expect(bpfState()).toEqual(before);
         } finally {
-          for (const p of descendants(wrapper.pid!)) process.kill(p, 'SIGKILL');
+          for (const p of descendants(wrapper.pid!)) process.kill(p.pid, 'SIGKILL');
           if (wrapper.exitCode === null) wrapper.kill('SIGKILL');
           await hep.close();
         }
