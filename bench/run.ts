@@ -6,6 +6,7 @@
  *   --only=a,b,c    sections: (a) zero-loss rates, (b) syscall costs, (c) footprint (idle, 1k/s, 10k/s, overload; a fresh agent at 60k/s), (tcp) SIP
  *                   over TCP between local processes: ring-buffer records and bytes per message, CPU, loss, (tls) the SSL pair in each TLS
  *                   probe mode, (tlshop) max calls/s through a Kamailio edge -> TLS -> core hop in each mode (both bench/tls.ts),
+ *                   (hopcpu, not run by default) CPU per call through that hop at a fixed rate: the agent's, Kamailio's, BPF (bench/hop-cpu.ts),
  *                   (kamailio) the cost to a Kamailio stateless proxy
  *                   (bench/kamailio.ts), (start) loss right after `ready` (bench/cold-start.ts): these
  *                   need root and load the agent's BPF programs; (pipeline) per-stage costs on recorded
@@ -26,6 +27,7 @@ import { spoolBench } from './spool.js';
 import { kamailioBench } from './kamailio.js';
 import { coldStartBench } from './cold-start.js';
 import { tlsHopBench, tlsPairBench } from './tls.js';
+import { hopCpuBench } from './hop-cpu.js';
 import { median } from './median.js';
 import { endDescendants, killDescendants } from './children.js';
 import { stopByPid } from '../test/helpers/receivers.js';
@@ -36,7 +38,7 @@ const args = process.argv.slice(2);
 const CLI = resolve(args.find((a) => a.startsWith('--agent='))?.slice(8) ?? resolve(REPO, 'dist/src/cli/main.js'));
 const json = args.includes('--json');
 const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'tcp', 'tls', 'tlshop', 'start', 'pipeline', 'kamailio'];
-const needsKernel = only.some((s) => ['a', 'b', 'c', 'tcp', 'tls', 'tlshop', 'start', 'kamailio'].includes(s));
+const needsKernel = only.some((s) => ['a', 'b', 'c', 'tcp', 'tls', 'tlshop', 'hopcpu', 'start', 'kamailio'].includes(s));
 const withAgent = !args.includes('--no-agent') && existsSync(CLI);
 const say = (line = '') => json || process.stdout.write(line + '\n');
 
@@ -521,6 +523,7 @@ async function main() {
   const tlsInput = { say, table, summary, startAgent, startCollector: () => startCounter('udp', port()), tlsCost: TLS_COST, cert: TLS_CERT, key: TLS_KEY, dir, port };
   if (only.includes('tls') && withAgent) results.tls = await tlsPairBench(tlsInput);
   if (only.includes('tlshop') && withAgent) results.tlsHop = await tlsHopBench(tlsInput);
+  if (only.includes('hopcpu') && withAgent) results.hopCpu = await hopCpuBench(tlsInput);
   if (only.includes('pipeline')) results.pipeline = await pipelineBench({ say, table });
   if (only.includes('spool')) results.spool = await spoolBench({ say, table });
   if (summary.length > 1) {

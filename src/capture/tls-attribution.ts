@@ -5,6 +5,9 @@ const HOLD_NS = 1_000_000_000n;
 /** Bytes of plaintext held at most; past that the oldest connection goes out without addresses. */
 const MAX_HELD_BYTES = 8 << 20;
 
+/** A TLS connection: the library's connection object (tls_id) in its process. */
+const heldKey = (r: CaptureRecord) => `${r.pid}:${r.tlsId}`;
+
 interface Held {
   sinceNs: bigint;
   records: Buffer[];
@@ -35,14 +38,19 @@ export class TlsAttribution {
 
   /** A TLS record or TLS_CONN notice. */
   push(r: CaptureRecord): void {
-    const key = `${r.pid}:${r.tlsId}`;
-    const waiting = this.held.get(key);
     if (!(r.flags & F_NO_CONN)) {
-      if (waiting) this.release(key, waiting, r);
+      // Usually nothing waits: the key (a bigint's digits in a string) is made only when something does.
+      if (this.held.size) {
+        const key = heldKey(r);
+        const waiting = this.held.get(key);
+        if (waiting) this.release(key, waiting, r);
+      }
       if (r.source !== SRC_TLS_CONN) this.onRecord(r);
       return;
     }
     if (r.source === SRC_TLS_CONN) return;
+    const key = heldKey(r);
+    const waiting = this.held.get(key);
     const copy = Buffer.from(r.raw());
     if (waiting) waiting.records.push(copy);
     else this.held.set(key, { sinceNs: r.tsNs, records: [copy] });
