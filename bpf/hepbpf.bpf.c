@@ -7,10 +7,11 @@
  *
  * Enter hooks only decide "is this fd an inet socket we may care about" and
  * remember the arguments. The data is read once the byte count is known:
- * for read/write/readv/writev when the socket layer reports it
+ * for the sends and read/readv when the socket layer reports it
  * (tp_btf/sock_{send,recv}_length, which fire only for sockets, so the
- * host's file I/O pays no exit hook), for the socket-only syscalls at their
- * exit, after the kernel has written the peer address. A sendto or recvfrom
+ * host's file I/O pays no exit hook), for recvfrom/recvmsg at their exit,
+ * after the kernel has written the peer address, and for sendmmsg/recvmmsg
+ * at theirs (the socket layer reports each datagram). A sendto or recvfrom
  * with a peer address (a datagram's) skips the enter work: the socket layer
  * takes it up from the syscall's registers, and completes a sendto there.
  *
@@ -724,9 +725,9 @@ static __always_inline bool tls_own_io(const struct tls_call *call, __u32 fd)
 
 /* Is the thread's syscall on inet socket sk (fd) worth following? Not when it moves TLS ciphertext
  * (call: tls_call_here()), on a connection found not ours, or when it sends a datagram that does not
- * start like SIP. A TCP read is remembered in the thread's slot, made for it: *in. */
+ * start like SIP. A TCP read is remembered in the thread's slot, made for it: *slot. */
 static __always_inline bool io_wanted(struct task_struct *task, struct tls_call *call, struct sock *sk, __u16 proto,
-				      __u32 fd, const void *arg, __u64 len, __u8 source, struct inflight **in)
+				      __u32 fd, const void *arg, __u64 len, __u8 source, struct inflight **slot)
 {
 	if (proto == IPPROTO_TCP) {
 		if (!call)
@@ -734,9 +735,9 @@ static __always_inline bool io_wanted(struct task_struct *task, struct tls_call 
 		if (tls_ciphertext_io(task, call, sk, fd, source, arg))
 			return false;
 		if (is_ingress(source)) {
-			*in = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
-			if (*in)
-				(*in)->last_read_sk = sk;
+			*slot = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+			if (*slot)
+				(*slot)->last_read_sk = sk;
 		}
 	}
 	if (proto != IPPROTO_UDP) {
@@ -750,8 +751,8 @@ static __always_inline bool io_wanted(struct task_struct *task, struct tls_call 
 	return (source != HEPBPF_SRC_SENDTO && source != HEPBPF_SRC_WRITE) || buffer_looks_like_sip(arg, len);
 }
 
-/* Keeps call in the thread's slot (made when slot is NULL), with the slot's last_read_sk. */
-static __always_inline void io_remember(struct task_struct *task, struct inflight *slot, const struct inflight *call)
+/* Keeps io in the thread's slot (made when slot is NULL), with the slot's last_read_sk. */
+static __always_inline void io_remember(struct task_struct *task, struct inflight *slot, const struct inflight *io)
 {
 	struct sock *last_read_sk;
 
@@ -762,7 +763,7 @@ static __always_inline void io_remember(struct task_struct *task, struct infligh
 		return;
 	}
 	last_read_sk = slot->last_read_sk;
-	*slot = *call;
+	*slot = *io;
 	slot->last_read_sk = last_read_sk;
 }
 
@@ -902,7 +903,8 @@ static __always_inline void finish_io(const struct inflight *in, long ret)
 	emit(&m, known);
 }
 
-/* Exit of sendto/sendmsg/sendmmsg/recvfrom/recvmsg/recvmmsg. */
+/* Exit of recvfrom/recvmsg (the peer address is written after the socket layer) and sendmmsg/recvmmsg
+ * (the socket layer reports each datagram). */
 static __always_inline int exit_io(struct trace_event_raw_sys_exit *ctx, __u8 source)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -961,8 +963,8 @@ static __always_inline bool addressed_io(struct task_struct *task, struct pt_reg
 	return false;
 }
 
-/* The socket layer moved ret bytes on sk: completes read/write/readv/writev and an addressed
- * sendto (see addressed_io). Other socket syscalls also pass here; they complete at their exit.
+/* The socket layer moved ret bytes on sk: completes write/writev/sendto/sendmsg/read/readv
+ * (an addressed sendto: see addressed_io). The other socket syscalls complete at their exit.
  * addressed_nr: the syscall taken up here when it carries an address (NR_SENDTO, NR_RECVFROM). */
 static __always_inline int sock_io_done(struct sock *sk, int ret, __s32 addressed_nr)
 {
@@ -987,8 +989,8 @@ static __always_inline int sock_io_done(struct sock *sk, int ret, __s32 addresse
 			p->prefix_sip = 1;
 		return 0;
 	}
-	if (p->source != HEPBPF_SRC_WRITE && p->source != HEPBPF_SRC_WRITEV && p->source != HEPBPF_SRC_READ &&
-	    p->source != HEPBPF_SRC_READV)
+	if (p->source != HEPBPF_SRC_WRITE && p->source != HEPBPF_SRC_WRITEV && p->source != HEPBPF_SRC_SENDTO &&
+	    p->source != HEPBPF_SRC_SENDMSG && p->source != HEPBPF_SRC_READ && p->source != HEPBPF_SRC_READV)
 		return 0;
 	/* Same syscall as the enter hook saw: a write that failed
 	 * before the socket layer leaves its slot behind, and sendfile() or
@@ -1036,22 +1038,10 @@ int enter_sendto(struct trace_event_raw_sys_enter *ctx)
 	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_SENDTO);
 }
 
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int exit_sendto(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_io(ctx, HEPBPF_SRC_SENDTO);
-}
-
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
 int enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
 {
 	return enter_io(ctx, (void *)ARG(1), 0, HEPBPF_SRC_SENDMSG);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_io(ctx, HEPBPF_SRC_SENDMSG);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendmmsg")
