@@ -7,10 +7,13 @@
  *
  * Enter hooks only decide "is this fd an inet socket we may care about" and
  * remember the arguments. The data is read once the byte count is known:
- * for read/write/readv/writev when the socket layer reports it
+ * for the sends and read/readv when the socket layer reports it
  * (tp_btf/sock_{send,recv}_length, which fire only for sockets, so the
- * host's file I/O pays no exit hook), for the socket-only syscalls at their
- * exit, after the kernel has written the peer address.
+ * host's file I/O pays no exit hook), for recvfrom/recvmsg at their exit,
+ * after the kernel has written the peer address, and for sendmmsg/recvmmsg
+ * at theirs (the socket layer reports each datagram). A sendto or recvfrom
+ * with a peer address (a datagram's) skips the enter work: the socket layer
+ * takes it up from the syscall's registers, and completes a sendto there.
  *
  * Hook families in headers: TLS libraries (tls.bpf.h), local copies
  * (local_copies.bpf.h), WebSocket (websocket.bpf.h), connection events
@@ -43,6 +46,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define KEEPALIVE_SKIP 8
 #define L7_NOT_OURS 0xff
 #define PROT_EXEC 4
+/* x86-64 syscall numbers (pt_regs orig_ax) of the calls the socket layer takes up when addressed */
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
 /* A memory-BIO application writes the ciphertext right after SSL_write: a
  * socket write later than this is not taken as naming the connection. */
 #define TLS_PENDING_NS 10000000
@@ -106,10 +112,12 @@ struct inflight {
 	__u64 namelen; /* sendto: addrlen; recvfrom: user pointer to addrlen */
 	__u32 fd;
 	__s32 nr; /* syscall number: ties socket-layer events to this syscall */
-	__u16 proto;
+	__u32 seq; /* TCP: the counter this syscall moves, at its entry (bpf/local_copies.bpf.h)... */
+	__u8 has_seq; /* ...if taken there: not for a call first seen at the socket layer */
 	__u8 source; /* HEPBPF_SRC_*, 0: slot unused */
-	__u32 seq; /* TCP: the counter this syscall moves, at its entry (bpf/local_copies.bpf.h) */
+	__u16 proto;
 	__u8 prefix_sip; /* UDP: the datagram's first bytes were read and look like SIP (enter or sock_recv_length) */
+	__u8 _pad[7]; /* none implicit: a slot is copied whole from the stack, where the verifier rejects unwritten bytes */
 	struct sock *last_read_sk; /* TCP socket this thread last read outside a TLS call (see tls_enter) */
 };
 
@@ -187,17 +195,24 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 #include "local_copies.bpf.h"
 
-/* The struct sock behind fd when it is an AF_INET/AF_INET6 TCP/UDP/SCTP socket,
- * else NULL. Runs for every read() and write() on the host: everything up to
- * the inode mode is a direct load, with one helper call for the fd slot. */
-static __always_inline struct sock *inet_sock_of_fd(__u64 fd, __u16 *proto)
+/* The protocol of sk when it is an AF_INET/AF_INET6 TCP, UDP or SCTP socket, else 0. */
+static __always_inline __u16 inet_proto(const struct sock *sk)
+{
+	__u16 family = sk->__sk_common.skc_family, proto = sk->sk_protocol;
+
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP ? proto : 0;
+}
+
+/* The struct sock behind fd when it is a socket, else NULL. Runs for every read() and write()
+ * on the host: everything up to the inode mode is a direct load, with one helper call for the fd slot. */
+static __always_inline struct sock *sock_of_fd(__u64 fd)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct fdtable *fdt = task->files->fdt;
 	struct file *slot = NULL, *file;
 	struct socket *sock;
-	struct sock *sk;
-	__u16 family;
 
 	if (fd >= fdt->max_fds)
 		return NULL;
@@ -206,16 +221,7 @@ static __always_inline struct sock *inet_sock_of_fd(__u64 fd, __u16 *proto)
 	if (!file || (file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
 		return NULL;
 	sock = bpf_rdonly_cast(file->private_data, bpf_core_type_id_kernel(struct socket));
-	sk = sock->sk;
-	if (!sk)
-		return NULL;
-	family = sk->__sk_common.skc_family;
-	if (family != AF_INET && family != AF_INET6)
-		return NULL;
-	*proto = sk->sk_protocol;
-	if (*proto != IPPROTO_TCP && *proto != IPPROTO_UDP && *proto != IPPROTO_SCTP)
-		return NULL;
-	return sk;
+	return sock->sk;
 }
 
 /* Little-endian load of up to 8 bytes of a string, for prefix compares in code
@@ -702,67 +708,97 @@ static __always_inline bool carries_plaintext(struct sock *sk)
 #include "tls.bpf.h"
 #include "conn_events.bpf.h"
 
-static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const void *arg, __u64 len,
-				    const void *name, __u64 namelen, __u8 source)
+/* The TLS call the thread is in, looked up (a helper call) only when it entered one on this CPU:
+ * not at every read and write of the host. */
+static __always_inline struct tls_call *tls_call_here(struct task_struct *task)
+{
+	__u32 zero = 0, *in_call = bpf_map_lookup_elem(&tls_call_cpu, &zero);
+
+	return in_call && *in_call == task->pid ? bpf_task_storage_get(&tls_calls, task, NULL, 0) : NULL;
+}
+
+/* The library's own I/O on its connection's known socket: ciphertext, nothing to look up. */
+static __always_inline bool tls_own_io(const struct tls_call *call, __u32 fd)
+{
+	return call && call->conn && call->fd == (__s32)fd;
+}
+
+/* Is the thread's syscall on inet socket sk (fd) worth following? Not when it moves TLS ciphertext
+ * (call: tls_call_here()), on a connection found not ours, or when it sends a datagram that does not
+ * start like SIP. A TCP read is remembered in the thread's slot, made for it: *slot. */
+static __always_inline bool io_wanted(struct task_struct *task, struct tls_call *call, struct sock *sk, __u16 proto,
+				      __u32 fd, const void *arg, __u64 len, __u8 source, struct inflight **slot)
+{
+	if (proto == IPPROTO_TCP) {
+		if (!call)
+			call = bpf_task_storage_get(&tls_calls, task, NULL, 0);
+		if (tls_ciphertext_io(task, call, sk, fd, source, arg))
+			return false;
+		if (is_ingress(source)) {
+			*slot = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+			if (*slot)
+				(*slot)->last_read_sk = sk;
+		}
+	}
+	if (proto != IPPROTO_UDP) {
+		__u64 key = (__u64)sk;
+		struct sock_l7 *known = bpf_map_lookup_elem(&sock_l7, &key);
+
+		return !known || known->l7 != L7_NOT_OURS;
+	}
+	/* A datagram is sent whole or not at all: one that does not start
+	 * like SIP (RTP, DNS) is dropped here, before any other work. */
+	return (source != HEPBPF_SRC_SENDTO && source != HEPBPF_SRC_WRITE) || buffer_looks_like_sip(arg, len);
+}
+
+/* Keeps io in the thread's slot (made when slot is NULL), with the slot's last_read_sk. */
+static __always_inline void io_remember(struct task_struct *task, struct inflight *slot, const struct inflight *io)
+{
+	struct sock *last_read_sk;
+
+	if (!slot)
+		slot = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!slot) {
+		count(HEPBPF_CNT_INFLIGHT_FULL);
+		return;
+	}
+	last_read_sk = slot->last_read_sk;
+	*slot = *io;
+	slot->last_read_sk = last_read_sk;
+}
+
+static __always_inline int enter_io(struct trace_event_raw_sys_enter *ctx, const void *arg, __u64 len, __u8 source)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct inflight *in = NULL;
-	__u32 zero = 0, *in_call;
+	__s32 nr = ctx->id; /* an int in the event: the upper half is padding */
+	__u32 fd = ctx->args[0];
+	struct inflight *slot = NULL;
 	struct tls_call *call;
-	struct sock_l7 *known;
 	struct sock *sk;
 	__u16 proto;
 
 	if (task->tgid == cfg.self_tgid)
 		return 0;
-	in_call = bpf_map_lookup_elem(&tls_call_cpu, &zero);
-	call = in_call && *in_call == task->pid ? bpf_task_storage_get(&tls_calls, task, NULL, 0) : NULL;
-	/* The library's own I/O on its connection's known socket: ciphertext, nothing to look up. */
-	if (call && call->conn && call->fd == (__s32)ctx->args[0])
+	call = tls_call_here(task);
+	if (tls_own_io(call, fd))
 		return 0;
-	sk = inet_sock_of_fd(ctx->args[0], &proto);
-	if (!sk)
+	sk = sock_of_fd(fd);
+	proto = sk ? inet_proto(sk) : 0;
+	if (!proto || !io_wanted(task, call, sk, proto, fd, arg, len, source, &slot))
 		return 0;
-	if (proto == IPPROTO_TCP) {
-		if (!call)
-			call = bpf_task_storage_get(&tls_calls, task, NULL, 0);
-		if (tls_ciphertext_io(task, call, sk, ctx->args[0], source, arg))
-			return 0;
-		if (is_ingress(source)) {
-			in = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
-			if (in)
-				in->last_read_sk = sk;
-		}
-	}
-	if (proto != IPPROTO_UDP) {
-		__u64 key = (__u64)sk;
-
-		known = bpf_map_lookup_elem(&sock_l7, &key);
-		if (known && known->l7 == L7_NOT_OURS)
-			return 0;
-	} else if ((source == HEPBPF_SRC_SENDTO || source == HEPBPF_SRC_WRITE) && !buffer_looks_like_sip(arg, len)) {
-		/* A datagram is sent whole or not at all: one that does not start
-		 * like SIP (RTP, DNS) is dropped here, before any exit work. */
-		return 0;
-	}
-	if (!in)
-		in = bpf_task_storage_get(&inflight, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!in) {
-		count(HEPBPF_CNT_INFLIGHT_FULL);
-		return 0;
-	}
-	in->sk = sk;
-	in->arg = arg;
-	in->len = len;
-	in->name = name;
-	in->namelen = namelen;
-	in->nr = ctx->id; /* an int in the event: the upper half is padding */
-	in->fd = ctx->args[0];
-	in->proto = proto;
-	in->source = source;
-	in->prefix_sip = proto == IPPROTO_UDP && (source == HEPBPF_SRC_SENDTO || source == HEPBPF_SRC_WRITE);
-	if (proto == IPPROTO_TCP)
-		in->seq = tcp_seq(sk, is_ingress(source));
+	struct inflight in = {
+		.sk = sk,
+		.arg = arg,
+		.len = len,
+		.nr = nr,
+		.fd = fd,
+		.proto = proto,
+		.source = source,
+		.seq = proto == IPPROTO_TCP ? tcp_seq(sk, is_ingress(source)) : 0,
+		.has_seq = proto == IPPROTO_TCP,
+		.prefix_sip = proto == IPPROTO_UDP && (source == HEPBPF_SRC_SENDTO || source == HEPBPF_SRC_WRITE),
+	};
+	io_remember(task, slot, &in);
 	return 0;
 }
 
@@ -860,14 +896,15 @@ static __always_inline void finish_io(const struct inflight *in, long ret)
 			return;
 	}
 	/* Its bytes' place in the stream, unless another syscall moved the socket's counter too. */
-	if (m.proto == IPPROTO_TCP && tcp_seq(m.sk, is_ingress(m.source)) - in->seq == (__u32)ret) {
+	if (in->has_seq && tcp_seq(m.sk, is_ingress(m.source)) - in->seq == (__u32)ret) {
 		m.seq = in->seq;
 		m.has_seq = 1;
 	}
 	emit(&m, known);
 }
 
-/* Exit of sendto/sendmsg/sendmmsg/recvfrom/recvmsg/recvmmsg. */
+/* Exit of recvfrom/recvmsg (the peer address is written after the socket layer) and sendmmsg/recvmmsg
+ * (the socket layer reports each datagram). */
 static __always_inline int exit_io(struct trace_event_raw_sys_exit *ctx, __u8 source)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -883,15 +920,64 @@ static __always_inline int exit_io(struct trace_event_raw_sys_exit *ctx, __u8 so
 	return 0;
 }
 
-/* The socket layer moved ret bytes on sk: completes read/write/readv/writev.
- * Other socket syscalls also pass here; they complete at their exit. */
-static __always_inline int sock_io_done(struct sock *sk, int ret)
+/* A sendto or recvfrom that carries a peer address (a datagram's: TCP ignores it, and legally so)
+ * is taken up here at the socket layer, from the syscall's registers and the socket the kernel
+ * gives: its enter hook returns at once, without the fd -> socket chase. A sendto completes
+ * here: it fills in, and returns whether it is worth completing. A recvfrom completes at its
+ * exit, which has the peer address: its slot is filled here when it is worth it. */
+static __always_inline bool addressed_io(struct task_struct *task, struct pt_regs *regs, struct sock *sk, int ret,
+					 struct inflight *in)
+{
+	__u8 source = regs->orig_ax == NR_SENDTO ? HEPBPF_SRC_SENDTO : HEPBPF_SRC_RECVFROM;
+	const void *buf = (const void *)regs->si;
+	struct inflight *slot = NULL;
+	struct tls_call *call;
+	__u16 proto;
+
+	if (ret <= 0 || task->tgid == cfg.self_tgid)
+		return false;
+	proto = inet_proto(sk);
+	if (!proto)
+		return false;
+	call = tls_call_here(task);
+	if (tls_own_io(call, regs->di) || !io_wanted(task, call, sk, proto, regs->di, buf, regs->dx, source, &slot))
+		return false;
+	/* No sequence number: the counter has moved already (a TCP message goes out whole). */
+	*in = (struct inflight){
+		.sk = sk,
+		.arg = buf,
+		.len = regs->dx,
+		.name = (const void *)regs->r8,
+		.namelen = regs->r9,
+		.nr = regs->orig_ax,
+		.fd = regs->di,
+		.proto = proto,
+		.source = source,
+		.prefix_sip = proto == IPPROTO_UDP,
+	};
+	if (source == HEPBPF_SRC_SENDTO)
+		return true;
+	/* The datagram is in the buffer now: nothing to do at the exit if it is not SIP. */
+	if (proto != IPPROTO_UDP || buffer_looks_like_sip(buf, ret < regs->dx ? ret : regs->dx))
+		io_remember(task, slot, in);
+	return false;
+}
+
+/* The socket layer moved ret bytes on sk: completes write/writev/sendto/sendmsg/read/readv
+ * (an addressed sendto: see addressed_io). The other socket syscalls complete at their exit.
+ * addressed_nr: the syscall taken up here when it carries an address (NR_SENDTO, NR_RECVFROM). */
+static __always_inline int sock_io_done(struct sock *sk, int ret, __s32 addressed_nr)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct inflight *p = bpf_task_storage_get(&inflight, task, NULL, 0);
-	struct pt_regs *regs;
-	struct inflight in;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	struct inflight *p, in;
 
+	if ((__s32)regs->orig_ax == addressed_nr && regs->r8) {
+		if (addressed_io(task, regs, sk, ret, &in))
+			finish_io(&in, ret);
+		return 0;
+	}
+	p = bpf_task_storage_get(&inflight, task, NULL, 0);
 	if (!p || (__u64)p->sk != (__u64)sk)
 		return 0;
 	if (p->source == HEPBPF_SRC_RECVFROM && p->proto == IPPROTO_UDP) {
@@ -903,13 +989,12 @@ static __always_inline int sock_io_done(struct sock *sk, int ret)
 			p->prefix_sip = 1;
 		return 0;
 	}
-	if (p->source != HEPBPF_SRC_WRITE && p->source != HEPBPF_SRC_WRITEV && p->source != HEPBPF_SRC_READ &&
-	    p->source != HEPBPF_SRC_READV)
+	if (p->source != HEPBPF_SRC_WRITE && p->source != HEPBPF_SRC_WRITEV && p->source != HEPBPF_SRC_SENDTO &&
+	    p->source != HEPBPF_SRC_SENDMSG && p->source != HEPBPF_SRC_READ && p->source != HEPBPF_SRC_READV)
 		return 0;
-	/* Same syscall as the enter hook saw (x86-64: orig_ax): a write that failed
+	/* Same syscall as the enter hook saw: a write that failed
 	 * before the socket layer leaves its slot behind, and sendfile() or
 	 * io_uring on the same socket must not complete it. */
-	regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	if ((__s32)regs->orig_ax != p->nr)
 		return 0;
 	in = *p;
@@ -922,13 +1007,13 @@ static __always_inline int sock_io_done(struct sock *sk, int ret)
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(sock_send_length, struct sock *sk, int ret, int flags)
 {
-	return sock_io_done(sk, ret);
+	return sock_io_done(sk, ret, NR_SENDTO);
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	return sock_io_done(sk, ret);
+	return sock_io_done(sk, ret, NR_RECVFROM);
 }
 
 #define ARG(i) (ctx->args[i])
@@ -936,43 +1021,33 @@ int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 SEC("tracepoint/syscalls/sys_enter_write")
 int enter_write(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_WRITE);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_WRITE);
 }
 
 SEC("tracepoint/syscalls/sys_enter_writev")
 int enter_writev(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_WRITEV);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_WRITEV);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int enter_sendto(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), (void *)ARG(4), ARG(5), HEPBPF_SRC_SENDTO);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int exit_sendto(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_io(ctx, HEPBPF_SRC_SENDTO);
+	if (ARG(4)) /* a peer address: taken up at the socket layer (addressed_io) */
+		return 0;
+	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_SENDTO);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
 int enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), 0, NULL, 0, HEPBPF_SRC_SENDMSG);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_io(ctx, HEPBPF_SRC_SENDMSG);
+	return enter_io(ctx, (void *)ARG(1), 0, HEPBPF_SRC_SENDMSG);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendmmsg")
 int enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_SENDMMSG);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_SENDMMSG);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendmmsg")
@@ -984,19 +1059,21 @@ int exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_read")
 int enter_read(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_READ);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_READ);
 }
 
 SEC("tracepoint/syscalls/sys_enter_readv")
 int enter_readv(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_READV);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_READV);
 }
 
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
 int enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), (void *)ARG(4), ARG(5), HEPBPF_SRC_RECVFROM);
+	if (ARG(4)) /* an address buffer: taken up at the socket layer (addressed_io) */
+		return 0;
+	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_RECVFROM);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
@@ -1008,7 +1085,7 @@ int exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_recvmsg")
 int enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), 0, NULL, 0, HEPBPF_SRC_RECVMSG);
+	return enter_io(ctx, (void *)ARG(1), 0, HEPBPF_SRC_RECVMSG);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
@@ -1020,7 +1097,7 @@ int exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_recvmmsg")
 int enter_recvmmsg(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_io(ctx, (void *)ARG(1), ARG(2), NULL, 0, HEPBPF_SRC_RECVMMSG);
+	return enter_io(ctx, (void *)ARG(1), ARG(2), HEPBPF_SRC_RECVMMSG);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmmsg")

@@ -125,6 +125,12 @@ describe.skipIf(!!why)('capture edge cases', () => {
     expectExactly(expected, forwarded);
   });
 
+  it('TCP sendto/recvfrom that carry addresses, mixed with send/recv, both ways', async () => {
+    const { expected, forwarded } = await exchange('tcp-addressed', py('tcp-addressed'));
+    expect(expected.length).toBe(6);
+    expectExactly(expected, forwarded);
+  });
+
   it('random bytes and half messages on a SIP port: the agent survives and captures the next message', async () => {
     const { wire, expected, forwarded } = await exchange('garbage', py('garbage'));
     // On the wire: garbage datagram, half datagram, a real datagram; over TCP one full message before the noise and one after.
