@@ -1,7 +1,7 @@
 /**
  * `--only=hopcpu`: where the CPU goes per call through the Kamailio edge -> TLS -> core hop of the
- * tests (test/helpers/kamailio-tls.ts) at a fixed call rate, a steadier figure than the highest call
- * rate (bench/tls.ts) on a busy machine. Per call: the agent's CPU (its main thread, and its other
+ * tests (test/helpers/kamailio-tls.ts, without its siptrace ground truth) at a fixed call rate, a
+ * steadier figure than the highest call rate (bench/tls.ts) on a busy machine. Per call: the agent's CPU (its main thread, and its other
  * threads: V8's compiler and GC, the ring-buffer reader), less what it takes idle; the two Kamailio
  * instances' CPU without and with the agent; and the agent's BPF programs' run time in every process
  * (kernel.bpf_stats_enabled, set back to 0). The agent first carries WARM_SECS of calls: what V8
@@ -63,12 +63,11 @@ export async function hopCpuBench(r: HopCpuInput): Promise<Record<string, unknow
   const dir = join(r.dir, 'hop-cpu');
   mkdirSync(dir);
   const collector = await r.startCollector();
-  const hop = await startKamailioTlsHop(dir);
+  const hop = await startKamailioTlsHop(dir, { siptrace: false });
   const calls = RATE * SECS;
   const kamailio = [...hop.pids.edge, ...hop.pids.core];
   const runCalls = async (n: number) => {
     const code = await hop.runCalls(n, RATE);
-    hop.forgetReports();
     if (code !== 0) throw new Error(`hopcpu: sipp exited ${code}: calls failed at ${RATE} calls/s`);
   };
   const rows: Record<string, number[]> = { kamailioNone: [], kamailioAgent: [], agentMain: [], agentOthers: [], bpf: [], recordsPerCall: [], messagesPerCall: [] };

@@ -135,13 +135,9 @@ async function measureHop(r: TlsBenchInput, sinkPort: number): Promise<Record<st
   const dir = join(r.dir, 'tls-hop');
   mkdirSync(dir);
   const searches: Record<Mode, CallRateResult[]> = { none: [], auto: [], entry: [] };
-  const hop = await startKamailioTlsHop(dir);
+  const hop = await startKamailioTlsHop(dir, { siptrace: false });
   try {
-    const step = async (cps: number) => {
-      const result = await callStep({ target: hop.edgePort, port: r.port(), dir }, cps, STEP_SECS);
-      hop.forgetReports(); // both proxies' siptrace reports: the bench does not need them
-      return result;
-    };
+    const step = (cps: number) => callStep({ target: hop.edgePort, port: r.port(), dir }, cps, STEP_SECS);
     for (let round = 0; round < HOP_ROUNDS; round++) {
       const order = round % 2 ? [...MODES].reverse() : MODES;
       for (const mode of order) {
