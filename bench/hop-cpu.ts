@@ -12,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startKamailioTlsHop } from '../test/helpers/kamailio-tls.js';
+import { sleep } from '../test/helpers/wait.js';
 import { median } from './median.js';
 
 export interface HopCpuInput {
@@ -28,8 +29,6 @@ const SECS = 15;
 const WARM_SECS = 8;
 const IDLE_SECS = 3;
 const ROUNDS = 3;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** CPU ns of the threads of `pid` (/proc schedstat), the main thread's apart. */
 function threadsCpuNs(pid: number): { main: number; others: number } {
