@@ -81,6 +81,10 @@ export class StreamAssembler {
   private sinceExpire = 0;
   /** The record being assembled: the framer's sink reads its metadata. */
   private current!: CaptureRecord;
+  /** The current record's ends and thread name, made for its first message: a read of a local connection often carries several. */
+  private currentLocal?: Endpoint;
+  private currentRemote?: Endpoint;
+  private currentComm?: string;
   private currentTransport: Transport = 'tcp';
   private currentProto: AppProto = 'sip';
 
@@ -98,6 +102,7 @@ export class StreamAssembler {
 
   push(rec: CaptureRecord): void {
     this.current = rec;
+    this.currentLocal = this.currentRemote = this.currentComm = undefined;
     if (++this.sinceExpire === EXPIRE_EVERY) {
       this.sinceExpire = 0;
       this.expire(rec.tsNs);
@@ -211,8 +216,8 @@ export class StreamAssembler {
 
   private emit(payload: Buffer, size: number, truncated: boolean, keepAlive = false, headerLines?: HeaderLines): void {
     const r = this.current;
-    const local = this.localEndpoint(r);
-    const remote = this.endpoint(r.remoteAddr(), r.remotePort);
+    const local = (this.currentLocal ??= this.localEndpoint(r));
+    const remote = (this.currentRemote ??= this.endpoint(r.remoteAddr(), r.remotePort));
     const egress = r.direction === DIR_EGRESS;
     this.onMessage({
       tsNs: r.tsNs,
@@ -223,7 +228,7 @@ export class StreamAssembler {
       dst: egress ? remote : local,
       pid: r.pid,
       tid: r.tid,
-      comm: r.comm(),
+      comm: (this.currentComm ??= r.comm()),
       cgroupId: r.cgroupId,
       netns: r.netns,
       sockId: r.sockId,

@@ -15,8 +15,9 @@ const MAX_KEYS = 1 << 15;
  * Bytes of a message that identify it, with its size and flow: the start line and the first headers
  * (Via branch, Call-ID, CSeq) differ between any two messages of a flow. One side may see a message
  * whole and the other cut at the 64 KiB capture limit, so only a prefix both sides have is hashed.
- * Hashed in JS a word of four bytes a round, 512 bytes cost about 0.27 µs read a word at a time, 0.5 µs
- * read as bytes (byte by byte 0.7-0.8 µs, about what crypto.hash('sha1') does; measured) and allocate nothing.
+ * Hashed in JS a word of four bytes at a time, two words a round, 512 bytes cost about a third of the
+ * 0.27 µs of a word a round (0.5 µs read as bytes; byte by byte 0.7-0.8 µs, about what crypto.hash('sha1')
+ * does; measured) and allocate nothing.
  */
 const HASHED_PREFIX = 512;
 
@@ -58,11 +59,26 @@ function bucketKey(size: number, dstPort: number, transport: Transport, msgHash:
   } else {
     const n = Math.min(buf.length, HASHED_PREFIX);
     b ^= 0x01000193 ^ n;
-    // Four bytes a round: a quarter of the multiplications, which were most of accept()'s time. Each
-    // word is one load from the buffer's memory, at any offset (four byte loads were half the time).
+    // A word of four bytes at a time: a quarter of the multiplications, which were most of accept()'s
+    // time; each word one load from the buffer's memory, at any offset (four byte loads were half the
+    // time). Two words a round, the second into chains of their own (a2, b2) folded in after: four chains
+    // that do not wait on each other's multiplications (2-3 times faster than two). Then the last word and bytes.
     const memory = viewOver(buf);
     const at = buf.byteOffset;
+    // Seeds of their own: folding in chains that read nothing (under 8 bytes) keeps all of a and b.
+    let a2 = 0x5bd1e995;
+    let b2 = 0x811c9dc5;
     let i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const w = memory.getInt32(at + i, true);
+      const v = memory.getInt32(at + i + 4, true);
+      a = Math.imul(a ^ w, 0x01000193) ^ (a >>> 17);
+      b = Math.imul(b ^ w, 0x5bd1e995) ^ (b >>> 15);
+      a2 = Math.imul(a2 ^ v, 0x01000193) ^ (a2 >>> 17);
+      b2 = Math.imul(b2 ^ v, 0x5bd1e995) ^ (b2 >>> 15);
+    }
+    a = Math.imul(a ^ a2, 0x01000193) ^ (a >>> 17);
+    b = Math.imul(b ^ b2, 0x5bd1e995) ^ (b >>> 15);
     for (; i + 4 <= n; i += 4) {
       const w = memory.getInt32(at + i, true);
       a = Math.imul(a ^ w, 0x01000193) ^ (a >>> 17);

@@ -62,7 +62,7 @@ export class DiameterFramer extends StreamFramer {
       }
       if (off + total > buf.length) return this.wait(off, fit);
       this.resyncing = false;
-      this.emit(buf.subarray(off, off + total), total);
+      this.emit(this.messageAt(buf, off, total), total);
       off += total;
     }
     return off;

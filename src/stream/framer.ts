@@ -63,7 +63,7 @@ export abstract class StreamFramer {
         this.pending.copy(grown, 0, 0, this.pendingLen);
         this.pending = grown;
       }
-      data.copy(this.pending, this.pendingLen);
+      this.pending.set(data, this.pendingLen);
       buf = this.pending.subarray(0, need);
     }
     const used = this.frame(buf);
@@ -81,7 +81,7 @@ export abstract class StreamFramer {
       // `data` is a view into a batch that is reused: keep a copy of its unframed tail.
       if (restLen > this.pending.length) this.pending = Buffer.allocUnsafe(Math.max(restLen, KEEP_BUFFER_BYTES));
       if (restLen > 0) buf.copy(this.pending, 0, used);
-    } else if (used > 0) this.pending.copy(this.pending, 0, used, buf.length);
+    } else if (used > 0) this.pending.copyWithin(0, used, buf.length);
     this.pendingLen = restLen;
     if (used > 0) this.shrink();
   }
@@ -127,6 +127,11 @@ export abstract class StreamFramer {
     off += MAX_MESSAGE_BYTES;
     this.skipping = total - MAX_MESSAGE_BYTES;
     return off + (buf.length - off - this.skip(buf.subarray(off)).length);
+  }
+
+  /** The message at buf[off, off + total): buf itself when it is all of buf, as a message written alone is (a view costs about 100 ns). */
+  protected messageAt(buf: Buffer, off: number, total: number): Buffer {
+    return off === 0 && total === buf.length ? buf : buf.subarray(off, off + total);
   }
 
   protected emit(payload: Buffer, size: number, headerLines?: HeaderLines): void {

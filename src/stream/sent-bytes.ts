@@ -65,7 +65,7 @@ export class SentBytes {
     } else if (streamStart) this.clear(f);
     const n = data.length;
     if (f.end + n > f.buffer.length) this.makeRoom(f, n);
-    data.copy(f.buffer, f.end);
+    f.buffer.set(data, f.end); // a builtin: Buffer's copy() checks its arguments in JS first
     f.end += n;
     this.bytes += n;
     const runs = f.runs;

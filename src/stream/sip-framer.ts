@@ -143,7 +143,7 @@ export class SipFramer extends StreamFramer {
         this.waitingTotal = total;
         return off;
       }
-      const payload = buf.subarray(off, off + total);
+      const payload = this.messageAt(buf, off, total);
       if (walked) headerLines.message = payload;
       this.emit(payload, total, walked ? headerLines : undefined);
       headerLines.message = undefined; // valid during the sink call only, and keeps no batch alive
