@@ -78,7 +78,7 @@ export class HepForwarder {
         length = r.length;
         encodedFor = s.maxPacket;
       }
-      s.send(this.packet.subarray(0, length));
+      s.send(this.packet, length);
     }
   }
 
