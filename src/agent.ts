@@ -206,7 +206,7 @@ export class Agent {
     }
     const correlationId = this.correlator.sip(message, sip);
     const selected = !this.selection.active || this.selection.select({ src: message.src, dst: message.dst, payload: message.payload, sip, correlationId, nowMs: nowMs(message) });
-    this.connections.correlated(message, correlationId, selected);
+    this.connectionCorrelated(message, correlationId, selected);
     if (!selected) return;
     const masked = this.redact ? redactSip(message.payload) : undefined;
     if (masked) this.redacted++;
@@ -224,7 +224,7 @@ export class Agent {
     if (diameter.malformed) this.diameterMalformed++;
     const { id, latencyMs } = this.correlator.diameter(message, diameter);
     const selected = !this.selection.active || this.selection.select({ src: message.src, dst: message.dst, payload: message.payload, correlationId: id, nowMs: nowMs(message) });
-    this.connections.correlated(message, id, selected);
+    this.connectionCorrelated(message, id, selected);
     if (!selected) return;
     let payload = message.payload;
     const masked = this.redact ? redactDiameter(payload, diameter.avps) : undefined;
@@ -238,6 +238,14 @@ export class Agent {
     this.attribution.submit({
       message, payload, diameter, summary: diameterSummary(diameter, latencyMs), wallUs, correlationId: id, container: null, peerContainer: null,
     });
+  }
+
+  /**
+   * The id a connection's events carry comes from its messages: remembered only when connection events
+   * are sent (a Map entry replaced per TCP or TLS message, as its calls' ids alternate, read by nothing otherwise).
+   */
+  private connectionCorrelated(message: Message, correlationId: string, selected: boolean): void {
+    if (this.opts.connectionEvents) this.connections.correlated(message, correlationId, selected);
   }
 
   private countForwarded(message: Message): void {
