@@ -62,10 +62,10 @@ export function memorySender(keep?: Buffer[]): HepSender & { packets: number; by
     maxPacket: MAX_UDP_PACKET,
     packets: 0,
     bytes: 0,
-    send(packet: Buffer) {
+    send(packet: Buffer, length = packet.length) {
       this.packets++;
-      this.bytes += packet.length;
-      keep?.push(Buffer.from(packet));
+      this.bytes += length;
+      keep?.push(Buffer.from(packet.subarray(0, length)));
     },
     flush: async () => {},
     close: async () => {},

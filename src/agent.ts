@@ -4,13 +4,13 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { SocketCapture } from './capture/socket-capture.js';
 import { ReplaySource, syntheticSipBatches } from './capture/replay.js';
-import { decodeBatch, F_TLS, SRC_EXEC, SRC_TCP_CONNECT, SRC_TLS_CONN, SRC_TLS_HANDSHAKE_FAILED, type CaptureRecord, type RecordSource } from './capture/record.js';
+import { CaptureRecord, decodeBatch, F_TLS, SRC_EXEC, SRC_TCP_CONNECT, SRC_TLS_CONN, SRC_TLS_HANDSHAKE_FAILED, type RecordSource } from './capture/record.js';
 import { TlsAttribution } from './capture/tls-attribution.js';
 import { MonotonicClock } from './capture/clock.js';
 import { MAX_BUSY_MS, Shedder } from './capture/shed.js';
 import { StreamAssembler } from './stream/assembler.js';
 import { LocalDedup } from './stream/dedup.js';
-import type { Message, ReceiverCopy } from './stream/message.js';
+import { TRANSPORTS, transportIndex, type Message, type ReceiverCopy, type Transport } from './stream/message.js';
 import { parseSip } from './protocols/sip.js';
 import { diameterSummary, parseDiameter } from './protocols/diameter.js';
 import { Correlator, type OperatorKey } from './enrich/correlation.js';
@@ -55,6 +55,9 @@ export interface AgentOptions {
   sink: (event: CaptureEvent) => void;
 }
 
+/** Counts indexed by transportIndex, by transport name. */
+const byTransport = (counts: number[]) => Object.fromEntries(TRANSPORTS.map((t) => [t, counts[transportIndex(t)]])) as Record<Transport, number>;
+
 /** Capture time in ms, for selection's timeouts. */
 const nowMs = (m: Message) => Number(m.tsNs / 1_000_000n);
 
@@ -83,11 +86,11 @@ export class Agent {
   /** Keep-alives (RFC 5626 CR/LF), each counted once even when both ends are on this host. */
   private keepAlives = 0;
   private forwarded = 0;
-  /** Forwarded messages by protocol and transport (the metrics' hepbpf_messages_total). */
-  private readonly messages: Record<Message['proto'], Record<Message['transport'], number>> = {
-    sip: { udp: 0, tcp: 0, tls: 0, sctp: 0, ws: 0, wss: 0 },
-    diameter: { udp: 0, tcp: 0, tls: 0, sctp: 0, ws: 0, wss: 0 },
-  };
+  /** Forwarded SIP and Diameter messages by transportIndex (the metrics' hepbpf_messages_total). */
+  private readonly sipMessages = [0, 0, 0, 0, 0, 0];
+  private readonly diameterMessages = [0, 0, 0, 0, 0, 0];
+  /** One record decoded in place for every batch. */
+  private readonly record = new CaptureRecord();
 
   constructor(private readonly opts: AgentOptions) {
     this.redact = opts.redact ?? true;
@@ -110,7 +113,7 @@ export class Agent {
   async start(): Promise<void> {
     this.opts.containers.start();
     const shedder = this.shedder;
-    this.capture.start((batch) => decodeBatch(shedder ? shedder.admit(batch) : batch, (r) => this.onRecord(r)));
+    this.capture.start((batch) => decodeBatch(shedder ? shedder.admit(batch) : batch, (r) => this.onRecord(r), this.record));
     // TLS plaintext waiting for its connection must go out even when nothing else arrives.
     this.tlsTimer = setInterval(() => {
       const now = process.hrtime.bigint();
@@ -203,7 +206,7 @@ export class Agent {
     }
     const correlationId = this.correlator.sip(message, sip);
     const selected = !this.selection.active || this.selection.select({ src: message.src, dst: message.dst, payload: message.payload, sip, correlationId, nowMs: nowMs(message) });
-    this.connections.correlated(message, correlationId, selected);
+    this.connectionCorrelated(message, correlationId, selected);
     if (!selected) return;
     const masked = this.redact ? redactSip(message.payload) : undefined;
     if (masked) this.redacted++;
@@ -221,7 +224,7 @@ export class Agent {
     if (diameter.malformed) this.diameterMalformed++;
     const { id, latencyMs } = this.correlator.diameter(message, diameter);
     const selected = !this.selection.active || this.selection.select({ src: message.src, dst: message.dst, payload: message.payload, correlationId: id, nowMs: nowMs(message) });
-    this.connections.correlated(message, id, selected);
+    this.connectionCorrelated(message, id, selected);
     if (!selected) return;
     let payload = message.payload;
     const masked = this.redact ? redactDiameter(payload, diameter.avps) : undefined;
@@ -237,9 +240,17 @@ export class Agent {
     });
   }
 
+  /**
+   * The id a connection's events carry comes from its messages: remembered only when connection events
+   * are sent (a Map entry replaced per TCP or TLS message, as its calls' ids alternate, read by nothing otherwise).
+   */
+  private connectionCorrelated(message: Message, correlationId: string, selected: boolean): void {
+    if (this.opts.connectionEvents) this.connections.correlated(message, correlationId, selected);
+  }
+
   private countForwarded(message: Message): void {
     this.forwarded++;
-    this.messages[message.proto][message.transport]++;
+    (message.proto === 'sip' ? this.sipMessages : this.diameterMessages)[transportIndex(message.transport)]++;
     if (message.truncated) this.forwardedTruncated++;
   }
 
@@ -261,7 +272,7 @@ export class Agent {
       correlation: this.correlator.stats(),
       selection: this.selection.stats(),
       forwarded: this.forwarded,
-      messages: { sip: { ...this.messages.sip }, diameter: { ...this.messages.diameter } },
+      messages: { sip: byTransport(this.sipMessages), diameter: byTransport(this.diameterMessages) },
       forwardedTruncated: this.forwardedTruncated,
       failures: this.failures.counts,
       containers: { ...this.attribution.stats, ...this.opts.containers.stats, ...this.attribution.sizes(), ...this.opts.containers.sizes() },

@@ -104,6 +104,8 @@ export class CaptureRecord {
   buf: Buffer = Buffer.alloc(0);
   private base = 0;
   private view = new DataView(this.buf.buffer, this.buf.byteOffset, 0);
+  /** The batch `view` is over. */
+  private viewOf = this.buf;
   tsNs = 0n;
   cgroupId = 0n;
   sockId = 0n;
@@ -141,8 +143,13 @@ export class CaptureRecord {
     if (buf.readUInt32LE(base + OFF_ORIG_LEN) < dataLen || buf[base + OFF_DIRECTION] > DIR_INGRESS) return false;
     this.buf = buf;
     this.base = base;
-    // One DataView per batch: getBigUint64 makes one BigInt, Buffer's readBigUInt64LE four.
-    if (this.view.buffer !== buf.buffer || this.view.byteOffset !== buf.byteOffset || this.view.byteLength !== buf.length) this.view = new DataView(buf.buffer, buf.byteOffset, buf.length);
+    // One DataView per batch: getBigUint64 makes one BigInt, Buffer's readBigUInt64LE four. Which
+    // batch it is over is known by identity: comparing the views' buffer, offset and length was three
+    // getters each side per record (`buffer` a runtime call).
+    if (buf !== this.viewOf) {
+      this.view = new DataView(buf.buffer, buf.byteOffset, buf.length);
+      this.viewOf = buf;
+    }
     this.tsNs = this.view.getBigUint64(base + OFF_TS, true);
     this.cgroupId = idAt(this.view, base + OFF_CGROUP);
     this.sockId = idAt(this.view, base + OFF_SOCK);

@@ -1,5 +1,5 @@
 import type { CaptureEvent } from './event.js';
-import type { Endpoint, Message, ReceiverCopy, Transport } from '../stream/message.js';
+import { transportIndex, type Endpoint, type Message, type ReceiverCopy, type Transport } from '../stream/message.js';
 import { parseDiameter } from '../protocols/diameter.js';
 import type { ContainerResolver } from './containers.js';
 import { HeldPayloads } from './held-payloads.js';
@@ -41,7 +41,6 @@ interface LocalSocket {
 
 const isLoopback = (ip: string) => ip === '::1' || ip.startsWith('127.');
 const isWildcard = (ip: string) => ip === '0.0.0.0' || ip === '::';
-const TRANSPORT_INDEX: Record<Transport, number> = { udp: 0, tcp: 1, tls: 2, sctp: 3, ws: 4, wss: 5 };
 /** Key text by address, then by (netns, port, transport) as one exact number (< 2^51); cleared when full. */
 const keyText = new Map<string, Map<number, string>>();
 const KEY_TEXT_MAX = 4096;
@@ -53,7 +52,7 @@ const KEY_TEXT_MAX = 4096;
  */
 function endpointKey(transport: Transport, e: Endpoint, netns: number): string {
   const loopback = isLoopback(e.ip);
-  const n = ((loopback ? netns : 0) * 65536 + e.port) * 8 + TRANSPORT_INDEX[transport]; // room for 8 transports
+  const n = ((loopback ? netns : 0) * 65536 + e.port) * 8 + transportIndex(transport); // room for 8 transports
   let byAddress = keyText.get(e.ip);
   if (!byAddress) {
     if (keyText.size >= KEY_TEXT_MAX) keyText.clear();

@@ -83,6 +83,14 @@ const SWEEP_MS = 5000;
  */
 export class ContainerResolver {
   private readonly byCgroup = new Map<bigint, Entry>();
+  /**
+   * The last two entries found, by cgroup id: a message asks for its own cgroup and its peer's three
+   * times each on its way out, and a Map look-up by BigInt hashes its digits each time.
+   */
+  private recentId?: bigint;
+  private recent?: Entry;
+  private olderId?: bigint;
+  private older?: Entry;
   private readonly seen = new Map<string, ContainerSeen>();
   private readonly listeners: Array<(cgroupId: bigint) => void> = [];
   private readonly forgetListeners: Array<(cgroupId: bigint) => void> = [];
@@ -106,7 +114,7 @@ export class ContainerResolver {
 
   /** The container of a cgroup: an identity, null for the host, undefined while it is being looked up. */
   lookup(cgroupId: bigint, pid: number): ContainerIdentity | null | undefined {
-    const e = this.byCgroup.get(cgroupId);
+    const e = this.entry(cgroupId);
     if (e) return e.state === 'known' ? e.container : undefined;
     const pending: Entry = { state: 'pending' };
     this.byCgroup.set(cgroupId, pending);
@@ -114,6 +122,7 @@ export class ContainerResolver {
     void this.resolve(cgroupId, pid, pending).then((container) => {
       if (this.byCgroup.get(cgroupId) !== pending) return; // forgotten meanwhile
       this.byCgroup.set(cgroupId, { state: 'known', container });
+      this.forgetRecent();
       if (container) {
         const s = this.seen.get(container.id);
         if (s) s.cgroupIds.push(cgroupId);
@@ -126,9 +135,27 @@ export class ContainerResolver {
 
   /** What is known now: the identity, its provisional form (id and runtime) while the runtime is asked, or null. */
   best(cgroupId: bigint): ContainerIdentity | null {
-    const e = this.byCgroup.get(cgroupId);
+    const e = this.entry(cgroupId);
     if (!e) return null;
     return e.state === 'known' ? e.container : (e.provisional ?? null);
+  }
+
+  private entry(cgroupId: bigint): Entry | undefined {
+    if (cgroupId === this.recentId) return this.recent;
+    if (cgroupId === this.olderId) return this.older;
+    const e = this.byCgroup.get(cgroupId);
+    if (e) {
+      this.olderId = this.recentId;
+      this.older = this.recent;
+      this.recentId = cgroupId;
+      this.recent = e;
+    }
+    return e;
+  }
+
+  /** byCgroup changed: the entries kept apart may be stale. */
+  private forgetRecent(): void {
+    this.recentId = this.olderId = this.recent = this.older = undefined;
   }
 
   private async resolve(cgroupId: bigint, pid: number, pending: { provisional?: ContainerIdentity }): Promise<ContainerIdentity | null> {
@@ -198,6 +225,7 @@ export class ContainerResolver {
   private forget(cgroupId: bigint): void {
     const e = this.byCgroup.get(cgroupId);
     this.byCgroup.delete(cgroupId);
+    this.forgetRecent();
     this.stats.forgotten++;
     if (e?.state === 'known' && e.container) {
       const s = this.seen.get(e.container.id);

@@ -1,4 +1,5 @@
 import type { CaptureEvent } from '../enrich/event.js';
+import { TRANSPORTS, transportIndex, type Transport } from '../stream/message.js';
 import { HepEncoder, type HepAgentFields, type HepMessage } from '../hep/encode.js';
 import { HEP_PROTO_DIAMETER, HEP_PROTO_LOG, HEP_PROTO_SIP, MAX_PACKET } from '../hep/chunks.js';
 import { diameterJsonBytes } from '../protocols/diameter.js';
@@ -30,7 +31,8 @@ export class HepForwarder {
   private readonly packet = Buffer.allocUnsafe(MAX_PACKET);
   private readonly diameterPayload: DiameterPayload;
   private readonly nodeName?: NodeNameTemplate;
-  private readonly ipProto: Record<CaptureEvent['message']['transport'], number>;
+  /** HEP's IP protocol by transportIndex. */
+  private readonly ipProto: number[];
   /** What is encoded, one object rewritten per message: encoding is synchronous. */
   private readonly hep: HepMessage = {
     family: 4, ipProto: 0, srcIp: '', dstIp: '', srcPort: 0, dstPort: 0, timeUs: 0, protoType: 0, correlationId: '', payload: Buffer.alloc(0), nodeName: undefined,
@@ -47,7 +49,8 @@ export class HepForwarder {
     this.nodeName = opts.nodeName;
     // Kamailio siptrace marks WebSocket (ws and wss) with the same 22 as TLS; --tls-ip-proto 6 makes all three TCP.
     const tls = opts.tlsIpProto ?? HEP_IP_PROTO_TLS;
-    this.ipProto = { udp: 17, tcp: 6, tls, sctp: 132, ws: tls, wss: tls };
+    const ipProto: Record<Transport, number> = { udp: 17, tcp: 6, tls, sctp: 132, ws: tls, wss: tls };
+    this.ipProto = TRANSPORTS.map((t) => ipProto[t]);
     this.encoder = new HepEncoder(agent);
   }
 
@@ -56,7 +59,7 @@ export class HepForwarder {
     const payload = ev.diameter && this.diameterPayload === 'json' ? diameterJsonBytes(ev.diameter) : ev.payload;
     const hep = this.hep;
     hep.family = m.family;
-    hep.ipProto = this.ipProto[m.transport];
+    hep.ipProto = this.ipProto[transportIndex(m.transport)];
     hep.srcIp = m.src.ip;
     hep.dstIp = m.dst.ip;
     hep.srcPort = m.src.port;
@@ -75,7 +78,7 @@ export class HepForwarder {
         length = r.length;
         encodedFor = s.maxPacket;
       }
-      s.send(this.packet.subarray(0, length));
+      s.send(this.packet, length);
     }
   }
 

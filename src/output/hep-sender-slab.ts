@@ -11,13 +11,11 @@ export class Slab {
     this.buf = Buffer.allocUnsafe(size);
   }
 
-  /** Copies `packet` in; returns the copy. */
-  copy(packet: Buffer): Buffer {
-    if (!this.fits(packet.length)) this.renew(packet.length);
-    const out = this.buf.subarray(this.used, this.used + packet.length);
-    packet.copy(out);
-    this.used += packet.length;
-    return out;
+  /** Copies `packet[0..length)` in. */
+  copy(packet: Buffer, length = packet.length): void {
+    if (!this.fits(length)) this.renew(length);
+    packet.copy(this.buf, this.used, 0, length);
+    this.used += length;
   }
 
   fits(length: number): boolean {

@@ -312,32 +312,32 @@ export class TcpHepSender implements HepSender {
     this.connected(primary);
   }
 
-  send(packet: Buffer): void {
-    if (this.closing || packet.length > MAX_PACKET) {
+  send(packet: Buffer, length = packet.length): void {
+    if (this.closing || length > MAX_PACKET) {
       this.counters.dropped++;
       return;
     }
     const spool = this.spool;
     // With a spool: once anything is on disk everything goes there (order), and so does what the collector cannot take now.
-    if (spool && (spool.records > 0 || !this.conn?.up || this.retiring || this.queuedBytes + packet.length > SPILL_BYTES)) {
-      if (!spool.append(packet)) this.counters.dropped++;
+    if (spool && (spool.records > 0 || !this.conn?.up || this.retiring || this.queuedBytes + length > SPILL_BYTES)) {
+      if (!spool.append(packet.subarray(0, length))) this.counters.dropped++;
       this.scheduleFlush();
       return;
     }
-    if (this.queuedBytes + packet.length > this.maxQueueBytes) {
+    if (this.queuedBytes + length > this.maxQueueBytes) {
       this.counters.dropped++;
       return;
     }
-    if (!this.slab.fits(packet.length)) {
+    if (!this.slab.fits(length)) {
       // A full slab goes to the socket now, not after the turn: a backlog of kernel records is worked
       // through in one long turn, and at tens of MB/s of HEP the queue would fill before it ends.
       this.write();
-      this.slab.renew(packet.length);
+      this.slab.renew(length);
       this.openFrom = 0;
     }
-    this.slab.copy(packet);
+    this.slab.copy(packet, length);
     this.openPackets++;
-    this.queuedBytes += packet.length;
+    this.queuedBytes += length;
     this.queuedPackets++;
     this.scheduleFlush();
   }

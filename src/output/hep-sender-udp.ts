@@ -58,15 +58,15 @@ export class UdpHepSender implements HepSender {
     this.log.error({ collector: this.target.url, err: err.message }, 'HEP UDP collector unreachable: its packets are dropped');
   }
 
-  send(packet: Buffer): void {
-    if (!this.sock || packet.length > MAX_UDP_PACKET) {
+  send(packet: Buffer, length = packet.length): void {
+    if (!this.sock || length > MAX_UDP_PACKET) {
       this.counters.dropped++;
       return;
     }
-    if (this.queued === SENDMMSG_MAX || this.queuedBytes + packet.length > QUEUE_BYTES) this.sendQueued();
-    packet.copy(this.queue, this.queuedBytes);
-    this.lengths[this.queued++] = packet.length;
-    this.queuedBytes += packet.length;
+    if (this.queued === SENDMMSG_MAX || this.queuedBytes + length > QUEUE_BYTES) this.sendQueued();
+    packet.copy(this.queue, this.queuedBytes, 0, length);
+    this.lengths[this.queued++] = length;
+    this.queuedBytes += length;
     this.scheduleSend();
   }
 

@@ -27,8 +27,11 @@ export interface HepSender {
   readonly name: string;
   /** Largest packet this transport carries. */
   readonly maxPacket: number;
-  /** Takes a copy of `packet`: the caller may reuse its buffer as soon as this returns. Never throws, never blocks. */
-  send(packet: Buffer): void;
+  /**
+   * Takes a copy of the packet `packet[0..length)`: the caller may reuse its buffer as soon as this
+   * returns (the forwarder encodes every packet at the start of one buffer: no view of it per packet). Never throws, never blocks.
+   */
+  send(packet: Buffer, length?: number): void;
   /** Resolves once what was sent so far has been handed to the kernel (or counted as dropped). */
   flush(): Promise<void>;
   /** Flushes, then closes; what still cannot be written is counted as dropped. */

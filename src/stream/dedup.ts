@@ -1,4 +1,4 @@
-import type { Endpoint, Message, ReceiverCopy, Transport } from './message.js';
+import { transportIndex, type Endpoint, type Message, type ReceiverCopy, type Transport } from './message.js';
 
 /** How long a message seen on one side waits for its other side. */
 const WINDOW_NS = 2_000_000_000n;
@@ -23,8 +23,6 @@ const HASHED_PREFIX = 512;
 
 /** A header-only copy's payload: the kernel's hash stands for its bytes. */
 const EMPTY = Buffer.alloc(0);
-
-const TRANSPORT_SEED: Record<Transport, number> = { udp: 1, tcp: 2, tls: 3, sctp: 4, ws: 5, wss: 6 };
 
 /**
  * Views of the memory under the last two payloads hashed from different memory (a batch, a stream's
@@ -52,7 +50,7 @@ function viewOver(buf: Buffer): DataView {
  */
 function bucketKey(size: number, dstPort: number, transport: Transport, msgHash: number, buf: Buffer): number {
   let a = Math.imul(0x811c9dc5 ^ size, 0x01000193) ^ dstPort;
-  let b = TRANSPORT_SEED[transport] << 24;
+  let b = (transportIndex(transport) + 1) << 24;
   if (msgHash) {
     a = Math.imul(a ^ msgHash, 0x01000193);
     b = Math.imul(b ^ msgHash ^ 0x6b, 0x5bd1e995);

@@ -6,7 +6,29 @@ export interface Endpoint {
 }
 
 /** ws and wss: SIP over WebSocket (RFC 7118) on TCP and on TLS. */
-export type Transport = 'udp' | 'tcp' | 'tls' | 'sctp' | 'ws' | 'wss';
+export const TRANSPORTS = ['udp', 'tcp', 'tls', 'sctp', 'ws', 'wss'] as const;
+export type Transport = (typeof TRANSPORTS)[number];
+
+/**
+ * Where `t` is in TRANSPORTS: per-transport tables are arrays read at this index. An object read by
+ * transport name made each of its read sites megamorphic (a generic keyed load per message).
+ */
+export function transportIndex(t: Transport): number {
+  switch (t) {
+    case 'udp':
+      return 0;
+    case 'tcp':
+      return 1;
+    case 'tls':
+      return 2;
+    case 'sctp':
+      return 3;
+    case 'ws':
+      return 4;
+    default:
+      return 5;
+  }
+}
 export type AppProto = 'sip' | 'diameter';
 
 /**

@@ -63,6 +63,20 @@ describe('HEPv3 encoder and strict decoder', () => {
     expect(p.payload!.equals(payload)).toBe(true);
   });
 
+  it('carries a correlation id as its UTF-8, ASCII or not, and counts its bytes in the packet limit', () => {
+    const enc = new HepEncoder({ captureId: 1 });
+    const out = Buffer.alloc(MAX_PACKET);
+    for (const correlationId of ['a84b4c76e66710@pc33.atlanta.example.com', 'café-☎-\u{1d11e}@x', 'lone \ud800 surrogate']) {
+      const m = { ...base, correlationId };
+      const fits = Buffer.alloc(MAX_PACKET - enc.overhead(m), 0x5a);
+      const r = enc.encode({ ...m, payload: fits }, out, 0);
+      expect([r.length, r.payloadBytes]).toEqual([MAX_PACKET, fits.length]);
+      const p = decodeHep(out.subarray(0, r.length));
+      expect(p.correlationId).toBe(Buffer.from(correlationId).toString('utf8')); // a lone surrogate is U+FFFD, as Buffer.from makes it
+      expect(p.payload!.equals(fits)).toBe(true);
+    }
+  });
+
   it('cuts the payload to fit one UDP datagram and says how much went', () => {
     const enc = new HepEncoder({ captureId: 1 });
     const out = Buffer.alloc(70000);
