@@ -144,6 +144,20 @@ struct {
 	__type(value, struct sock_l7);
 } sock_l7 SEC(".maps");
 
+/* A TLS connection's addresses as fill_addrs() put them in a record of its socket: they do not
+ * change while it is established (tcp_state() forgets the connection when its socket becomes
+ * established or closed), so its records copy them instead of reading the socket and its namespace
+ * each time. family 0: not taken yet. */
+struct conn_addrs {
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u32 netns;
+	__u16 local_port, remote_port;
+	__u8 family;
+	__u8 flags;
+	__u8 _pad[2];
+};
+
 /* One message of a syscall or TLS call, as emit() needs it. */
 struct sock_msg {
 	struct sock *sk; /* NULL: a TLS connection whose socket is not known yet */
@@ -433,6 +447,19 @@ static __always_inline void fill_addrs(struct hepbpf_record *r, const struct soc
 	r->family = family;
 }
 
+/* Copies what fill_addrs() sets from a socket between a record and a struct conn_addrs, either way
+ * (their fields have the same names). */
+#define COPY_ADDRS(to, from)                                                                               \
+	do {                                                                                               \
+		__builtin_memcpy((to)->local_addr, (from)->local_addr, sizeof((to)->local_addr));          \
+		__builtin_memcpy((to)->remote_addr, (from)->remote_addr, sizeof((to)->remote_addr));       \
+		(to)->netns = (from)->netns;                                                               \
+		(to)->local_port = (from)->local_port;                                                     \
+		(to)->remote_port = (from)->remote_port;                                                   \
+		(to)->family = (from)->family;                                                             \
+		(to)->flags = (from)->flags;                                                               \
+	} while (0)
+
 static __always_inline bool is_ingress(__u8 source)
 {
 	return (source >= HEPBPF_SRC_READ && source <= HEPBPF_SRC_RECVMMSG) || source == HEPBPF_SRC_SSL_READ ||
@@ -555,8 +582,9 @@ __noinline int tcp_sent_out(const struct sock_msg *m, const struct hepbpf_record
 /* Turns one message into a record if it is SIP or Diameter, and submits it.
  * known: what the connection carries so far, updated here; NULL for a
  * datagram, which is judged alone (SIP only: no Diameter over UDP).
+ * addrs: a TLS connection's addresses, taken here from its socket once; else NULL.
  * Global, so the verifier checks it once rather than at every call site. */
-__noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
+__noinline int emit(const struct sock_msg *m, struct sock_l7 *known, struct conn_addrs *addrs)
 {
 	struct scratch_buf *s = scratch_slot();
 	struct hepbpf_record *r;
@@ -568,7 +596,14 @@ __noinline int emit(const struct sock_msg *m, struct sock_l7 *known)
 	if (!s || !m)
 		return 0;
 	r = &s->rec;
-	fill_addrs(r, m);
+	if (addrs && addrs->family) {
+		COPY_ADDRS(r, addrs);
+		r->msg_hash = 0;
+	} else {
+		fill_addrs(r, m);
+		if (addrs && m->sk)
+			COPY_ADDRS(addrs, r);
+	}
 	lport = r->local_port;
 	rport = r->remote_port;
 	if (cfg.filter_ports && m->sk && !bpf_map_lookup_elem(&sip_ports, &lport) &&
@@ -824,7 +859,7 @@ static int emit_mmsg_one(__u32 i, void *arg)
 	w->m.name = h.msg_hdr.msg_name;
 	w->m.namelen = h.msg_hdr.msg_namelen;
 	w->m.orig_len = h.msg_len;
-	emit(&w->m, w->m.proto == IPPROTO_UDP ? NULL : sock_l7_of(w->m.sk));
+	emit(&w->m, w->m.proto == IPPROTO_UDP ? NULL : sock_l7_of(w->m.sk), NULL);
 	return 0;
 }
 
@@ -900,7 +935,7 @@ static __always_inline void finish_io(const struct inflight *in, long ret)
 		m.seq = in->seq;
 		m.has_seq = 1;
 	}
-	emit(&m, known);
+	emit(&m, known, NULL);
 }
 
 /* Exit of recvfrom/recvmsg (the peer address is written after the socket layer) and sendmmsg/recvmmsg

@@ -22,6 +22,7 @@ struct tls_key {
 struct tls_conn {
 	struct sock *sk; /* its socket, NULL until learnt */
 	struct sock_l7 l7; /* what its plaintext carries */
+	struct conn_addrs addrs; /* sk's, once a record took them (emit) */
 	__u8 handshake_fn; /* HEPBPF_TLS_FN_* whose last return was not a completed handshake; 0: none or completed */
 	__s32 handshake_ret; /* that return */
 };
@@ -122,6 +123,7 @@ static __always_inline void tls_conn_learnt(__u32 tgid, __u64 conn, struct tls_c
 	if (c->sk == sk)
 		return;
 	c->sk = sk;
+	c->addrs.family = 0;
 	if (ciphertext)
 		mark_not_ours(sk);
 	bpf_map_update_elem(&tls_socks, &sk_key, &key, BPF_ANY);
@@ -157,12 +159,13 @@ static __always_inline __s32 tls_fd_of(const struct tls_call *call, __u64 conn)
 static __always_inline void tls_fd_seen(struct tls_call *call, __u64 conn, const struct tls_conn *c)
 {
 	struct sock *sk = bpf_rdonly_cast(call->sk, bpf_core_type_id_kernel(struct sock));
-	__u32 closes = tls_closes(); /* before the state: leaving ESTABLISHED after this changes it */
-	bool established = call->sk && sk->__sk_common.skc_state == TCP_ESTABLISHED;
-	__u32 i;
+	__u32 closes, i;
+	bool established;
 
 	if (!call->sk && c->sk)
 		return;
+	closes = tls_closes(); /* before the state: leaving ESTABLISHED after this changes it */
+	established = call->sk && sk->__sk_common.skc_state == TCP_ESTABLISHED;
 	for (i = 0; i < TLS_FDS; i++)
 		if (call->fds[i].conn == conn)
 			break;
@@ -289,7 +292,6 @@ static __always_inline int tls_exit(long ret)
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct tls_call *call = bpf_task_storage_get(&tls_calls, task, NULL, 0);
 	__u32 zero = 0, *in_call = bpf_map_lookup_elem(&tls_call_cpu, &zero);
-	struct sock_msg m = {};
 	struct tls_conn *c;
 	__u64 conn;
 
@@ -322,14 +324,11 @@ static __always_inline int tls_exit(long ret)
 		call->pending_conn = conn;
 		call->pending_ns = bpf_ktime_get_ns();
 	}
-	m.sk = c->sk;
-	m.tls_id = conn;
-	m.buf = call->buf;
-	m.len = ret;
-	m.orig_len = ret;
-	m.proto = IPPROTO_TCP;
-	m.source = call->source;
-	return emit(&m, &c->l7);
+	/* declared here, so that it may share its stack with tls_conn_of()'s (the call chain's limit) */
+	struct sock_msg m = { .sk = c->sk, .tls_id = conn, .buf = call->buf, .len = ret, .orig_len = ret,
+			      .proto = IPPROTO_TCP, .source = call->source };
+
+	return emit(&m, &c->l7, &c->addrs);
 }
 
 /* TLS libraries: attached per file by src/capture/tls-probes.ts. */

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# BPF run time per program of a real agent while the SIP/UDP pair (800 B sendto + recvfrom, the
-# bench's `syscall_cost paced`) runs at 5k pairs/s: calls per pair, ns per call and ns per pair from
-# kernel.bpf_stats_enabled (run_time_ns / run_cnt), and the application's CPU per pair (with the
-# statistics on, which add to it). The agent sends HEP to a local counter, whose recvfrom and
-# sock_recv_length calls show in the rows too (the second call per pair).
-#   scripts/bpf-stats.sh [AGENT_MAIN_JS] [RUNS]   default: this build's dist/src/cli/main.js, 3 runs
+# BPF run time per program of a real agent while a pair runs at 5k pairs/s: calls per pair, ns per
+# call and ns per pair from kernel.bpf_stats_enabled (run_time_ns / run_cnt), and the application's
+# CPU per pair (with the statistics on, which add to it). PAIR udp: the SIP/UDP pair (800 B sendto +
+# recvfrom, the bench's `syscall_cost paced`); tls: the 1 KiB SSL_write + SSL_read pair (`tls_cost ssl`,
+# paced). The agent sends HEP to a local counter, whose recvfrom and sock_recv_length calls show in
+# the rows too (the second call per UDP pair).
+#   scripts/bpf-stats.sh [AGENT_MAIN_JS] [RUNS] [PAIR]   default: this build's dist/src/cli/main.js, 3 runs, udp
 # (the agent runs as its shebang says, with the V8 flags every launcher uses)
 # Loads BPF programs: run it as root under the kernel lock when the machine is shared
 # (flock /tmp/hepbpf-kernel.lock scripts/bpf-stats.sh ...). Sets kernel.bpf_stats_enabled back to 0.
@@ -12,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 agent=${1:-$PWD/dist/src/cli/main.js}
 runs=${2:-3}
+pair=${3:-udp}
 iter=25000
 tmp=$(mktemp -d)
 pids=()
@@ -21,7 +23,14 @@ clean_up() {
   rm -rf "$tmp"
 }
 trap clean_up EXIT
-cc -O2 -o "$tmp/syscall_cost" bench/syscall_cost.c
+if [ "$pair" = tls ]; then
+  cc -O2 -o "$tmp/tls_cost" bench/tls_cost.c -lssl -lcrypto
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" -days 2 -subj /CN=hepbpf-bench 2> /dev/null
+  run_pair() { "$tmp/tls_cost" ssl "$iter" "$tmp/cert.pem" "$tmp/key.pem" 5000; }
+else
+  cc -O2 -o "$tmp/syscall_cost" bench/syscall_cost.c
+  run_pair() { "$tmp/syscall_cost" paced "$iter" $((port + 1 + RANDOM % 90)) 5000; }
+fi
 cc -O2 -o "$tmp/udp_load" bench/udp_load.c
 port=$((46000 + RANDOM % 900))
 
@@ -39,12 +48,12 @@ sleep 1 # start-up work is not what is measured
 sysctl -qw kernel.bpf_stats_enabled=1
 bpftool -j prog show > "$tmp/before.json"
 cpu=()
-for _ in $(seq "$runs"); do cpu+=("$("$tmp/syscall_cost" paced "$iter" $((port + 1 + RANDOM % 90)) 5000)"); done
+for _ in $(seq "$runs"); do cpu+=("$(run_pair)"); done
 bpftool -j prog show > "$tmp/after.json"
 sysctl -qw kernel.bpf_stats_enabled=0
 
 echo "application CPU per pair (ns, statistics on): ${cpu[*]}"
-# syscall_cost paced also runs a tenth of ITER as warm-up: the counters saw 1.1 * ITER pairs a run.
+# syscall_cost paced and tls_cost also run a tenth of ITER as warm-up: the counters saw 1.1 * ITER pairs a run.
 python3 - "$tmp" $((runs * iter * 11 / 10)) <<'PY'
 import json, sys
 tmp, pairs = sys.argv[1], int(sys.argv[2])
