@@ -314,6 +314,12 @@ static __always_inline bool buffer_looks_like_sip(const void *buf, __u64 n)
 	return looks_like_sip(head, n);
 }
 
+/* Whether a datagram received into a buffer of len bytes, ret of them filled, starts like SIP. */
+static __always_inline bool received_looks_like_sip(const void *buf, int ret, __u64 len)
+{
+	return ret > 0 && buffer_looks_like_sip(buf, (__u64)ret < len ? ret : len);
+}
+
 /* Starts gathering m: from its iovec array or its one buffer. */
 static __always_inline void gather_init(struct gather *g, const struct sock_msg *m)
 {
@@ -993,7 +999,7 @@ static __always_inline bool addressed_io(struct task_struct *task, struct pt_reg
 	if (source == HEPBPF_SRC_SENDTO)
 		return true;
 	/* The datagram is in the buffer now: nothing to do at the exit if it is not SIP. */
-	if (proto != IPPROTO_UDP || buffer_looks_like_sip(buf, ret < regs->dx ? ret : regs->dx))
+	if (proto != IPPROTO_UDP || received_looks_like_sip(buf, ret, regs->dx))
 		io_remember(task, slot, in);
 	return false;
 }
@@ -1018,7 +1024,7 @@ static __always_inline int sock_io_done(struct sock *sk, int ret, __s32 addresse
 	if (p->source == HEPBPF_SRC_RECVFROM && p->proto == IPPROTO_UDP) {
 		/* The datagram is in the buffer now; its exit has the peer address
 		 * to add, but nothing to do if it is not SIP. */
-		if (ret <= 0 || !buffer_looks_like_sip(p->arg, ret < p->len ? ret : p->len))
+		if (!received_looks_like_sip(p->arg, ret, p->len))
 			p->source = 0;
 		else
 			p->prefix_sip = 1;
