@@ -9,11 +9,12 @@
  * with the agent; medians.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startKamailioTlsHop } from '../test/helpers/kamailio-tls.js';
 import { sleep } from '../test/helpers/wait.js';
 import { median } from './median.js';
+import { threadsCpuNs } from './thread-cpu.js';
 
 export interface HopCpuInput {
   say(line?: string): void;
@@ -29,21 +30,6 @@ const SECS = 15;
 const WARM_SECS = 8;
 const IDLE_SECS = 3;
 const ROUNDS = 3;
-
-/** CPU ns of the threads of `pid` (/proc schedstat), the main thread's apart. */
-function threadsCpuNs(pid: number): { main: number; others: number } {
-  const cpu = { main: 0, others: 0 };
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-      if (tid === String(pid)) cpu.main += ns;
-      else cpu.others += ns;
-    } catch {
-      // the thread ended
-    }
-  }
-  return cpu;
-}
 
 const totalCpuNs = (pids: number[]) =>
   pids.reduce((sum, pid) => {
