@@ -130,8 +130,9 @@ export class HepEncoder {
     p = copySmall(dst, out, p);
     p = be16(out, put(out, p, CHUNK.srcPort, 2), m.srcPort);
     p = be16(out, put(out, p, CHUNK.dstPort, 2), m.dstPort);
-    p = be32(out, put(out, p, CHUNK.tsSec, 4), Math.floor(m.timeUs / 1e6));
-    p = be32(out, put(out, p, CHUNK.tsUsec, 4), m.timeUs % 1e6);
+    const sec = Math.floor(m.timeUs / 1e6);
+    p = be32(out, put(out, p, CHUNK.tsSec, 4), sec);
+    p = be32(out, put(out, p, CHUNK.tsUsec, 4), m.timeUs - sec * 1e6); // % of a double is a call (fmod)
     p = put(out, p, CHUNK.protoType, 1);
     out[p++] = m.protoType;
     p = copySmall(this.agentChunks, out, p);
