@@ -1,7 +1,7 @@
 import type { CaptureEvent } from './event.js';
 import type { Message, ReceiverCopy } from '../stream/message.js';
 import { parseDiameter } from '../protocols/diameter.js';
-import type { ContainerResolver } from './containers.js';
+import type { ContainerIdentity, ContainerResolver } from './containers.js';
 import { HeldPayloads } from './held-payloads.js';
 import { EndpointKeys, EndpointTable, isLoopback } from './endpoint-table.js';
 
@@ -109,9 +109,13 @@ export class Attribution {
 
   submit(ev: CaptureEvent): void {
     const m = ev.message;
-    this.resolver.lookup(m.cgroupId, m.pid);
+    const own = this.resolver.lookup(m.cgroupId, m.pid);
     const awaitingCounterpart = this.needsCounterpart(m);
-    if (this.size === 0 && !awaitingCounterpart && this.namesKnown(m)) return this.release(ev);
+    if (this.size === 0 && !awaitingCounterpart && own !== undefined) {
+      // Both names known: sent with them as looked up (a look-up by BigInt was ~10 ns, seven a message).
+      const peer = m.peerCgroupId === undefined ? null : this.resolver.lookup(m.peerCgroupId, m.peerPid ?? 0);
+      if (peer !== undefined) return this.send(ev, own, peer);
+    }
     this.hold(ev, awaitingCounterpart);
     this.drain();
   }
@@ -199,15 +203,19 @@ export class Attribution {
     this.payloads.release(h.copy);
   }
 
-  /**
-   * `container` is the sender's where it was seen sending: the receiver's copy can be the first one
-   * (its recv can complete on another CPU before the send's record is written), and then its
-   * peer, when on this host, is the sender.
-   */
+  /** Sends `ev` with what is known of both ends now (provisional identities while the runtime is asked). */
   private release(ev: CaptureEvent): void {
     const m = ev.message;
-    const own = this.resolver.best(m.cgroupId);
-    const peer = m.peerCgroupId === undefined ? null : this.resolver.best(m.peerCgroupId);
+    this.send(ev, this.resolver.best(m.cgroupId), m.peerCgroupId === undefined ? null : this.resolver.best(m.peerCgroupId));
+  }
+
+  /**
+   * Sends `ev` with the identities of its own cgroup and of its peer's. `container` is the sender's
+   * where it was seen sending: the receiver's copy can be the first one (its recv can complete on
+   * another CPU before the send's record is written), and then its peer, when on this host, is the sender.
+   */
+  private send(ev: CaptureEvent, own: ContainerIdentity | null, peer: ContainerIdentity | null): void {
+    const m = ev.message;
     const senderIsPeer = m.direction === 'ingress' && m.peerCgroupId !== undefined;
     ev.container = senderIsPeer ? peer : own;
     ev.peerContainer = senderIsPeer ? own : peer;
