@@ -6,6 +6,7 @@ export const isLoopback = (ip: string) =>
 
 /** Key room: 65536 ports, each with room for 8 transports. */
 const PER_ADDRESS = 65536 * 8;
+const keyOf = (id: number, transport: Transport, port: number) => id * PER_ADDRESS + port * 8 + transportIndex(transport);
 
 interface Address {
   ip: string;
@@ -21,7 +22,7 @@ interface Address {
  * One number per endpoint (transport, address, port; and network namespace for a loopback address,
  * which is one only within its namespace): (address id * 65536 + port) * 8 + transport. Every copy
  * of every message looks up its endpoints: a number key is neither hashed nor compared as text, and
- * it is a small integer (no number boxed per look-up) while ids stay below 4096.
+ * while ids stay below 4096 it is below 2^31, a small integer in Node's V8 (no number boxed per look-up).
  * An address has an id while a table entry uses it: ids are reused, so they stay as few as the
  * addresses the tables hold, and the tables' bounds bound them.
  */
@@ -35,7 +36,7 @@ export class EndpointKeys {
   /** The key of an endpoint whose address has an id; undefined otherwise: no table holds it. */
   find(transport: Transport, e: Endpoint, netns: number): number | undefined {
     const id = isLoopback(e.ip) ? this.loopback.get(netns | 0)?.get(e.ip) : this.hostWide.get(e.ip);
-    return id === undefined ? undefined : (id * 65536 + e.port) * 8 + transportIndex(transport);
+    return id === undefined ? undefined : keyOf(id, transport, e.port);
   }
 
   /** The key of an endpoint; its address gets an id if it had none (the caller's table entry then uses it). */
@@ -52,7 +53,7 @@ export class EndpointKeys {
       this.addresses[id] = { ip: e.ip, scope, netns: loopback ? netns | 0 : undefined, users: 0 };
       scope.set(e.ip, id);
     }
-    return (id * 65536 + e.port) * 8 + transportIndex(transport);
+    return keyOf(id, transport, e.port);
   }
 
   /** A table entry took `key`. */
