@@ -69,30 +69,77 @@ const OFF_COMM = 96;
 const OFF_NETNS = 112;
 const OFF_MSG_HASH = 116;
 
-/**
- * Text of what records repeat: a host talks among few IPv4 addresses and threads, and formatting
- * them for every record was two to three strings per record. Cleared when full.
- */
-const TEXT_CACHE_SIZE = 4096;
-const ipv4Text = new Map<number, string>();
-const commText = new Map<number, { bytes: Buffer; text: string }>();
+/** Slots of the caches below (a power of 2): a host talks among few addresses, threads and sockets. */
+const CACHE_BITS = 12;
+const CACHE_SLOTS = 1 << CACHE_BITS;
+const HASH = 0x9e3779b1;
+/** The cache slot of a value of up to four 32-bit words. */
+const slotOf = (a: number, b: number, c: number, d: number) => Math.imul(a ^ Math.imul(b ^ Math.imul(c ^ Math.imul(d, HASH), HASH), HASH), HASH) >>> (32 - CACHE_BITS);
 
-/** The BigInts of ids that records repeat (cgroup, socket, TLS connection), by their low 30 bits; cleared when full. */
-const ids = new Map<number, { low: number; high: number; id: bigint }>();
+/**
+ * The text of values records repeat (addresses, thread names), by the value's bytes: formatting them
+ * for every record was two to three strings per record. Direct-mapped by a hash of the value's four
+ * (or one) 32-bit words: a look-up is a few loads and compares, and makes nothing; a value that
+ * takes a slot another had is formatted again the next time.
+ */
+class TextCache {
+  private readonly words = new Int32Array(CACHE_SLOTS * 4);
+  private readonly texts: Array<string | undefined> = new Array<string | undefined>(CACHE_SLOTS).fill(undefined);
+
+  constructor(
+    /** 1: the value is buf[at..at+4), 4: buf[at..at+16). */
+    private readonly wordCount: 1 | 4,
+    private readonly format: (buf: Buffer, at: number) => string,
+  ) {}
+
+  text(buf: Buffer, view: DataView, at: number): string {
+    const a = view.getInt32(at, true);
+    const wide = this.wordCount === 4;
+    const b = wide ? view.getInt32(at + 4, true) : 0;
+    const c = wide ? view.getInt32(at + 8, true) : 0;
+    const d = wide ? view.getInt32(at + 12, true) : 0;
+    const slot = slotOf(a, b, c, d);
+    const w = slot * 4;
+    const words = this.words;
+    const text = this.texts[slot];
+    if (text !== undefined && words[w] === a && words[w + 1] === b && words[w + 2] === c && words[w + 3] === d) return text;
+    const made = this.format(buf, at);
+    words[w] = a;
+    words[w + 1] = b;
+    words[w + 2] = c;
+    words[w + 3] = d;
+    this.texts[slot] = made;
+    return made;
+  }
+}
+
+const ipv4Text = new TextCache(1, (buf, at) => formatAddr(buf, at, AF_INET));
+const ipv6Text = new TextCache(4, (buf, at) => formatAddr(buf, at, AF_INET6));
+/** A thread's name: the comm field's bytes up to the first NUL. */
+const commText = new TextCache(4, (buf, at) => {
+  let end = at;
+  while (end < at + 16 && buf[end] !== 0) end++;
+  return buf.toString('latin1', at, end);
+});
+
+/** The BigInts of ids that records repeat (cgroup, socket, TLS connection), direct-mapped by a hash of the id. */
+const idWords = new Int32Array(CACHE_SLOTS * 2);
+const idValues: bigint[] = new Array<bigint>(CACHE_SLOTS).fill(0n);
 
 /**
  * The 64-bit id at `at`, as the BigInt it was the last time: a BigInt per id per record was a third
- * of what decoding a record allocated. 0 is 0n.
+ * of what decoding a record allocated. 0 is 0n (no slot holds it: an empty slot's words are 0).
  */
 function idAt(view: DataView, at: number): bigint {
-  const low = view.getUint32(at, true);
-  const high = view.getUint32(at + 4, true);
-  if (low === 0 && high === 0) return 0n;
-  const seen = ids.get(low & 0x3fffffff); // a small integer key: no number boxed per lookup
-  if (seen && seen.low === low && seen.high === high) return seen.id;
+  const low = view.getInt32(at, true);
+  const high = view.getInt32(at + 4, true);
+  if ((low | high) === 0) return 0n;
+  const slot = slotOf(low, high, 0, 0);
+  if (idWords[slot * 2] === low && idWords[slot * 2 + 1] === high) return idValues[slot];
   const id = view.getBigUint64(at, true);
-  if (ids.size >= TEXT_CACHE_SIZE) ids.clear();
-  ids.set(low & 0x3fffffff, { low, high, id });
+  idWords[slot * 2] = low;
+  idWords[slot * 2 + 1] = high;
+  idValues[slot] = id;
   return id;
 }
 
@@ -137,27 +184,29 @@ export class CaptureRecord {
   /** Points this record at `buf[base..]`; returns false if the record is inconsistent. */
   wrap(buf: Buffer, base: number, size: number): boolean {
     if (size < RECORD_HEADER_SIZE) return false;
-    const dataLen = buf.readUInt32LE(base + OFF_DATA_LEN);
-    if (dataLen > MAX_DATA || RECORD_HEADER_SIZE + dataLen > size) return false;
-    // orig_len < data_len would make "missing bytes" negative downstream.
-    if (buf.readUInt32LE(base + OFF_ORIG_LEN) < dataLen || buf[base + OFF_DIRECTION] > DIR_INGRESS) return false;
-    this.buf = buf;
-    this.base = base;
-    // One DataView per batch: getBigUint64 makes one BigInt, Buffer's readBigUInt64LE four. Which
-    // batch it is over is known by identity: comparing the views' buffer, offset and length was three
-    // getters each side per record (`buffer` a runtime call).
+    // One DataView per batch: getBigUint64 makes one BigInt, Buffer's readBigUInt64LE four; its reads
+    // are inlined, Buffer's read*LE are calls with their own checks. Which batch it is over is known by
+    // identity: comparing the views' buffer, offset and length was three getters each side per record
+    // (`buffer` a runtime call).
     if (buf !== this.viewOf) {
       this.view = new DataView(buf.buffer, buf.byteOffset, buf.length);
       this.viewOf = buf;
     }
-    this.tsNs = this.view.getBigUint64(base + OFF_TS, true);
-    this.cgroupId = idAt(this.view, base + OFF_CGROUP);
-    this.sockId = idAt(this.view, base + OFF_SOCK);
-    this.tlsId = idAt(this.view, base + OFF_TLS);
-    const view = this.view; // its reads are inlined, Buffer's read*LE are calls with their own checks
+    const view = this.view;
+    const dataLen = view.getUint32(base + OFF_DATA_LEN, true);
+    if (dataLen > MAX_DATA || RECORD_HEADER_SIZE + dataLen > size) return false;
+    const origLen = view.getUint32(base + OFF_ORIG_LEN, true);
+    // orig_len < data_len would make "missing bytes" negative downstream.
+    if (origLen < dataLen || buf[base + OFF_DIRECTION] > DIR_INGRESS) return false;
+    this.buf = buf;
+    this.base = base;
+    this.tsNs = view.getBigUint64(base + OFF_TS, true);
+    this.cgroupId = idAt(view, base + OFF_CGROUP);
+    this.sockId = idAt(view, base + OFF_SOCK);
+    this.tlsId = idAt(view, base + OFF_TLS);
     this.pid = view.getUint32(base + OFF_PID, true);
     this.tid = view.getUint32(base + OFF_TID, true);
-    this.origLen = view.getUint32(base + OFF_ORIG_LEN, true);
+    this.origLen = origLen;
     this.dataLen = dataLen;
     this.direction = buf[base + OFF_DIRECTION];
     this.family = buf[base + OFF_FAMILY];
@@ -232,37 +281,14 @@ export class CaptureRecord {
 
   private formatAt(field: number): string {
     const off = this.base + field;
-    if (this.ipVersion === 6) return formatAddr(this.buf, off, AF_INET6);
-    const at = this.family === AF_INET6 ? off + 12 : off;
-    const key = this.buf.readUInt32LE(at);
-    let text = ipv4Text.get(key);
-    if (text === undefined) {
-      text = formatAddr(this.buf, at, AF_INET);
-      if (ipv4Text.size >= TEXT_CACHE_SIZE) ipv4Text.clear();
-      ipv4Text.set(key, text);
-    }
-    return text;
+    if (this.ipVersion === 6) return ipv6Text.text(this.buf, this.view, off);
+    return ipv4Text.text(this.buf, this.view, this.family === AF_INET6 ? off + 12 : off);
   }
 
-  /** The thread's name; the text of the last name seen for this tid while its bytes stay the same. */
+  /** The thread's name. */
   comm(): string {
-    const start = this.base + OFF_COMM;
-    let end = start;
-    while (end < start + 16 && this.buf[end] !== 0) end++;
-    const seen = commText.get(this.tid);
-    if (seen && sameBytes(seen.bytes, this.buf, start, end)) return seen.text;
-    const text = this.buf.toString('latin1', start, end);
-    if (commText.size >= TEXT_CACHE_SIZE) commText.clear();
-    commText.set(this.tid, { bytes: Buffer.from(this.buf.subarray(start, end)), text });
-    return text;
+    return commText.text(this.buf, this.view, this.base + OFF_COMM);
   }
-}
-
-/** Is `bytes` equal to buf[start..end)? Byte by byte: up to 16 bytes, cheaper than compare()'s native call. */
-function sameBytes(bytes: Buffer, buf: Buffer, start: number, end: number): boolean {
-  if (bytes.length !== end - start) return false;
-  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== buf[start + i]) return false;
-  return true;
 }
 
 /** '::' (all zero), '::ffff:a.b.c.d', or anything else. */
@@ -292,7 +318,7 @@ export function decodeBatch(batch: Buffer, onRecord: (r: CaptureRecord) => void,
   let malformed = 0;
   let off = 0;
   while (off + 8 <= batch.length) {
-    const size = batch.readUInt32LE(off);
+    const size = (batch[off] | (batch[off + 1] << 8) | (batch[off + 2] << 16) | (batch[off + 3] << 24)) >>> 0; // a call fewer than readUInt32LE
     const start = off + 8;
     if (start + size > batch.length) return malformed + 1; // framing broken: nothing after it can be trusted
     if (rec.wrap(batch, start, size)) onRecord(rec);

@@ -1,8 +1,9 @@
 import type { CaptureEvent } from './event.js';
-import { transportIndex, type Endpoint, type Message, type ReceiverCopy, type Transport } from '../stream/message.js';
+import type { Message, ReceiverCopy } from '../stream/message.js';
 import { parseDiameter } from '../protocols/diameter.js';
-import type { ContainerResolver } from './containers.js';
+import type { ContainerIdentity, ContainerResolver } from './containers.js';
 import { HeldPayloads } from './held-payloads.js';
+import { EndpointKeys, EndpointTable, isLoopback } from './endpoint-table.js';
 
 export interface AttributionOptions {
   /** Longest a message waits for its container names or its counterpart (wall clock). */
@@ -39,33 +40,7 @@ interface LocalSocket {
   pid: number;
 }
 
-const isLoopback = (ip: string) => ip === '::1' || ip.startsWith('127.');
 const isWildcard = (ip: string) => ip === '0.0.0.0' || ip === '::';
-/** Key text by address, then by (netns, port, transport) as one exact number (< 2^51); cleared when full. */
-const keyText = new Map<string, Map<number, string>>();
-const KEY_TEXT_MAX = 4096;
-
-/**
- * A loopback address is one only within its network namespace; other addresses are taken as
- * host-wide. Every copy of every message looks up its endpoints: the key text is made once per
- * endpoint, not per message (it was the table's largest allocation).
- */
-function endpointKey(transport: Transport, e: Endpoint, netns: number): string {
-  const loopback = isLoopback(e.ip);
-  const n = ((loopback ? netns : 0) * 65536 + e.port) * 8 + transportIndex(transport); // room for 8 transports
-  let byAddress = keyText.get(e.ip);
-  if (!byAddress) {
-    if (keyText.size >= KEY_TEXT_MAX) keyText.clear();
-    keyText.set(e.ip, (byAddress = new Map()));
-  }
-  let key = byAddress.get(n);
-  if (key === undefined) {
-    if (byAddress.size >= KEY_TEXT_MAX) byAddress.clear();
-    key = loopback ? `${transport}|${netns}|${e.ip}|${e.port}` : `${transport}|${e.ip}|${e.port}`;
-    byAddress.set(n, key);
-  }
-  return key;
-}
 
 /**
  * Puts the container of each end on every message before it leaves. The hot path never waits: a
@@ -83,8 +58,10 @@ export class Attribution {
   private readonly queue: Held[] = [];
   private head = 0;
   private readonly payloads: HeldPayloads;
-  private readonly local = new Map<string, LocalSocket>();
-  private readonly remote = new Map<string, number>();
+  private readonly keys = new EndpointKeys();
+  private readonly local = new EndpointTable<LocalSocket>(this.keys, MAX_ENDPOINTS);
+  /** Until when (wall clock) an endpoint is taken for remote. */
+  private readonly remote = new EndpointTable<number>(this.keys, MAX_ENDPOINTS);
   private readonly holdMs: number;
   private readonly windowNs: bigint;
   private readonly maxHeld: number;
@@ -103,7 +80,7 @@ export class Attribution {
     this.payloads = new HeldPayloads(opts.heldBytes ?? HELD_BYTES);
     resolver.onResolved(() => this.drain());
     resolver.onForgotten((id) => {
-      for (const [k, s] of this.local) if (s.cgroupId === id) this.local.delete(k);
+      this.local.deleteWhere((s) => s.cgroupId === id);
     });
   }
 
@@ -112,16 +89,13 @@ export class Attribution {
     if (m.tsNs > this.latestTsNs) this.latestTsNs = m.tsNs;
     const own = m.direction === 'egress' ? m.src : m.dst;
     if (isWildcard(own.ip) || (isLoopback(own.ip) && !m.netns)) return;
-    const key = endpointKey(m.transport, own, m.netns);
-    const s = this.local.get(key);
+    const s = this.local.get(this.keys.find(m.transport, own, m.netns));
     if (s) {
       s.cgroupId = m.cgroupId;
       s.pid = m.pid;
       return;
     }
-    if (this.local.size >= MAX_ENDPOINTS) this.local.delete(this.local.keys().next().value!);
-    this.local.set(key, { cgroupId: m.cgroupId, pid: m.pid });
-    this.remote.delete(key);
+    this.remote.delete(this.local.set(m.transport, own, m.netns, { cgroupId: m.cgroupId, pid: m.pid }));
   }
 
   /** The receiver's (or sender's) copy of a message already submitted: it names the other end. */
@@ -135,9 +109,13 @@ export class Attribution {
 
   submit(ev: CaptureEvent): void {
     const m = ev.message;
-    this.resolver.lookup(m.cgroupId, m.pid);
+    const own = this.resolver.lookup(m.cgroupId, m.pid);
     const awaitingCounterpart = this.needsCounterpart(m);
-    if (this.size === 0 && !awaitingCounterpart && this.namesKnown(m)) return this.release(ev);
+    if (this.size === 0 && !awaitingCounterpart && own !== undefined) {
+      // Both names known: sent with them as looked up (a look-up by BigInt was ~10 ns, seven a message).
+      const peer = m.peerCgroupId === undefined ? null : this.resolver.lookup(m.peerCgroupId, m.peerPid ?? 0);
+      if (peer !== undefined) return this.send(ev, own, peer);
+    }
     this.hold(ev, awaitingCounterpart);
     this.drain();
   }
@@ -147,7 +125,7 @@ export class Attribution {
     if (m.peerCgroupId !== undefined) return false;
     const other = m.direction === 'egress' ? m.dst : m.src;
     if (isLoopback(other.ip) && !m.netns) return true;
-    const key = endpointKey(m.transport, other, m.netns);
+    const key = this.keys.find(m.transport, other, m.netns);
     const s = this.local.get(key);
     if (s) {
       m.peerCgroupId = s.cgroupId;
@@ -206,8 +184,7 @@ export class Attribution {
     const m = h.ev.message;
     const other = m.direction === 'egress' ? m.dst : m.src;
     if (isLoopback(other.ip)) return;
-    if (this.remote.size >= MAX_ENDPOINTS) this.remote.delete(this.remote.keys().next().value!);
-    this.remote.set(endpointKey(m.transport, other, m.netns), Date.now() + REMOTE_TTL_MS);
+    this.remote.set(m.transport, other, m.netns, Date.now() + REMOTE_TTL_MS);
   }
 
   private leave(h: Held): void {
@@ -226,15 +203,19 @@ export class Attribution {
     this.payloads.release(h.copy);
   }
 
-  /**
-   * `container` is the sender's where it was seen sending: the receiver's copy can be the first one
-   * (its recv can complete on another CPU before the send's record is written), and then its
-   * peer, when on this host, is the sender.
-   */
+  /** Sends `ev` with what is known of both ends now (provisional identities while the runtime is asked). */
   private release(ev: CaptureEvent): void {
     const m = ev.message;
-    const own = this.resolver.best(m.cgroupId);
-    const peer = m.peerCgroupId === undefined ? null : this.resolver.best(m.peerCgroupId);
+    this.send(ev, this.resolver.best(m.cgroupId), m.peerCgroupId === undefined ? null : this.resolver.best(m.peerCgroupId));
+  }
+
+  /**
+   * Sends `ev` with the identities of its own cgroup and of its peer's. `container` is the sender's
+   * where it was seen sending: the receiver's copy can be the first one (its recv can complete on
+   * another CPU before the send's record is written), and then its peer, when on this host, is the sender.
+   */
+  private send(ev: CaptureEvent, own: ContainerIdentity | null, peer: ContainerIdentity | null): void {
+    const m = ev.message;
     const senderIsPeer = m.direction === 'ingress' && m.peerCgroupId !== undefined;
     ev.container = senderIsPeer ? peer : own;
     ev.peerContainer = senderIsPeer ? own : peer;

@@ -77,6 +77,8 @@ function v4Groups(s: string): number[] {
 export class HepEncoder {
   private readonly agentChunks: Buffer;
   private readonly tailChunks: Buffer;
+  /** Payload bytes the last packet encoded carries: fewer than its payload's when cut to fit. */
+  payloadBytes = 0;
 
   constructor(agent: HepAgentFields) {
     for (const [name, text] of [['auth key', agent.authKey], ['node name', agent.nodeName]] as const)
@@ -105,11 +107,12 @@ export class HepEncoder {
   }
 
   /**
-   * Writes one packet at out[off..]; returns its length. The payload is cut to fit `maxPacket`
-   * (65507 for UDP); `payloadBytes` on the result says how much of it went. The correlation id and
-   * node name must be bounded by the caller (MAX_TEXT_CHUNK_BYTES): then the headers always fit.
+   * Writes one packet at out[off..]; returns its length (a number, not an object: nothing made per
+   * packet). The payload is cut to fit `maxPacket` (65507 for UDP); `payloadBytes` then says how much
+   * of it went. The correlation id and node name must be bounded by the caller (MAX_TEXT_CHUNK_BYTES):
+   * then the headers always fit.
    */
-  encode(m: HepMessage, out: Buffer, off: number, maxPacket = MAX_PACKET): { length: number; payloadBytes: number } {
+  encode(m: HepMessage, out: Buffer, off: number, maxPacket = MAX_PACKET): number {
     const idBytes = utf8Length(m.correlationId);
     const payloadBytes = Math.min(m.payload.length, maxPacket - this.overhead(m, idBytes));
     if (payloadBytes < 0) throw new Error('HEP packet limit smaller than its headers');
@@ -127,14 +130,18 @@ export class HepEncoder {
     p = copySmall(dst, out, p);
     p = be16(out, put(out, p, CHUNK.srcPort, 2), m.srcPort);
     p = be16(out, put(out, p, CHUNK.dstPort, 2), m.dstPort);
-    p = be32(out, put(out, p, CHUNK.tsSec, 4), Math.floor(m.timeUs / 1e6));
-    p = be32(out, put(out, p, CHUNK.tsUsec, 4), m.timeUs % 1e6);
+    const sec = Math.floor(m.timeUs / 1e6);
+    p = be32(out, put(out, p, CHUNK.tsSec, 4), sec);
+    p = be32(out, put(out, p, CHUNK.tsUsec, 4), m.timeUs - sec * 1e6); // % of a double is a call (fmod)
     p = put(out, p, CHUNK.protoType, 1);
     out[p++] = m.protoType;
     p = copySmall(this.agentChunks, out, p);
     p = writeText(m.correlationId, idBytes, out, put(out, p, CHUNK.correlationId, idBytes));
     p = put(out, p, CHUNK.payload, payloadBytes);
-    p += m.payload.copy(out, p, 0, payloadBytes);
+    // set() is the copy itself; Buffer.copy() checks and adjusts its arguments in JavaScript first.
+    if (payloadBytes === m.payload.length) out.set(m.payload, p);
+    else m.payload.copy(out, p, 0, payloadBytes);
+    p += payloadBytes;
     if (m.nodeName) {
       p = put(out, p, CHUNK.nodeName, m.nodeName.length);
       p = copySmall(m.nodeName, out, p);
@@ -144,7 +151,8 @@ export class HepEncoder {
     out[off + 2] = 0x50;
     out[off + 3] = 0x33;
     be16(out, off + 4, p - off);
-    return { length: p - off, payloadBytes };
+    this.payloadBytes = payloadBytes;
+    return p - off;
   }
 }
 

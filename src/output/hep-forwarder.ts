@@ -73,9 +73,8 @@ export class HepForwarder {
     let length = 0;
     for (const s of this.senders) {
       if (s.maxPacket !== encodedFor) {
-        const r = this.encoder.encode(hep, this.packet, 0, s.maxPacket);
-        if (r.payloadBytes < payload.length) this.cutToFit++;
-        length = r.length;
+        length = this.encoder.encode(hep, this.packet, 0, s.maxPacket);
+        if (this.encoder.payloadBytes < payload.length) this.cutToFit++;
         encodedFor = s.maxPacket;
       }
       s.send(this.packet, length);

@@ -43,8 +43,8 @@ function encodeEvent(e: HepEvent) {
     correlationId: boundedText(e.correlationId),
     nodeName: nodeNames.render({ id: 'f'.repeat(64), name: e.container, runtime: 'docker' }),
   };
-  const r = encoder.encode(m, packet, 0, e.maxPacket);
-  return { m, r, bytes: packet.subarray(0, r.length) };
+  const length = encoder.encode(m, packet, 0, e.maxPacket);
+  return { m, length, payloadBytes: encoder.payloadBytes, bytes: packet.subarray(0, length) };
 }
 
 /** Decodes, or refuses as documented; anything else thrown is a crash. */
@@ -70,16 +70,16 @@ const input = fc.oneof(
 it('HEP decoder and encode -> decode round trip', () => {
   const report = fuzz(input, (i) => (i.kind === 'bytes' ? i.bytes.length : i.e.payload.length + 2 * 1024), (i) => {
     if (i.kind === 'bytes') return decodeOrRefuse(i.bytes);
-    const { m, r, bytes } = encodeEvent(i.e);
+    const { m, length, payloadBytes, bytes } = encodeEvent(i.e);
     if (i.kind === 'mutated') {
       const copy = Buffer.from(bytes.subarray(0, i.cut === null ? bytes.length : i.cut % (bytes.length + 1)));
       for (const [at, v] of i.flips) if (copy.length) copy[at % copy.length] = v;
       return decodeOrRefuse(copy);
     }
     const p = decodeHep(bytes);
-    if (p.correlationId !== m.correlationId || p.nodeName !== m.nodeName!.toString() || !p.payload!.equals(m.payload.subarray(0, r.payloadBytes)))
+    if (p.correlationId !== m.correlationId || p.nodeName !== m.nodeName!.toString() || !p.payload!.equals(m.payload.subarray(0, payloadBytes)))
       throw new Error('round trip changed a field');
-    if (r.length > i.e.maxPacket) throw new Error(`packet of ${r.length} bytes over ${i.e.maxPacket}`);
+    if (length > i.e.maxPacket) throw new Error(`packet of ${length} bytes over ${i.e.maxPacket}`);
   });
   expect(report.runs).toBeGreaterThan(0);
 }, fuzzTimeoutMs());

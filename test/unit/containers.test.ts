@@ -10,6 +10,7 @@ import { containerFilter } from '../../src/enrich/container-filter.js';
 import { HeldPayloads } from '../../src/enrich/held-payloads.js';
 import { indexPods, KubernetesPods } from '../../src/enrich/kubernetes.js';
 import { Attribution } from '../../src/enrich/attribution.js';
+import { EndpointKeys, EndpointTable } from '../../src/enrich/endpoint-table.js';
 import { NodeNameTemplate } from '../../src/output/node-name.js';
 import { encodeTailEvent, TailEventReader, type TailEventFields } from '../../src/output/tail-protocol.js';
 import { formatTailLine, toTailRecord } from '../../src/output/tail-record.js';
@@ -251,6 +252,77 @@ describe('attribution: names without waiting on the hot path, bounded hold other
     expect(a.stats.overflow).toBe(2);
     a.flush();
     expect(out).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
+  });
+});
+
+describe('endpoint tables: one number per endpoint', () => {
+  const LO = { ip: '127.0.0.1', port: 5060 };
+  const NS = 4026531840; // an inode above 2^31, as the host's namespace has
+
+  it('an endpoint is its transport, address and port, and its namespace when loopback (IPv4 and IPv6)', () => {
+    const keys = new EndpointKeys();
+    const t = new EndpointTable<string>(keys, 100);
+    t.set('udp', LO, NS, 'lo, host namespace');
+    t.set('udp', LO, 7, 'lo, namespace 7');
+    t.set('udp', { ip: '::1', port: 5060 }, NS, '::1');
+    t.set('udp', { ip: '10.0.0.1', port: 5060 }, NS, '10.0.0.1');
+    t.set('udp', { ip: '2001:db8::1', port: 5060 }, 7, '2001:db8::1');
+    t.set('tcp', LO, NS, 'lo, TCP');
+    const at = (transport: 'udp' | 'tcp', ip: string, port: number, netns: number) => t.get(keys.find(transport, { ip, port }, netns));
+    expect(at('udp', '127.0.0.1', 5060, NS)).toBe('lo, host namespace');
+    expect(at('udp', '127.0.0.1', 5060, 7)).toBe('lo, namespace 7');
+    expect(at('udp', '127.0.0.1', 5060, 8)).toBeUndefined();
+    expect(at('udp', '127.0.0.1', 5061, NS)).toBeUndefined();
+    expect(at('tcp', '127.0.0.1', 5060, NS)).toBe('lo, TCP');
+    expect(at('udp', '::1', 5060, NS)).toBe('::1');
+    expect(at('udp', '::1', 5060, 7)).toBeUndefined();
+    // Other addresses are host-wide: the namespace does not matter.
+    expect(at('udp', '10.0.0.1', 5060, 9)).toBe('10.0.0.1');
+    expect(at('udp', '2001:db8::1', 5060, NS)).toBe('2001:db8::1');
+    expect(at('udp', '10.0.0.2', 5060, NS)).toBeUndefined();
+  });
+
+  it('bounded: past max the oldest entry goes; an address loses its id with its last entry, and a reused id names only its new address', () => {
+    const keys = new EndpointKeys();
+    const t = new EndpointTable<number>(keys, 2);
+    const a = { ip: '10.0.0.1', port: 1 };
+    const a2 = { ip: '10.0.0.1', port: 2 };
+    const b = { ip: '10.0.0.2', port: 1 };
+    t.set('udp', a, 0, 1);
+    t.set('udp', a2, 0, 2); // a's address: one id, two users
+    t.set('udp', a2, 0, 3); // replaced, not added
+    expect([t.size, keys.size]).toEqual([2, 1]);
+    t.set('udp', a, 0, 4); // already in: nothing goes
+    expect(t.get(keys.find('udp', a, 0))).toBe(4);
+    // Full: `a` (the oldest) goes; its address keeps its id for a2, which still uses it.
+    t.set('udp', b, 0, 5);
+    expect([t.get(keys.find('udp', a, 0)), t.get(keys.find('udp', a2, 0)), t.get(keys.find('udp', b, 0))]).toEqual([undefined, 3, 5]);
+    // a2 goes: 10.0.0.1 has no id left, and the id goes to the next new address.
+    t.set('udp', { ip: '10.0.0.3', port: 1 }, 0, 6);
+    expect(keys.find('udp', a2, 0)).toBeUndefined();
+    expect(keys.size).toBe(2);
+    expect(t.get(keys.find('udp', { ip: '10.0.0.3', port: 1 }, 0))).toBe(6);
+    // Its own last entry going when full: an address keeps the id it was given for the new one.
+    const oneKeys = new EndpointKeys();
+    const one = new EndpointTable<number>(oneKeys, 1);
+    one.set('udp', a, 0, 1);
+    one.set('udp', a2, 0, 2);
+    expect([one.size, one.get(oneKeys.find('udp', a2, 0)), oneKeys.size]).toEqual([1, 2, 1]);
+    t.deleteWhere(() => true);
+    expect([t.size, keys.size]).toEqual([0, 0]);
+  });
+
+  it('two tables share the ids: a key found once looks up both; an id stays while either uses it', () => {
+    const keys = new EndpointKeys();
+    const local = new EndpointTable<string>(keys, 10);
+    const remote = new EndpointTable<string>(keys, 10);
+    const e = { ip: '192.0.2.7', port: 5060 };
+    remote.set('udp', e, 0, 'remote');
+    const key = local.set('udp', e, 0, 'local');
+    remote.delete(key);
+    expect([local.get(keys.find('udp', e, 0)), remote.get(keys.find('udp', e, 0)), keys.size]).toEqual(['local', undefined, 1]);
+    local.delete(key);
+    expect(keys.size).toBe(0);
   });
 });
 

@@ -41,7 +41,7 @@ describe('HEPv3 against Kamailio siptrace', () => {
     const enc = new HepEncoder({ captureId: 2001 });
     for (const v of vectors) {
       const out = Buffer.alloc(70000);
-      const { length } = enc.encode(asMessage(decodeHep(v)), out, 0);
+      const length = enc.encode(asMessage(decodeHep(v)), out, 0);
       expect(out.subarray(0, length).toString('hex')).toBe(v.toString('hex'));
     }
   });
@@ -57,7 +57,7 @@ describe('HEPv3 encoder and strict decoder', () => {
     const enc = new HepEncoder({ captureId: 7, authKey: 'secret', nodeName: 'edge-1' });
     const payload = Buffer.from(Array.from({ length: 512 }, (_, i) => i & 0xff));
     const out = Buffer.alloc(2000);
-    const { length } = enc.encode({ ...base, family: 6, srcIp: '2001:db8::1', dstIp: '::1', payload, protoType: 56 }, out, 10);
+    const length = enc.encode({ ...base, family: 6, srcIp: '2001:db8::1', dstIp: '::1', payload, protoType: 56 }, out, 10);
     const p = decodeHep(out.subarray(10, 10 + length));
     expect(p).toMatchObject({ family: 10, srcIp: '2001:db8::1', dstIp: '::1', captureId: 7, authKey: 'secret', nodeName: 'edge-1', protoType: 56, tsSec: 1_795_457_364, tsUsec: 669_459 });
     expect(p.payload!.equals(payload)).toBe(true);
@@ -69,9 +69,9 @@ describe('HEPv3 encoder and strict decoder', () => {
     for (const correlationId of ['a84b4c76e66710@pc33.atlanta.example.com', 'café-☎-\u{1d11e}@x', 'lone \ud800 surrogate']) {
       const m = { ...base, correlationId };
       const fits = Buffer.alloc(MAX_PACKET - enc.overhead(m), 0x5a);
-      const r = enc.encode({ ...m, payload: fits }, out, 0);
-      expect([r.length, r.payloadBytes]).toEqual([MAX_PACKET, fits.length]);
-      const p = decodeHep(out.subarray(0, r.length));
+      const length = enc.encode({ ...m, payload: fits }, out, 0);
+      expect([length, enc.payloadBytes]).toEqual([MAX_PACKET, fits.length]);
+      const p = decodeHep(out.subarray(0, length));
       expect(p.correlationId).toBe(Buffer.from(correlationId).toString('utf8')); // a lone surrogate is U+FFFD, as Buffer.from makes it
       expect(p.payload!.equals(fits)).toBe(true);
     }
@@ -81,15 +81,15 @@ describe('HEPv3 encoder and strict decoder', () => {
     const enc = new HepEncoder({ captureId: 1 });
     const out = Buffer.alloc(70000);
     const payload = Buffer.alloc(65536, 0x41);
-    const r = enc.encode({ ...base, payload }, out, 0, MAX_UDP_PACKET);
-    expect(r.length).toBe(MAX_UDP_PACKET);
-    expect(r.payloadBytes).toBeLessThan(payload.length);
-    expect(decodeHep(out.subarray(0, r.length)).payload!.length).toBe(r.payloadBytes);
+    const length = enc.encode({ ...base, payload }, out, 0, MAX_UDP_PACKET);
+    expect(length).toBe(MAX_UDP_PACKET);
+    expect(enc.payloadBytes).toBeLessThan(payload.length);
+    expect(decodeHep(out.subarray(0, length)).payload!.length).toBe(enc.payloadBytes);
   });
 
   it('rejects truncated and malformed packets instead of returning partial fields', () => {
     const out = Buffer.alloc(1000);
-    const { length } = new HepEncoder({ captureId: 1 }).encode(base, out, 0);
+    const length = new HepEncoder({ captureId: 1 }).encode(base, out, 0);
     const good = out.subarray(0, length);
     for (const cut of [3, 6, 20, length - 1]) expect(() => decodeHep(good.subarray(0, cut))).toThrow(HepDecodeError);
     const badChunk = Buffer.from(good);
@@ -100,8 +100,9 @@ describe('HEPv3 encoder and strict decoder', () => {
 
   it('round-trips every IPv4 field', () => {
     const out = Buffer.alloc(1000);
-    const { length, payloadBytes } = new HepEncoder({ captureId: 0xfffffffe }).encode(base, out, 0);
-    expect(payloadBytes).toBe(base.payload.length);
+    const enc = new HepEncoder({ captureId: 0xfffffffe });
+    const length = enc.encode(base, out, 0);
+    expect(enc.payloadBytes).toBe(base.payload.length);
     const p = decodeHep(out.subarray(0, length));
     expect({ ...p, chunks: p.chunks.map((c) => c.type) }).toEqual({
       family: 2, ipProto: 6, srcIp: '10.1.2.3', dstIp: '192.0.2.9', srcPort: 5060, dstPort: 5080, tsSec: 1_795_457_364, tsUsec: 669_459,
@@ -115,19 +116,19 @@ describe('HEPv3 encoder and strict decoder', () => {
     const out = Buffer.alloc(MAX_PACKET);
     const fits = Buffer.alloc(MAX_PACKET - enc.overhead(base), 0x5a);
     const whole = enc.encode({ ...base, payload: fits }, out, 0);
-    expect([whole.length, whole.payloadBytes]).toEqual([MAX_PACKET, fits.length]);
-    expect(decodeHep(out.subarray(0, whole.length)).payload!.equals(fits)).toBe(true);
+    expect([whole, enc.payloadBytes]).toEqual([MAX_PACKET, fits.length]);
+    expect(decodeHep(out.subarray(0, whole)).payload!.equals(fits)).toBe(true);
     const big = Buffer.from(Array.from({ length: 65536 }, (_, i) => (i * 31) & 0xff));
     const cut = enc.encode({ ...base, payload: big }, out, 0);
-    expect(cut).toEqual({ length: MAX_PACKET, payloadBytes: fits.length });
-    const p = decodeHep(out.subarray(0, cut.length));
+    expect([cut, enc.payloadBytes]).toEqual([MAX_PACKET, fits.length]);
+    const p = decodeHep(out.subarray(0, cut));
     expect(p.payload!.equals(big.subarray(0, fits.length))).toBe(true);
     expect(p.nodeName).toBe('n');
   });
 
   it('rejects a packet cut at any byte, and bytes after its end', () => {
     const out = Buffer.alloc(1000);
-    const { length } = new HepEncoder({ captureId: 1, nodeName: 'node' }).encode(base, out, 0);
+    const length = new HepEncoder({ captureId: 1, nodeName: 'node' }).encode(base, out, 0);
     const good = Buffer.from(out.subarray(0, length));
     expect(decodeHep(good).nodeName).toBe('node');
     for (let cut = 0; cut < length; cut++) expect(() => decodeHep(good.subarray(0, cut)), `cut at ${cut}`).toThrow(HepDecodeError);
@@ -141,7 +142,7 @@ describe('HEPv3 encoder and strict decoder', () => {
 
   it('keeps chunks it does not know, vendor chunks included, in order', () => {
     const out = Buffer.alloc(1000);
-    let { length } = new HepEncoder({ captureId: 1 }).encode(base, out, 0);
+    let length = new HepEncoder({ captureId: 1 }).encode(base, out, 0);
     const extra = Buffer.from([0x00, 0x00, 0x00, 0x26, 0x00, 0x09, 0x61, 0x3d, 0x62, 0x00, 0x48, 0x00, 0x01, 0x00, 0x07, 0x2a]);
     extra.copy(out, length);
     length += extra.length;
@@ -153,7 +154,7 @@ describe('HEPv3 encoder and strict decoder', () => {
 
   it('agrees with hep-js on IPv4 SIP', () => {
     const out = Buffer.alloc(1000);
-    const { length } = new HepEncoder({ captureId: 2001 }).encode(base, out, 0);
+    const length = new HepEncoder({ captureId: 2001 }).encode(base, out, 0);
     const { rcinfo, payload } = hepjs.decapsulate(out.subarray(0, length));
     expect(rcinfo).toMatchObject({ protocolFamily: 2, protocol: 6, srcIp: '10.1.2.3', dstIp: '192.0.2.9', srcPort: 5060, dstPort: 5080, payloadType: 1, captureId: 2001, correlation_id: 'abc@x' });
     expect(payload).toBe(base.payload.toString());
@@ -162,7 +163,7 @@ describe('HEPv3 encoder and strict decoder', () => {
   it('splits a TCP stream at packet boundaries, keeping a partial packet', () => {
     const enc = new HepEncoder({ captureId: 1 });
     const a = Buffer.alloc(500);
-    const n = enc.encode(base, a, 0).length;
+    const n = enc.encode(base, a, 0);
     const stream = Buffer.concat([a.subarray(0, n), a.subarray(0, n), a.subarray(0, 10)]);
     const got: Buffer[] = [];
     expect(splitHepStream(stream, (p) => got.push(p))).toBe(2 * n);

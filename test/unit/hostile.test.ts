@@ -84,7 +84,7 @@ describe('bounded text chunks', () => {
     const enc = new HepEncoder({ captureId: 1 });
     const out = Buffer.alloc(65535);
     const payload = Buffer.alloc(1000, 0x41);
-    const { length } = enc.encode(
+    const length = enc.encode(
       { family: 4, ipProto: 6, srcIp: '127.0.0.1', dstIp: '127.0.0.1', srcPort: 1, dstPort: 2, timeUs: 1, protoType: 1, correlationId: boundedText('x'.repeat(70_000)), payload, nodeName: name },
       out, 0, 65507,
     );

@@ -57,6 +57,44 @@ describe('ring-buffer records', () => {
     expect(decodeOne(encodeRecord({ comm: 'abcdefghijklmnop', data: sipMessage('c') })).seen[0].comm).toBe('abcdefghijklmnop');
   });
 
+  it('the text and ids records repeat are cached by value: more distinct values than the caches hold, each decoded right every time', () => {
+    const n = 20_000; // several times the caches' slots: values share slots and take them from each other
+    const hi = (i: number) => (i >> 8) & 0xff;
+    const lo = (i: number) => i & 0xff;
+    // IPv4, IPv4-mapped IPv6 (a dual-stack socket), and IPv6, in turn
+    const addresses = (i: number) =>
+      i % 3 === 0
+        ? { family: 2 as const, localAddr: [10, 0, hi(i), lo(i)], remoteAddr: [203, 0, 113, lo(i)], text: [`10.0.${hi(i)}.${lo(i)}`, `203.0.113.${lo(i)}`] }
+        : i % 3 === 1
+          ? { family: 10 as const, localAddr: mapped(10, 1, hi(i), lo(i)), remoteAddr: mapped(198, 51, 100, lo(i)), text: [`10.1.${hi(i)}.${lo(i)}`, `198.51.100.${lo(i)}`] }
+          : {
+              family: 10 as const,
+              localAddr: [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, hi(i), lo(i)],
+              remoteAddr: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, hi(i), lo(i)],
+              text: [`2001:db8:1::${(i & 0xffff).toString(16)}`, `2001:db8::${(i & 0xffff).toString(16)}`],
+            };
+    const spec = (i: number) => ({
+      cgroupId: BigInt(i + 1),
+      sockId: 0xffff888000000000n + BigInt(i) * 0x800n,
+      tlsId: i % 4 ? 0n : (BigInt(i) << 40n) | 7n,
+      comm: `worker-${i % 5000}`,
+      data: sipMessage('x'),
+      ...addresses(i),
+    });
+    const records = Array.from({ length: n }, (_, i) => encodeRecord(spec(i)));
+    let wrong = 0;
+    for (const step of [1, 7]) {
+      for (let i = 0; i < n; i += step) {
+        decodeBatch(batchOf([records[i]]), (r) => {
+          const s = spec(i);
+          const got = [r.cgroupId, r.sockId, r.tlsId, r.localAddr(), r.remoteAddr(), r.comm()];
+          if (got.join() !== [s.cgroupId, s.sockId, s.tlsId, ...s.text, s.comm].join()) wrong++;
+        });
+      }
+    }
+    expect(wrong).toBe(0);
+  });
+
   it('formats IPv6 per RFC 5952 and folds IPv4-mapped addresses of dual-stack sockets to IPv4', () => {
     const v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0x0a];
     expect(decodeOne(encodeRecord({ family: 10, localAddr: v6, remoteAddr: [...Array(15).fill(0), 1], data: sipMessage('6') })).seen[0]).toMatchObject({ ipVersion: 6, local: '2001:db8::1:0:0:a', remote: '::1' });
