@@ -14,6 +14,16 @@ export interface SipInfo {
   summary: string;
 }
 
+/**
+ * `INVITE sip:bob@x` or `200 OK`: the start line without its SIP version, made when asked (tail and
+ * the control socket show it; HEP does not).
+ */
+export function sipSummary(sip: SipInfo): string {
+  if (sip.method !== undefined) return `${sip.method} ${sip.requestUri}`;
+  const code = String(sip.statusCode).padStart(3, '0'); // the three digits as they were: 099 too
+  return sip.reason ? `${code} ${sip.reason}` : code;
+}
+
 const LF = 0x0a;
 const CR = 0x0d;
 const MAX_SCAN = 16 * 1024; // headers that matter sit near the top; bodies are never scanned
