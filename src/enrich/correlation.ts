@@ -248,13 +248,13 @@ export class Correlator {
   private callIdOf(d: DiameterInfo, now: bigint): string | undefined {
     const charging = find3gpp(d.avps, 505) ?? find3gpp(d.avps, 841); // AF-Charging-Identifier, IMS-Charging-Identifier
     if (charging) {
-      const hit = this.icids.get(boundedText(charging.data.toString('latin1')), now);
+      const hit = this.icids.get(boundedText(charging.text('latin1')), now);
       if (hit) return hit;
     }
     if (d.applicationId === APP_CX || d.applicationId === APP_SH) {
       const userName = findAvp(d.avps, 1);
       for (const a of userName ? [...findAllAvps(d.avps, 601, VENDOR_3GPP), userName] : findAllAvps(d.avps, 601, VENDOR_3GPP)) {
-        const hit = this.registering.get(identityKey(a.data.toString('utf8')), now);
+        const hit = this.registering.get(identityKey(a.text('utf8')), now);
         if (hit) return hit;
       }
     }
