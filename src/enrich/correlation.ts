@@ -252,8 +252,10 @@ export class Correlator {
       if (hit) return hit;
     }
     if (d.applicationId === APP_CX || d.applicationId === APP_SH) {
+      const users = findAllAvps(d.avps, 601, VENDOR_3GPP);
       const userName = findAvp(d.avps, 1);
-      for (const a of userName ? [...findAllAvps(d.avps, 601, VENDOR_3GPP), userName] : findAllAvps(d.avps, 601, VENDOR_3GPP)) {
+      if (userName) users.push(userName);
+      for (const a of users) {
         const hit = this.registering.get(identityKey(a.text('utf8')), now);
         if (hit) return hit;
       }
