@@ -12,7 +12,7 @@ import { StreamAssembler } from './stream/assembler.js';
 import { LocalDedup } from './stream/dedup.js';
 import { TRANSPORTS, transportIndex, type Message, type ReceiverCopy, type Transport } from './stream/message.js';
 import { parseSip } from './protocols/sip.js';
-import { diameterSummary, parseDiameter } from './protocols/diameter.js';
+import { parseDiameter } from './protocols/diameter.js';
 import { Correlator, type OperatorKey } from './enrich/correlation.js';
 import { ConnectionEvents } from './enrich/connection-events.js';
 import { redactDiameter, redactSip } from './enrich/redact.js';
@@ -212,7 +212,7 @@ export class Agent {
     if (masked) this.redacted++;
     this.countForwarded(message);
     const wallUs = this.clock.toWallMicros(message.tsNs);
-    this.attribution.submit({ message, payload: masked ?? message.payload, sip, summary: sip.summary, wallUs, correlationId, container: null, peerContainer: null });
+    this.attribution.submit({ message, payload: masked ?? message.payload, sip, wallUs, correlationId, container: null, peerContainer: null });
   }
 
   private onDiameter(message: Message): void {
@@ -236,7 +236,7 @@ export class Agent {
     this.countForwarded(message);
     const wallUs = this.clock.toWallMicros(message.tsNs);
     this.attribution.submit({
-      message, payload, diameter, summary: diameterSummary(diameter, latencyMs), wallUs, correlationId: id, container: null, peerContainer: null,
+      message, payload, diameter, latencyMs, wallUs, correlationId: id, container: null, peerContainer: null,
     });
   }
 

@@ -1,6 +1,6 @@
 import type { Message } from '../stream/message.js';
-import type { SipInfo } from '../protocols/sip.js';
-import type { DiameterInfo } from '../protocols/diameter.js';
+import { sipSummary, type SipInfo } from '../protocols/sip.js';
+import { diameterSummary, type DiameterInfo } from '../protocols/diameter.js';
 import type { ContainerIdentity } from './containers.js';
 import type { ConnectionEvent } from './connection-events.js';
 
@@ -14,11 +14,19 @@ export interface CaptureEvent {
   diameter?: DiameterInfo;
   /** A connection event, not a message: `payload` is its JSON, `message` its connection. */
   connection?: ConnectionEvent;
-  summary: string;
+  /** A Diameter answer whose request was seen: milliseconds between them. */
+  latencyMs?: number;
+  /** What tail shows of it, when its source wrote it; else eventSummary() makes it from `sip` or `diameter`. */
+  summary?: string;
   wallUs: number;
   correlationId: string;
   /** The process that sent it, where it was seen sending, else the receiver (null: a host process). Set before the sink sees it. */
   container: ContainerIdentity | null;
   /** The other end, when it is on this host too. */
   peerContainer: ContainerIdentity | null;
+}
+
+/** `INVITE sip:bob@x`, `200 OK`, `AAA 2001 (12 ms)`: made when a sink asks, as HEP never does. */
+export function eventSummary(ev: CaptureEvent): string {
+  return ev.summary ?? (ev.sip ? sipSummary(ev.sip) : ev.diameter ? diameterSummary(ev.diameter, ev.latencyMs) : '');
 }

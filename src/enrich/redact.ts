@@ -37,7 +37,7 @@ export function redactDiameter(payload: Buffer, avps: Avp[]): Buffer | undefined
   const secrets = collectSecrets(avps, []);
   if (secrets.length === 0) return undefined;
   const copy = Buffer.from(payload);
-  for (const a of secrets) copy.fill(MASK, a.dataOffset, a.dataOffset + a.data.length);
+  for (const a of secrets) copy.fill(MASK, a.dataOffset, a.dataOffset + a.dataLength);
   return copy;
 }
 

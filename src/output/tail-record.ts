@@ -1,4 +1,4 @@
-import type { CaptureEvent } from '../enrich/event.js';
+import { eventSummary, type CaptureEvent } from '../enrich/event.js';
 import type { ContainerIdentity } from '../enrich/containers.js';
 import type { ContainerFieldsWire, TailEventFields } from './tail-protocol.js';
 
@@ -55,7 +55,7 @@ export function toTailEvent(ev: CaptureEvent): TailEventFields {
     comm: m.comm,
     cgroupId: m.cgroupId.toString(),
     correlationId: ev.correlationId,
-    summary: ev.summary,
+    summary: eventSummary(ev),
     callId: ev.sip?.callId ?? (ev.connection ? ev.correlationId : undefined),
     sessionId: ev.diameter?.sessionId,
     cseqMethod: ev.sip?.cseqMethod,

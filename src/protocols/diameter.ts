@@ -134,16 +134,36 @@ const FLAG_VENDOR = 0x80;
 const FLAG_MANDATORY = 0x40;
 const FLAG_PROTECTED = 0x20;
 
-export interface Avp {
-  code: number;
-  vendorId: number;
-  flags: number;
-  /** The value bytes (without padding): a view into the message, valid only while it is. */
-  data: Buffer;
-  /** Offset of `data` in the message. */
-  dataOffset: number;
+/** One AVP of a parsed message: its header, and where its value is in the message. */
+export class Avp {
   /** Children of a grouped AVP that decoded. */
-  avps?: Avp[];
+  avps?: Avp[] = undefined;
+
+  constructor(
+    readonly code: number,
+    readonly vendorId: number,
+    readonly flags: number,
+    /** The message it is in. */
+    readonly message: Buffer,
+    /** Offset of its value in the message. */
+    readonly dataOffset: number,
+    /** Length of its value, without padding. */
+    readonly dataLength: number,
+  ) {}
+
+  /**
+   * The value bytes: a view into the message, valid only while it is. Made when asked: a view per
+   * AVP was most of what parsing a message allocated, and most values are only written out as JSON,
+   * from the message itself.
+   */
+  get data(): Buffer {
+    return this.message.subarray(this.dataOffset, this.dataOffset + this.dataLength);
+  }
+
+  /** The value as text. */
+  text(encoding: 'utf8' | 'latin1'): string {
+    return this.message.toString(encoding, this.dataOffset, this.dataOffset + this.dataLength);
+  }
 }
 
 export interface DiameterInfo {
@@ -196,9 +216,9 @@ export function parseDiameter(buf: Buffer): DiameterInfo | null {
     application: APPLICATIONS.get(applicationId) ?? String(applicationId),
   };
   const sid = findAvp(avps, 263);
-  if (sid) info.sessionId = sid.data.toString('utf8');
+  if (sid) info.sessionId = sid.text('utf8');
   const rc = findAvp(avps, 268) ?? findAvp(avps, 298);
-  if (rc && rc.data.length === 4) info.resultCode = rc.data.readUInt32BE(0);
+  if (rc && rc.dataLength === 4) info.resultCode = buf.readUInt32BE(rc.dataOffset);
   return info;
 }
 
@@ -219,7 +239,7 @@ function parseAvps(buf: Buffer, from: number, end: number, depth: number, state:
       break;
     }
     const vendorId = head === 12 ? buf.readUInt32BE(p + 8) : 0;
-    const avp: Avp = { code, vendorId, flags, data: buf.subarray(p + head, p + len), dataOffset: p + head };
+    const avp = new Avp(code, vendorId, flags, buf, p + head, len - head);
     if (AVPS.get(avpKey(code, vendorId))?.type === 'grouped') {
       if (depth + 1 >= MAX_GROUP_DEPTH) state.malformed = `grouped AVP ${code} nested deeper than ${MAX_GROUP_DEPTH}`;
       else avp.avps = parseAvps(buf, p + head, p + len, depth + 1, state);
@@ -331,32 +351,32 @@ class JsonBytes {
   }
 
   /**
-   * The JSON string of UTF-8 bytes: the bytes themselves when valid and free of what JSON escapes
-   * (quote, backslash, control characters); else through a string, as any text.
+   * The JSON string of the UTF-8 bytes src[from..to): the bytes themselves when valid and free of
+   * what JSON escapes (quote, backslash, control characters); else through a string, as any text.
    */
-  utf8(data: Buffer): void {
+  utf8(src: Buffer, from: number, to: number): void {
     let plain = true;
     let checked = false; // whether the bytes are known to be valid UTF-8 (looked at once, at the first non-ASCII byte)
-    for (let i = 0; i < data.length && plain; i++) {
-      const c = data[i];
+    for (let i = from; i < to && plain; i++) {
+      const c = src[i];
       if (c < 0x20 || c === 0x22 || c === 0x5c) plain = false;
-      else if (c >= 0x80 && !checked) plain = checked = isUtf8(data);
+      else if (c >= 0x80 && !checked) plain = checked = isUtf8(src.subarray(from, to));
     }
-    if (!plain) return this.string(data.toString('utf8'));
-    this.room(data.length + 2);
+    if (!plain) return this.string(src.toString('utf8', from, to));
+    this.room(to - from + 2);
     this.buf[this.length++] = 0x22;
-    if (data.length > 64) this.length += data.copy(this.buf, this.length);
-    else for (let i = 0; i < data.length; i++) this.buf[this.length++] = data[i];
+    if (to - from > 64) this.length += src.copy(this.buf, this.length, from, to);
+    else for (let i = from; i < to; i++) this.buf[this.length++] = src[i];
     this.buf[this.length++] = 0x22;
   }
 
-  /** A JSON string of the bytes in lower-case hex. */
-  hex(data: Buffer): void {
-    this.room(2 * data.length + 2);
+  /** A JSON string of the bytes src[from..to) in lower-case hex. */
+  hex(src: Buffer, from: number, to: number): void {
+    this.room(2 * (to - from) + 2);
     this.buf[this.length++] = 0x22;
-    for (const b of data) {
-      this.buf[this.length++] = HEX_DIGITS[b >> 4];
-      this.buf[this.length++] = HEX_DIGITS[b & 15];
+    for (let i = from; i < to; i++) {
+      this.buf[this.length++] = HEX_DIGITS[src[i] >> 4];
+      this.buf[this.length++] = HEX_DIGITS[src[i] & 15];
     }
     this.buf[this.length++] = 0x22;
   }
@@ -433,9 +453,9 @@ function avpsJson(avps: Avp[]): void {
     if (a.avps) {
       json.raw(',"avps":');
       avpsJson(a.avps);
-    } else if (!(def && typedValue(def.type, a.data))) {
+    } else if (!(def && typedValue(def.type, a))) {
       json.raw(',"hex":');
-      json.hex(a.data);
+      json.hex(a.message, a.dataOffset, a.dataOffset + a.dataLength);
     }
     json.raw('}');
   }
@@ -446,35 +466,36 @@ function avpsJson(avps: Avp[]): void {
 const NTP_EPOCH_OFFSET = 2208988800;
 
 /** Writes an AVP's value as its type shows it (`,"value":...`); false when its data does not fit the type (then shown as hex). */
-function typedValue(type: AvpType, data: Buffer): boolean {
+function typedValue(type: AvpType, a: Avp): boolean {
+  const { message: m, dataOffset: at, dataLength: n } = a;
   switch (type) {
     case 'utf8':
       json.raw(',"value":');
-      json.utf8(data);
+      json.utf8(m, at, at + n);
       return true;
     case 'u32':
     case 'i32':
-      if (data.length !== 4) return false;
+      if (n !== 4) return false;
       json.raw(',"value":');
-      json.int(type === 'u32' ? data.readUInt32BE(0) : data.readInt32BE(0));
+      json.int(type === 'u32' ? m.readUInt32BE(at) : m.readInt32BE(at));
       return true;
     case 'u64': {
-      if (data.length !== 8) return false;
-      const v = data.readBigUInt64BE(0);
+      if (n !== 8) return false;
+      const v = m.readBigUInt64BE(at);
       json.raw(',"value":');
       if (v <= BigInt(Number.MAX_SAFE_INTEGER)) json.int(Number(v));
       else json.string(v.toString());
       return true;
     }
     case 'time':
-      if (data.length !== 4) return false;
+      if (n !== 4) return false;
       json.raw(',"value":');
-      json.string(new Date((data.readUInt32BE(0) - NTP_EPOCH_OFFSET) * 1000).toISOString());
+      json.string(new Date((m.readUInt32BE(at) - NTP_EPOCH_OFFSET) * 1000).toISOString());
       return true;
     case 'address':
-      if (data.length !== 6 || data.readUInt16BE(0) !== 1) return false;
+      if (n !== 6 || m.readUInt16BE(at) !== 1) return false;
       json.raw(',"value":');
-      json.string([...data.subarray(2)].join('.'));
+      json.string(`${m[at + 2]}.${m[at + 3]}.${m[at + 4]}.${m[at + 5]}`);
       return true;
     default:
       return false;

@@ -10,8 +10,16 @@ export interface SipInfo {
   contentLength?: number;
   /** The icid-value of its P-Charging-Vector (RFC 7315): the IMS charging id Diameter messages carry too. */
   icid?: string;
-  /** `INVITE sip:bob@x` or `200 OK` */
-  summary: string;
+}
+
+/**
+ * `INVITE sip:bob@x` or `200 OK`: the start line without its SIP version, made when asked (tail and
+ * the control socket show it; HEP does not).
+ */
+export function sipSummary(sip: SipInfo): string {
+  if (sip.method !== undefined) return `${sip.method} ${sip.requestUri}`;
+  const code = String(sip.statusCode).padStart(3, '0'); // the three digits as they were: 099 too
+  return sip.reason ? `${code} ${sip.reason}` : code;
 }
 
 const LF = 0x0a;
@@ -256,6 +264,25 @@ function methodName(buf: Buffer, from: number, to: number): string {
   return buf.toString('latin1', from, to);
 }
 
+/** Reason phrases of RFC 3261 section 21 by status code: a response that uses its code's makes no string for it. */
+const REASONS = new Map<number, string>([
+  [100, 'Trying'], [180, 'Ringing'], [181, 'Call Is Being Forwarded'], [182, 'Queued'], [183, 'Session Progress'],
+  [200, 'OK'], [202, 'Accepted'], [401, 'Unauthorized'], [403, 'Forbidden'], [404, 'Not Found'], [407, 'Proxy Authentication Required'],
+  [408, 'Request Timeout'], [480, 'Temporarily Unavailable'], [481, 'Call/Transaction Does Not Exist'], [486, 'Busy Here'],
+  [487, 'Request Terminated'], [488, 'Not Acceptable Here'], [500, 'Server Internal Error'], [503, 'Service Unavailable'], [603, 'Decline'],
+]);
+
+/** The reason phrase buf[from..to) of a `code` response: REASONS' string when it is its code's, else its text. */
+function reasonPhrase(buf: Buffer, from: number, to: number, code: number): string {
+  const r = REASONS.get(code);
+  if (r !== undefined && r.length === to - from) {
+    let i = 0;
+    while (i < r.length && buf[from + i] === r.charCodeAt(i)) i++;
+    if (i === r.length) return r;
+  }
+  return buf.toString('latin1', from, to);
+}
+
 /** The number buf[from..to) holds once trimmed as .trim() trims, if it is digits only (what /^\d+$/ accepts); else -1. No string. */
 function digitsIn(buf: Buffer, from: number, to: number): number {
   from = skipSpace(buf, from, to);
@@ -299,8 +326,8 @@ const SP_SIP_VERSION = Buffer.from(' SIP/2.0');
 
 /**
  * The start line buf[0..end) (no trailing blanks), checked byte by byte: what /^SIP\/2\.0 (\d{3})(?: (.*))?$/
- * and /^([A-Z]+) (\S+) SIP\/2\.0$/ accept, without their match arrays. Its text is made once, for
- * the summary; the reason and request-URI are slices of it.
+ * and /^([A-Z]+) (\S+) SIP\/2\.0$/ accept, without their match arrays. Of its text only the
+ * request-URI, or a reason phrase not in REASONS, becomes a string.
  */
 function parseStartLine(buf: Buffer, end: number, info: SipInfo): boolean {
   if (end >= SIP_VERSION_SP.length && bytesAt(buf, 0, SIP_VERSION_SP)) {
@@ -310,8 +337,7 @@ function parseStartLine(buf: Buffer, end: number, info: SipInfo): boolean {
       for (let i = 12; i < end; i++) if (buf[i] === CR) return false; // `.` matches neither CR nor LF (none left)
     }
     info.statusCode = (buf[8] - 0x30) * 100 + (buf[9] - 0x30) * 10 + (buf[10] - 0x30);
-    info.summary = buf.toString('latin1', 8, end);
-    info.reason = end > 11 ? info.summary.slice(4) : '';
+    info.reason = end > 11 ? reasonPhrase(buf, 12, end, info.statusCode) : '';
     return true;
   }
   let space = 0;
@@ -321,8 +347,7 @@ function parseStartLine(buf: Buffer, end: number, info: SipInfo): boolean {
   const uriEnd = end - SP_SIP_VERSION.length;
   for (let i = space + 1; i < uriEnd; i++) if (isSpace(buf[i])) return false;
   info.method = methodName(buf, 0, space); // no string per message for a known method
-  info.summary = buf.toString('latin1', 0, uriEnd);
-  info.requestUri = info.summary.slice(space + 1);
+  info.requestUri = buf.toString('latin1', space + 1, uriEnd);
   return true;
 }
 
@@ -341,7 +366,7 @@ export function parseSip(buf: Buffer, headerLines?: HeaderLines): SipInfo | null
   // Every field set, in one order: one object shape for every message, for the stages that read it.
   const info: SipInfo = {
     method: undefined, requestUri: undefined, statusCode: undefined, reason: undefined, callId: undefined,
-    cseqNumber: undefined, cseqMethod: undefined, contentLength: undefined, icid: undefined, summary: '',
+    cseqNumber: undefined, cseqMethod: undefined, contentLength: undefined, icid: undefined,
   };
   // The start line without trailing whitespace, as .trimEnd() cuts it.
   if (!parseStartLine(buf, cutSpace(buf, 0, firstEnd < 0 ? Math.min(buf.length, 512) : firstEnd), info)) return null;

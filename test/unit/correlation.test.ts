@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { correlationHeader, correlationRegex, Correlator, identityKey, REGEX_SCAN_BYTES } from '../../src/enrich/correlation.js';
 import { redactDiameter, redactSip } from '../../src/enrich/redact.js';
 import { parseDiameter } from '../../src/protocols/diameter.js';
@@ -101,6 +102,22 @@ describe('correlation ids', () => {
   it('identities compare without scheme, brackets, parameters or case', () => {
     expect(identityKey(' <sip:Alice@IMS.test;transport=tcp>;tag=1')).toBe('alice@ims.test');
     expect(identityKey('tel:+123')).toBe('+123');
+  });
+
+  it('reads an identity as the regexes it replaced did, whatever the text', () => {
+    const byRegex = (id: string) => {
+      let s = id.trim();
+      const lt = s.indexOf('<');
+      if (lt >= 0) s = s.slice(lt + 1, s.indexOf('>', lt) >>> 0);
+      s = s.replace(/^(?:sips?|tel):/i, '');
+      const semi = s.search(/[;?>]/);
+      return (semi >= 0 ? s.slice(0, semi) : s).toLowerCase();
+    };
+    const pieces = ['sip:', 'SIP:', 'sips:', 'SiPs:', 'sipx:', 'sip', 'tel:', 'TEL:', 'te:', ':', 's', 'S', 'ſ', 'K', '<', '>', ';', '?', ' ', '\t', '\u00a0', 'a', 'B', '@', 'é', '\u0131'];
+    fc.assert(fc.property(fc.array(fc.constantFrom(...pieces), { maxLength: 12 }), (parts) => {
+      const id = parts.join('');
+      expect(identityKey(id)).toBe(byRegex(id));
+    }), { numRuns: 20000 });
   });
 });
 

@@ -28,18 +28,39 @@ describe('expiring map', () => {
     expect([m.get('b', 0), m.size, m.evicted]).toEqual([2, 3, 2]);
   });
 
-  it('setting an entry to what it holds leaves it as it is, in its place; a new value or deadline replaces it, now the most recent', () => {
+  it('setting an entry to what it holds leaves it as it is, in its place; a new value or deadline updates it, now the most recent', () => {
     const m = new ExpiringMap<string, number>(2);
     const a = m.set('a', 'A', 10);
     m.set('b', 'B', 10);
     expect(m.set('a', 'A', 10)).toBe(a);
     m.set('c', 'C', 10); // a is still the least recently set
     expect([m.get('a', 0), m.get('b', 0), m.evicted]).toEqual([undefined, 'B', 1]);
-    const b = m.set('b', 'B', 20); // a later deadline: a new entry, now after c
-    expect(b).not.toBe(m.set('b', 'B', 10));
-    expect(m.set('b', 'X', 10)).not.toBe(m.set('b', 'B', 10));
+    const b = m.set('b', 'B', 20); // a later deadline: now after c
+    expect(b).toEqual({ value: 'B', until: 20 });
+    expect(m.set('b', 'X', 30)).toBe(b); // the most recent already: updated where it is
+    expect(b).toEqual({ value: 'X', until: 30 });
     m.set('d', 'D', 10);
-    expect([m.get('c', 0), m.get('b', 0), m.get('d', 0), m.evicted]).toEqual([undefined, 'B', 'D', 2]);
+    expect([m.get('c', 0), m.get('b', 0), m.get('d', 0), m.evicted]).toEqual([undefined, 'X', 'D', 2]);
+    // b, now the least recent, is set again: it moves after d, which goes next
+    m.set('b', 'B', 40);
+    m.set('e', 'E', 10);
+    expect([m.get('d', 0), m.get('b', 39), m.get('b', 41), m.get('e', 0), m.evicted]).toEqual([undefined, 'B', undefined, 'E', 3]);
+  });
+
+  it('an entry taken, expired or evicted and set again is a new one, at the end of the order', () => {
+    const m = new ExpiringMap<string, number>(2);
+    const a = m.set('a', 'A', 10);
+    m.take('a', 0);
+    const again = m.set('a', 'A', 20);
+    expect(again).not.toBe(a);
+    m.set('b', 'B', 10);
+    m.set('a', 'A', 30); // a is not the most recent: it moves after b
+    m.set('c', 'C', 10);
+    expect([m.get('b', 0), m.get('a', 0), m.get('c', 0), m.evicted]).toEqual([undefined, 'A', 'C', 1]);
+    m.get('c', 11); // expired: dropped
+    m.set('a', 'A', 40); // c, set last, is gone: a moves to the end (of one entry), and d evicts nothing
+    m.set('d', 'D', 10);
+    expect([m.get('a', 0), m.get('d', 0), m.size, m.evicted]).toEqual(['A', 'D', 2, 1]);
   });
 
   it('sweep drops expired entries from the front, stopping at the first live one', () => {

@@ -7,6 +7,7 @@ import { HepForwarder } from '../../src/output/hep-forwarder.js';
 import { NodeNameTemplate } from '../../src/output/node-name.js';
 import { aaa, aar, invite, maa, memoryContainers, memorySender, ok, PCSCF, Recorder, record, SCSCF } from '../../bench/traffic.js';
 import { L7_SIP } from '../../src/capture/record.js';
+import { eventSummary, type CaptureEvent } from '../../src/enrich/event.js';
 
 /** The recorded INVITE with its SDES key masked, spelt out here rather than by the redaction code. */
 const maskedInvite = (callId: string, icid: string) => {
@@ -24,7 +25,12 @@ describe('the composition root over recorded records (no kernel)', () => {
     const packets: Buffer[] = [];
     const forwarder = new HepForwarder([memorySender(packets)], { captureId: 2001 }, { diameterPayload: 'raw', nodeName: new NodeNameTemplate('{project}/{container}') });
     const source = new ReplaySource();
-    const agent = new Agent({ source, log: pino({ level: 'silent' }), containers: memoryContainers(), sink: (ev) => forwarder.forward(ev) });
+    const summaries: string[] = [];
+    const sink = (ev: CaptureEvent) => {
+      summaries.push(eventSummary(ev));
+      forwarder.forward(ev);
+    };
+    const agent = new Agent({ source, log: pino({ level: 'silent' }), containers: memoryContainers(), sink });
     await agent.start();
     for (const batch of rec.batches(3)) source.replay(batch);
     // Names come from the (in-memory) runtime asynchronously; the hold releases each message once they are known.
@@ -52,6 +58,8 @@ describe('the composition root over recorded records (no kernel)', () => {
       // The Cx answer's authentication vector is masked ('X' = 0x58), its length fields untouched.
       { at: 90, family: 2, ipProto: 6, src: '127.0.0.1:3868', dst: '127.0.0.1:40000', protoType: 56, captureId: 2001, correlationId: 'pcscf.ims.test;0;cx', nodeName: 'ims/scscf', payload: maa('pcscf.ims.test;0;cx', 2, 0x58).toString('latin1'), chunks: [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 17, 15, 19] },
     ]);
+    // What tail shows of each: the AAA answers its AAR 30 µs later.
+    expect(summaries).toEqual(['INVITE sip:bob@ims.test', '200 OK', 'AAR Rx', 'AAA 2001 (0 ms)', 'MAA 2001']);
     expect(agent.stats()).toMatchObject({ forwarded: 5, duplicates: 5, redacted: 2, notSip: 0, notDiameter: 0, containers: { unnamed: 0, counterpartMissed: 0 } });
   });
 

@@ -2,12 +2,12 @@ import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Selection, sipIdentities, type Selectable, type SelectionOptions } from '../../src/enrich/selection.js';
-import { parseSip } from '../../src/protocols/sip.js';
+import { parseSip, sipSummary } from '../../src/protocols/sip.js';
 import { addSelectionOptions } from '../../src/cli/selection-options.js';
 import { applyConfig } from '../../src/cli/config.js';
 import { Agent } from '../../src/agent.js';
 import { ReplaySource } from '../../src/capture/replay.js';
-import type { CaptureEvent } from '../../src/enrich/event.js';
+import { eventSummary, type CaptureEvent } from '../../src/enrich/event.js';
 import { memoryContainers, PCSCF, Recorder, SCSCF } from '../../bench/traffic.js';
 import { diameterMessage } from '../helpers/diameter.js';
 
@@ -61,7 +61,7 @@ const options = (method: string, callId: string, t = 0) => [
 /** Which of `msgs` are selected, as "index:summary". */
 function selected(o: SelectionOptions, msgs: Selectable[]): string[] {
   const s = new Selection(o);
-  return msgs.flatMap((m, i) => (s.select(m) ? [`${i}:${m.sip ? m.sip.summary.split(' ')[0] : 'diameter'}`] : []));
+  return msgs.flatMap((m, i) => (s.select(m) ? [`${i}:${m.sip ? sipSummary(m.sip).split(' ')[0] : 'diameter'}`] : []));
 }
 
 describe('selection (src/enrich/selection.ts)', () => {
@@ -203,7 +203,7 @@ describe('selection (src/enrich/selection.ts)', () => {
     await agent.start();
     for (const batch of rec.batches()) source.replay(batch);
     await agent.stop();
-    expect(got.map((e) => `${e.summary.split(' ')[0]} ${e.correlationId}`)).toEqual(['INVITE call-1', 'AAR call-1']);
+    expect(got.map((e) => `${eventSummary(e).split(' ')[0]} ${e.correlationId}`)).toEqual(['INVITE call-1', 'AAR call-1']);
     expect(agent.stats()).toMatchObject({ forwarded: 2, selection: { filtered: { selection: 1, container: 0 }, entries: 1 } });
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseSip, type HeaderLines } from '../../src/protocols/sip.js';
+import { parseSip, sipSummary, type HeaderLines } from '../../src/protocols/sip.js';
 import { SipFramer } from '../../src/stream/sip-framer.js';
 
 const sip = (s: string) => Buffer.from(s.replace(/\n/g, '\r\n'), 'latin1');
@@ -8,18 +8,28 @@ describe('SIP parsing for routing', () => {
   it('reads a request: method, URI, Call-ID, CSeq, Content-Length, summary', () => {
     const m = sip('INVITE sip:bob@biloxi.example.com SIP/2.0\nVia: SIP/2.0/UDP pc33;branch=z9hG4bK776\nCall-ID: a84b4c76e66710@pc33\nCSeq: 314159 INVITE\nContent-Length: 4\n\nv=0\n');
     expect(parseSip(m)).toEqual({
-      method: 'INVITE', requestUri: 'sip:bob@biloxi.example.com', callId: 'a84b4c76e66710@pc33', cseqNumber: 314159, cseqMethod: 'INVITE', contentLength: 4, summary: 'INVITE sip:bob@biloxi.example.com',
+      method: 'INVITE', requestUri: 'sip:bob@biloxi.example.com', callId: 'a84b4c76e66710@pc33', cseqNumber: 314159, cseqMethod: 'INVITE', contentLength: 4,
     });
+    expect(sipSummary(parseSip(m)!)).toBe('INVITE sip:bob@biloxi.example.com');
   });
 
   it('reads a response and compact headers in any case', () => {
     const m = sip('SIP/2.0 180 Ringing\nI : abc@h\ncseq:2   BYE\nL:0\n\n');
-    expect(parseSip(m)).toEqual({ statusCode: 180, reason: 'Ringing', callId: 'abc@h', cseqNumber: 2, cseqMethod: 'BYE', contentLength: 0, summary: '180 Ringing' });
+    expect(parseSip(m)).toEqual({ statusCode: 180, reason: 'Ringing', callId: 'abc@h', cseqNumber: 2, cseqMethod: 'BYE', contentLength: 0 });
+    expect(sipSummary(parseSip(m)!)).toBe('180 Ringing');
   });
 
   it('keeps a multi-word reason and allows an empty one', () => {
-    expect(parseSip(sip('SIP/2.0 481 Call/Transaction Does Not Exist\n\n'))?.summary).toBe('481 Call/Transaction Does Not Exist');
-    expect(parseSip(sip('SIP/2.0 200\n\n'))).toMatchObject({ statusCode: 200, reason: '', summary: '200' });
+    expect(sipSummary(parseSip(sip('SIP/2.0 481 Call/Transaction Does Not Exist\n\n'))!)).toBe('481 Call/Transaction Does Not Exist');
+    expect(parseSip(sip('SIP/2.0 200\n\n'))).toMatchObject({ statusCode: 200, reason: '' });
+    expect(sipSummary(parseSip(sip('SIP/2.0 200\n\n'))!)).toBe('200');
+  });
+
+  it('summarises the start line as it was: any reason phrase, a status code with a leading zero', () => {
+    for (const line of ['SIP/2.0 200 OK', 'SIP/2.0 200 Okay', 'SIP/2.0 200 OK then', 'SIP/2.0 486 Busy Here', 'SIP/2.0 486 busy here', 'SIP/2.0 099 Odd', 'SIP/2.0 007']) {
+      expect(sipSummary(parseSip(sip(`${line}\n\n`))!)).toBe(line.slice(8));
+    }
+    expect(sipSummary(parseSip(sip('REGISTER sips:ims.test;transport=tls SIP/2.0\n\n'))!)).toBe('REGISTER sips:ims.test;transport=tls');
   });
 
   it('does not read headers from the body', () => {
