@@ -161,12 +161,12 @@ export class Agent {
     }
   }
 
-  /** The receiver's header-only copy of a local datagram names the receiver of the sender's copy; nothing else is done with it. */
+  /** The receiver's header-only copy of a local datagram (or TCP message) names the receiver of the sender's copy; nothing else is done with it. */
   private onReceiverCopy(copy: ReceiverCopy): void {
     try {
       this.attribution.learn(copy);
       const first = this.dedup.pairReceiverCopy(copy);
-      if (!first) return; // counted by dedup
+      if (!first || first.keepAlive) return; // counted by dedup; a keep-alive is counted once, as it was accepted
       this.duplicates++;
       this.attribution.counterpart(first, copy);
     } catch (err) {

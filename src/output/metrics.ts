@@ -56,6 +56,8 @@ const STAT_METRICS: StatMetric[] = [
   gauge('hepbpf_local_tcp_flows', 'capture.streams.localTcp.flows', "local TCP flows whose sender's bytes are kept for the receiver"),
   gauge('hepbpf_local_tcp_kept_bytes', 'capture.streams.localTcp.bytes', "bytes of local TCP senders kept until their receiver reads past them"),
   gauge('hepbpf_local_tcp_buffer_bytes', 'capture.streams.localTcp.allocatedBytes', "bytes of the local TCP flows' buffers that hold them (at most 8 MiB)"),
+  gauge('hepbpf_local_tcp_listed_messages', 'capture.streams.localTcp.listed', "messages of local TCP senders listed until their receiver reads past them (at most 32768)"),
+  counter('hepbpf_local_tcp_reads_paired_total', 'capture.streams.localTcp.pairedReads', "header-only reads of local TCP receivers paired with the sender's messages by sequence number, not framed again"),
   counter('hepbpf_local_tcp_reads_missing_total', 'capture.streams.localTcp.missing', "header-only reads of local TCP receivers whose bytes were not kept (shed, or dropped for memory): the receiver's stream restarts"),
   counter('hepbpf_local_tcp_evicted_for_memory_total', 'capture.streams.localTcp.evictedForMemory', 'local TCP flows dropped with their kept bytes, their buffers all together over 8 MiB'),
   counter('hepbpf_tls_files_checked_total', 'capture.tls.filesChecked', 'files checked for TLS library symbols'),

@@ -5,7 +5,7 @@ import { isKeepAlive, type HeaderLines } from '../protocols/sip.js';
 import { DiameterFramer } from './diameter-framer.js';
 import { WebSocketFramer, type WebSocketStats } from './websocket-framer.js';
 import type { FramerStats, StreamFramer } from './framer.js';
-import { flowKey, SentBytes } from './sent-bytes.js';
+import { flowKey, SentBytes, type SentFlow } from './sent-bytes.js';
 import { LruList } from './lru-list.js';
 
 /** A stream that has been silent this long is forgotten (its partial message with it). */
@@ -54,6 +54,9 @@ function streamKey(rec: CaptureRecord): string {
   return known.byDirection[rec.direction];
 }
 
+/** localTcp()'s answer for a read paired with the sender's messages: nothing to frame. */
+const PAIRED = Buffer.alloc(0);
+
 /** The key text of each socket (or TLS connection) id, by direction: made once, not per record (a number's digits and a string each). */
 const keyText = new Map<bigint, { tls: boolean; pid: number; byDirection: string[] }>();
 
@@ -61,8 +64,9 @@ const keyText = new Map<bigint, { tls: boolean; pid: number; byDirection: string
  * Turns records into messages: a UDP record is one datagram (a local datagram's header-only receiver's
  * copy is no message: it is handed on as a ReceiverCopy); TCP (and SCTP) records are
  * reassembled per socket and direction, TLS plaintext per TLS connection and direction, then framed. A
- * local TCP connection's receiver is framed from the bytes its sender's records carried when the kernel
- * sent its reads header only (src/stream/sent-bytes.ts).
+ * local TCP connection's header-only read (the kernel sent its bytes in the sender's records) that holds
+ * whole sender's messages, found by sequence number, hands on a ReceiverCopy for each; any other is framed
+ * from the bytes the sender's records carried (src/stream/sent-bytes.ts).
  * Keep-alives (CR/LF only) are messages with `keepAlive` set: the agent pairs their two local copies and counts them.
  */
 export class StreamAssembler {
@@ -87,10 +91,13 @@ export class StreamAssembler {
   private currentComm?: string;
   private currentTransport: Transport = 'tcp';
   private currentProto: AppProto = 'sip';
+  /** A local TCP sender's record: its flow, where its messages are listed, and the sequence number after its last byte. */
+  private sending?: SentFlow;
+  private sendingEnd = 0;
 
   /** The one ReceiverCopy, rewritten for each header-only receiver's copy. */
   private readonly receiverCopy: ReceiverCopy = {
-    tsNs: 0n, transport: 'udp', direction: 'ingress', src: { ip: '', port: 0 }, dst: { ip: '', port: 0 }, size: 0, msgHash: 0, cgroupId: 0n, pid: 0, netns: 0,
+    tsNs: 0n, transport: 'udp', direction: 'ingress', src: { ip: '', port: 0 }, dst: { ip: '', port: 0 }, size: 0, msgHash: 0, cgroupId: 0n, pid: 0, netns: 0, sent: undefined,
   };
 
   /** Header-only receiver's copies of local datagrams go to onReceiverCopy (none without it), not through framing. */
@@ -103,6 +110,7 @@ export class StreamAssembler {
   push(rec: CaptureRecord): void {
     this.current = rec;
     this.currentLocal = this.currentRemote = this.currentComm = undefined;
+    this.sending = undefined;
     if (++this.sinceExpire === EXPIRE_EVERY) {
       this.sinceExpire = 0;
       this.expire(rec.tsNs);
@@ -112,7 +120,7 @@ export class StreamAssembler {
       if (rec.flags & F_COUNTERPART) return this.handOnReceiverCopy(rec);
       this.currentTransport = 'udp';
       this.currentProto = 'sip';
-      this.emit(rec.data, rec.origLen, rec.truncated, rec.dataLen === 0 || isKeepAlive(rec.data));
+      this.emit(rec.data, rec.origLen, rec.truncated, rec.dataLen === 0 || isKeepAlive(rec.data), undefined, 0);
       return;
     }
     const tls = (rec.flags & F_TLS) !== 0;
@@ -126,20 +134,17 @@ export class StreamAssembler {
       this.expired++;
       stream = undefined;
     }
-    let data: Buffer;
     let flow: string | undefined;
     const ports = (rec.localPort << 16) | rec.remotePort;
     if (!tls && rec.ipProto === IPPROTO_TCP && rec.flags & (F_SEQ | F_STREAM_START)) {
       flow = stream?.flow !== undefined && stream.flowPorts === ports ? stream.flow : flowKey(rec);
-      const kept = this.localTcp(rec, flow);
-      if (kept === null) return this.forget(rec); // its stream cannot continue
-      data = kept;
-    } else data = rec.data;
+    }
+    const existed = stream !== undefined;
     if (!stream) {
       if (this.streams.size >= MAX_STREAMS) this.expire(rec.tsNs, true);
       // The kernel's inference decides once per connection which framing applies.
-      const sink = (p: Buffer, size: number, cut: boolean, headerLines?: HeaderLines) => this.emit(p, size, cut, false, headerLines);
-      const keepAlive = (run: Buffer) => this.emit(run, run.length, false, true);
+      const sink = (p: Buffer, size: number, cut: boolean, headerLines: HeaderLines | undefined, after: number) => this.emit(p, size, cut, false, headerLines, after);
+      const keepAlive = (run: Buffer, after: number) => this.emit(run, run.length, false, true, undefined, after);
       const framer =
         rec.l7 === L7_DIAMETER
           ? new DiameterFramer(this.diameterStats, this.diameterMalformed, sink)
@@ -159,26 +164,53 @@ export class StreamAssembler {
     stream.lastNs = rec.tsNs;
     this.currentProto = stream.proto;
     if (stream.websocket) this.currentTransport = tls ? 'wss' : 'ws';
-    stream.framer.push(data, rec.origLen - data.length);
+    const data = flow === undefined ? rec.data : this.localTcp(rec, flow, stream);
+    if (data === null) {
+      // Its stream cannot continue.
+      this.remove(stream);
+      if (existed) this.expired++;
+      return;
+    }
+    if (data !== PAIRED) stream.framer.push(data, rec.origLen - data.length);
   }
 
   /**
    * A local TCP connection's bytes cross the ring buffer once (bpf/local_copies.bpf.h): a sender's are kept
-   * for the receiver, a receiver's header-only read takes them. The record's bytes, or null when they were
-   * not kept.
+   * for the receiver, with the messages its stream frames from them; a receiver's header-only read is
+   * paired with those messages, or takes the bytes. The bytes to frame, PAIRED when there are none, or null
+   * when they were not kept.
    */
-  private localTcp(rec: CaptureRecord, flow: string): Buffer | null {
+  private localTcp(rec: CaptureRecord, flow: string, stream: StreamState): Buffer | null {
     const headerOnly = (rec.flags & F_COUNTERPART) !== 0;
     if (rec.direction === DIR_EGRESS) {
-      if (rec.flags & F_SEQ) this.sent.keep(flow, rec.msgHash, rec.data, (rec.flags & F_STREAM_START) !== 0);
-      else this.sent.forget(flow); // a new connection: what its flow held was another's
+      if (rec.flags & F_SEQ) {
+        const kept = this.sent.keep(flow, rec.msgHash, rec.data, (rec.flags & F_STREAM_START) !== 0);
+        // A WebSocket message's size is its payload's, not its frames': its reads are framed.
+        this.sending = stream.websocket ? undefined : kept;
+        this.sendingEnd = (rec.msgHash + rec.data.length) >>> 0;
+      } else this.sent.forget(flow); // a new connection: what its flow held was another's
       return rec.data;
     }
     if (!(rec.flags & F_SEQ)) return rec.data;
+    // Between two messages, this stream would frame from these bytes what the sender's stream framed.
+    if (headerOnly && stream.framer.atBoundary) {
+      this.receiverCopyOf(rec, this.currentTransport).msgHash = 0;
+      if (this.sent.read(flow, rec.msgHash, rec.origLen, this.handOnSent)) return PAIRED;
+    }
     const kept = this.sent.take(flow, rec.msgHash, rec.origLen, headerOnly);
     if (!headerOnly) return rec.data;
     return kept ?? null;
   }
+
+  /** The current header-only read completed the sender's message `m`: its ReceiverCopy goes on, and it is counted as framed here too. */
+  private readonly handOnSent = (m: Message): void => {
+    if (!m.keepAlive) (this.currentProto === 'diameter' ? this.diameterStats : this.framerStats).messages++;
+    const c = this.receiverCopy;
+    c.size = m.size;
+    c.sent = m;
+    this.onReceiverCopy(c);
+    c.sent = undefined;
+  };
 
   /** Forgets the stream of `rec` (its framing failed): the next bytes start afresh. */
   forget(rec: CaptureRecord): void {
@@ -214,12 +246,13 @@ export class StreamAssembler {
     this.byUse.remove(stream);
   }
 
-  private emit(payload: Buffer, size: number, truncated: boolean, keepAlive = false, headerLines?: HeaderLines): void {
+  /** `after`: the bytes of the record after the message's last byte (see FrameSink). */
+  private emit(payload: Buffer, size: number, truncated: boolean, keepAlive: boolean, headerLines: HeaderLines | undefined, after: number): void {
     const r = this.current;
     const local = (this.currentLocal ??= this.localEndpoint(r));
     const remote = (this.currentRemote ??= this.endpoint(r.remoteAddr(), r.remotePort));
     const egress = r.direction === DIR_EGRESS;
-    this.onMessage({
+    const m: Message = {
       tsNs: r.tsNs,
       proto: this.currentProto,
       transport: this.currentTransport,
@@ -241,24 +274,34 @@ export class StreamAssembler {
       msgHash: r.ipProto === IPPROTO_UDP ? r.msgHash : 0,
       keepAlive,
       headerLines,
-      // Set later by attribution: declared here so that setting them adds no property to the object.
+      // Set later by attribution and dedup: declared here so that setting them adds no property to the object.
       peerCgroupId: undefined,
       peerPid: undefined,
-    });
+      dedupBucket: undefined,
+    };
+    this.onMessage(m);
+    if (this.sending) this.sent.list(this.sending, (this.sendingEnd - after) >>> 0, m);
   }
 
   /** A header-only receiver's copy carries no bytes: its ends, size and hash are all there is to hand on. */
   private handOnReceiverCopy(r: CaptureRecord): void {
-    const c = this.receiverCopy;
-    c.tsNs = r.tsNs;
-    c.src = this.endpoint(r.remoteAddr(), r.remotePort);
-    c.dst = this.localEndpoint(r);
+    const c = this.receiverCopyOf(r, 'udp');
     c.size = r.origLen;
     c.msgHash = r.msgHash;
+    this.onReceiverCopy(c);
+  }
+
+  /** The one ReceiverCopy, naming the receiver of header-only record `r` (its ends as its messages' would be). */
+  private receiverCopyOf(r: CaptureRecord, transport: Transport): ReceiverCopy {
+    const c = this.receiverCopy;
+    c.tsNs = r.tsNs;
+    c.transport = transport;
+    c.src = this.currentRemote ??= this.endpoint(r.remoteAddr(), r.remotePort);
+    c.dst = this.currentLocal ??= this.localEndpoint(r);
     c.cgroupId = r.cgroupId;
     c.pid = r.pid;
     c.netns = r.netns;
-    this.onReceiverCopy(c);
+    return c;
   }
 
   /**

@@ -100,6 +100,7 @@ interface Pending {
 }
 
 interface Bucket {
+  key: number;
   tsNs: bigint;
   entries: Pending[];
 }
@@ -205,7 +206,8 @@ export class LocalDedup {
     const key = bucketKey(m.size, m.dst.port, m.transport, m.msgHash ?? 0, m.payload);
     const bucket = this.buckets.get(key);
     if (!bucket) {
-      this.buckets.use(key, { tsNs: m.tsNs, entries: [{ direction: m.direction, src: m.src, dst: m.dst, copies: [m] }] });
+      m.dedupBucket = { key, tsNs: m.tsNs, entries: [{ direction: m.direction, src: m.src, dst: m.dst, copies: [m] }] };
+      this.buckets.use(key, m.dedupBucket as Bucket);
       return true;
     }
     this.matched = this.take(key, bucket, m);
@@ -214,6 +216,7 @@ export class LocalDedup {
     const same = entries.find((e) => e.direction === m.direction && e.src.ip === m.src.ip && e.src.port === m.src.port && e.dst.ip === m.dst.ip);
     if (same) same.copies.push(m);
     else entries.push({ direction: m.direction, src: m.src, dst: m.dst, copies: [m] });
+    m.dedupBucket = bucket;
     // Move the bucket to the back: buckets stay in order of last use, which expire() relies on.
     bucket.tsNs = m.tsNs;
     this.buckets.use(key, bucket);
@@ -221,17 +224,33 @@ export class LocalDedup {
   }
 
   /**
-   * The sender's copy a header-only receiver's copy belongs to, taken out of its bucket; undefined
-   * when it is not here (counted in `unpaired`: the receiver stays unnamed). The copy itself is never
-   * forwarded nor kept.
+   * The sender's copy a header-only receiver's copy belongs to (the kernel's hash names it, or the
+   * assembler found it by sequence number), taken out of its bucket; undefined when it is not here
+   * (counted in `unpaired`: the receiver stays unnamed). The copy itself is never forwarded nor kept.
    */
   pairReceiverCopy(c: ReceiverCopy): Message | undefined {
     this.expire(c.tsNs);
-    const key = bucketKey(c.size, c.dst.port, c.transport, c.msgHash, EMPTY);
-    const bucket = this.buckets.get(key);
-    const matched = bucket && this.take(key, bucket, c);
+    const matched = c.sent ? this.takeSent(c.sent) : this.takeByHash(c);
     if (!matched) this.unpaired++;
     return matched;
+  }
+
+  private takeByHash(c: ReceiverCopy): Message | undefined {
+    const key = bucketKey(c.size, c.dst.port, c.transport, c.msgHash, EMPTY);
+    const bucket = this.buckets.get(key);
+    return bucket && this.take(key, bucket, c);
+  }
+
+  /** `m` taken out of its bucket if it still waits there (accepted, not yet paired, not expired). */
+  private takeSent(m: Message): Message | undefined {
+    const bucket = m.dedupBucket as Bucket | undefined;
+    if (!bucket || this.buckets.get(bucket.key) !== bucket) return undefined;
+    const { entries } = bucket;
+    for (let i = 0; i < entries.length; i++) {
+      const at = entries[i].copies.indexOf(m);
+      if (at >= 0) return this.takeOut(bucket.key, bucket, i, at);
+    }
+    return undefined;
   }
 
   /** The oldest copy in `bucket` of the other side of `m`'s flow, taken out (the bucket with it when it was the last); undefined if none. */
@@ -239,16 +258,20 @@ export class LocalDedup {
     const { entries } = bucket;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
-      if (e.direction !== m.direction && sameEndpoint(e.src, m.src) && sameEndpoint(e.dst, m.dst)) {
-        const matched = e.copies.shift();
-        // The last copy of the last entry (the usual case) takes its bucket with it: no splice (it allocates).
-        if (e.copies.length === 0 && entries.length === 1) this.buckets.delete(key);
-        else if (e.copies.length === 0) entries.splice(i, 1);
-        this.dropped++;
-        return matched;
-      }
+      if (e.direction !== m.direction && sameEndpoint(e.src, m.src) && sameEndpoint(e.dst, m.dst)) return this.takeOut(key, bucket, i, 0);
     }
     return undefined;
+  }
+
+  /** Copy `at` of entry `i` of `bucket`, taken out (the entry with it when it was its last, the bucket when it was its last entry's). */
+  private takeOut(key: number, bucket: Bucket, i: number, at: number): Message {
+    const { copies } = bucket.entries[i];
+    const taken = at === 0 ? copies.shift()! : copies.splice(at, 1)[0];
+    // The last copy of the last entry (the usual case) takes its bucket with it: no splice (it allocates).
+    if (copies.length === 0 && bucket.entries.length === 1) this.buckets.delete(key);
+    else if (copies.length === 0) bucket.entries.splice(i, 1);
+    this.dropped++;
+    return taken;
   }
 
   /**

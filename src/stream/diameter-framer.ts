@@ -62,7 +62,7 @@ export class DiameterFramer extends StreamFramer {
       }
       if (off + total > buf.length) return this.wait(off, fit);
       this.resyncing = false;
-      this.emit(this.messageAt(buf, off, total), total);
+      this.emit(this.messageAt(buf, off, total), total, buf.length - off - total);
       off += total;
     }
     return off;
@@ -89,7 +89,7 @@ export class DiameterFramer extends StreamFramer {
       return;
     }
     const total = rest.readUIntBE(1, 3);
-    this.emitCut(rest, total);
+    this.emitCut(rest, total, rest.length - total);
     this.skipping = Math.max(0, total - rest.length - missing);
   }
 }

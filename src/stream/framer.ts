@@ -22,8 +22,12 @@ export interface FramerStats {
   truncatedMessages: number;
 }
 
-/** `headerLines`: a SIP message's header line feeds, as its framer found them (for parseSip). */
-export type FrameSink = (payload: Buffer, size: number, truncated: boolean, headerLines?: HeaderLines) => void;
+/**
+ * `headerLines`: a SIP message's header line feeds, as its framer found them (for parseSip). `after`: the
+ * bytes of this push that follow the message's last byte on the wire (negative: it ends that many bytes
+ * past them), which places the message in the stream (src/stream/sent-bytes.ts).
+ */
+export type FrameSink = (payload: Buffer, size: number, truncated: boolean, headerLines: HeaderLines | undefined, after: number) => void;
 
 /** Frames one direction of one connection. */
 export abstract class StreamFramer {
@@ -46,6 +50,11 @@ export abstract class StreamFramer {
   /** Bytes allocated to hold them. */
   get allocated(): number {
     return this.pending.length;
+  }
+
+  /** Between two messages: the next byte pushed starts one (nothing held, nothing to skip). */
+  get atBoundary(): boolean {
+    return this.pendingLen === 0 && this.skipping === 0;
   }
 
   /**
@@ -123,7 +132,7 @@ export abstract class StreamFramer {
    */
   protected emitLong(buf: Buffer, off: number, total: number): number {
     if (buf.length - off < MAX_MESSAGE_BYTES) return -1;
-    this.emitCut(buf.subarray(off, off + MAX_MESSAGE_BYTES), total);
+    this.emitCut(buf.subarray(off, off + MAX_MESSAGE_BYTES), total, buf.length - off - total);
     off += MAX_MESSAGE_BYTES;
     this.skipping = total - MAX_MESSAGE_BYTES;
     return off + (buf.length - off - this.skip(buf.subarray(off)).length);
@@ -134,14 +143,15 @@ export abstract class StreamFramer {
     return off === 0 && total === buf.length ? buf : buf.subarray(off, off + total);
   }
 
-  protected emit(payload: Buffer, size: number, headerLines?: HeaderLines): void {
+  /** `after`: the bytes of this push that follow the message (see FrameSink). */
+  protected emit(payload: Buffer, size: number, after: number, headerLines?: HeaderLines): void {
     this.stats.messages++;
-    this.sink(payload, size, false, headerLines);
+    this.sink(payload, size, false, headerLines, after);
   }
 
-  protected emitCut(part: Buffer, total: number): void {
+  protected emitCut(part: Buffer, total: number, after: number): void {
     this.stats.messages++;
     this.stats.truncatedMessages++;
-    this.sink(part, total, true);
+    this.sink(part, total, true, undefined, after);
   }
 }

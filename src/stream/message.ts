@@ -68,24 +68,34 @@ export interface Message {
   headerLines?: HeaderLines;
   /** TLS plaintext whose socket could not be determined: src and dst are 0.0.0.0:0, not guessed. */
   connectionUnknown: boolean;
+  /**
+   * Set by LocalDedup.accept: the bucket the message waits in for its other side's copy (an object: a
+   * number key would be a field of doubles, boxed in every Message).
+   */
+  dedupBucket?: object;
 }
 
 /**
  * The receiver's copy of a local datagram whose sender's copy was captured: the kernel sent its header
  * only (bpf/local_copies.bpf.h). It is no message: it names the receiver of the sender's copy, which
- * LocalDedup pairs it with by the kernel's hash, and is never forwarded. The assembler rewrites one
- * object per copy: valid only during the callback that receives it.
+ * LocalDedup pairs it with by the kernel's hash, and is never forwarded. A local TCP connection's
+ * header-only read that holds whole sender's messages hands one on for each, the message found by
+ * sequence number (`sent`, src/stream/sent-bytes.ts). The assembler rewrites one object per copy: valid
+ * only during the callback that receives it.
  */
 export interface ReceiverCopy {
   tsNs: bigint;
-  readonly transport: 'udp';
+  transport: Transport;
   readonly direction: 'ingress';
   src: Endpoint;
   dst: Endpoint;
-  /** Bytes the datagram had (the sender's copy's size). */
+  /** Bytes the message had (the sender's copy's size). */
   size: number;
+  /** UDP: the kernel's hash of the datagram's first bytes. */
   msgHash: number;
   cgroupId: bigint;
   pid: number;
   netns: number;
+  /** TCP: the sender's message this read completed. */
+  sent?: Message;
 }

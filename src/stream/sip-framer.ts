@@ -40,8 +40,8 @@ export class SipFramer extends StreamFramer {
   /** What headerBlock() found of the message being framed. */
   private readonly header = { contentLength: -1, lines: headerLines };
 
-  /** keepAlive receives each run of CR/LF bytes between messages (a view, valid during the call). */
-  constructor(stats: FramerStats, sink: FrameSink, private readonly keepAlive: (run: Buffer) => void = () => {}) {
+  /** keepAlive receives each run of CR/LF bytes between messages (a view, valid during the call), and the bytes of the push after it. */
+  constructor(stats: FramerStats, sink: FrameSink, private readonly keepAlive: (run: Buffer, after: number) => void = () => {}) {
     super(stats, sink);
   }
 
@@ -58,7 +58,7 @@ export class SipFramer extends StreamFramer {
       return;
     }
     const total = headerEnd + 4 + Math.max(contentLength(rest, headerEnd), 0);
-    this.emitCut(rest, total);
+    this.emitCut(rest, total, rest.length - total);
     // If the message goes on past the missing bytes, skip its remainder to land on the next boundary.
     this.skipping = Math.max(0, total - rest.length - missing);
   }
@@ -92,7 +92,7 @@ export class SipFramer extends StreamFramer {
     for (;; searched = 0, known = -1) {
       const run = off;
       while (off < buf.length && (buf[off] === CR || buf[off] === LF)) off++;
-      if (off > run) this.keepAlive(buf.subarray(run, off));
+      if (off > run) this.keepAlive(buf.subarray(run, off), buf.length - off);
       if (off >= buf.length) return off;
       const lf = this.lfFrom(buf, off);
       const start = startLineAt(buf, off, lf);
@@ -145,7 +145,7 @@ export class SipFramer extends StreamFramer {
       }
       const payload = this.messageAt(buf, off, total);
       if (walked) headerLines.message = payload;
-      this.emit(payload, total, walked ? headerLines : undefined);
+      this.emit(payload, total, buf.length - off - total, walked ? headerLines : undefined);
       headerLines.message = undefined; // valid during the sink call only, and keeps no batch alive
       off += total;
     }

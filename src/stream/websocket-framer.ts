@@ -70,7 +70,7 @@ export class WebSocketFramer extends StreamFramer {
     stats: FramerStats,
     private readonly wsStats: WebSocketStats,
     sink: FrameSink,
-    private readonly keepAlive: (run: Buffer) => void,
+    private readonly keepAlive: (run: Buffer, after: number) => void,
   ) {
     super(stats, sink);
   }
@@ -142,7 +142,7 @@ export class WebSocketFramer extends StreamFramer {
         this.payloadLeft -= n;
         off += n;
         if (this.payloadLeft > 0) return off;
-        if (!this.control && this.fin) this.finish();
+        if (!this.control && this.fin) this.finish(buf.length - off);
         continue;
       }
       const at = frameHeaderAt(buf, off, h);
@@ -157,7 +157,7 @@ export class WebSocketFramer extends StreamFramer {
       else if (!this.inMessage) {
         // The common case, a whole unmasked message in this buffer, goes out as a view: nothing is copied.
         if (h.fin && h.mask < 0 && buf.length - off >= h.payloadBytes) {
-          this.deliver(buf.subarray(off, off + h.payloadBytes), h.payloadBytes, false);
+          this.deliver(buf.subarray(off, off + h.payloadBytes), h.payloadBytes, false, buf.length - off - h.payloadBytes);
           off += h.payloadBytes;
           continue;
         }
@@ -170,7 +170,7 @@ export class WebSocketFramer extends StreamFramer {
       this.phase = 0;
       this.payloadLeft = h.payloadBytes;
       // An empty frame ends here; the loop then reads the next header.
-      if (this.payloadLeft === 0 && !this.control && this.fin) this.finish();
+      if (this.payloadLeft === 0 && !this.control && this.fin) this.finish(buf.length - off);
     }
   }
 
@@ -192,20 +192,20 @@ export class WebSocketFramer extends StreamFramer {
     this.held = need;
   }
 
-  /** The message's last frame ended: emit it. */
-  private finish(): void {
+  /** The message's last frame ended, `after` bytes before the end of the push: emit it. */
+  private finish(after: number): void {
     this.inMessage = false;
-    this.deliver(this.message.subarray(0, this.held), this.size, this.lost || this.size > this.held);
+    this.deliver(this.message.subarray(0, this.held), this.size, this.lost || this.size > this.held, after);
     if (this.message.length > KEEP_MESSAGE_BYTES) this.message = Buffer.alloc(0);
   }
 
-  private deliver(payload: Buffer, size: number, cut: boolean): void {
-    if (payload.length > 0 && isKeepAlive(payload)) this.keepAlive(payload);
+  private deliver(payload: Buffer, size: number, cut: boolean, after: number): void {
+    if (payload.length > 0 && isKeepAlive(payload)) this.keepAlive(payload, after);
     else if (!startsLikeSip(payload)) {
       this.wsStats.notSip++;
       this.stats.discardedBytes += payload.length;
-    } else if (cut) this.emitCut(payload, size);
-    else this.emit(payload, size);
+    } else if (cut) this.emitCut(payload, size, after);
+    else this.emit(payload, size, after);
   }
 
   /** Framing is lost at buf[off]: a message begun goes out cut, the rest of buf is dropped, and the next payload is tried. */
@@ -213,7 +213,7 @@ export class WebSocketFramer extends StreamFramer {
     this.wsStats.resyncs++;
     if (this.inMessage) {
       this.lost = true;
-      this.finish();
+      this.finish(buf.length - off);
     }
     this.payloadLeft = 0;
     this.state = State.Resync;
@@ -230,7 +230,8 @@ export class WebSocketFramer extends StreamFramer {
         this.size += missing;
         this.lost = true;
       }
-      if (this.payloadLeft === 0 && !this.control && this.fin) this.finish();
+      // Its last frame ended `missing` bytes past the push.
+      if (this.payloadLeft === 0 && !this.control && this.fin) this.finish(-missing);
       return;
     }
     if (this.state === State.Frames) {

@@ -16,26 +16,36 @@ const maskedInvite = (callId: string, icid: string) => {
   return Buffer.from(text.replace(key, 'X'.repeat(key.length)), 'latin1');
 };
 
+/**
+ * `rec` through an agent forwarding as HEP into memory (each event shown to `onEvent` first), until
+ * `expected` packets came out: the packets and the stopped agent.
+ */
+async function replayed(rec: Recorder, expected: number, o: { captureId: number; nodeName: string; recordsPerBatch?: number; onEvent?: (ev: CaptureEvent) => void }) {
+  const packets: Buffer[] = [];
+  const forwarder = new HepForwarder([memorySender(packets)], { captureId: o.captureId }, { diameterPayload: 'raw', nodeName: new NodeNameTemplate(o.nodeName) });
+  const source = new ReplaySource();
+  const sink = (ev: CaptureEvent) => {
+    o.onEvent?.(ev);
+    forwarder.forward(ev);
+  };
+  const agent = new Agent({ source, log: pino({ level: 'silent' }), containers: memoryContainers(), sink });
+  await agent.start();
+  for (const batch of rec.batches(o.recordsPerBatch)) source.replay(batch);
+  // Names come from the (in-memory) runtime asynchronously; the hold releases each message once they are known.
+  while (packets.length < expected) await new Promise((r) => setImmediate(r));
+  await agent.stop();
+  return { packets, agent };
+}
+
 describe('the composition root over recorded records (no kernel)', () => {
   it('forwards a SIP/UDP call and a Diameter exchange between two containers once each, as exact HEP packets', async () => {
     const start = process.hrtime.bigint();
     const rec = new Recorder(start);
     record(rec, 'SIP/UDP', 1);
     record(rec, 'Diameter', 1);
-    const packets: Buffer[] = [];
-    const forwarder = new HepForwarder([memorySender(packets)], { captureId: 2001 }, { diameterPayload: 'raw', nodeName: new NodeNameTemplate('{project}/{container}') });
-    const source = new ReplaySource();
     const summaries: string[] = [];
-    const sink = (ev: CaptureEvent) => {
-      summaries.push(eventSummary(ev));
-      forwarder.forward(ev);
-    };
-    const agent = new Agent({ source, log: pino({ level: 'silent' }), containers: memoryContainers(), sink });
-    await agent.start();
-    for (const batch of rec.batches(3)) source.replay(batch);
-    // Names come from the (in-memory) runtime asynchronously; the hold releases each message once they are known.
-    while (packets.length < 5) await new Promise((r) => setImmediate(r));
-    await agent.stop();
+    const onEvent = (ev: CaptureEvent) => summaries.push(eventSummary(ev));
+    const { packets, agent } = await replayed(rec, 5, { captureId: 2001, nodeName: '{project}/{container}', recordsPerBatch: 3, onEvent });
 
     const hep = packets.map(decodeHep);
     const t0 = hep[0].tsSec! * 1e6 + hep[0].tsUsec!;
@@ -63,10 +73,12 @@ describe('the composition root over recorded records (no kernel)', () => {
     expect(agent.stats()).toMatchObject({ forwarded: 5, duplicates: 5, redacted: 2, notSip: 0, notDiameter: 0, containers: { unnamed: 0, counterpartMissed: 0 } });
   });
 
-  it('counts RFC 5626 keep-alives in front of, between and apart from TCP messages once each, and forwards every message', async () => {
+  // Header only: as the kernel records a local connection's reads once the sender's records carried their
+  // bytes; each read ends where a write ended, so the assembler pairs it with the sender's messages.
+  it.each([['whole', false], ['header only', true]])('counts RFC 5626 keep-alives in front of, between and apart from TCP messages once each, and forwards every message (receiver\'s reads %s)', async (_, receiverHeaderOnly) => {
     const rec = new Recorder(process.hrtime.bigint());
-    const sip = { from: PCSCF, to: SCSCF, fromPort: 40000, toPort: 5060, ipProto: 6 as const, l7: L7_SIP };
-    const back = { from: SCSCF, to: PCSCF, fromPort: 5060, toPort: 40000, ipProto: 6 as const, l7: L7_SIP };
+    const sip = { from: PCSCF, to: SCSCF, fromPort: 40000, toPort: 5060, ipProto: 6 as const, l7: L7_SIP, receiverHeaderOnly };
+    const back = { from: SCSCF, to: PCSCF, fromPort: 5060, toPort: 40000, ipProto: 6 as const, l7: L7_SIP, receiverHeaderOnly };
     const ping = Buffer.from('\r\n\r\n');
     const pong = Buffer.from('\r\n');
     const [a, b, c] = ['ka-a', 'ka-b', 'ka-c'].map((id) => invite(id, 'icid-ka'));
@@ -76,19 +88,29 @@ describe('the composition root over recorded records (no kernel)', () => {
     rec.exchange({ ...sip, writes: [Buffer.concat([b, ping, c])], messages: 2 });
     rec.exchange({ ...sip, writes: [ping], messages: 0 });
     rec.exchange({ ...back, writes: [pong], messages: 0 });
-    const packets: Buffer[] = [];
-    const forwarder = new HepForwarder([memorySender(packets)], { captureId: 1 }, { diameterPayload: 'raw', nodeName: new NodeNameTemplate('{container}') });
-    const source = new ReplaySource();
-    const agent = new Agent({ source, log: pino({ level: 'silent' }), containers: memoryContainers(), sink: (ev) => forwarder.forward(ev) });
-    await agent.start();
-    for (const batch of rec.batches()) source.replay(batch);
-    while (packets.length < 4) await new Promise((r) => setImmediate(r));
-    await agent.stop();
+    const { packets, agent } = await replayed(rec, 4, { captureId: 1, nodeName: '{container}' });
 
     expect(packets.map((p) => decodeHep(p).payload!.toString('latin1'))).toEqual(
       // The INVITEs' SDES keys are masked (redaction is on by default).
       [maskedInvite('ka-a', 'icid-ka'), ok('ka-a'), maskedInvite('ka-b', 'icid-ka'), maskedInvite('ka-c', 'icid-ka')].map((m) => m.toString('latin1')),
     );
-    expect(agent.stats()).toMatchObject({ forwarded: 4, duplicates: 4, keepAlives: 5, notSip: 0, streams: { discardedBytes: 0 } });
+    expect(agent.stats()).toMatchObject({
+      forwarded: 4, duplicates: 4, keepAlives: 5, unpairedReceiverCopies: 0, notSip: 0,
+      streams: { discardedBytes: 0, localTcp: { pairedReads: receiverHeaderOnly ? 5 : 0, listed: 0, missing: 0 } },
+      containers: { counterpartMissed: 0 },
+    });
+  });
+
+  it('forwards each message of local TCP connections once, whatever the receiver\'s reads, their receivers named', async () => {
+    const rec = new Recorder(process.hrtime.bigint());
+    // Pipelined INVITEs read in three pieces (framed from the sender's bytes), answers read together (paired).
+    record(rec, 'SIP/TCP local', 3);
+    const { packets, agent } = await replayed(rec, rec.messages, { captureId: 1, nodeName: '{container}' });
+    expect(packets.map((p) => decodeHep(p).correlationId)).toEqual(['SIP/TCP local-0a', 'SIP/TCP local-0b', 'SIP/TCP local-0a', 'SIP/TCP local-0b',
+      'SIP/TCP local-1a', 'SIP/TCP local-1b', 'SIP/TCP local-1a', 'SIP/TCP local-1b', 'SIP/TCP local-2a', 'SIP/TCP local-2b', 'SIP/TCP local-2a', 'SIP/TCP local-2b']);
+    expect(agent.stats()).toMatchObject({
+      forwarded: 12, duplicates: 12, unpairedReceiverCopies: 0, streams: { localTcp: { pairedReads: 3, listed: 0, bytes: 0, missing: 0 } },
+      containers: { unnamed: 0, counterpartMissed: 0 },
+    });
   });
 });

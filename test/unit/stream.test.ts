@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeBatch, F_COUNTERPART, F_SEQ, F_STREAM_START, L7_DIAMETER } from '../../src/capture/record.js';
+import { decodeBatch, F_COUNTERPART, F_SEQ, F_STREAM_START, L7_DIAMETER, L7_WEBSOCKET } from '../../src/capture/record.js';
 import { StreamAssembler } from '../../src/stream/assembler.js';
 import { SentBytes } from '../../src/stream/sent-bytes.js';
 import { LocalDedup } from '../../src/stream/dedup.js';
@@ -9,6 +9,7 @@ import type { FramerStats } from '../../src/stream/framer.js';
 import { batchOf, encodeRecord, type RecordSpec } from '../../src/capture/replay.js';
 import { sipMessage } from './records.js';
 import { diameterMessage } from '../helpers/diameter.js';
+import { encodeFrame } from '../helpers/websocket.js';
 
 function framer() {
   const stats: FramerStats = { messages: 0, discardedBytes: 0, truncatedMessages: 0 };
@@ -459,6 +460,21 @@ describe('local dedup', () => {
     expect([d.unpaired, d.size]).toEqual([3, 2]);
   });
 
+  it('pairs a TCP receiver\'s copy with the sender\'s message it names while that message waits, and only once', () => {
+    const d = new LocalDedup(1_000_000_000n);
+    const [a, b, late] = [msg('egress', 'A'), msg('egress', 'B'), msg('egress', 'LATE', 10n)];
+    const copy = (sent: Message, tsNs = 1n): ReceiverCopy => ({ ...receiverCopy(0), transport: 'tcp', tsNs, sent });
+    expect([d.accept(a), d.accept(b), d.accept({ ...b }), d.accept(late)]).toEqual([true, true, true, true]);
+    // b's bucket holds two copies of one flow: the one named goes, the other waits.
+    expect(d.pairReceiverCopy(copy(b))).toBe(b);
+    expect(d.pairReceiverCopy(copy(a))).toBe(a);
+    expect(d.pairReceiverCopy(copy(a))).toBeUndefined();
+    expect([d.unpaired, d.size]).toEqual([1, 2]);
+    // Out of its window the message is gone: the read is counted, nothing is handed back.
+    expect(d.pairReceiverCopy(copy(late, 2_000_000_000n))).toBeUndefined();
+    expect([d.unpaired, d.size]).toEqual([2, 0]);
+  });
+
   it('holds at most maxKeys messages', () => {
     const d = new LocalDedup(2_000_000_000n, 100);
     for (let i = 0; i < 1000; i++) d.accept(msg('egress', `m${i}`));
@@ -472,10 +488,13 @@ describe('local dedup', () => {
   });
 });
 
-/** An assembler and one local TCP connection's two ends (sockets 1 and 2); each message out as line(). */
+/**
+ * An assembler and one local TCP connection's two ends (sockets 1 and 2); each message out as line(), each
+ * receiver's copy paired with a sender's message as `pid < ` and the message's line.
+ */
 function localTcpConnection() {
   const out: string[] = [];
-  const asm = new StreamAssembler((m) => out.push(line(m.pid, m.payload)));
+  const asm = new StreamAssembler((m) => out.push(line(m.pid, m.payload)), (c) => out.push(`${c.pid} < ${line(c.sent!.pid, c.sent!.payload)}`));
   const push = (spec: RecordSpec) => decodeBatch(batchOf([encodeRecord(spec)]), (r) => asm.push(r));
   const sender = { ipProto: 6 as const, source: 1, pid: 100, sockId: 1n, localPort: 40000, remotePort: 5060 };
   const receiver = { ipProto: 6 as const, source: 6, pid: 200, sockId: 2n, direction: 1 as const, localPort: 5060, remotePort: 40000 };
@@ -494,7 +513,7 @@ describe('stream lifetime', () => {
     expect(asm.stats()).toMatchObject({ streams: 0, expiredStreams: 1 });
   });
 
-  it('frames a local TCP receiver\'s header-only reads from the bytes its sender\'s records carried, wherever the reads split them', () => {
+  it('frames a local TCP receiver\'s header-only reads that split messages from the bytes its sender\'s records carried', () => {
     const [a, b, c] = [sipMessage('seq-a'), sipMessage('seq-b'), sipMessage('seq-c')];
     const out: Message[] = [];
     const asm = new StreamAssembler((m) => out.push({ ...m, payload: Buffer.from(m.payload) }));
@@ -516,7 +535,7 @@ describe('stream lifetime', () => {
     ]);
     expect(out.every((m) => !m.msgHash)).toBe(true);
     // Everything read is let go; each receiver's copy pairs with its sender's.
-    expect(asm.stats().localTcp).toEqual({ flows: 1, bytes: 0, allocatedBytes: 4096, missing: 0, evictedForMemory: 0 });
+    expect(asm.stats().localTcp).toEqual({ flows: 1, bytes: 0, allocatedBytes: 4096, listed: 0, pairedReads: 0, missing: 0, evictedForMemory: 0 });
     const d = new LocalDedup();
     expect(out.map((m) => d.accept(m))).toEqual([true, true, true, false, false, false]);
   });
@@ -542,8 +561,92 @@ describe('stream lifetime', () => {
     // The next connection takes socket 1 (its flagged first record lost): other ports, so another flow.
     push({ ...sender, localPort: 40001, data: b, msgHash: 7000, flags: F_SEQ });
     push({ ...receiver, sockId: 3n, remotePort: 40001, ...header(7000, b.length), flags: F_SEQ | F_COUNTERPART | F_STREAM_START });
-    expect(out).toEqual([line(100, a), line(200, a), line(100, b), line(200, b)]);
-    expect(asm.stats().localTcp).toMatchObject({ flows: 2, bytes: 0, missing: 0 });
+    expect(out).toEqual([line(100, a), `200 < ${line(100, a)}`, line(100, b), `200 < ${line(100, b)}`]);
+    expect(asm.stats().localTcp).toMatchObject({ flows: 2, bytes: 0, listed: 0, pairedReads: 2, missing: 0 });
+  });
+
+  it('pairs a local TCP receiver\'s header-only reads that hold whole sender\'s messages with those messages, framing none again', () => {
+    const [a, b, c, d] = [sipMessage('pair-a'), sipMessage('pair-b'), sipMessage('pair-c'), sipMessage('pair-d')];
+    const ping = Buffer.from('\r\n\r\n');
+    const dedup = new LocalDedup();
+    const forwarded: string[] = [];
+    const paired: Array<[string, ReceiverCopy]> = [];
+    const asm = new StreamAssembler(
+      (m) => dedup.accept(m) && !m.keepAlive && forwarded.push(line(m.pid, m.payload)),
+      (c) => paired.push([dedup.pairReceiverCopy(c)!.keepAlive ? 'keep-alive' : line(c.sent!.pid, c.sent!.payload), { ...c, sent: undefined }]),
+    );
+    const push = (spec: RecordSpec) => decodeBatch(batchOf([encodeRecord(spec)]), (r) => asm.push(r));
+    const ends = localTcpConnection();
+    const [sender, receiver] = [{ ...ends.sender, netns: 7 }, { ...ends.receiver, netns: 7 }];
+    const seq = 0xfffffe00; // the stream wraps past 2^32
+    const header = (at: number, len: number, flags = 0) => ({ ...receiver, cgroupId: 9n, data: Buffer.alloc(0), origLen: len, msgHash: at >>> 0, flags: F_SEQ | F_COUNTERPART | flags });
+    // Written: a, b and c pipelined, a keep-alive and d; read: a and b, c and the keep-alive, d.
+    push({ ...sender, data: a, msgHash: seq, flags: F_SEQ | F_STREAM_START });
+    push({ ...sender, data: Buffer.concat([b, c]), msgHash: (seq + a.length) >>> 0, flags: F_SEQ });
+    push({ ...sender, data: Buffer.concat([ping, d]), msgHash: (seq + a.length + b.length + c.length) >>> 0, flags: F_SEQ });
+    push(header(seq, a.length + b.length, F_STREAM_START));
+    push(header(seq + a.length + b.length, c.length + ping.length));
+    push(header(seq + a.length + b.length + c.length + ping.length, d.length));
+    expect(forwarded).toEqual([line(100, a), line(100, b), line(100, c), line(100, d)]);
+    const copy = { transport: 'tcp', direction: 'ingress', src: { ip: '127.0.0.1', port: 40000 }, dst: { ip: '127.0.0.1', port: 5060 }, msgHash: 0, cgroupId: 9n, pid: 200, netns: 7, sent: undefined };
+    expect(paired).toEqual([
+      [line(100, a), { ...copy, tsNs: 1_000_000n, size: a.length }],
+      [line(100, b), { ...copy, tsNs: 1_000_000n, size: b.length }],
+      [line(100, c), { ...copy, tsNs: 1_000_000n, size: c.length }],
+      ['keep-alive', { ...copy, tsNs: 1_000_000n, size: ping.length }],
+      [line(100, d), { ...copy, tsNs: 1_000_000n, size: d.length }],
+    ]);
+    expect([dedup.size, dedup.unpaired]).toEqual([0, 0]);
+    // Counted as framed on both sides, as when the receiver's bytes were framed again.
+    expect(asm.stats()).toMatchObject({ messages: 8, discardedBytes: 0, localTcp: { flows: 1, bytes: 0, listed: 0, pairedReads: 3, missing: 0 } });
+  });
+
+  it('frames a local TCP receiver\'s reads that split messages, then pairs again once a read ends where a message ends', () => {
+    const [a, b, c, d] = [sipMessage('mix-a'), sipMessage('mix-b'), sipMessage('mix-c'), sipMessage('mix-d')];
+    const { asm, out, push, sender, receiver } = localTcpConnection();
+    const header = (at: number, len: number, flags = 0) => ({ ...receiver, data: Buffer.alloc(0), origLen: len, msgHash: at, flags: F_SEQ | F_COUNTERPART | flags });
+    push({ ...sender, data: Buffer.concat([a, b, c, d]), msgHash: 1000, flags: F_SEQ | F_STREAM_START });
+    // a and half of b (framed), the rest of b and c (framed: the stream holds half of b), d (paired).
+    const half = a.length + (b.length >> 1);
+    push(header(1000, half, F_STREAM_START));
+    push(header(1000 + half, a.length + b.length + c.length - half));
+    push(header(1000 + a.length + b.length + c.length, d.length));
+    expect(out).toEqual([line(100, a), line(100, b), line(100, c), line(100, d), line(200, a), line(200, b), line(200, c), `200 < ${line(100, d)}`]);
+    expect(asm.stats().localTcp).toMatchObject({ bytes: 0, listed: 0, pairedReads: 1, missing: 0 });
+  });
+
+  it('pairs no sender\'s message a whole read of the receiver passed, and frames that read', () => {
+    const [a, b, c] = [sipMessage('whole-a'), sipMessage('whole-b'), sipMessage('whole-c')];
+    const { asm, out, push, sender, receiver } = localTcpConnection();
+    push({ ...sender, data: a, msgHash: 1000, flags: F_SEQ | F_STREAM_START });
+    // The receiver read b before the sender's record of it went out: whole, and first.
+    push({ ...receiver, data: a, msgHash: 1000, flags: F_SEQ | F_STREAM_START });
+    push({ ...receiver, data: b, msgHash: 1000 + a.length, flags: F_SEQ });
+    push({ ...sender, data: Buffer.concat([b, c]), msgHash: 1000 + a.length, flags: F_SEQ });
+    push({ ...receiver, data: Buffer.alloc(0), origLen: c.length, msgHash: 1000 + a.length + b.length, flags: F_SEQ | F_COUNTERPART });
+    expect(out).toEqual([line(100, a), line(200, a), line(200, b), line(100, b), line(100, c), `200 < ${line(100, c)}`]);
+    expect(asm.stats().localTcp).toMatchObject({ bytes: 0, listed: 0, pairedReads: 1 });
+  });
+
+  it('pairs a local Diameter connection\'s reads, and frames a WebSocket connection\'s (a message\'s size is its payload\'s, not its frames\')', () => {
+    const { asm, out, push, sender, receiver } = localTcpConnection();
+    const header = (at: number, len: number, flags = 0) => ({ data: Buffer.alloc(0), origLen: len, msgHash: at, flags: F_SEQ | F_COUNTERPART | flags });
+    const dwr = diameterMessage({ request: true, command: 280, app: 0, hopByHop: 1, endToEnd: 1, avps: [{ code: 264, value: 'a.test' }] });
+    const dia = { l7: L7_DIAMETER, localPort: 40001, remotePort: 3868 };
+    push({ ...sender, ...dia, sockId: 3n, data: Buffer.concat([dwr, dwr]), msgHash: 500, flags: F_SEQ | F_STREAM_START });
+    push({ ...receiver, ...dia, localPort: 3868, remotePort: 40001, sockId: 4n, ...header(500, 2 * dwr.length, F_STREAM_START) });
+    const upgrade = Buffer.from('GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n');
+    const [m1, m2] = [sipMessage('ws-1'), sipMessage('ws-2')];
+    const [f1, f2] = [encodeFrame(0x81, m1, { mask: 0x11223344 }), encodeFrame(0x81, m2, { mask: 0x55667788 })];
+    const ws = { l7: L7_WEBSOCKET, localPort: 40002, remotePort: 8080 };
+    push({ ...sender, ...ws, sockId: 5n, data: Buffer.concat([upgrade, f1]), msgHash: 0, flags: F_SEQ | F_STREAM_START });
+    push({ ...sender, ...ws, sockId: 5n, data: f2, msgHash: upgrade.length + f1.length, flags: F_SEQ });
+    const wsReceiver = { ...receiver, ...ws, localPort: 8080, remotePort: 40002, sockId: 6n };
+    push({ ...wsReceiver, ...header(0, upgrade.length + f1.length, F_STREAM_START) });
+    push({ ...wsReceiver, ...header(upgrade.length + f1.length, f2.length) });
+    const dwrLine = line(100, dwr);
+    expect(out).toEqual([dwrLine, dwrLine, `200 < ${dwrLine}`, `200 < ${dwrLine}`, line(100, m1), line(100, m2), line(200, m1), line(200, m2)]);
+    expect(asm.stats()).toMatchObject({ messages: 4, diameter: { messages: 4 }, websocket: { handshakes: 2 }, localTcp: { flows: 2, bytes: 0, listed: 0, pairedReads: 1 } });
   });
 
   it('starts afresh when a new connection takes the socket address of a closed one (first record flagged by the kernel)', () => {
@@ -585,7 +688,7 @@ describe('local TCP senders\' bytes (SentBytes)', () => {
       // Read already: not handed out again.
       expect(kept.take('a>b', at, 150, true)).toBeUndefined();
     }
-    expect(kept.stats()).toEqual({ flows: 1, bytes: 0, allocatedBytes: 4096, missing: 100, evictedForMemory: 0 });
+    expect(kept.stats()).toEqual({ flows: 1, bytes: 0, allocatedBytes: 4096, listed: 0, pairedReads: 0, missing: 100, evictedForMemory: 0 });
   });
 
   it('hands out the bytes before and after a sender\'s record that is missing, not a read across it', () => {
@@ -617,12 +720,51 @@ describe('local TCP senders\' bytes (SentBytes)', () => {
     kept.keep('c>d', 0, bytes(4096), false);
     // a>b's buffer grows to 8 KiB: with c>d's 4 KiB over the bound, c>d (written before a>b) goes.
     kept.keep('a>b', 4096, bytes(4096, 4096), false);
-    expect(kept.stats()).toEqual({ flows: 1, bytes: 8192, allocatedBytes: 8192, missing: 0, evictedForMemory: 1 });
+    expect(kept.stats()).toEqual({ flows: 1, bytes: 8192, allocatedBytes: 8192, listed: 0, pairedReads: 0, missing: 0, evictedForMemory: 1 });
     expect(kept.take('a>b', 0, 8192, true)).toEqual(bytes(8192));
     expect(kept.take('c>d', 0, 4096, true)).toBeUndefined();
     // a>b, read to the end, goes with nothing lost for e>f's buffer.
     kept.keep('e>f', 0, bytes(10), false);
-    expect(kept.stats()).toEqual({ flows: 1, bytes: 10, allocatedBytes: 4096, missing: 1, evictedForMemory: 1 });
+    expect(kept.stats()).toEqual({ flows: 1, bytes: 10, allocatedBytes: 4096, listed: 0, pairedReads: 0, missing: 1, evictedForMemory: 1 });
+  });
+
+  it('pairs a read with the sender\'s messages only when it holds them whole, end to end, all listed', () => {
+    const kept = new SentBytes(1 << 20, 3);
+    const m = (size: number, truncated = false) => ({ size, truncated }) as Message;
+    /** The messages a read completes, or undefined when it is not paired. */
+    const read = (seq: number, len: number) => {
+      const completed: Message[] = [];
+      return kept.read('a>b', seq, len, (c) => completed.push(c)) ? completed : undefined;
+    };
+    const flow = kept.keep('a>b', 0, bytes(400), false);
+    const [m1, m2] = [m(100), m(100)];
+    kept.list(flow, 100, m1);
+    kept.list(flow, 200, m2);
+    kept.list(flow, 150, m(50)); // out of order (its framing was lost): not listed
+    expect(read(0, 150)).toBeUndefined(); // ends inside m2
+    expect(read(0, 200)).toEqual([m1, m2]);
+    // [200, 250) is no message (garbage, say): the read of it and of the message after it is framed.
+    kept.list(flow, 400, m(150));
+    expect(read(200, 200)).toBeUndefined();
+    expect(kept.take('a>b', 200, 200, true)).toEqual(bytes(200, 200));
+    expect(kept.stats()).toMatchObject({ bytes: 0, listed: 0, pairedReads: 1 });
+    // A message cut is not listed, nor one past the bound: the reads of them are framed.
+    kept.keep('a>b', 400, bytes(600, 400), false);
+    kept.list(flow, 500, m(100, true));
+    expect(read(400, 100)).toBeUndefined();
+    expect(kept.take('a>b', 400, 100, true)).toEqual(bytes(100, 400));
+    for (const end of [600, 700, 800, 900]) kept.list(flow, end, m(100));
+    expect(kept.stats()).toMatchObject({ listed: 3 });
+    expect(read(500, 300)).toHaveLength(3);
+    kept.list(flow, 1000, m(100));
+    expect(read(800, 200)).toBeUndefined();
+    expect(kept.take('a>b', 800, 200, true)).toEqual(bytes(200, 800));
+    // Bytes not kept: nothing is paired, and take() counts the read.
+    kept.keep('a>b', 1100, bytes(100, 1100), false);
+    kept.list(flow, 1200, m(100));
+    expect(read(1000, 200)).toBeUndefined();
+    expect(kept.take('a>b', 1000, 200, true)).toBeUndefined();
+    expect(kept.stats()).toMatchObject({ bytes: 0, listed: 0, pairedReads: 2, missing: 1 });
   });
 
   it('lets go of a flow whose buffer grew for a large message once it is read', () => {
