@@ -36,6 +36,16 @@ import { AGENT_NODE_FLAGS } from '../src/cli/node-flags.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const args = process.argv.slice(2);
+const SECTIONS = ['a', 'b', 'c', 'tcp', 'tls', 'tlshop', 'hopcpu', 'start', 'kamailio', 'pipeline', 'spool'];
+// An unknown option (even --help) or section would otherwise run the whole bench, or nothing.
+const unknown = [
+  ...args.filter((a) => a !== '--json' && a !== '--no-agent' && !a.startsWith('--agent=') && !a.startsWith('--only=')),
+  ...args.filter((a) => a.startsWith('--only=')).flatMap((a) => a.slice(7).split(',')).filter((s) => !SECTIONS.includes(s)).map((s) => `section ${s}`),
+];
+if (unknown.length) {
+  process.stderr.write(`hepbpf bench: unknown ${unknown.join(', ')}\nusage: npm run bench -- [--only=SECTION,...] [--json] [--agent=PATH] [--no-agent]; sections: ${SECTIONS.join(', ')} (see bench/run.ts)\n`);
+  process.exit(2);
+}
 const CLI = resolve(args.find((a) => a.startsWith('--agent='))?.slice(8) ?? resolve(REPO, 'dist/src/cli/main.js'));
 const json = args.includes('--json');
 const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['a', 'b', 'c', 'tcp', 'tls', 'tlshop', 'start', 'pipeline', 'kamailio'];
@@ -545,7 +555,7 @@ async function main() {
   if (only.includes('tlshop') && withAgent) results.tlsHop = await tlsHopBench(tlsInput);
   if (only.includes('hopcpu') && withAgent) results.hopCpu = await hopCpuBench(tlsInput);
   if (only.includes('pipeline')) results.pipeline = await pipelineBench({ say, table });
-  if (only.includes('spool')) results.spool = await spoolBench({ say, table });
+  if (only.includes('spool')) results.spool = await spoolBench({ say, table }, dir);
   if (summary.length > 1) {
     say('\nsummary');
     table(summary);
@@ -581,4 +591,6 @@ try {
   process.exitCode = 1;
 } finally {
   await cleanUp();
+  // A section that failed can leave timers behind (a sender retrying its collector): the bench is done.
+  process.exit();
 }
