@@ -3,7 +3,8 @@ import type { Message, ReceiverCopy } from '../stream/message.js';
 import { parseDiameter } from '../protocols/diameter.js';
 import type { ContainerIdentity, ContainerResolver } from './containers.js';
 import { HeldPayloads } from './held-payloads.js';
-import { EndpointKeys, EndpointTable, isLoopback } from './endpoint-table.js';
+import { EndpointKeys, EndpointTable } from './endpoint-table.js';
+import { isLoopback, isWildcard } from '../net/address.js';
 
 export interface AttributionOptions {
   /** Longest a message waits for its container names or its counterpart (wall clock). */
@@ -39,8 +40,6 @@ interface LocalSocket {
   cgroupId: bigint;
   pid: number;
 }
-
-const isWildcard = (ip: string) => ip === '0.0.0.0' || ip === '::';
 
 /**
  * Puts the container of each end on every message before it leaves. The hot path never waits: a

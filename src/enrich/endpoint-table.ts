@@ -1,8 +1,5 @@
 import { transportIndex, type Endpoint, type Transport } from '../stream/message.js';
-
-/** 127.0.0.0/8 or ::1. By its characters: startsWith() was a builtin call, four or five a message. */
-export const isLoopback = (ip: string) =>
-  (ip.charCodeAt(0) === 0x31 && ip.charCodeAt(1) === 0x32 && ip.charCodeAt(2) === 0x37 && ip.charCodeAt(3) === 0x2e) || ip === '::1';
+import { isLoopback } from '../net/address.js';
 
 /** Key room: 65536 ports, each with room for 8 transports. */
 const PER_ADDRESS = 65536 * 8;

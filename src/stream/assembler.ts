@@ -7,6 +7,7 @@ import { WebSocketFramer, type WebSocketStats } from './websocket-framer.js';
 import type { FramerStats, StreamFramer } from './framer.js';
 import { flowKey, SentBytes, type SentFlow } from './sent-bytes.js';
 import { LruList } from './lru-list.js';
+import { isLoopback, isWildcard } from '../net/address.js';
 
 /** A stream that has been silent this long is forgotten (its partial message with it). */
 const STREAM_IDLE_NS = 120_000_000_000n;
@@ -313,9 +314,9 @@ export class StreamAssembler {
    */
   private localEndpoint(r: CaptureRecord): Endpoint {
     const ip = r.localAddr();
-    if (ip === '0.0.0.0' || ip === '::') {
+    if (isWildcard(ip)) {
       const remote = r.remoteAddr();
-      if (remote.startsWith('127.') || remote === '::1') return this.endpoint(remote === '::1' ? '::1' : '127.0.0.1', r.localPort);
+      if (isLoopback(remote)) return this.endpoint(remote === '::1' ? '::1' : '127.0.0.1', r.localPort);
     }
     return this.endpoint(ip, r.localPort);
   }

@@ -1,4 +1,5 @@
 import { transportIndex, type Endpoint, type Message, type ReceiverCopy, type Transport } from './message.js';
+import { isLoopback, isWildcard } from '../net/address.js';
 
 /** How long a message seen on one side waits for its other side. */
 const WINDOW_NS = 2_000_000_000n;
@@ -157,9 +158,6 @@ class Buckets {
     return early;
   }
 }
-
-const isWildcard = (ip: string) => ip === '0.0.0.0' || ip === '::';
-const isLoopback = (ip: string) => ip === '::1' || ip.startsWith('127.');
 
 /**
  * Could two address views be the same wire address? A side may not know an address: a socket bound

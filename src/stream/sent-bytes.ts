@@ -2,6 +2,7 @@ import type { CaptureRecord } from '../capture/record.js';
 import { DIR_EGRESS } from '../capture/record.js';
 import { LruList } from './lru-list.js';
 import type { Message } from './message.js';
+import { isLoopback } from '../net/address.js';
 
 /** Memory for receivers' bytes, all flows' buffers together, at most (README "Memory and overload"): past it the least recently written flows go. */
 const MAX_KEPT_BYTES = 8 << 20;
@@ -300,6 +301,6 @@ export function flowKey(rec: CaptureRecord): string {
   const local = `${rec.localAddr()} ${rec.localPort}`;
   const remote = `${rec.remoteAddr()} ${rec.remotePort}`;
   const ip = rec.localAddr();
-  const ns = ip.startsWith('127.') || ip === '::1' ? rec.netns : 0;
+  const ns = isLoopback(ip) ? rec.netns : 0;
   return rec.direction === DIR_EGRESS ? `${local}>${remote}@${ns}` : `${remote}>${local}@${ns}`;
 }
