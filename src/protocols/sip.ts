@@ -252,15 +252,16 @@ function digitsValue(buf: Buffer, from: number, to: number): number {
   return n;
 }
 
+/** Whether buf[from..to) is the latin1 text `text`: compared byte by byte, no string made. */
+function spells(buf: Buffer, from: number, to: number, text: string): boolean {
+  if (text.length !== to - from) return false;
+  for (let i = 0; i < text.length; i++) if (buf[from + i] !== text.charCodeAt(i)) return false;
+  return true;
+}
+
 /** The method buf[from..to) names: one of METHODS' strings when it is one (no string per message), else its text. */
 function methodName(buf: Buffer, from: number, to: number): string {
-  for (let k = 0; k < METHODS.length; k++) {
-    const m = METHODS[k];
-    if (m.length !== to - from) continue;
-    let i = 0;
-    while (i < m.length && buf[from + i] === m.charCodeAt(i)) i++;
-    if (i === m.length) return m;
-  }
+  for (let k = 0; k < METHODS.length; k++) if (spells(buf, from, to, METHODS[k])) return METHODS[k];
   return buf.toString('latin1', from, to);
 }
 
@@ -275,12 +276,7 @@ const REASONS = new Map<number, string>([
 /** The reason phrase buf[from..to) of a `code` response: REASONS' string when it is its code's, else its text. */
 function reasonPhrase(buf: Buffer, from: number, to: number, code: number): string {
   const r = REASONS.get(code);
-  if (r !== undefined && r.length === to - from) {
-    let i = 0;
-    while (i < r.length && buf[from + i] === r.charCodeAt(i)) i++;
-    if (i === r.length) return r;
-  }
-  return buf.toString('latin1', from, to);
+  return r !== undefined && spells(buf, from, to, r) ? r : buf.toString('latin1', from, to);
 }
 
 /** The number buf[from..to) holds once trimmed as .trim() trims, if it is digits only (what /^\d+$/ accepts); else -1. No string. */
